@@ -1,0 +1,1 @@
+"""Anonymization: identity tracking, anchor sampling, frames, video."""

@@ -1,0 +1,46 @@
+"""Identity Tracking Module (paper Algorithm 1).
+
+Holds the identities seen so far (T_id) and their fake identities (F_id). A face whose cosine
+distance to the nearest stored identity is below `threshold` gets that identity's fake; otherwise a
+new fake is sampled (Eq. 1) and stored. Kept in memory only: real embeddings are biometric data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .anchors import AnchorSpace
+
+# Cosine distance on SFace embeddings at which two faces count as the same person: chosen on all
+# 6,000 LFW pairs for a false-match rate of at most 1 in 1,000 (scripts/calibrate_itm.py;
+# MODEL_CARD.md has the figures).
+DEFAULT_THRESHOLD = 0.60
+
+
+class IdentityTrackingModule:
+    def __init__(self, anchors: AnchorSpace, threshold: float = DEFAULT_THRESHOLD):
+        self.anchors = anchors
+        self.threshold = threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._t_id: list[np.ndarray] = []  # T_id: stored (unit) identity vectors
+        self._f_id: dict[int, np.ndarray] = {}  # F_id: key -> fake identity z_a
+        self.key_pointer = 0
+
+    def __len__(self) -> int:
+        return self.key_pointer
+
+    def __call__(self, z_id: np.ndarray) -> tuple[np.ndarray, int]:
+        """Algorithm 1: returns (z_a, key) for an identity vector z_id."""
+        z = z_id / np.linalg.norm(z_id)
+        if self._t_id:
+            d = 1.0 - np.stack(self._t_id) @ z
+            idx = int(np.argmin(d))
+            if d[idx] < self.threshold:
+                return self._f_id[idx], idx
+        self._t_id.append(z)
+        z_a = self.anchors.sample(z)
+        key = self.key_pointer
+        self._f_id[key] = z_a
+        self.key_pointer += 1
+        return z_a, key

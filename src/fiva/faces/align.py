@@ -1,0 +1,93 @@
+"""Alignment to the ArcFace 5-point template and the inverse warp that pastes a crop back."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# ArcFace template for a 112x112 crop (eyes, nose tip, mouth corners).
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    np.float32,
+)
+
+
+def template(size: int) -> np.ndarray:
+    """The ArcFace template scaled to a `size` x `size` crop."""
+    return ARCFACE_112 * (size / 112.0)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (Umeyama) mapping points src [N,2] onto dst [N,2]; returns a 2x3 matrix."""
+    src = src.astype(np.float64)
+    dst = dst.astype(np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rot = u @ sign @ vt
+    scale = np.trace(np.diag(sig) @ sign) / s.var(0).sum()
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
+    return m.astype(np.float32)
+
+
+def align_faces(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    """Warp each face to the template.
+
+    Args:
+        rgb: image [H,W,3] uint8.
+        landmarks: [N,5,2] in image pixels.
+        size: crop side in pixels.
+    Returns:
+        crops [N,size,size,3] uint8 and the 2x3 image->crop matrices [N,2,3].
+    """
+    tpl = template(size)
+    crops = np.zeros((len(landmarks), size, size, 3), np.uint8)
+    mats = np.zeros((len(landmarks), 2, 3), np.float32)
+    for i, lm in enumerate(landmarks):
+        mats[i] = similarity_transform(lm, tpl)
+        crops[i] = cv2.warpAffine(rgb, mats[i], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return crops, mats
+
+
+def feather_mask(size: int, margin: float = 0.1) -> np.ndarray:
+    """A [size,size] float mask: 1 inside, falling smoothly to 0 over `margin` of the side at the border."""
+    ramp = np.clip(np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / (margin * size), 0, 1)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * ramp)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Inverse-warp `crop` [S,S,3] into a copy of `rgb` through the image->crop matrix `mat`.
+
+    `mask` [S,S] in [0,1] says how much of each crop pixel replaces the image (default: a feathered
+    square); pixels outside the warped mask are left bit-exact.
+    """
+    size = crop.shape[0]
+    if mask is None:
+        mask = feather_mask(size)
+    h, w = rgb.shape[:2]
+    inv = cv2.invertAffineTransform(mat)
+    # Only touch the bounding box of the warped crop: cheap on large frames.
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inv.T
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    out = rgb.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    shift = inv.copy()
+    shift[:, 2] -= (x0, y0)
+    roi = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(crop, shift, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask.astype(np.float32), shift, roi, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    blended = alpha * warped.astype(np.float32) + (1 - alpha) * region
+    keep = alpha[..., 0] <= 0
+    blended[keep] = region[keep]
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,112 @@
+"""The FIVA generator (paper Section 3.1).
+
+An identity-conditioned encoder-decoder: encoder blocks downsample with stride-2 depthwise convs;
+every encoder feature map is carried to the decoder by a skip connection; the identity vector is
+broadcast over the bottleneck and concatenated (spatial size kept), followed by 1x1 "fully
+connected" layers on the feature maps; the decoder upsamples with pixel shuffle and outputs an
+image X_a and a mask m; X_â = m·X_a + (1-m)·X_t.
+
+The mask is max(learned mask, a fixed soft ellipse over the inner face of the aligned crop): the
+generator always owns the inner face, so "copy the input" is not a solution it can fall into (a
+closed learned mask is an absorbing state in training).
+
+Tensor layout: B,3,S,S float in [-1,1], RGB, aligned to the ArcFace template scaled to S;
+identity z: B,128 (normalized inside).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .layers import DownBlock, UpBlock
+
+
+@dataclass
+class GeneratorConfig:
+    resolution: int = 112
+    channels: tuple[int, ...] = (32, 48, 96, 160, 256)  # stem, then one per stride-2 block
+    id_dim: int = 128
+    bottleneck_layers: int = 3
+    ellipse: tuple[float, float, float, float] = (0.5, 0.56, 0.36, 0.46)  # cx, cy, rx, ry (fractions of S)
+    ellipse_softness: float = 0.12
+
+    @staticmethod
+    def named(name: str) -> "GeneratorConfig":
+        if name in ("fiva-112", "default"):
+            return GeneratorConfig()
+        if name == "fiva-256":
+            return GeneratorConfig(resolution=256, channels=(32, 48, 96, 160, 256, 384))
+        raise ValueError(f"unknown generator config '{name}' (known: fiva-112, fiva-256)")
+
+
+def face_ellipse(size: int, cfg: GeneratorConfig) -> torch.Tensor:
+    """A [1,1,S,S] soft ellipse over the inner face of an aligned crop: 1 inside, 0 outside."""
+    cx, cy, rx, ry = cfg.ellipse
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    r = torch.sqrt(((xs / size - cx) / rx) ** 2 + ((ys / size - cy) / ry) ** 2)
+    return torch.clamp((1 + cfg.ellipse_softness - r) / (2 * cfg.ellipse_softness), 0, 1)[None, None]
+
+
+class FIVAGenerator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GeneratorConfig()
+        ch = cfg.channels
+        self.stem = nn.Sequential(nn.Conv2d(3, ch[0], 3, 1, 1), nn.LeakyReLU(0.2))
+        self.down = nn.ModuleList(DownBlock(a, b) for a, b in zip(ch[:-1], ch[1:]))
+        layers: list[nn.Module] = []
+        c = ch[-1] + cfg.id_dim
+        for _ in range(cfg.bottleneck_layers):
+            layers += [nn.Conv2d(c, ch[-1], 1), nn.LeakyReLU(0.2)]
+            c = ch[-1]
+        self.bottleneck = nn.Sequential(*layers)
+        self.up = nn.ModuleList(UpBlock(ch[i + 1], ch[i], ch[i]) for i in reversed(range(len(ch) - 1)))
+        self.head = nn.Conv2d(ch[0], 4, 3, 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.bias[3] = -2.0  # learned mask starts mostly closed; the ellipse owns the face
+        self.register_buffer("ellipse", face_ellipse(cfg.resolution, cfg), persistent=False)
+
+    def forward(self, x_t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (X_a, m, X_â): the generated face, the blending mask [B,1,S,S] and the blend."""
+        h = self.stem(x_t)
+        skips = [h]
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        z = F.normalize(z, dim=1)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        h = self.bottleneck(torch.cat([h, z], 1))
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            h = block(h, skip)
+        out = self.head(h)
+        x_a = (x_t + out[:, :3]).clamp(-1, 1)  # residual: starts as the input, learns the change
+        m = torch.maximum(torch.sigmoid(out[:, 3:]), self.ellipse.to(out.dtype))
+        return x_a, m, m * x_a + (1 - m) * x_t
+
+
+def save_generator(model: FIVAGenerator, path: str | Path, half: bool = True, extra: dict | None = None) -> None:
+    """Save weights as safetensors with the config in the metadata (fp16 by default: half the size)."""
+    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(asdict(model.cfg))}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    save_file(sd, str(path), metadata=meta)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> FIVAGenerator:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    raw = json.loads(meta.get("config", "{}"))
+    cfg = GeneratorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    model = FIVAGenerator(cfg)
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    model.load_state_dict(sd)
+    return model.eval().to(device)

@@ -1,0 +1,1 @@
+"""Training: data (aligned-crop cache), losses, and the generator training loop (DDP-ready)."""

@@ -1,0 +1,64 @@
+"""Resumable training checkpoints in safetensors (no pickles).
+
+checkpoint.safetensors: generator ("G.") and discriminator ("D.") weights (fp16 by default: what
+resuming needs, compactly) with the step and the generator config in the metadata.
+optim.safetensors: Adam moments (bf16: half the size, enough range for second moments), optional:
+training may restart them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+
+def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, G, D, step: int, half: bool = True) -> None:
+    sd = {}
+    for prefix, model in (("G.", G), ("D.", D)):
+        for k, v in model.state_dict().items():
+            sd[prefix + k] = (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+    _atomic_save(sd, path, {"step": str(step), "config": json.dumps(asdict(G.cfg))})
+
+
+def load_checkpoint(path: Path, G, D) -> int:
+    sd = load_file(str(path))
+    for prefix, model in (("G.", G), ("D.", D)):
+        own = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
+        model.load_state_dict(own)
+    with safe_open(str(path), "pt") as f:
+        return int((f.metadata() or {}).get("step", 0))
+
+
+def save_optim(path: Path, optims: dict[str, torch.optim.Optimizer]) -> None:
+    sd = {}
+    for name, opt in optims.items():
+        for i, st in opt.state_dict()["state"].items():
+            for k, v in st.items():
+                v = torch.as_tensor(v).detach()
+                sd[f"{name}.{i}.{k}"] = (v.float() if k == "step" else v.bfloat16()).cpu().contiguous()
+    _atomic_save(sd, path, {})
+
+
+def load_optim(path: Path, optims: dict[str, torch.optim.Optimizer]) -> None:
+    sd = load_file(str(path))
+    for name, opt in optims.items():
+        state = opt.state_dict()
+        params = [p for g in state["param_groups"] for p in g["params"]]
+        new = {}
+        for i in params:
+            keys = {k.split(".", 2)[2]: v.float() for k, v in sd.items() if k.startswith(f"{name}.{i}.")}
+            if keys:
+                new[i] = keys
+        state["state"] = new
+        opt.load_state_dict(state)

@@ -1,0 +1,291 @@
+"""Training loop of the FIVA generator (paper Sections 3.1, 3.4 and 4).
+
+Runs as is on one CPU or GPU, and under `torchrun --nproc_per_node N` with DDP unchanged.
+Each step: distort X_t (rotation, zoom), condition on an identity (half the batch on its own z_t,
+the counterfactual setting of the paper; half on another person's, as the ITM will at inference),
+generate, then
+  D: non-saturating loss + lazy R1;
+  G: identity hinge (Eq. 4 on degraded copies of X_a and X_â), IFSR, low-pass and full L1,
+     mask L1 (outside the face ellipse), non-saturating adversarial loss.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..faces.identity import load_sface, to_uint8
+from ..models import Discriminator, FIVAGenerator, GeneratorConfig, save_generator
+from . import losses as L
+from .checkpoint import load_checkpoint, load_optim, save_checkpoint, save_optim
+from .data import crop_pack_for, load_pack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str = "runs/generator"
+    model: str = "fiva-112"
+    steps: int = 1000
+    batch: int = 16
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.99)
+    lr_decay: float = 0.97  # every 100k steps
+    w_id: float = 5.0
+    id_margin: float = 0.0
+    w_ifsr: float = 1.0
+    ifsr_scales: tuple[int, ...] = (0, 1, 2, 3)
+    w_rec_low: float = 5.0
+    w_rec: float = 1.0
+    w_mask: float = 1.0
+    w_adv: float = 1.0
+    r1: float = 1.0
+    r1_every: int = 4
+    resume: str | None = None
+    val_data: str | None = None
+    val_count: int = 64
+    val_every: int = 500
+    sample_every: int = 200
+    save_every: int = 500
+    time_limit: float = 0.0  # seconds; 0 = none
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+
+def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world > 1:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device(device)
+
+
+def _batch(crops: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    idx = torch.randint(len(crops), (n,), generator=gen, device=crops.device)
+    x = crops[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def _pad_for_detection(crop: np.ndarray) -> np.ndarray:
+    s = crop.shape[0]
+    return cv2.copyMakeBorder(crop, s // 2, s // 2, s // 2, s // 2, cv2.BORDER_REFLECT)
+
+
+@torch.no_grad()
+def quick_validate(G, sface, val: torch.Tensor, detector) -> dict[str, float]:
+    """Fast check on held-out aligned crops: SFace similarity to the original, face detection rate
+    and landmark error on the output (padded, so YuNet sees context), mask mean. The authoritative
+    numbers come from `fiva evaluate` / scripts/evaluate_default.py with the independent dlib model."""
+    G.eval()
+    x = val.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    z = F.normalize(sface(L.to_identity_input(x)), dim=1)
+    z_other = z.roll(1, 0)  # another person's identity, standing in for an anchor
+    x_a, m, x_hat = G(x, z_other)
+    cos = F.cosine_similarity(z, F.normalize(sface(L.to_identity_input(x_hat)), dim=1), dim=1)
+    found, errs = 0, []
+    for a, b in zip(to_uint8(x), to_uint8(x_hat)) if detector is not None else ():
+        da, db = detector(_pad_for_detection(a)), detector(_pad_for_detection(b))
+        if len(db):
+            found += 1
+            if len(da):
+                la, lb = da.landmarks[0], db.landmarks[0]
+                iod = np.linalg.norm(la[0] - la[1])
+                errs.append(float(np.linalg.norm(la - lb, axis=1).mean() / iod))
+    G.train()
+    return {
+        "val_sface_cos": float(cos.mean()),
+        "val_sface_below_0.3": float((cos < 0.3).float().mean()),
+        "val_detect": found / len(x) if detector is not None else float("nan"),
+        "val_lmk_err": float(np.mean(errs)) if errs else float("nan"),
+        "val_mask_mean": float(m.mean()),
+    }
+
+
+def sample_grid(G, x: torch.Tensor, z: torch.Tensor, path: Path) -> None:
+    """PNG with rows: input, generated X_a, mask, blended X_â."""
+    G.eval()
+    with torch.no_grad():
+        x_a, m, x_hat = G(x, z)
+    G.train()
+    rows = [x, x_a, m.expand(-1, 3, -1, -1) * 2 - 1, x_hat]
+    grid = np.concatenate([np.concatenate(list(to_uint8(r)), axis=1) for r in rows], axis=0)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) the generator; returns the path of the latest generator weights."""
+    rank, world, device = _setup_distributed(cfg.device)
+    main = rank == 0
+    out = Path(cfg.out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + rank)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+    gcfg = GeneratorConfig.named(cfg.model)
+    S = gcfg.resolution
+    cache = Path(os.environ.get("FIVA_DATA_CACHE", out / "cache"))
+    pack = crop_pack_for(cfg.data, S, cache) if main else None
+    if world > 1:
+        holder = [str(pack)]
+        dist.broadcast_object_list(holder)
+        pack = Path(holder[0])
+    crops_np, _ = load_pack(pack)
+    crops = torch.from_numpy(crops_np).to(device)
+    log.info("training on %d aligned faces at %d px on %s (world %d)", len(crops), S, device, world)
+
+    val = None
+    if main and cfg.val_data:
+        val_np, _ = load_pack(crop_pack_for(cfg.val_data, S, cache))
+        val = torch.from_numpy(val_np[: cfg.val_count]).to(device)
+    from ..faces import FaceDetector
+
+    detector = None
+    if main and val is not None:
+        try:
+            detector = FaceDetector()
+        except Exception as e:  # an old OpenCV without YuNet support: validate without detection
+            log.warning("face detector unavailable for validation (%s)", e)
+
+    sface = load_sface(device)
+    G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
+    step = 0
+    ckpt = out / "checkpoint.safetensors"
+    resume = Path(cfg.resume) if cfg.resume else (ckpt if ckpt.exists() else None)
+    if resume:
+        step = load_checkpoint(resume, G, D)
+        optim_file = resume.with_name("optim.safetensors")
+        if optim_file.exists():
+            try:
+                load_optim(optim_file, {"G": opt_g, "D": opt_d})
+            except Exception as e:  # moments may restart; weights are what matter
+                log.warning("optimizer state not restored (%s); Adam moments restart", e)
+        log.info("resumed from %s at step %d", resume, step)
+    G_train, D_train = G, D
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_train, D_train = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+
+    fixed_x = _batch(val if val is not None else crops, 8, torch.Generator(device=device).manual_seed(1))
+    with torch.no_grad():
+        fixed_z = F.normalize(sface(L.to_identity_input(fixed_x)), dim=1).roll(1, 0)
+
+    log_path = out / "log.csv"
+    writer = None
+    if main:
+        new = not log_path.exists()
+        fh = open(log_path, "a", newline="")
+    t0 = time.time()
+    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (main and cfg.progress), desc="train generator", unit="step")
+    B = cfg.batch
+    while step < cfg.steps:
+        lr = cfg.lr * cfg.lr_decay ** (step / 100_000)
+        for o in (opt_g, opt_d):
+            for g in o.param_groups:
+                g["lr"] = lr
+        x_t = _batch(crops, B, gen)
+        with torch.no_grad():
+            z_t = F.normalize(sface(L.to_identity_input(x_t)), dim=1)
+        x_in = L.random_affine(x_t, generator=gen)
+        z_cond = torch.where((torch.arange(B, device=device) < B // 2)[:, None], z_t, z_t.roll(1, 0))
+        x_a, m, x_hat = G_train(x_in, z_cond)
+
+        # Discriminator step.
+        real = x_in.detach().requires_grad_(step % cfg.r1_every == 0)
+        d_real = D_train(real)
+        loss_d = L.d_nonsaturating(d_real, D_train(x_hat.detach()))
+        r1 = torch.zeros((), device=device)
+        if real.requires_grad:
+            r1 = L.r1_penalty(d_real, real)
+            loss_d = loss_d + cfg.r1 * cfg.r1_every * 0.5 * r1
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # Generator step: one SFace pass over degraded [X_in, X_â, X_a] (same degradation for all).
+        D.requires_grad_(False)
+        emb, feats = sface.features(L.to_identity_input(L.degrade(torch.cat([x_in, x_hat, x_a]))))
+        emb_hat, emb_a = emb[B : 2 * B], emb[2 * B :]
+        l_id = L.identity_hinge(z_t, emb_a, cfg.id_margin) + L.identity_hinge(z_t, emb_hat, cfg.id_margin)
+        l_ifsr = L.ifsr([f[:B].detach() for f in feats], [f[B : 2 * B] for f in feats], cfg.ifsr_scales)
+        l_low = L.low_pass_l1(x_hat, x_in)
+        l_rec = F.l1_loss(x_hat, x_in)
+        l_mask = F.relu(m - G.ellipse).mean()
+        l_adv = L.g_nonsaturating(D(x_hat))
+        loss_g = (cfg.w_id * l_id + cfg.w_ifsr * l_ifsr + cfg.w_rec_low * l_low + cfg.w_rec * l_rec
+                  + cfg.w_mask * l_mask + cfg.w_adv * l_adv)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        step += 1
+        bar.update(1)
+
+        if not main:
+            continue
+        row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(),
+               "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "mask": l_mask.item(),
+               "adv": l_adv.item(), "loss_d": loss_d.item(), "r1": r1.item()}
+        if step % 10 == 0:
+            bar.set_postfix(id=f"{row['id']:.3f}", ifsr=f"{row['ifsr']:.3f}", d=f"{row['loss_d']:.2f}")
+        if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            row.update(quick_validate(G, sface, val, detector))
+            log.info("step %d %s", step, {k: round(v, 3) for k, v in row.items() if k.startswith("val")})
+        if writer is None:
+            fields = list(row) + [k for k in ("val_sface_cos", "val_sface_below_0.3", "val_detect", "val_lmk_err", "val_mask_mean") if k not in row]
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            if new:
+                writer.writeheader()
+        if step % 10 == 0 or any(k.startswith("val") for k in row):
+            writer.writerow(row)
+            fh.flush()
+        if step % cfg.sample_every == 0:
+            sample_grid(G, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
+        over_time = cfg.time_limit and time.time() - t0 > cfg.time_limit
+        if step % cfg.save_every == 0 or step == cfg.steps or over_time:
+            _save(out, G, D, opt_g, opt_d, step)
+        if over_time:
+            log.info("time limit reached at step %d", step)
+            break
+    bar.close()
+    if main:
+        _save(out, G, D, opt_g, opt_d, step)
+        fh.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return out / "generator.safetensors"
+
+
+def _save(out: Path, G, D, opt_g, opt_d, step: int) -> None:
+    save_checkpoint(out / "checkpoint.safetensors", G, D, step)
+    save_optim(out / "optim.safetensors", {"G": opt_g, "D": opt_d})
+    save_generator(G, out / "generator.safetensors", extra={"step": step})

