@@ -1,12 +1,12 @@
 """process_video / probe_video on small synthetic videos made with PyAV."""
-from fractions import Fraction
-
 import av
 import numpy as np
 import pytest
 
 from fiva.anonymize.video import VideoInfo, probe_video, process_video
 from fiva.io import InputError
+
+from conftest import make_video as write_video
 
 FPS, N = 25, 30
 
@@ -17,30 +17,9 @@ def _frame(i, w, h):
 
 
 def make_video(path, w=64, h=48, audio=True, pts=None, sr=44100):
-    """H.264 video (+ mono AAC sine) with frames `_frame(i)` at the given pts (1/FPS units)."""
-    pts = list(range(N)) if pts is None else pts
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=FPS)
-        vs.width, vs.height = w, h
-        vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
-        vs.codec_context.time_base = Fraction(1, FPS)
-        vs.options = {"preset": "ultrafast", "crf": "10"}
-        if audio:
-            aus = out.add_stream("aac", rate=sr)
-            aus.layout = "mono"
-        for i, p in enumerate(pts):
-            f = av.VideoFrame.from_ndarray(_frame(i, w, h), format="rgb24")
-            f.pts, f.time_base = p, Fraction(1, FPS)
-            out.mux(vs.encode(f))
-        out.mux(vs.encode(None))
-        if audio:
-            t = np.arange(sr * (pts[-1] + 1) // FPS) / sr
-            af = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
-                                            format="fltp", layout="mono")
-            af.sample_rate, af.pts = sr, 0
-            out.mux(aus.encode(af))
-            out.mux(aus.encode(None))
-    return path
+    """Synthetic frames `_frame(i)` through the shared writer."""
+    n = N if pts is None else len(pts)
+    return write_video(path, [_frame(i, w, h) for i in range(n)], FPS, audio=audio, pts=pts, sr=sr)
 
 
 def frames(path):

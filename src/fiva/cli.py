@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize}
     try:
         return handlers[a.command](a)
+    except (ValueError, FileNotFoundError) as e:  # bad input or settings: one line, no traceback
+        print(f"fiva: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

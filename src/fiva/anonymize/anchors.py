@@ -66,3 +66,22 @@ class AnchorSpace:
         score = np.abs(np.abs(self.anchors @ z) - self.margin)
         best = np.argpartition(score, self.candidates)[: self.candidates] if len(score) > self.candidates else np.arange(len(score))
         return self.anchors[int(self.rng.choice(best))].copy()
+
+
+def build_from_data(data: str | Path, size: int = 10_000, seed: int = 0, device: str = "cpu") -> AnchorSpace:
+    """`fiva anchors build`: mean SFace embedding per identity (first folder level under `data`),
+    then `build_anchor_space`. Identity means stay in memory; only their mixes are written."""
+    import tempfile
+
+    from ..faces.identity import load_sface
+    from ..train.data import crop_pack_for, load_pack
+
+    pack = crop_pack_for(data, 112, Path(tempfile.gettempdir()) / "fiva-anchors")
+    crops, sources = load_pack(pack)
+    names = [Path(s).parts[0] if len(Path(s).parts) > 1 else s for s in sources]
+    emb = load_sface(device).embed(crops)
+    groups: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        groups.setdefault(n, []).append(i)
+    means = np.stack([emb[idx].mean(0) for idx in groups.values()])
+    return AnchorSpace(build_anchor_space(means, size=size, seed=seed), seed=seed)

@@ -67,6 +67,10 @@ class FIVAGenerator(nn.Module):
             c = ch[-1]
         self.bottleneck = nn.Sequential(*layers)
         self.up = nn.ModuleList(UpBlock(ch[i + 1], ch[i], ch[i]) for i in reversed(range(len(ch) - 1)))
+        for mod in self.modules():  # variance-preserving init: keeps the bottleneck (and z) audible
+            if isinstance(mod, nn.Conv2d) and not getattr(mod, "_icnr", False):
+                nn.init.kaiming_normal_(mod.weight, a=0.2)
+                nn.init.zeros_(mod.bias)
         self.head = nn.Conv2d(ch[0], 4, 3, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -81,7 +85,8 @@ class FIVAGenerator(nn.Module):
         for block in self.down:
             h = block(h)
             skips.append(h)
-        z = F.normalize(z, dim=1)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        z = F.normalize(z, dim=1) * z.shape[1] ** 0.5  # unit-variance entries, like the features
+        z = z[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
         h = self.bottleneck(torch.cat([h, z], 1))
         for block, skip in zip(self.up, reversed(skips[:-1])):
             h = block(h, skip)

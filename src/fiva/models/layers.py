@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 
-def icnr_(weight: torch.Tensor, scale: int = 2, init=nn.init.kaiming_normal_) -> torch.Tensor:
+def icnr_(weight: torch.Tensor, scale: int = 2, init=lambda w: nn.init.kaiming_normal_(w, a=0.2)) -> torch.Tensor:
     """ICNR init for a conv feeding PixelShuffle(scale): each group of scale**2 output channels
     starts identical, so the shuffle starts as nearest-neighbour upsampling (no checkerboard)."""
     out_c, in_c, kh, kw = weight.shape
@@ -41,6 +41,7 @@ class UpBlock(nn.Module):
         super().__init__()
         self.expand = nn.Conv2d(cin, cout * 4, 1)
         icnr_(self.expand.weight)
+        self.expand._icnr = True
         nn.init.zeros_(self.expand.bias)
         self.shuffle = nn.PixelShuffle(2)
         self.fuse = nn.Sequential(

@@ -44,11 +44,12 @@ class TrainConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.99)
     lr_decay: float = 0.97  # every 100k steps
-    w_id: float = 5.0
-    id_margin: float = 0.0
-    w_ifsr: float = 1.0
-    ifsr_scales: tuple[int, ...] = (0, 1, 2, 3)
-    w_rec_low: float = 5.0
+    w_id: float = 2.0
+    id_warmup: int = 2000  # identity weight ramps up linearly over these steps: structure first
+    id_margin: float = 0.1
+    w_ifsr: float = 4.0
+    ifsr_scales: tuple[int, ...] = (0, 1, 2)  # 112, 56, 28 px: attributes; deeper maps carry identity
+    w_rec_low: float = 10.0
     w_rec: float = 1.0
     w_mask: float = 1.0
     w_adv: float = 1.0
@@ -241,7 +242,8 @@ def train(cfg: TrainConfig) -> Path:
         l_rec = F.l1_loss(x_hat, x_in)
         l_mask = F.relu(m - G.ellipse).mean()
         l_adv = L.g_nonsaturating(D(x_hat))
-        loss_g = (cfg.w_id * l_id + cfg.w_ifsr * l_ifsr + cfg.w_rec_low * l_low + cfg.w_rec * l_rec
+        w_id = cfg.w_id * min(1.0, step / cfg.id_warmup) if cfg.id_warmup else cfg.w_id
+        loss_g = (w_id * l_id + cfg.w_ifsr * l_ifsr + cfg.w_rec_low * l_low + cfg.w_rec * l_rec
                   + cfg.w_mask * l_mask + cfg.w_adv * l_adv)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -1,0 +1,39 @@
+"""Reproduce the default model's figures in MODEL_CARD.md (issue: core numbers).
+
+    python scripts/evaluate_default.py [--model src/fiva/data/fiva-112.safetensors] [--n 200]
+
+On the first image of the first N LFW evaluation identities (fold 1 of people.txt), generator only
+(no fallback): share of faces beyond dlib's 0.6 from their original, YuNet detection rate on the
+output, 5-landmark error / inter-ocular distance. Needs the [eval] extra and ../shared/data.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from prepare_lfw import read_folds  # noqa: E402
+
+from fiva.anonymize.frame import Anonymizer  # noqa: E402
+from fiva.evaluate.quality import evaluate_quality  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--method", default="fiva")
+    ap.add_argument("--fallback", default="none")
+    a = ap.parse_args()
+    lfw = Path(a.lfw)
+    names = sorted(read_folds(lfw / "people.txt")[0])[: a.n]
+    images = [sorted((lfw / "images" / n).glob("*.jpg"))[0] for n in names]
+    anon = Anonymizer(method=a.method, model=a.model, fallback=a.fallback)
+    summary = evaluate_quality(anon, images).summary()
+    summary.update(model=str(a.model or "default"), method=a.method, fallback=a.fallback)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation with models the generator was not trained against (dlib, YuNet landmarks)."""

@@ -1,0 +1,88 @@
+"""Face stack: YuNet detection, ArcFace alignment, paste-back, SFace identity encoder."""
+import cv2
+import numpy as np
+import pytest
+
+from fiva.faces import FaceDetector, align_faces, paste_back, template
+from fiva.faces.identity import load_sface
+
+from conftest import lfw_image, needs_lfw
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def sface():
+    return load_sface()
+
+
+def test_detector_finds_the_astronaut_with_landmarks_inside_the_box(detector, astronaut):
+    d = detector(astronaut)
+    assert len(d) == 1 and d.boxes.shape == (1, 4) and d.landmarks.shape == (1, 5, 2)
+    x1, y1, x2, y2 = d.boxes[0]
+    lm = d.landmarks[0]
+    assert (lm[:, 0] > x1).all() and (lm[:, 0] < x2).all() and (lm[:, 1] > y1).all() and (lm[:, 1] < y2).all()
+    assert lm[0, 0] < lm[1, 0]  # first eye on the image's left, as in the template
+
+
+def test_detector_returns_fixed_shapes_without_faces(detector):
+    d = detector(np.full((200, 300, 3), 127, np.uint8))
+    assert len(d) == 0 and d.boxes.shape == (0, 4) and d.scores.shape == (0,) and d.landmarks.shape == (0, 5, 2)
+
+
+def test_detector_works_on_large_and_odd_sized_images(detector, astronaut):
+    big = cv2.resize(astronaut, (2501, 2503))
+    d = detector(big)
+    assert len(d) >= 1  # detections come sorted by score: the astronaut first
+    ref = detector(astronaut).boxes[0] * (2501 / 512)
+    assert np.abs(d.boxes[0] - ref).max() < 0.05 * 2501
+
+
+def test_alignment_maps_landmarks_onto_the_template(detector, astronaut):
+    d = detector(astronaut)
+    for size in (112, 256):
+        crops, mats = align_faces(astronaut, d.landmarks, size)
+        assert crops.shape == (1, size, size, 3)
+        mapped = np.c_[d.landmarks[0], np.ones(5)] @ mats[0].T
+        assert np.abs(mapped - template(size)).max() < 0.08 * size
+
+
+def test_paste_back_leaves_pixels_outside_the_mask_bit_exact(detector, astronaut):
+    d = detector(astronaut)
+    crops, mats = align_faces(astronaut, d.landmarks, 112)
+    out = paste_back(astronaut, 255 - crops[0], mats[0])
+    changed = np.any(out != astronaut, axis=2)
+    ys, xs = np.nonzero(changed)
+    x1, y1, x2, y2 = d.boxes[0]
+    w = x2 - x1
+    assert changed.sum() > 1000
+    assert xs.min() > x1 - w and xs.max() < x2 + w and ys.min() > y1 - w and ys.max() < y2 + w
+    assert np.array_equal(out[300:], astronaut[300:])  # the lower half is far from the face
+
+
+def test_sface_is_stable_under_flip_rescale_and_jpeg(detector, sface, astronaut):
+    crop = align_faces(astronaut, detector(astronaut).landmarks, 112)[0]
+    small = cv2.resize(cv2.resize(crop[0], (64, 64), interpolation=cv2.INTER_AREA), (112, 112))[None]
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", crop[0], [cv2.IMWRITE_JPEG_QUALITY, 40])[1], cv2.IMREAD_UNCHANGED)[None]
+    e = sface.embed(np.concatenate([crop, crop[:, :, ::-1], small, jpeg]))
+    assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
+    assert (e[1:] @ e[0]).min() >= 0.9
+
+
+@needs_lfw
+def test_sface_separates_different_people_and_matches_the_same(detector, sface):
+    def emb(name, n):
+        img = lfw_image(name, n)
+        d = detector(img)
+        i = int(np.argmax((d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])))
+        return sface.embed(align_faces(img, d.landmarks[i : i + 1])[0])[0]
+
+    people = ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]
+    a = np.stack([emb(p, 1) for p in people])
+    b = np.stack([emb(p, 2) for p in people])
+    sim = a @ b.T
+    assert np.diag(sim).min() > 0.5  # the same person, another photo
+    assert sim[~np.eye(4, dtype=bool)].max() < 0.3  # different people
