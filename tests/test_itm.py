@@ -66,3 +66,18 @@ def test_shipped_anchor_space_is_large_and_unit():
     space = AnchorSpace.load(DEFAULT_ANCHORS)
     assert space.anchors.shape[0] >= 10_000 and space.anchors.shape[1] == 128
     assert np.allclose(np.linalg.norm(space.anchors, axis=1), 1, atol=1e-3)
+
+
+def test_anchors_build_command(tmp_path, astronaut):
+    import cv2
+
+    from fiva.cli import main
+    from fiva.io import write_image
+
+    for person, img in (("a", astronaut), ("b", cv2.resize(astronaut[30:450, 60:480], (400, 400)))):
+        write_image(tmp_path / "ids" / person / "1.png", img)
+        write_image(tmp_path / "ids" / person / "2.png", np.ascontiguousarray(img[:, ::-1]))
+    out = tmp_path / "anchors.safetensors"
+    assert main(["anchors", "build", "--data", str(tmp_path / "ids"), "--out", str(out), "--size", "50"]) == 0
+    space = AnchorSpace.load(out)
+    assert space.anchors.shape == (50, 128)

@@ -232,12 +232,15 @@ def train(cfg: TrainConfig) -> Path:
         loss_d.backward()
         opt_d.step()
 
-        # Generator step: one SFace pass over degraded [X_in, X_â, X_a] (same degradation for all).
+        # Generator step: [X_in, X_â, X_a] share one random degradation; X_in's SFace pass needs no grad.
         D.requires_grad_(False)
-        emb, feats = sface.features(L.to_identity_input(L.degrade(torch.cat([x_in, x_hat, x_a]))))
-        emb_hat, emb_a = emb[B : 2 * B], emb[2 * B :]
+        degraded = L.to_identity_input(L.degrade(torch.cat([x_in, x_hat, x_a])))
+        with torch.no_grad():
+            _, feats_in = sface.features(degraded[:B])
+        emb, feats = sface.features(degraded[B:])
+        emb_hat, emb_a = emb[:B], emb[B:]
         l_id = L.identity_hinge(z_t, emb_a, cfg.id_margin) + L.identity_hinge(z_t, emb_hat, cfg.id_margin)
-        l_ifsr = L.ifsr([f[:B].detach() for f in feats], [f[B : 2 * B] for f in feats], cfg.ifsr_scales)
+        l_ifsr = L.ifsr(feats_in, [f[:B] for f in feats], cfg.ifsr_scales)
         l_low = L.low_pass_l1(x_hat, x_in)
         l_rec = F.l1_loss(x_hat, x_in)
         l_mask = F.relu(m - G.ellipse).mean()
