@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short training burst of the default generator on a lent GPU (see MODEL_CARD.md).
-# Needs .gpu/ prepared by scripts/prepare_gpu.sh; results come back through $OUT.
+# Needs .gpu/ prepared by scripts/prepare_gpu.py (carry it); results come back through $OUT.
 # Usage: bash scripts/gpu_burst.sh SECONDS [RESUME_CHECKPOINT]
 set -u
 secs=${1:-420}

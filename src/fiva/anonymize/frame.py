@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..faces import Detections, FaceDetector, align_faces, paste_back
 from ..faces.align import feather_mask
-from ..faces.identity import load_sface, to_tensor, to_uint8
+from ..faces.identity import identity_input, load_sface, to_tensor, to_uint8
 from ..weights import DEFAULT_ANCHORS, DEFAULT_GENERATOR
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
@@ -98,21 +98,21 @@ class Anonymizer:
             return obfuscate(rgb, dets, self.cfg.method)
         return self._generate(rgb, dets)
 
+    def _embed(self, x: torch.Tensor) -> np.ndarray:
+        """Unit SFace embeddings [N,128] of aligned crops [N,3,S,S] in [-1,1]."""
+        return F.normalize(self.sface(identity_input(x)), dim=1).cpu().numpy()
+
     def _generate(self, rgb: np.ndarray, dets: Detections) -> np.ndarray:
         size = self.generator.cfg.resolution
         crops, mats = align_faces(rgb, dets.landmarks, size)
         x = to_tensor(crops).to(self.device)
-        x_id = x if size == 112 else F.interpolate(x, size=(112, 112), mode="bilinear", antialias=True, align_corners=False)
-        z_id = F.normalize(self.sface(x_id), dim=1).cpu().numpy()
+        z_id = self._embed(x)
         z_a = np.stack([self.itm(z)[0] for z in z_id])  # Algorithm 1 per face
         x_a, m, x_hat = self.generator(x, torch.from_numpy(z_a).to(self.device))
         faces = to_uint8(x_a)
         masks = (m[:, 0].cpu() * self._paste_feather).numpy()
-        # Verify: how far the blended face moved from the original identity.
-        x_hat_id = to_tensor(to_uint8(x_hat)).to(self.device)
-        if size != 112:
-            x_hat_id = F.interpolate(x_hat_id, size=(112, 112), mode="bilinear", antialias=True, align_corners=False)
-        cos = (F.normalize(self.sface(x_hat_id), dim=1).cpu().numpy() * z_id).sum(1)
+        # Verify: how far the blended face (as it will be written, in uint8) moved from the original.
+        cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
         still_same = 1.0 - cos < self.cfg.threshold
         out = rgb
         for face, mat, mask in zip(faces, mats, masks):

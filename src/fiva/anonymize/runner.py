@@ -64,7 +64,11 @@ def run_anonymize(a) -> int:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"fiva: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     done = len(plans) - failed
-    print(f"fiva: {done} of {len(plans)} file(s) anonymized" + (f", {failed} failed" if failed else ""), file=sys.stderr)
+    summary = f"fiva: {done} of {len(plans)} file(s) anonymized" + (f", {failed} failed" if failed else "")
+    if anonymizer.stats["fallbacks"]:
+        summary += (f"; {anonymizer.stats['fallbacks']} of {anonymizer.stats['faces']} generated faces still looked like"
+                    f" their original and were obfuscated with '{cfg.fallback}' instead")
+    print(summary, file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -94,6 +94,13 @@ def to_tensor(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def identity_input(x: torch.Tensor) -> torch.Tensor:
+    """Resize aligned crops [B,3,S,S] to SFace's 112 px (the template scales with the crop)."""
+    if x.shape[-1] == 112:
+        return x
+    return F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float [N,3,H,W] in [-1,1] -> uint8 [N,H,W,3] RGB."""
     return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

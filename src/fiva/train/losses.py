@@ -10,13 +10,6 @@ import torch
 import torch.nn.functional as F
 
 
-def to_identity_input(x: torch.Tensor) -> torch.Tensor:
-    """Resize aligned crops to SFace's 112 px (the template scales with the crop)."""
-    if x.shape[-1] == 112:
-        return x
-    return F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
-
-
 def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, shift: float = 0.02, generator=None) -> torch.Tensor:
     """The paper's distortion of X_t before the generator: rotation up to `max_deg`, small zoom and shift."""
     b = x.shape[0]
