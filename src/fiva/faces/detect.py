@@ -45,6 +45,10 @@ class FaceDetector:
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, max_side: int = 1920):
         self.score_threshold = score_threshold
         self.max_side = max_side
+        try:  # OpenCV 5 warns about backend targets on every model load: noise for users
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:
+            pass
         self._net = cv2.FaceDetectorYN.create(str(yunet_path()), "", (320, 320), score_threshold, nms_threshold, 5000)
         self._size = (320, 320)
 
