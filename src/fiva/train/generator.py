@@ -51,6 +51,7 @@ class TrainConfig:
     ifsr_scales: tuple[int, ...] = (0, 1, 2)  # 112, 56, 28 px: attributes; deeper maps carry identity
     w_rec_low: float = 10.0
     w_rec: float = 1.0
+    w_hf: float = 5.0  # Laplacian L1: no new fine patterns
     w_mask: float = 1.0
     w_adv: float = 1.0
     r1: float = 1.0
@@ -243,10 +244,11 @@ def train(cfg: TrainConfig) -> Path:
         l_ifsr = L.ifsr(feats_in, [f[:B] for f in feats], cfg.ifsr_scales)
         l_low = L.low_pass_l1(x_hat, x_in)
         l_rec = F.l1_loss(x_hat, x_in)
+        l_hf = L.high_freq_l1(x_hat, x_in)
         l_mask = F.relu(m - G.ellipse).mean()
         l_adv = L.g_nonsaturating(D(x_hat))
         w_id = cfg.w_id * min(1.0, step / cfg.id_warmup) if cfg.id_warmup else cfg.w_id
-        loss_g = (w_id * l_id + cfg.w_ifsr * l_ifsr + cfg.w_rec_low * l_low + cfg.w_rec * l_rec
+        loss_g = (w_id * l_id + cfg.w_ifsr * l_ifsr + cfg.w_rec_low * l_low + cfg.w_rec * l_rec + cfg.w_hf * l_hf
                   + cfg.w_mask * l_mask + cfg.w_adv * l_adv)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -258,7 +260,7 @@ def train(cfg: TrainConfig) -> Path:
         if not main:
             continue
         row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(),
-               "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "mask": l_mask.item(),
+               "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "hf": l_hf.item(), "mask": l_mask.item(),
                "adv": l_adv.item(), "loss_d": loss_d.item(), "r1": r1.item()}
         if step % 10 == 0:
             bar.set_postfix(id=f"{row['id']:.3f}", ifsr=f"{row['ifsr']:.3f}", d=f"{row['loss_d']:.2f}")

@@ -1,0 +1,53 @@
+"""A real talking-head clip (../shared/data/videos): one person, one fake identity, audio kept."""
+import av
+import numpy as np
+import pytest
+
+from fiva import Anonymizer
+from fiva.anonymize.video import probe_video
+
+from conftest import SHARED
+
+CLIP = SHARED / "videos" / "liveportrait_d3.mp4"
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason="real clips not found at ../shared/data/videos")
+def test_one_person_keeps_one_fake_identity_through_a_real_clip(tmp_path):
+    short = tmp_path / "short.mp4"
+    with av.open(str(CLIP)) as inp, av.open(str(short), "w") as out:  # first 20 frames, with audio
+        vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        vs = out.add_stream("libx264", rate=vin.average_rate)
+        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        aus = out.add_stream("aac", rate=ain.rate)
+        for i, f in enumerate(inp.decode(video=0)):
+            if i == 20:
+                break
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")))
+        out.mux(vs.encode(None))
+        inp.seek(0)
+        for f in inp.decode(audio=0):
+            if f.time is not None and f.time > 20 / float(vin.average_rate):
+                break
+            f.pts = None
+            out.mux(aus.encode(f))
+        out.mux(aus.encode(None))
+    anon = Anonymizer(progress=False)
+    seen = []
+    original = anon.anonymize_image
+
+    def spy(rgb):
+        seen.append(len(anon.detect(rgb)))
+        return original(rgb)
+
+    anon.anonymize_image = spy
+    dst = tmp_path / "out.mp4"
+    info = anon.anonymize_video(short, dst)
+    src_info = probe_video(short)
+    assert (info.frames, info.width, info.height) == (src_info.frames, src_info.width, src_info.height)
+    assert probe_video(dst).has_audio
+    assert min(seen) >= 1  # the face is found in every frame
+    assert len(anon.itm) == 1  # ... and tracked as one person throughout
+    with av.open(str(short)) as a, av.open(str(dst)) as b:
+        fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+        fb = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(fa - fb).mean() > 0.5  # the face region changed
