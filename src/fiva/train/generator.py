@@ -235,7 +235,7 @@ def train(cfg: TrainConfig) -> Path:
 
         # Generator step: [X_in, X_â, X_a] share one random degradation; X_in's SFace pass needs no grad.
         D.requires_grad_(False)
-        degraded = identity_input(L.degrade(torch.cat([x_in, x_hat, x_a])))
+        degraded = identity_input(L.degrade(torch.cat([x_in, x_hat, x_a]), groups=3))
         with torch.no_grad():
             _, feats_in = sface.features(degraded[:B])
         emb, feats = sface.features(degraded[B:])

@@ -10,24 +10,33 @@ import torch
 import torch.nn.functional as F
 
 
-def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, shift: float = 0.02, generator=None) -> torch.Tensor:
-    """The paper's distortion of X_t before the generator: rotation up to `max_deg`, small zoom and shift."""
-    b = x.shape[0]
-    dev = x.device
-    ang = (torch.rand(b, device=dev, generator=generator) * 2 - 1) * math.radians(max_deg)
-    sc = 1 + (torch.rand(b, device=dev, generator=generator) * 2 - 1) * zoom
-    t = (torch.rand(b, 2, device=dev, generator=generator) * 2 - 1) * shift * 2
+def _affine_theta(b: int, device, max_deg: float, zoom: float, shift: float, generator=None) -> torch.Tensor:
+    ang = (torch.rand(b, device=device, generator=generator) * 2 - 1) * math.radians(max_deg)
+    sc = 1 + (torch.rand(b, device=device, generator=generator) * 2 - 1) * zoom
+    t = (torch.rand(b, 2, device=device, generator=generator) * 2 - 1) * shift * 2
     cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    return torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def degrade(x: torch.Tensor) -> torch.Tensor:
-    """A random, differentiable degradation (down/up-sampling, blur, noise, small shift) applied
-    before the identity encoder, so the identity loss cannot be met by fine patterns that fool
-    SFace alone (adversarial shortcuts live in high frequencies)."""
-    s = x.shape[-1]
+def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, shift: float = 0.02, generator=None) -> torch.Tensor:
+    """The paper's distortion of X_t before the generator: rotation up to `max_deg`, small zoom and shift."""
+    return _warp(x, _affine_theta(x.shape[0], x.device, max_deg, zoom, shift, generator))
+
+
+def degrade(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """A random, differentiable degradation before the identity encoder: a per-sample small
+    rotation/zoom/shift (so no pattern can stay aligned with SFace's strides), down/up-sampling by
+    2-4x, blur and noise. Identity losses on such copies cannot be met by fine or grid-aligned
+    patterns that fool SFace alone. `x` holds `groups` stacked batches of the same samples, which
+    get the same transform (so features of X_t and X_â stay comparable)."""
+    s, b = x.shape[-1], x.shape[0] // groups
+    theta = _affine_theta(b, x.device, 6.0, 0.08, 0.05).repeat(groups, 1, 1)
+    x = _warp(x, theta)
     f = float(torch.empty(1).uniform_(2.0, 4.0))
     small = max(8, int(s / f))
     x = F.interpolate(x, size=(small, small), mode="bilinear", align_corners=False, antialias=True)
@@ -38,8 +47,6 @@ def degrade(x: torch.Tensor) -> torch.Tensor:
     k = (k / k.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
     x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k, groups=3)
     x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.transpose(2, 3), groups=3)
-    dx, dy = (int(v) for v in torch.randint(-3, 4, (2,)))
-    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
     return x + torch.randn_like(x) * float(torch.empty(1).uniform_(0.0, 0.04))
 
 
