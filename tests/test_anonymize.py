@@ -84,3 +84,19 @@ def test_a_second_person_gets_another_fake_identity(astronaut):
 def test_bad_input_type_is_refused(anonymizer):
     with pytest.raises(ValueError, match="RGB uint8"):
         anonymizer.anonymize_image(np.zeros((10, 10), np.float32))
+
+
+def test_fallback_none_keeps_the_generated_face(astronaut):
+    kept = Anonymizer(fallback="none")
+    out = kept.anonymize_image(astronaut)
+    assert kept.stats == {"faces": 1, "fallbacks": 0}
+    blurred = Anonymizer(fallback="blur")
+    out_b = blurred.anonymize_image(astronaut)
+    # the fallback replaces the face only when the SFace check says it still matches
+    assert blurred.stats["fallbacks"] in (0, 1)
+    assert np.array_equal(out, out_b) == (blurred.stats["fallbacks"] == 0)
+
+
+def test_unknown_fallback_is_refused():
+    with pytest.raises(ValueError, match="unknown fallback"):
+        Anonymizer(fallback="sparkles")

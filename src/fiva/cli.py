@@ -51,6 +51,8 @@ def _add_anonymize(sub) -> None:
     p.add_argument("--threshold", type=float, default=None, help="ITM cosine-distance threshold (default: calibrated value)")
     p.add_argument("--margin", type=float, default=0.0, help="Eq. 1 margin m: target |cos| between real and fake identity (default: 0)")
     p.add_argument("--score", type=float, default=0.6, help="face detection score threshold (default: 0.6)")
+    p.add_argument("--fallback", default="blur", choices=["blur", "pixelate", "mask", "none"],
+                   help="what replaces a generated face that still looks like its original (SFace check) (default: blur)")
     p.add_argument("--seed", type=int, default=0, help="seed for fake-identity sampling (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never the inputs)")

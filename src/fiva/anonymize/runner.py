@@ -50,7 +50,7 @@ def run_anonymize(a) -> int:
         print("fiva: no input images or videos found", file=sys.stderr)
         return 2
     cfg = AnonymizeConfig(method=a.method, model=a.model, anchors=a.anchors, margin=a.margin, score_threshold=a.score,
-                          seed=a.seed, device=a.device, progress=not a.no_progress)
+                          fallback=a.fallback, seed=a.seed, device=a.device, progress=not a.no_progress)
     if a.threshold is not None:
         cfg.threshold = a.threshold
     anonymizer = Anonymizer(cfg)
