@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 

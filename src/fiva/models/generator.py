@@ -16,7 +16,7 @@ identity z: B,128 (normalized inside).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch

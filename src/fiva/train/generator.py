@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
