@@ -14,7 +14,6 @@ import numpy as np
 from fiva.faces import FaceDetector, align_faces
 from fiva.faces.identity import load_sface
 from fiva.io import read_image
-from fiva.train.data import main_face
 
 
 def read_pairs(path: Path):
@@ -42,7 +41,7 @@ def main():
         d = det(img)
         if len(d):
             index[(name, n)] = len(crops)
-            crops.append(align_faces(img, d.landmarks[main_face(d)][None])[0][0])
+            crops.append(align_faces(img, d.landmarks[d.largest()][None])[0][0])
     emb = sface.embed(np.stack(crops))
     dist, same = [], []
     for k1, k2, s in pairs:

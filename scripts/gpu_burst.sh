@@ -15,7 +15,7 @@ args=(train generator --data .gpu/train.npz --val-data .gpu/eval.npz --out "$OUT
 python3 -m fiva.cli "${args[@]}" 2>&1 | grep -v "Targets are not supported" | tee "$OUT/train.log"
 python3 - "$OUT/run" <<'PY'
 # one sample grid of the final weights (the training loop's grids are switched off to keep $OUT small)
-import sys, torch, torch.nn.functional as F
+import sys, torch
 from pathlib import Path
 from fiva.faces.identity import load_sface
 from fiva.models import load_generator
@@ -24,7 +24,7 @@ from fiva.train.generator import sample_grid
 out = Path(sys.argv[1]); dev = "cuda" if torch.cuda.is_available() else "cpu"
 G = load_generator(out / "generator.safetensors", dev); sface = load_sface(dev)
 x = torch.from_numpy(load_pack(".gpu/eval.npz")[0][:8]).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
-with torch.no_grad(): z = F.normalize(sface(x), dim=1).roll(1, 0)
+with torch.no_grad(): z = sface.identity(x).roll(1, 0)
 sample_grid(G, x, z, out / "sample_final.png")
 PY
 ls -la "$OUT" "$OUT/run"

@@ -77,7 +77,7 @@ def test_sface_separates_different_people_and_matches_the_same(detector, sface):
     def emb(name, n):
         img = lfw_image(name, n)
         d = detector(img)
-        i = int(np.argmax((d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])))
+        i = d.largest()
         return sface.embed(align_faces(img, d.landmarks[i : i + 1])[0])[0]
 
     people = ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..faces import Detections, FaceDetector, align_faces, paste_back
 from ..faces.align import feather_mask
-from ..faces.identity import identity_input, load_sface, to_tensor, to_uint8
+from ..faces.identity import load_sface, to_tensor, to_uint8
 from ..weights import DEFAULT_ANCHORS, DEFAULT_GENERATOR
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
@@ -100,7 +99,7 @@ class Anonymizer:
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:
         """Unit SFace embeddings [N,128] of aligned crops [N,3,S,S] in [-1,1]."""
-        return F.normalize(self.sface(identity_input(x)), dim=1).cpu().numpy()
+        return self.sface.identity(x).cpu().numpy()
 
     def _generate(self, rgb: np.ndarray, dets: Detections) -> np.ndarray:
         size = self.generator.cfg.resolution

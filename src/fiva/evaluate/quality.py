@@ -57,7 +57,7 @@ def evaluate_quality(anonymizer, images: list[Path], evaluator: DlibEvaluator | 
             continue
         anonymizer.reset()
         out = anonymizer.anonymize_image(rgb, d0)
-        i = int(np.argmax((d0.boxes[:, 2] - d0.boxes[:, 0]) * (d0.boxes[:, 3] - d0.boxes[:, 1])))
+        i = d0.largest()
         box, lm = d0.boxes[i], d0.landmarks[i]
         rep.faces += 1
         d1 = det(out)

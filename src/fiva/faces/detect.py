@@ -24,6 +24,10 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def largest(self) -> int:
+        """Index of the largest face (one-subject photos such as LFW: the subject). N must be > 0."""
+        return int(np.argmax((self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])))
+
     def __getitem__(self, idx) -> "Detections":
         return Detections(self.boxes[idx], self.scores[idx], self.landmarks[idx])
 

@@ -30,6 +30,13 @@ _SFACE_BLOCKS = [
 ]
 
 
+def identity_input(x: torch.Tensor) -> torch.Tensor:
+    """Resize aligned crops [B,3,S,S] to SFace's 112 px (the template scales with the crop)."""
+    if x.shape[-1] == 112:
+        return x
+    return F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
+
+
 class _ConvBNPReLU(nn.Sequential):
     def __init__(self, cin, cout, k, stride=1, groups=1):
         super().__init__(
@@ -75,6 +82,10 @@ class SFace(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, False)[0]
 
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit identity vectors [B,128] of aligned crops of any size S (B,3,S,S in [-1,1])."""
+        return F.normalize(self(identity_input(x)), dim=1)
+
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self._run(x, True)
 
@@ -92,13 +103,6 @@ class SFace(nn.Module):
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
     """uint8 [N,H,W,3] RGB -> float [N,3,H,W] in [-1,1]."""
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def identity_input(x: torch.Tensor) -> torch.Tensor:
-    """Resize aligned crops [B,3,S,S] to SFace's 112 px (the template scales with the crop)."""
-    if x.shape[-1] == 112:
-        return x
-    return F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -31,12 +31,6 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def main_face(det) -> int:
-    """Index of the largest face (LFW-style images hold one subject, the biggest)."""
-    areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
-    return int(np.argmax(areas))
-
-
 def build_pack(paths: list[Path], root: Path, out: Path, size: int = 112, quality: int = 95) -> Path:
     """Detect, align and JPEG-encode the main face of every image; images without a face are skipped."""
     detector = FaceDetector()
@@ -52,7 +46,7 @@ def build_pack(paths: list[Path], root: Path, out: Path, size: int = 112, qualit
         if len(det) == 0:
             skipped += 1
             continue
-        crop, _ = align_faces(rgb, det.landmarks[main_face(det)][None], size)
+        crop, _ = align_faces(rgb, det.landmarks[det.largest()][None], size)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop[0], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
         blobs.append(buf.ravel())
         sources.append(str(p.relative_to(root)) if p.is_relative_to(root) else str(p))

@@ -100,10 +100,10 @@ def quick_validate(G, sface, val: torch.Tensor, detector) -> dict[str, float]:
     numbers come from `fiva evaluate` / scripts/evaluate_default.py with the independent dlib model."""
     G.eval()
     x = val.permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    z = F.normalize(sface(identity_input(x)), dim=1)
+    z = sface.identity(x)
     z_other = z.roll(1, 0)  # another person's identity, standing in for an anchor
     x_a, m, x_hat = G(x, z_other)
-    cos = F.cosine_similarity(z, F.normalize(sface(identity_input(x_hat)), dim=1), dim=1)
+    cos = F.cosine_similarity(z, sface.identity(x_hat), dim=1)
     found, errs = 0, []
     for a, b in zip(to_uint8(x), to_uint8(x_hat)) if detector is not None else ():
         da, db = detector(_pad_for_detection(a)), detector(_pad_for_detection(b))
@@ -198,7 +198,7 @@ def train(cfg: TrainConfig) -> Path:
 
     fixed_x = _batch(val if val is not None else crops, 8, torch.Generator(device=device).manual_seed(1))
     with torch.no_grad():
-        fixed_z = F.normalize(sface(identity_input(fixed_x)), dim=1).roll(1, 0)
+        fixed_z = sface.identity(fixed_x).roll(1, 0)
 
     log_path = out / "log.csv"
     writer = None
@@ -215,7 +215,7 @@ def train(cfg: TrainConfig) -> Path:
                 g["lr"] = lr
         x_t = _batch(crops, B, gen)
         with torch.no_grad():
-            z_t = F.normalize(sface(identity_input(x_t)), dim=1)
+            z_t = sface.identity(x_t)
         x_in = L.random_affine(x_t, generator=gen)
         z_cond = torch.where((torch.arange(B, device=device) < B // 2)[:, None], z_t, z_t.roll(1, 0))
         x_a, m, x_hat = G_train(x_in, z_cond)
