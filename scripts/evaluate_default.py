@@ -8,14 +8,11 @@ output, 5-landmark error / inter-ocular distance. Needs the [eval] extra and ../
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from prepare_lfw import read_folds  # noqa: E402
-
-from fiva.anonymize.frame import Anonymizer  # noqa: E402
-from fiva.evaluate.quality import evaluate_quality  # noqa: E402
+from fiva.anonymize.frame import Anonymizer
+from fiva.evaluate.lfw import read_folds
+from fiva.evaluate.quality import evaluate_quality
 
 
 def main():

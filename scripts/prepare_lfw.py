@@ -7,15 +7,7 @@ makes runs/lfw/train/<Name> (folds 2-10) and runs/lfw/eval/<Name> (fold 1). Noth
 import argparse
 from pathlib import Path
 
-
-def read_folds(people_txt: Path) -> list[list[str]]:
-    lines = people_txt.read_text().split("\n")
-    n_folds, i, folds = int(lines[0]), 1, []
-    for _ in range(n_folds):
-        n = int(lines[i])
-        folds.append([ln.split("\t")[0] for ln in lines[i + 1 : i + 1 + n]])
-        i += n + 1
-    return folds
+from fiva.evaluate.lfw import read_folds
 
 
 def main():

@@ -1,4 +1,4 @@
-"""The one door in: `fiva anonymize | train generator | anchors build | evaluate ...`."""
+"""The one door in: `fiva anonymize | evaluate | train generator | anchors build`."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,8 @@ def _add_train(sub) -> None:
     g.add_argument("--model", default="fiva-112", help="architecture: fiva-112 (CPU default) or fiva-256 (the paper's) (default: fiva-112)")
     g.add_argument("--steps", type=int, default=1000, help="train until this global step (default: 1000)")
     g.add_argument("--batch", type=int, default=16, help="batch size per process (default: 16)")
-    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    g.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate (default: 1e-4)")
+    g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
     g.add_argument("--resume", default=None, help="checkpoint to resume from (default: OUT/checkpoint.safetensors if present)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")
     g.add_argument("--sample-every", type=int, default=200, help="sample grid PNG every N steps (default: 200)")
@@ -60,6 +61,24 @@ def _add_anonymize(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="the paper's privacy and consistency tables on LFW and videos (needs the [eval] extra)")
+    p.add_argument("--lfw", default="../shared/data/lfw", help="LFW folder with images/, pairs.txt, people.txt (default: ../shared/data/lfw)")
+    p.add_argument("--videos", default="../shared/data/videos", help="folder of videos for temporal consistency; '' for none (default: ../shared/data/videos)")
+    p.add_argument("-o", "--out", default="runs/evaluate", help="report folder: report.md, report.json, plots (default: runs/evaluate)")
+    p.add_argument("--probes", type=int, default=300, help="probe faces of the evaluation identities (default: 300)")
+    p.add_argument("--frames", type=int, default=10, help="frames per video for temporal consistency, N of Eq. 7 (default: 10)")
+    p.add_argument("--far", type=float, default=0.001, help="false acceptance rate the thresholds are calibrated at (default: 0.001)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="quick run: N probes, a gallery of 4N identities, N videos, 10N calibration pairs (default: full run)")
+    p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped fiva-112)")
+    p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
+    p.add_argument("--seed", type=int, default=0, help="seed for probe choice and identity sampling (default: 0)")
+    p.add_argument("--workers", type=int, default=None, help="processes for embedding the LFW originals (default: all cores)")
+    p.add_argument("--benchmarks", default=None, help="also replace the evaluation section of this Markdown file (e.g. BENCHMARKS.md)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fiva", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -67,13 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_anonymize(sub)
     _add_train(sub)
     _add_anchors(sub)
+    _add_evaluate(sub)
     return ap
 
 
 def cmd_train(a) -> int:
     from .train.generator import TrainConfig, train
 
-    cfg = TrainConfig(data=a.data, val_data=a.val_data, out=a.out, model=a.model, steps=a.steps, batch=a.batch, lr=a.lr,
+    cfg = TrainConfig(data=a.data, val_data=a.val_data, out=a.out, model=a.model, steps=a.steps, batch=a.batch, lr=a.lr, lr_d=a.lr_d,
                       resume=a.resume, val_every=a.val_every, sample_every=a.sample_every, save_every=a.save_every,
                       time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress)
     path = train(cfg)
@@ -90,6 +110,19 @@ def cmd_anchors(a) -> int:
     return 0
 
 
+def cmd_evaluate(a) -> int:
+    from .evaluate.report import markdown_tables
+    from .evaluate.run import EvalConfig, evaluate
+
+    cfg = EvalConfig(lfw=a.lfw, videos=a.videos, out=a.out, probes=a.probes, frames=a.frames, far=a.far, limit=a.limit,
+                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks,
+                     progress=not a.no_progress)
+    result = evaluate(cfg)
+    print(markdown_tables(result))
+    print(f"report: {cfg.out}/report.md")
+    return 0
+
+
 def cmd_anonymize(a) -> int:
     from .anonymize.runner import run_anonymize
 
@@ -99,7 +132,7 @@ def cmd_anonymize(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize}
+    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate}
     try:
         return handlers[a.command](a)
     except (ValueError, FileNotFoundError) as e:  # bad input or settings: one line, no traceback

@@ -22,6 +22,7 @@ from .baselines import obfuscate
 from .itm import DEFAULT_THRESHOLD, IdentityTrackingModule
 
 METHODS = ("fiva",) + BASELINES
+IDENTITY_MODES = ("itm", "sample", "own")
 
 
 @dataclass
@@ -37,6 +38,11 @@ class AnonymizeConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    # Whose identity conditions the generator: "itm" (Algorithm 1: tracked fake identities from the
+    # anchor space), "sample" (a new anchor for every face, no tracking) or "own" (the face's own
+    # identity: the counterfactually trained generator still moves away from it). The last two
+    # exist for evaluation (the paper's Table 1 rows).
+    identity: str = "itm"
     # Safety net: a generated face whose identity (SFace) is still within the ITM's "same person"
     # distance of the original is obfuscated with this baseline instead ("none" keeps it).
     fallback: str = "blur"
@@ -59,6 +65,8 @@ class Anonymizer:
             raise ValueError(f"unknown method '{cfg.method}' (choose from {', '.join(METHODS)})")
         if cfg.fallback not in BASELINES + ("none",):
             raise ValueError(f"unknown fallback '{cfg.fallback}' (choose from {', '.join(BASELINES + ('none',))})")
+        if cfg.identity not in IDENTITY_MODES:
+            raise ValueError(f"unknown identity mode '{cfg.identity}' (choose from {', '.join(IDENTITY_MODES)})")
         self.cfg = cfg
         self.stats = {"faces": 0, "fallbacks": 0}
         self.device = torch.device(cfg.device)
@@ -101,12 +109,19 @@ class Anonymizer:
         """Unit SFace embeddings [N,128] of aligned crops [N,3,S,S] in [-1,1]."""
         return self.sface.identity(x).cpu().numpy()
 
+    def _fake_identities(self, z_id: np.ndarray) -> np.ndarray:
+        if self.cfg.identity == "own":
+            return z_id
+        if self.cfg.identity == "sample":
+            return np.stack([self.itm.anchors.sample(z) for z in z_id])
+        return np.stack([self.itm(z)[0] for z in z_id])  # Algorithm 1 per face
+
     def _generate(self, rgb: np.ndarray, dets: Detections) -> np.ndarray:
         size = self.generator.cfg.resolution
         crops, mats = align_faces(rgb, dets.landmarks, size)
         x = to_tensor(crops).to(self.device)
         z_id = self._embed(x)
-        z_a = np.stack([self.itm(z)[0] for z in z_id])  # Algorithm 1 per face
+        z_a = self._fake_identities(z_id)
         x_a, m, x_hat = self.generator(x, torch.from_numpy(z_a).to(self.device))
         faces = to_uint8(x_a)
         masks = (m[:, 0].cpu() * self._paste_feather).numpy()

@@ -204,3 +204,16 @@ def _video_stream(out, codec, rate, tb, crf, size, rotation, ext):
         except Exception:
             pass  # older PyAV: rotation metadata is dropped
     return vs
+
+
+def read_frames(path: str | Path, count: int) -> list[np.ndarray]:
+    """`count` RGB frames spread evenly over a video (first and last included)."""
+    path = Path(path)
+    total = probe_video(path).frames
+    wanted = set(np.linspace(0, max(total - 1, 0), min(count, total)).round().astype(int).tolist())
+    frames = []
+    with _open_input(path) as inp:
+        for i, frame in enumerate(_read(path, inp.decode(inp.streams.video[0]))):
+            if i in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+    return frames

@@ -41,6 +41,7 @@ class TrainConfig:
     steps: int = 1000
     batch: int = 16
     lr: float = 1e-4
+    lr_d: float = 4e-4  # two time-scale update rule: a discriminator that keeps up penalises artefacts
     betas: tuple[float, float] = (0.5, 0.99)
     lr_decay: float = 0.97  # every 100k steps
     w_id: float = 2.0
@@ -53,7 +54,7 @@ class TrainConfig:
     w_hf: float = 5.0  # Laplacian L1: no new fine patterns
     w_mask: float = 1.0
     w_adv: float = 1.0
-    r1: float = 1.0
+    r1: float = 0.2
     r1_every: int = 4
     resume: str | None = None
     val_data: str | None = None
@@ -176,7 +177,7 @@ def train(cfg: TrainConfig) -> Path:
     sface = load_sface(device)
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = 0
     ckpt = out / "checkpoint.safetensors"
     resume = Path(cfg.resume) if cfg.resume else (ckpt if ckpt.exists() else None)
@@ -209,10 +210,11 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (main and cfg.progress), desc="train generator", unit="step")
     B = cfg.batch
     while step < cfg.steps:
-        lr = cfg.lr * cfg.lr_decay ** (step / 100_000)
-        for o in (opt_g, opt_d):
+        decay = cfg.lr_decay ** (step / 100_000)
+        lr = cfg.lr * decay
+        for o, base in ((opt_g, cfg.lr), (opt_d, cfg.lr_d)):
             for g in o.param_groups:
-                g["lr"] = lr
+                g["lr"] = base * decay
         x_t = _batch(crops, B, gen)
         with torch.no_grad():
             z_t = sface.identity(x_t)

@@ -31,7 +31,7 @@ def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, sh
 def degrade(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """A random, differentiable degradation before the identity encoder: a per-sample small
     rotation/zoom/shift (so no pattern can stay aligned with SFace's strides), down/up-sampling by
-    2-4x, blur and noise. Identity losses on such copies cannot be met by fine or grid-aligned
+    2-4x, a Gaussian blur (sigma 0.5-2.5 px) and noise. Identity losses on such copies cannot be met by fine or grid-aligned
     patterns that fool SFace alone. `x` holds `groups` stacked batches of the same samples, which
     get the same transform (so features of X_t and X_â stay comparable)."""
     s, b = x.shape[-1], x.shape[0] // groups
@@ -41,12 +41,13 @@ def degrade(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     small = max(8, int(s / f))
     x = F.interpolate(x, size=(small, small), mode="bilinear", align_corners=False, antialias=True)
     x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-    sigma = float(torch.empty(1).uniform_(0.3, 1.2))
-    k = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+    sigma = float(torch.empty(1).uniform_(0.5, 2.5))  # up to ~2.5 px: mid-frequency bands fade too
+    r = int(math.ceil(2.5 * sigma))
+    k = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-(k**2) / (2 * sigma**2))
-    k = (k / k.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k, groups=3)
-    x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.transpose(2, 3), groups=3)
+    k = (k / k.sum()).view(1, 1, 1, 2 * r + 1).repeat(3, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=3)
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=3)
     return x + torch.randn_like(x) * float(torch.empty(1).uniform_(0.0, 0.04))
 
 

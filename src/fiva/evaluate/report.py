@@ -1,0 +1,175 @@
+"""The evaluation's outputs: report.md, report.json and the plots a reader would rather look at.
+
+- hist_<model>.png: distances original-vs-anonymized per method, over the genuine/impostor pair
+  distributions of the calibration, with the calibrated threshold
+- temporal.png: the pairwise distance matrix D of every video (columns) for every method (rows)
+- contact_sheet.png: originals next to their anonymized versions, one column per method
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BEGIN, END = "<!-- fiva evaluate: begin -->", "<!-- fiva evaluate: end -->"
+
+
+def _f(v: float, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def markdown_tables(result: dict) -> str:
+    cal, data = result["calibration"], result["data"]
+    lines = [
+        "Identity retrieval (share of probes whose nearest gallery identity is the true one, closer than the "
+        "calibrated threshold; lower is better) and temporal consistency (Eq. 7, evaluator embeddings).",
+        "",
+        "| Method | ID (dlib) ↓ | ID (SFace) ↓ | ¬ID (SFace) ↓ | M_tc^μ | M_tc^σ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["table"]:
+        real = r["method"] == "Real Data"
+        lines.append(f"| {r['method']} | {'(' + _f(r['ID']) + ')' if real else _f(r['ID'])} | "
+                     f"{'(' + _f(r['ID_sface']) + ')' if real else _f(r['ID_sface'])} | "
+                     f"{'–' if real else _f(r['negID'])} | {_f(r['Mtc_mu'])} | {_f(r['Mtc_sigma'])} |")
+    lines += [
+        "",
+        "Attribute preservation on the same probes (landmark error: 5-landmark distance / inter-ocular "
+        "distance; pose: mean |Δ| of pitch, yaw, roll from the landmarks; both where the output's face is found).",
+        "",
+        "| Method | face detected | landmark error | pose error (°) | dlib distance to original (mean) | beyond dlib threshold |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["table"]:
+        lines.append(f"| {r['method']} | {_f(r['detection_rate'])} | {_f(r['landmark_error'])} | {_f(r['pose_error_deg'], 2)} | "
+                     f"{_f(r['dlib_distance_mean'])} | {_f(r['beyond_dlib_threshold'])} |")
+    lines += ["", "Thresholds, calibrated at the stated false acceptance rate on LFW pairs (pairs.txt overlaps "
+              "the training and evaluation identities):", "",
+              "| Identity model | distance | threshold | FAR (measured) | TAR | pairs (same / different) | no face |",
+              "|---|---|---|---|---|---|---|"]
+    for c in cal.values():
+        lines.append(f"| {c['model']} | {c['metric']} | {c['threshold']:.4f} | {c['far_measured']:.4f} | {c['tar']:.4f} | "
+                     f"{c['same']} / {c['different']} | {c['no_face']} |")
+    g = result["models"]["generator"]
+    lines += ["", f"Data: {data['probes']} probes ({data['probe_split']}), gallery of {data['gallery_images']} images of "
+              f"{data['gallery_identities']} identities, {data['calibration_pairs']} calibration pairs, "
+              f"{len(data['videos'])} videos x {data['frames_per_video']} frames"
+              f"{', quick run (--limit ' + str(data['limit']) + ')' if data['limit'] else ''}. "
+              f"Generator {g['file']} (step {g['step']}, sha256 {g['sha256']}). {result['seconds']:.0f} s."]
+    return "\n".join(lines)
+
+
+def write_report(result: dict, out: Path, cals, per_row, temporal, sheet, cfg) -> None:
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(result, indent=2))
+    plots = []
+    try:
+        plots += _histograms(out, cals, per_row)
+        plots.append(_temporal_plot(out, temporal))
+    except ImportError:  # matplotlib is in the [eval] extra
+        pass
+    plots.append(_contact_sheet(out, sheet))
+    body = markdown_tables(result)
+    figs = "\n".join(f"![{p.stem}]({p.name})" for p in plots if p is not None)
+    (out / "report.md").write_text(f"# fiva evaluation\n\n{body}\n\n{figs}\n")
+    if cfg.benchmarks:
+        update_benchmarks(Path(cfg.benchmarks), body)
+
+
+def update_benchmarks(path: Path, body: str) -> None:
+    """Replace the evaluation section of a Markdown file (between the markers), or append one."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{body}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Evaluation (`fiva evaluate`)\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def _histograms(out: Path, cals, per_row) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, cal in cals.items():
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        bins = np.linspace(0, max(cal.impostor + cal.genuine + [1.0]) * 1.05, 50)
+        ax.hist(cal.genuine, bins, density=True, alpha=0.35, color="tab:green", label="same person (LFW pairs)")
+        ax.hist(cal.impostor, bins, density=True, alpha=0.35, color="tab:red", label="different people (LFW pairs)")
+        for label, m in per_row.items():
+            d = m[f"dist_{name}"]
+            if label != "Real Data" and d:
+                ax.hist(d, bins, density=True, histtype="step", linewidth=1.5, label=f"{label}: original vs output")
+        ax.axvline(cal.threshold, color="k", linestyle="--", label=f"threshold {cal.threshold:.3f} (FAR {cal.far:g})")
+        ax.set_xlabel(f"{name} distance ({cal.metric})")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = out / f"hist_{name}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _temporal_plot(out: Path, temporal) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in temporal if temporal[r]]
+    if not rows:
+        return None
+    videos = sorted({v for r in rows for v in temporal[r]})
+    vmax = max(0.05, float(np.percentile(np.concatenate([x["D"].ravel() for r in rows for x in temporal[r].values()]), 99)))
+    fig, axes = plt.subplots(len(rows), len(videos), figsize=(1.3 * len(videos) + 2, 1.3 * len(rows) + 0.5), squeeze=False)
+    for i, r in enumerate(rows):
+        for j, v in enumerate(videos):
+            ax = axes[i][j]
+            if v in temporal[r]:
+                im = ax.imshow(temporal[r][v]["D"], vmin=0, vmax=vmax, cmap="magma")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(Path(v).stem.replace("liveportrait_", ""), fontsize=7)
+            if j == 0:
+                ax.set_ylabel(r, fontsize=7, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(left=0.22)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="cosine distance (dlib)")
+    p = out / "temporal.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def _contact_sheet(out: Path, sheet: dict[str, list]) -> Path | None:
+    cols = [label for label in sheet if sheet[label]]
+    if not cols:
+        return None
+    n = max(len(sheet[c]) for c in cols)
+    size = sheet[cols[0]][0].shape[0]
+    head = 28
+    canvas = np.full((head + n * size, len(cols) * size, 3), 255, np.uint8)
+    for j, label in enumerate(cols):
+        words, line, lines = label.split(), "", []
+        for w in words:  # wrap the column title to the tile width
+            if len(line) + len(w) > 16 and line:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        lines.append(line)
+        for k, text in enumerate(lines[:2]):
+            cv2.putText(canvas, text, (j * size + 3, 11 + 12 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+        for i, crop in enumerate(sheet[label]):
+            canvas[head + i * size: head + (i + 1) * size, j * size: (j + 1) * size] = crop
+    p = out / "contact_sheet.png"
+    cv2.imwrite(str(p), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    return p

@@ -1,0 +1,280 @@
+"""`fiva evaluate`: the paper's Tables 1-2 metrics on real data (Section 3.5), with baselines.
+
+1. Calibrate a threshold per identity model (dlib evaluator, SFace) at FAR 0.001 on the LFW pairs.
+2. Probes: one image each of LFW evaluation identities (fold 1). Every method anonymizes every
+   probe; the output's face is searched in a gallery of the evaluation identities' originals
+   (the probe's own original only where the person has no other image):
+   ID (dlib and SFace), ¬ID (SFace, negated embedding), landmark and head-pose error, detection.
+3. Videos: N frames of each clip; the main face's evaluator embeddings give Eq. 7's M_tc.
+4. Report: Markdown, JSON, plots (see report.py).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..anonymize.frame import Anonymizer, AnonymizeConfig
+from ..faces import FaceDetector
+from ..io import VIDEO_EXTS, read_image
+from . import calibrate as C
+from .lfw import evaluation_identities, identity_images, image_path, read_pairs, subsample_pairs
+from .metrics import Gallery, landmark_error, match_face, pose_error, retrieved, temporal_consistency
+from .models import embed_images, load_models
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Row:
+    """One line of Table 1: a method and its settings (None: the unmodified data)."""
+
+    label: str
+    settings: dict | None
+    notes: str = ""
+
+
+def default_rows() -> list[Row]:
+    fiva = {"method": "fiva", "fallback": "none"}
+    return [
+        Row("Real Data", None),
+        Row("Blur", {"method": "blur"}, "inpainting-style baseline"),
+        Row("Pixelate", {"method": "pixelate"}),
+        Row("Black mask", {"method": "mask"}),
+        Row("FIVA", {**fiva, "identity": "own"}, "conditioned on the face's own identity, no sampling"),
+        Row("FIVA + Sampling", {**fiva, "identity": "sample"}, "a new anchor for every face"),
+        Row("FIVA + ITM", {**fiva, "identity": "itm"}, "anchor sampling and tracking (Algorithm 1)"),
+        Row("fiva anonymize (default)", {"method": "fiva", "identity": "itm", "fallback": "blur"},
+            "what the CLI writes: FIVA + ITM, faces SFace still matches are blurred"),
+    ]
+
+
+@dataclass
+class EvalConfig:
+    lfw: str = "../shared/data/lfw"
+    videos: str = "../shared/data/videos"
+    out: str = "runs/evaluate"
+    probes: int = 300
+    frames: int = 10
+    far: float = 0.001
+    limit: int | None = None  # quick run: N probes, a gallery of 4N identities, N videos, 10N pairs
+    model: str | None = None
+    anchors: str | None = None
+    seed: int = 0
+    workers: int | None = None
+    contact_sheet: int = 8
+    progress: bool = True
+    benchmarks: str | None = None  # a Markdown file whose evaluation section is replaced
+    rows: list[Row] = field(default_factory=default_rows)
+
+
+def _probe_plan(cfg: EvalConfig, lfw: Path):
+    """Probe identities (seeded shuffle of fold 1) and the gallery identities."""
+    ids = evaluation_identities(lfw)
+    order = [ids[i] for i in np.random.default_rng(cfg.seed).permutation(len(ids))]
+    n_probe = min(cfg.limit or cfg.probes, cfg.probes, len(order))
+    gallery_ids = sorted(order[: 4 * n_probe]) if cfg.limit else sorted(ids)
+    return order[:n_probe], gallery_ids
+
+
+def _anonymizers(cfg: EvalConfig) -> dict[str, Anonymizer | None]:
+    out = {}
+    for row in cfg.rows:
+        if row.settings is None:
+            out[row.label] = None
+            continue
+        ac = AnonymizeConfig(model=cfg.model, anchors=cfg.anchors, seed=cfg.seed, progress=False)
+        for k, v in row.settings.items():
+            setattr(ac, k, v)
+        out[row.label] = Anonymizer(ac)
+    return out
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    t_start = time.time()
+    lfw, out = Path(cfg.lfw), Path(cfg.out)
+    for need in (lfw / "pairs.txt", lfw / "people.txt", lfw / "images"):
+        if not need.exists():
+            raise FileNotFoundError(f"{need}: LFW data not found (see --lfw)")
+    out.mkdir(parents=True, exist_ok=True)
+    models = load_models()
+    detector = FaceDetector()
+
+    # 1. Calibration (cached: thresholds and pair distances, never embeddings).
+    pairs = subsample_pairs(read_pairs(lfw / "pairs.txt"), 10 * cfg.limit if cfg.limit else None)
+    pair_key = [[list(a), list(b), s] for a, b, s in pairs]
+    cals = {n: C.load_cached(n, pair_key, cfg.far) for n in models}
+    probe_ids, gallery_ids = _probe_plan(cfg, lfw)
+    gallery_keys = [k for name in gallery_ids for k in identity_images(lfw, name)]
+    paths = [image_path(lfw, k) for k in gallery_keys]
+    if any(c is None for c in cals.values()):
+        paths += [image_path(lfw, k) for a, b, _ in pairs for k in (a, b)]
+    faces = embed_images(paths, models, cfg.workers, cfg.progress)
+    for n, m in models.items():
+        if cals[n] is None:
+            cals[n] = C.calibrate(m, pairs, faces, lfw, cfg.far)
+            C.save_cached(cals[n], pair_key)
+        log.info("%s threshold %.4f at FAR %.4f (TAR %.4f)", n, cals[n].threshold, cfg.far, cals[n].tar)
+    thr = {n: c.threshold for n, c in cals.items()}
+
+    # 2. Gallery and probes.
+    gkeys = [k for k in gallery_keys if faces.get(image_path(lfw, k)) is not None]
+    gallery = Gallery({n: np.stack([faces[image_path(lfw, k)].emb[n] for k in gkeys]) for n in models},
+                      np.array([k[0] for k in gkeys]))
+    gindex = {k: i for i, k in enumerate(gkeys)}
+    probes = []
+    for name in probe_ids:
+        keys = [k for k in identity_images(lfw, name) if k in gindex]
+        if keys:
+            probes.append(keys[0])
+    anonymizers = _anonymizers(cfg)
+    per_row = {r.label: {"id_dlib": [], "id_sface": [], "neg_id": [], "detected": [], "lmk": [], "pose": [],
+                         "dist_dlib": [], "dist_sface": []} for r in cfg.rows}
+    sheet: dict[str, list] = {r.label: [] for r in cfg.rows}
+    for k in tqdm(probes, desc="probes", unit="face", disable=not cfg.progress):
+        rgb = read_image(image_path(lfw, k))
+        orig = faces[image_path(lfw, k)]
+        exclude = (gallery.names == k[0]) & (np.arange(len(gkeys)) == gindex[k])
+        if (gallery.names == k[0]).sum() == 1:
+            exclude = None  # no other image of this person: the gallery holds the original itself
+        dets = detector(rgb)
+        for row in cfg.rows:
+            anon = anonymizers[row.label]
+            if anon is not None and row.settings.get("identity") != "itm":
+                anon.reset()  # ITM rows track across the whole probe set, like a dataset run
+            img = rgb if anon is None else anon.anonymize_image(rgb, dets)
+            m = per_row[row.label]
+            d1 = detector(img)
+            j = match_face(orig.box, d1.boxes)
+            m["detected"].append(j is not None)
+            box, lm = (d1.boxes[j], d1.landmarks[j]) if j is not None else (orig.box, orig.landmarks)
+            if j is not None:
+                m["lmk"].append(landmark_error(orig.landmarks, lm))
+                m["pose"].append(pose_error(orig.landmarks, lm, rgb.shape[:2]))
+            for n, model in models.items():
+                e = model.embed(img, box, lm)
+                m[f"id_{n}"].append(retrieved(model, e, k[0], gallery, thr[n], exclude))
+                m[f"dist_{n}"].append(float(model.distances(e, orig.emb[n][None])[0]))
+                if n == "sface":
+                    m["neg_id"].append(retrieved(model, -e, k[0], gallery, thr[n], exclude))
+            if len(sheet[row.label]) < cfg.contact_sheet:
+                sheet[row.label].append(_face_crop(img, orig.box))
+
+    # 3. Temporal consistency on videos.
+    videos = sorted(p for p in Path(cfg.videos).glob("*") if p.suffix.lower() in VIDEO_EXTS) if cfg.videos else []
+    if cfg.limit:
+        videos = videos[: cfg.limit]
+    temporal = {r.label: {} for r in cfg.rows}
+    for v in tqdm(videos, desc="videos", unit="video", disable=not cfg.progress):
+        _video_consistency(v, cfg, detector, models["dlib"], anonymizers, temporal)
+
+    # 4. Tables.
+    table = []
+    for row in cfg.rows:
+        m, t = per_row[row.label], temporal[row.label]
+        mus = [x["mu"] for x in t.values()]
+        sig = [x["sigma"] for x in t.values()]
+        table.append({
+            "method": row.label, "notes": row.notes,
+            "ID": _mean(m["id_dlib"]), "ID_sface": _mean(m["id_sface"]), "negID": _mean(m["neg_id"]),
+            "Mtc_mu": _mean(mus), "Mtc_sigma": _mean(sig),
+            "detection_rate": _mean(m["detected"]), "landmark_error": _mean(m["lmk"]), "pose_error_deg": _mean(m["pose"]),
+            "dlib_distance_mean": _mean(m["dist_dlib"]),
+            "beyond_dlib_threshold": _mean([d >= thr["dlib"] for d in m["dist_dlib"]]),
+        })
+    result = {
+        "table": table,
+        "calibration": {n: c.summary() for n, c in cals.items()},
+        "data": {
+            "lfw": str(lfw), "probes": len(probes), "probe_split": "LFW evaluation identities (fold 1 of people.txt)",
+            "gallery_identities": len(gallery_ids), "gallery_images": len(gkeys),
+            "calibration_pairs": len(pairs), "calibration_note": "pairs.txt overlaps training and evaluation identities",
+            "videos": [v.name for v in videos], "frames_per_video": cfg.frames, "limit": cfg.limit,
+        },
+        "models": _model_versions(cfg),
+        "temporal": {label: {v: {"mu": x["mu"], "sigma": x["sigma"], "frames": x["frames"]} for v, x in t.items()}
+                     for label, t in temporal.items()},
+        "seconds": round(time.time() - t_start, 1),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "rows"},
+    }
+    from .report import write_report
+
+    write_report(result, out, cals, per_row, temporal, sheet, cfg)
+    return result
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _face_crop(rgb: np.ndarray, box: np.ndarray, size: int = 112, scale: float = 1.5) -> np.ndarray:
+    import cv2
+
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = max(box[2] - box[0], box[3] - box[1]) * scale / 2
+    M = np.array([[size / (2 * half), 0, size / 2 - cx * size / (2 * half)], [0, size / (2 * half), size / 2 - cy * size / (2 * half)]])
+    return cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _video_consistency(path: Path, cfg: EvalConfig, detector, dlib_model, anonymizers, temporal) -> None:
+    """Eq. 7 for one clip and every row: the main face (largest in the first frame it appears in,
+    then the nearest face in each later frame), embedded by the evaluator in each of N frames."""
+    from ..anonymize.video import read_frames
+
+    frames = read_frames(path, cfg.frames)
+    track, prev = [], None
+    for rgb in frames:
+        d = detector(rgb)
+        if len(d) == 0:
+            continue
+        if prev is None:
+            i = d.largest()
+        else:
+            c = (d.boxes[:, :2] + d.boxes[:, 2:]) / 2
+            i = int(np.argmin(np.linalg.norm(c - (prev[:2] + prev[2:]) / 2, axis=1)))
+        prev = d.boxes[i]
+        track.append((rgb, d, i))
+    if len(track) < 2:
+        log.warning("%s: a face in fewer than 2 of %d frames; skipped", path.name, len(frames))
+        return
+    for row in cfg.rows:
+        anon = anonymizers[row.label]
+        if anon is not None:
+            anon.reset()  # a new video
+        embs = []
+        for rgb, d, i in track:
+            img = rgb if anon is None else anon.anonymize_image(rgb, d)
+            found = detector(img).boxes
+            j = match_face(d.boxes[i], found)
+            if j is not None:  # a face nobody can find has no identity to be consistent about
+                embs.append(dlib_model.embed(img, found[j], None))
+        if len(embs) < 2:
+            continue
+        mu, sigma, D = temporal_consistency(np.stack(embs))
+        temporal[row.label][path.name] = {"mu": mu, "sigma": sigma, "frames": len(embs), "D": D}
+
+
+def _model_versions(cfg: EvalConfig) -> dict:
+    import hashlib
+
+    from safetensors import safe_open
+
+    from ..weights import DEFAULT_ANCHORS, DEFAULT_GENERATOR, dlib_model_paths, sface_onnx_path, yunet_path
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
+
+    gen = Path(cfg.model) if cfg.model else DEFAULT_GENERATOR
+    with safe_open(str(gen), "pt") as f:
+        meta = f.metadata() or {}
+    return {
+        "generator": {"file": gen.name, "sha256": sha(gen), "step": meta.get("step")},
+        "anchors": {"file": Path(cfg.anchors or DEFAULT_ANCHORS).name, "sha256": sha(cfg.anchors or DEFAULT_ANCHORS)},
+        "detector": {"file": yunet_path().name, "sha256": sha(yunet_path())},
+        "sface": {"file": sface_onnx_path().name, "sha256": sha(sface_onnx_path())},
+        "dlib": {"file": dlib_model_paths()[0].name, "sha256": sha(dlib_model_paths()[0])},
+    }

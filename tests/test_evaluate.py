@@ -1,0 +1,123 @@
+"""`fiva evaluate`: metrics on cases whose answers are known, and a whole run on a tiny LFW slice."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED, make_video, needs_dlib, needs_lfw
+
+from fiva.evaluate.calibrate import threshold_at_far
+from fiva.evaluate.lfw import read_pairs, subsample_pairs
+from fiva.evaluate.metrics import Gallery, head_pose, pose_error, retrieved, temporal_consistency
+from fiva.evaluate.models import IdentityModel
+from fiva.evaluate.report import BEGIN, END, update_benchmarks
+from fiva.faces.align import template
+
+
+class _Cosine(IdentityModel):
+    name, metric = "m", "cosine"
+
+
+def test_threshold_at_far_admits_at_most_the_allowed_false_matches():
+    impostor = np.linspace(0.5, 1.5, 2000)
+    t = threshold_at_far(impostor, 0.001)
+    assert (impostor < t).sum() <= 2
+    assert (impostor <= t).sum() >= 2  # and it is the largest such threshold
+    assert threshold_at_far(np.array([0.9, 0.7, 0.8]), 0.001) == pytest.approx(0.7)
+
+
+def test_retrieval_needs_the_true_identity_nearest_and_below_threshold():
+    m = _Cosine()
+    g = Gallery({"m": np.eye(3)}, np.array(["a", "b", "c"]))
+    q = np.array([1.0, 0.1, 0.0])
+    assert retrieved(m, q, "a", g, threshold=0.3)
+    assert not retrieved(m, q, "b", g, threshold=0.3)  # nearest is someone else
+    assert not retrieved(m, q, "a", g, threshold=0.001)  # nearest, but too far to count
+    assert not retrieved(m, q, "a", g, threshold=0.3, exclude=np.array([True, False, False]))
+    assert not retrieved(m, -q, "a", g, threshold=0.3)  # the negated embedding points away
+
+
+def test_temporal_consistency_of_one_identity_is_zero_and_of_alternating_ones_is_not():
+    mu, sigma, D = temporal_consistency(np.tile([[1.0, 2.0, 3.0]], (10, 1)))
+    assert mu == pytest.approx(0, abs=1e-6) and sigma == pytest.approx(0, abs=1e-6) and D.shape == (10, 10)
+    alt = np.array([[1.0, 0.0], [0.0, 1.0]] * 5)
+    mu, sigma, _ = temporal_consistency(alt)
+    assert mu == pytest.approx(0.5) and sigma == pytest.approx(0.5)  # half the pairs at distance 1
+
+
+def test_head_pose_sees_roll_and_yaw_but_not_translation():
+    t = template(112)
+    rot = cv2.getRotationMatrix2D((56, 56), 20, 1.0)
+    rolled = np.c_[t, np.ones(5)] @ rot.T
+    assert abs(abs(head_pose(rolled, (112, 112))[2] - head_pose(t, (112, 112))[2]) - 20) < 1.5
+    assert pose_error(t, t + [5.0, 3.0], (112, 112)) < 1.0
+    turned = t.copy()
+    turned[2, 0] += 8  # nose tip moves sideways: the head turns
+    assert abs(head_pose(turned, (112, 112))[1] - head_pose(t, (112, 112))[1]) > 10
+
+
+def test_pairs_subsample_is_balanced_and_spread(tmp_path):
+    lines = ["10\t300"] + [f"p{i}\t1\t2" for i in range(300)] + [f"q{i}\t1\tr{i}\t1" for i in range(300)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines))
+    pairs = read_pairs(tmp_path / "pairs.txt")
+    assert len(pairs) == 600 and sum(p[2] for p in pairs) == 300
+    sub = subsample_pairs(pairs, 20)
+    assert sum(p[2] for p in sub) == 10 and len(sub) == 20
+    assert sub[-1][0][0] == "q270"  # spread over the file, not its head
+
+
+def test_benchmarks_section_is_replaced_not_duplicated(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nspeed table\n")
+    update_benchmarks(md, "table one")
+    update_benchmarks(md, "table two")
+    text = md.read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "table two" in text and "table one" not in text and "speed table" in text
+
+
+@needs_lfw
+@needs_dlib
+@pytest.mark.slow
+def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
+    from fiva.cli import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    face = cv2.resize(astronaut, (256, 256))
+    make_video(videos / "astronaut.mp4", [np.roll(face, s, axis=1) for s in range(0, 8, 2)], audio=False)
+    out = tmp_path / "eval"
+    bench = tmp_path / "BENCHMARKS.md"
+    rc = main(["evaluate", "--lfw", str(SHARED / "lfw"), "--videos", str(videos), "--out", str(out), "--limit", "2",
+               "--frames", "4", "--workers", "1", "--benchmarks", str(bench), "--no-progress"])
+    assert rc == 0
+    result = json.loads((out / "report.json").read_text())
+    rows = {r["method"]: r for r in result["table"]}
+    real, mask = rows["Real Data"], rows["Black mask"]
+    assert real["ID"] == 1.0 and real["ID_sface"] == 1.0  # unmodified faces are retrieved
+    assert real["detection_rate"] == 1.0 and real["landmark_error"] == 0.0
+    assert mask["detection_rate"] == 0.0 and mask["ID"] == 0.0  # nothing left to find
+    assert np.isnan(mask["Mtc_mu"])  # and no face to be consistent about
+    assert real["Mtc_mu"] < 0.05  # one still face, barely moving
+    for name, cal in result["calibration"].items():
+        assert cal["same"] > 0 and cal["different"] > 0 and 0 < cal["tar"] <= 1, name
+    assert 0.3 < result["calibration"]["dlib"]["threshold"] < 0.9
+    assert {"FIVA", "FIVA + Sampling", "FIVA + ITM"} <= set(rows)
+    for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert "| FIVA + ITM |" in bench.read_text()
+    # No embeddings in the report: nothing 128 numbers long.
+    text = (out / "report.json").read_text()
+    assert not any(isinstance(v, list) and len(v) == 128 for v in _walk(json.loads(text)))
+
+
+def _walk(obj):
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
