@@ -24,11 +24,12 @@ def test_output_goes_beside_the_input_and_the_input_is_untouched(photo):
     assert read_image(out).shape == read_image(photo).shape
 
 
-def test_existing_outputs_are_kept_unless_overwrite(photo, capsys):
+def test_existing_outputs_are_skipped_unless_overwrite(photo, capsys):
     out = photo.with_name("astronaut_anonymized.jpg")
     out.write_bytes(b"keep me")
-    assert main(["anonymize", str(photo), "--no-progress"]) == 1
-    assert out.read_bytes() == b"keep me" and "--overwrite" in capsys.readouterr().err
+    assert main(["anonymize", str(photo), "--no-progress"]) == 0  # a resumed run: nothing failed
+    err = capsys.readouterr().err
+    assert out.read_bytes() == b"keep me" and "1 skipped" in err and "--overwrite" in err
     assert main(["anonymize", str(photo), "--no-progress", "--overwrite"]) == 0
     assert out.read_bytes() != b"keep me"
 

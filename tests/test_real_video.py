@@ -33,19 +33,19 @@ def test_one_person_keeps_one_fake_identity_through_a_real_clip(tmp_path):
         out.mux(aus.encode(None))
     anon = Anonymizer(progress=False)
     seen = []
-    original = anon.anonymize_image
+    original = anon.anonymize_frame
 
-    def spy(rgb):
-        seen.append(len(anon.detect(rgb)))
-        return original(rgb)
+    def spy(rgb, dets, tracks=None, still=False):
+        seen.append(len(dets))
+        return original(rgb, dets, tracks, still)
 
-    anon.anonymize_image = spy
+    anon.anonymize_frame = spy
     dst = tmp_path / "out.mp4"
     info = anon.anonymize_video(short, dst)
     src_info = probe_video(short)
     assert (info.frames, info.width, info.height) == (src_info.frames, src_info.width, src_info.height)
     assert probe_video(dst).has_audio
-    assert min(seen) >= 1  # the face is found in every frame
+    assert len(seen) == info.frames and min(seen) >= 1  # the face is found (or filled in) in every frame
     assert len(anon.itm) == 1  # ... and tracked as one person throughout
     with av.open(str(short)) as a, av.open(str(dst)) as b:
         fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)

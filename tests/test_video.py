@@ -137,7 +137,7 @@ def test_failed_run_keeps_existing_dst(videos, tmp_path):
 
     with pytest.raises(RuntimeError, match="model failed"):
         process_video(videos["audio"], dst, boom, progress=False)
-    with pytest.raises(ValueError, match="fn must return"):
+    with pytest.raises(ValueError, match="frames must come back as uint8"):
         process_video(videos["audio"], dst, lambda x: x[:10], progress=False)
     assert dst.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
     process_video(videos["audio"], dst, lambda x: x, progress=False)  # overwrite on success

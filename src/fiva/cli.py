@@ -44,7 +44,7 @@ def _add_anchors(sub) -> None:
 
 def _add_anonymize(sub) -> None:
     p = sub.add_parser("anonymize", help="replace the identity of every face in images and videos")
-    p.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders of them (recursive), or glob patterns (quote them)")
     p.add_argument("-o", "--output", default=None,
                    help="output file (one input) or folder (several inputs or a folder); default: beside each input as NAME_anonymized.EXT")
     p.add_argument("--method", default="fiva", choices=["fiva", "blur", "pixelate", "mask"], help="fiva, or a classic baseline (default: fiva)")
@@ -53,11 +53,22 @@ def _add_anonymize(sub) -> None:
     p.add_argument("--threshold", type=float, default=None, help=f"ITM cosine-distance threshold for 'same person' (default: {DEFAULT_THRESHOLD}, calibrated on LFW pairs)")
     p.add_argument("--margin", type=float, default=0.0, help="Eq. 1 margin m: target |cos| between real and fake identity (default: 0)")
     p.add_argument("--score", type=float, default=0.6, help="face detection score threshold (default: 0.6)")
-    p.add_argument("--fallback", default="blur", choices=["blur", "pixelate", "mask", "none"],
-                   help="what replaces a generated face that still looks like its original (SFace check) (default: blur)")
+    p.add_argument("--fallback", default="pixelate", choices=["blur", "pixelate", "mask", "none"],
+                   help="obfuscation for faces the generator cannot serve: too small, in profile, cut by the border, or still "
+                        "matching their original after generation; 'none' generates them anyway (default: pixelate)")
+    p.add_argument("--min-face", type=int, default=24, help="faces whose box is smaller than this many pixels get the fallback (default: 24)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check each generated face with the independent dlib evaluator too (~0.1 s a face); "
+                        "default: on for images when the [eval] extra is installed, off for videos")
+    p.add_argument("--codec", default=None, choices=["h264", "h265", "hevc", "vp9", "av1"],
+                   help="video codec (default: h264; vp9 for .webm)")
+    p.add_argument("--crf", type=int, default=18, help="video quality, lower is better and larger (default: 18)")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="copy the input video's container and stream metadata (default: stripped: it can hold GPS positions)")
+    p.add_argument("--report", default=None, help="write a JSON run report here: per file, faces by method, fallbacks, errors, time")
     p.add_argument("--seed", type=int, default=0, help="seed for fake-identity sampling (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never the inputs)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the inputs); without it they are skipped")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

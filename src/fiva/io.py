@@ -16,18 +16,33 @@ class InputError(ValueError):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 [H,W,3] (alpha dropped, grey expanded)."""
+    """Read an image file as RGB uint8 [H,W,3] (upright per its EXIF orientation, alpha dropped,
+    grey expanded, 16-bit reduced to 8)."""
+    return read_image_alpha(path)[0]
+
+
+def read_image_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like `read_image`, plus the alpha channel [H,W] uint8 when the file has one."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     data = np.fromfile(str(path), np.uint8)
+    orientation = 1
     try:
+        import warnings
+
         from PIL import Image
 
-        with Image.open(path) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we judge the size ourselves
+            try:
+                with Image.open(path) as im:
+                    w, h = im.size
+                    orientation = int(im.getexif().get(0x0112, 1) or 1)
+            except Image.DecompressionBombError as e:
+                raise InputError(f"{path}: image too large ({e}; limit {MAX_PIXELS} pixels)") from e
         if w * h > MAX_PIXELS:
             raise InputError(f"{path}: image too large ({w}x{h} pixels, limit {MAX_PIXELS})")
     except InputError:
@@ -39,23 +54,42 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable image (corrupt or unsupported format)")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    alpha = None
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 4:
+        alpha = img[..., 3].copy()
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     else:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
+    img = np.ascontiguousarray(_upright(img, orientation))
+    return img, None if alpha is None else np.ascontiguousarray(_upright(alpha, orientation))
 
 
-def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write RGB uint8 to `path` in the format its extension names."""
+def _upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8), so the pixels are as viewers show them."""
+    return {
+        2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+        5: lambda x: x.swapaxes(0, 1), 6: lambda x: np.rot90(x, -1), 7: lambda x: np.rot90(x, 2).swapaxes(0, 1),
+        8: lambda x: np.rot90(x, 1),
+    }.get(orientation, lambda x: x)(img)
+
+
+def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95, alpha: np.ndarray | None = None) -> None:
+    """Write RGB uint8 to `path` in the format its extension names (with `alpha` where the format
+    holds one: png, webp, tiff). No metadata is written: EXIF (GPS, camera serials) is dropped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    if path.suffix.lower() == ".webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
-    ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    ext = path.suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
+    if ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101 if alpha is not None else quality]
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if alpha is not None and ext in (".png", ".webp", ".tif", ".tiff"):
+        bgr = np.dstack([bgr, alpha])
+    ok, buf = cv2.imencode(path.suffix, bgr, params)
     if not ok:
         raise InputError(f"{path}: could not encode image")
     buf.tofile(str(path))

@@ -1,11 +1,16 @@
 """The anonymization pipeline for one frame, and the `Anonymizer` API.
 
-Per frame: detect (YuNet) -> align (ArcFace template) -> embed (SFace) -> ITM (Algorithm 1, Eq. 1
-anchors) -> generate all faces in one batch (FIVA generator) -> paste back through the generator's
-mask, so pixels away from faces stay bit-exact.
+Per frame: detect (YuNet) -> triage (faces the generator cannot serve: too small, extreme profile,
+cut by the frame border) -> align (ArcFace template) -> embed (SFace) -> ITM (Algorithm 1, Eq. 1
+anchors) -> generate all faces in one batch (FIVA generator) -> verify (the output must no longer
+match its original; one retry with another anchor) -> paste back through the generator's mask, so
+pixels away from faces stay bit-exact. Faces that are triaged out or fail verification get the
+fallback obfuscation: never nothing.
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +26,12 @@ from .baselines import METHODS as BASELINES
 from .baselines import obfuscate
 from .itm import DEFAULT_THRESHOLD, IdentityTrackingModule
 
+log = logging.getLogger(__name__)
+
 METHODS = ("fiva",) + BASELINES
 IDENTITY_MODES = ("itm", "sample", "own")
+FALLBACK_KINDS = ("small", "profile", "border", "verify")
+DLIB_MATCH = 0.6  # dlib's own "same person" distance
 
 
 @dataclass
@@ -43,16 +52,24 @@ class AnonymizeConfig:
     # identity: the counterfactually trained generator still moves away from it). The last two
     # exist for evaluation (the paper's Table 1 rows).
     identity: str = "itm"
-    # Safety net: a generated face whose identity (SFace) is still within the ITM's "same person"
-    # distance of the original is obfuscated with this baseline instead ("none" keeps it).
-    fallback: str = "blur"
+    # What faces the generator cannot serve get instead ("none": generate them anyway):
+    # too small, extreme profile, cut by the frame border, or still matching after generation.
+    fallback: str = "pixelate"
+    min_face: int = 24  # shorter side of the face box in pixels below which a face is "too small"
+    max_profile: float = 0.5  # nose off the eyes' midline by more than this share of the eye distance
+    max_outside: float = 0.2  # share of the face box outside the frame above which it is "cut by the border"
+    # Second check with the independent dlib evaluator ([eval] extra), ~0.1 s a face: None = on for
+    # still images when dlib is installed, off for video frames.
+    verify: bool | None = None
+    reembed_every: int = 10  # video: a tracked face is re-identified and re-verified every N frames
 
 
 class Anonymizer:
     """Replace the identity of every detected face.
 
     The Identity Tracking Module lives as long as the Anonymizer (or until `reset()`): the same
-    person keeps one fake identity across the frames and images it processes.
+    person keeps one fake identity across the frames and images it processes. `stats` counts
+    faces by what happened to them.
     """
 
     def __init__(self, config: AnonymizeConfig | None = None, **overrides):
@@ -68,10 +85,12 @@ class Anonymizer:
         if cfg.identity not in IDENTITY_MODES:
             raise ValueError(f"unknown identity mode '{cfg.identity}' (choose from {', '.join(IDENTITY_MODES)})")
         self.cfg = cfg
-        self.stats = {"faces": 0, "fallbacks": 0}
+        self.stats: Counter = Counter()
         self.device = torch.device(cfg.device)
         self.detector = FaceDetector(score_threshold=cfg.score_threshold)
         self.generator = None
+        self._dlib = None
+        self._tracks: dict[int, dict] = {}
         if cfg.method == "fiva":
             from ..models import load_generator
 
@@ -84,62 +103,204 @@ class Anonymizer:
             self.itm = IdentityTrackingModule(anchors, threshold=cfg.threshold)
             size = self.generator.cfg.resolution
             self._paste_feather = torch.from_numpy(feather_mask(size, 0.06))
+            if cfg.verify is not False:
+                self._dlib = _try_dlib(required=cfg.verify is True)
 
     def reset(self) -> None:
         """Forget every tracked identity (a new video or an unrelated image)."""
+        self._tracks.clear()
         if self.generator is not None:
             self.itm.reset()
 
     def detect(self, rgb: np.ndarray) -> Detections:
         return self.detector(rgb)
 
-    @torch.no_grad()
     def anonymize_image(self, rgb: np.ndarray, detections: Detections | None = None) -> np.ndarray:
         """Anonymize every face of an RGB uint8 image [H,W,3]; returns a new image of the same size."""
-        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
-            raise ValueError("anonymize_image expects an RGB uint8 array [H,W,3]")
+        _check_rgb(rgb)
         dets = self.detect(rgb) if detections is None else detections
+        return self.anonymize_frame(rgb, dets, still=True)
+
+    @torch.no_grad()
+    def anonymize_frame(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None = None,
+                        still: bool = False) -> np.ndarray:
+        """Anonymize the given faces of one frame. `tracks` (one id per face, from FaceTracker) lets a
+        face keep its fake identity and verdict between re-checks every `reembed_every` frames."""
+        _check_rgb(rgb)
+        self.stats["faces"] += len(dets)
         if len(dets) == 0:
             return rgb.copy()
         if self.generator is None:
+            self.stats[self.cfg.method] += len(dets)
             return obfuscate(rgb, dets, self.cfg.method)
-        return self._generate(rgb, dets)
+        kinds = self.triage(rgb.shape[:2], dets)
+        gen = [i for i, k in enumerate(kinds) if k == "ok"]
+        out = rgb
+        if gen:
+            out, failed = self._generate(rgb, dets[np.array(gen)], None if tracks is None else tracks[gen], still)
+            for i, f in zip(gen, failed):
+                if f:
+                    kinds[i] = "verify"
+        bad = [i for i, k in enumerate(kinds) if k != "ok"]
+        for i in bad:
+            self.stats[f"fallback_{kinds[i]}"] += 1
+        self.stats["generated"] += len(dets) - len(bad)
+        if bad:
+            out = obfuscate(out, dets[np.array(bad)], self.cfg.fallback)
+        return out
+
+    def triage(self, shape: tuple[int, int], dets: Detections) -> list[str]:
+        """Per face: "ok" for the generator, or why not: "small", "profile", "border"."""
+        if self.cfg.fallback == "none":
+            return ["ok"] * len(dets)
+        h, w = shape
+        kinds = []
+        for box, lm in zip(dets.boxes, dets.landmarks):
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            inside = max(0.0, min(box[2], w) - max(box[0], 0)) * max(0.0, min(box[3], h) - max(box[1], 0))
+            eye = lm[1] - lm[0]
+            iod = float(np.linalg.norm(eye)) + 1e-6
+            off = abs(float(np.dot(lm[2] - (lm[0] + lm[1]) / 2, eye / iod))) / iod
+            if min(bw, bh) < self.cfg.min_face:
+                kinds.append("small")
+            elif 1 - inside / max(bw * bh, 1e-6) > self.cfg.max_outside:
+                kinds.append("border")
+            elif off > self.cfg.max_profile:
+                kinds.append("profile")
+            else:
+                kinds.append("ok")
+        return kinds
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:
         """Unit SFace embeddings [N,128] of aligned crops [N,3,S,S] in [-1,1]."""
         return self.sface.identity(x).cpu().numpy()
 
-    def _fake_identities(self, z_id: np.ndarray) -> np.ndarray:
+    def _fake_identity(self, z: np.ndarray) -> tuple[np.ndarray, int | None]:
         if self.cfg.identity == "own":
-            return z_id
+            return z, None
         if self.cfg.identity == "sample":
-            return np.stack([self.itm.anchors.sample(z) for z in z_id])
-        return np.stack([self.itm(z)[0] for z in z_id])  # Algorithm 1 per face
+            return self.itm.anchors.sample(z), None
+        return self.itm(z)  # Algorithm 1
 
-    def _generate(self, rgb: np.ndarray, dets: Detections) -> np.ndarray:
-        size = self.generator.cfg.resolution
+    def _generate(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
+        """Generate, verify (retry once with another anchor) and paste the faces; returns the image
+        and, per face, whether it failed verification."""
+        n, size = len(dets), self.generator.cfg.resolution
         crops, mats = align_faces(rgb, dets.landmarks, size)
         x = to_tensor(crops).to(self.device)
-        z_id = self._embed(x)
-        z_a = self._fake_identities(z_id)
+        z_a = np.zeros((n, self.itm.anchors.anchors.shape[1]), np.float32)
+        failed = np.zeros(n, bool)
+        fresh = []
+        for i in range(n):
+            st = self._tracks.get(int(tracks[i])) if tracks is not None else None
+            if st is not None and st["age"] < self.cfg.reembed_every:
+                st["age"] += 1
+                z_a[i], failed[i] = st["z_a"], st["failed"]
+            else:
+                fresh.append(i)
+        keys: list[int | None] = [None] * n
+        z_id = np.zeros_like(z_a)
+        if fresh:
+            z_id[fresh] = self._embed(x[fresh])
+            for i in fresh:
+                z_a[i], keys[i] = self._fake_identity(z_id[i])
         x_a, m, x_hat = self.generator(x, torch.from_numpy(z_a).to(self.device))
+        if fresh:
+            check = np.array(fresh)
+            still_same = self._still_same(rgb, dets[check], mats[check], x_a[check], m[check], x_hat[check], z_id[check], still)
+            retry = check[still_same]
+            if len(retry) and self.cfg.identity != "own":
+                self.stats["retried"] += len(retry)
+                for i in retry:
+                    z_a[i] = self._other_anchor(z_id[i], z_a[i])
+                x_a2, m2, x_hat2 = self.generator(x[retry], torch.from_numpy(z_a[retry]).to(self.device))
+                again = self._still_same(rgb, dets[retry], mats[retry], x_a2, m2, x_hat2, z_id[retry], still)
+                idx = torch.from_numpy(retry)
+                x_a[idx], m[idx] = x_a2, m2
+                for i, s in zip(retry, again):
+                    if not s and keys[i] is not None:
+                        self.itm.reassign(keys[i], z_a[i])  # this person's fake identity from now on
+                failed[retry] = again
+            else:
+                failed[retry] = True
+            for i in fresh:
+                if tracks is not None:
+                    self._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1}
+        return self._paste(rgb, x_a, m, mats, ~failed), failed
+
+    def _paste(self, rgb, x_a, m, mats, keep) -> np.ndarray:
         faces = to_uint8(x_a)
         masks = (m[:, 0].cpu() * self._paste_feather).numpy()
-        # Verify: how far the blended face (as it will be written, in uint8) moved from the original.
-        cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
-        still_same = 1.0 - cos < self.cfg.threshold
         out = rgb
-        for face, mat, mask in zip(faces, mats, masks):
-            out = paste_back(out, face, mat, mask)
-        self.stats["faces"] += len(faces)
-        if self.cfg.fallback != "none" and still_same.any():
-            self.stats["fallbacks"] += int(still_same.sum())
-            out = obfuscate(out, dets[np.flatnonzero(still_same)], self.cfg.fallback)
+        for face, mat, mask, k in zip(faces, mats, masks, keep):
+            if k:
+                out = paste_back(out, face, mat, mask)
         return out
 
-    def anonymize_video(self, src: str | Path, dst: str | Path):
-        """Anonymize a video file; keeps resolution, fps, frame count and audio. Returns VideoInfo."""
+    def _still_same(self, rgb, dets, mats, x_a, m, x_hat, z_id, still) -> np.ndarray:
+        """Does each generated face still match its original? SFace on the blended crop as it will
+        be written (uint8), and on still images also the independent dlib evaluator on the pasted face."""
+        if self.cfg.fallback == "none":
+            return np.zeros(len(dets), bool)
+        cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
+        same = 1.0 - cos < self.cfg.threshold
+        if self._dlib is not None and (still or self.cfg.verify is True):
+            for i in np.flatnonzero(~same):
+                out = self._paste(rgb, x_a[i:i + 1], m[i:i + 1], mats[i:i + 1], [True])
+                d = np.linalg.norm(self._dlib.embed(rgb, dets.boxes[i]) - self._dlib.embed(out, dets.boxes[i]))
+                same[i] = d < DLIB_MATCH
+        return same
+
+    def _other_anchor(self, z_id: np.ndarray, used: np.ndarray) -> np.ndarray:
+        for _ in range(8):
+            z = self.itm.anchors.sample(z_id)
+            if not np.allclose(z, used):
+                return z
+        return z
+
+    def anonymize_video(self, src: str | Path, dst: str | Path, **video_options):
+        """Anonymize a video file; keeps resolution, timestamps, frame count and audio. Faces are
+        tracked, so a face missed for a few frames is still anonymized. Returns VideoInfo."""
         from .video import process_video
 
         self.reset()
-        return process_video(src, dst, self.anonymize_image, progress=self.cfg.progress)
+        return process_video(src, dst, VideoStream(self), progress=self.cfg.progress, **video_options)
+
+
+class VideoStream:
+    """Frames in, anonymized frames out (a few frames later): detection, tracking with gap filling
+    and landmark smoothing, then `anonymize_frame` with the track ids."""
+
+    def __init__(self, anonymizer: Anonymizer, max_gap: int = 5):
+        from .track import FaceTracker
+
+        self.anon = anonymizer
+        self.tracker = FaceTracker(max_gap=max_gap)
+
+    def push(self, rgb: np.ndarray) -> list[np.ndarray]:
+        return [self._apply(img, tf) for img, tf in self.tracker.push(rgb, self.anon.detect(rgb))]
+
+    def flush(self) -> list[np.ndarray]:
+        out = [self._apply(img, tf) for img, tf in self.tracker.flush()]
+        self.anon.stats["filled"] += self.tracker.filled
+        return out
+
+    def _apply(self, img, tf) -> np.ndarray:
+        return self.anon.anonymize_frame(img, tf.dets, tf.tracks)
+
+
+def _check_rgb(rgb) -> None:
+    if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+        raise ValueError("expected an RGB uint8 array [H,W,3]")
+
+
+def _try_dlib(required: bool):
+    try:
+        from ..faces.identity import DlibEvaluator
+
+        return DlibEvaluator()
+    except ImportError:
+        if required:
+            raise ValueError("--verify needs the dlib evaluator: pip install 'fiva[eval]'") from None
+        log.debug("dlib evaluator not installed: verification uses SFace only")
+        return None

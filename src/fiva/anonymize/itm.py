@@ -44,3 +44,8 @@ class IdentityTrackingModule:
         self._f_id[key] = z_a
         self.key_pointer += 1
         return z_a, key
+
+    def reassign(self, key: int, z_a: np.ndarray) -> None:
+        """Give the person stored under `key` another fake identity (e.g. the first one failed
+        verification): later frames of that person get the new one."""
+        self._f_id[key] = z_a

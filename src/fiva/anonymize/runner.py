@@ -1,26 +1,43 @@
-"""`fiva anonymize`: inputs to outputs, one line per failure, the run goes on, the exit code tells."""
+"""`fiva anonymize`: inputs to outputs, one line per failure, the run goes on, the exit code tells.
+
+Inputs are files, folders (searched recursively; the output mirrors the tree) and glob patterns.
+Outputs are written under a temporary name and renamed when complete, and existing outputs are
+skipped (unless --overwrite), so an interrupted run leaves no half files and resumes where it
+stopped. `--report run.json` records per file what happened (never identity embeddings).
+"""
 from __future__ import annotations
 
+import glob
+import json
 import logging
+import os
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError, read_image, write_image
+from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError, read_image_alpha, write_image
 
 log = logging.getLogger("fiva")
 SUFFIX = "_anonymized"
 
 
 def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path | None]]:
-    """(file, the folder it was found under or None). Folders are searched recursively for media."""
+    """(file, the folder it was found under or None). Folders are searched recursively for media;
+    patterns with * ? [ that name no existing file are expanded (recursively with **)."""
     found: list[tuple[Path, Path | None]] = []
     for s in inputs:
         p = Path(s)
-        if p.is_dir():
+        if not p.exists() and any(c in s for c in "*?["):
+            matches = sorted(glob.glob(s, recursive=True))
+            found += [(Path(m), None) for m in matches if Path(m).is_file() and SUFFIX not in Path(m).stem]
+            if not matches:
+                found.append((p, None))  # reported as missing
+        elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
-                           and SUFFIX not in f.stem)
+                           and SUFFIX not in f.stem and not f.name.startswith("."))
             found += [(f, p) for f in files]
         else:
             found.append((p, None))
@@ -29,7 +46,7 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path | None]]:
 
 def plan_outputs(items: list[tuple[Path, Path | None]], output: str | None) -> list[tuple[Path, Path]]:
     """Where each output goes: -o is a file for one input file, else a folder; default beside the input."""
-    if output and len(items) == 1 and items[0][1] is None and not Path(output).is_dir():
+    if output and len(items) == 1 and items[0][1] is None and not Path(output).is_dir() and Path(output).suffix:
         return [(items[0][0], Path(output))]
     plans = []
     for f, root in items:
@@ -50,44 +67,95 @@ def run_anonymize(a) -> int:
         print("fiva: no input images or videos found", file=sys.stderr)
         return 2
     cfg = AnonymizeConfig(method=a.method, model=a.model, anchors=a.anchors, margin=a.margin, score_threshold=a.score,
-                          fallback=a.fallback, seed=a.seed, device=a.device, progress=not a.no_progress)
+                          fallback=a.fallback, min_face=a.min_face, verify=a.verify, seed=a.seed, device=a.device,
+                          progress=not a.no_progress)
     if a.threshold is not None:
         cfg.threshold = a.threshold
     anonymizer = Anonymizer(cfg)
-    failed = 0
+    video_options = {"codec": a.codec, "crf": a.crf, "keep_metadata": a.keep_metadata}
     plans = plan_outputs(items, a.output)
+    records, failed, skipped = [], 0, 0
     for src, dst in tqdm(plans, desc="files", unit="file", disable=len(plans) < 2 or a.no_progress):
+        rec = {"input": str(src), "output": str(dst)}
+        before, t0 = Counter(anonymizer.stats), time.time()
         try:
-            _one(anonymizer, src, dst, a.overwrite)
-        except (InputError, ValueError, OSError) as e:
+            rec.update(_one(anonymizer, src, dst, a.overwrite, video_options))
+        except (InputError, ValueError, OSError, RuntimeError) as e:
             failed += 1
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"fiva: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
-    done = len(plans) - failed
-    summary = f"fiva: {done} of {len(plans)} file(s) anonymized" + (f", {failed} failed" if failed else "")
-    if anonymizer.stats["fallbacks"]:
-        summary += (f"; {anonymizer.stats['fallbacks']} of {anonymizer.stats['faces']} generated faces still looked like"
-                    f" their original and were obfuscated with '{cfg.fallback}' instead")
+            msg = msg if str(src) in msg else f"{src}: {msg}"
+            print(f"fiva: error: {msg}", file=sys.stderr)
+            rec.update(status="failed", error=msg)
+        skipped += rec["status"] == "skipped"
+        rec["faces"] = dict(anonymizer.stats - before)
+        rec["seconds"] = round(time.time() - t0, 3)
+        records.append(rec)
+    done = len(plans) - failed - skipped
+    summary = f"fiva: {done} of {len(plans)} file(s) anonymized"
+    summary += f", {skipped} skipped (output exists; --overwrite replaces)" if skipped else ""
+    summary += f", {failed} failed" if failed else ""
+    summary += describe_stats(anonymizer.stats, cfg.fallback) if done else ""
     print(summary, file=sys.stderr)
+    if a.report:
+        report = {"files": records, "totals": dict(anonymizer.stats), "anonymized": done, "skipped": skipped,
+                  "failed": failed, "settings": {k: v for k, v in vars(a).items() if k not in ("inputs", "func")}}
+        _atomic_write_text(Path(a.report), json.dumps(report, indent=2, default=str))
     return 1 if failed else 0
 
 
-def _one(anonymizer, src: Path, dst: Path, overwrite: bool) -> None:
+def describe_stats(stats, fallback: str) -> str:
+    """'; 12 face(s): 9 generated, 2 too small, 1 still matched their original (...)' for the summary."""
+    if not stats.get("faces"):
+        return "; no faces found"
+    why = {"small": "too small", "profile": "in profile", "border": "cut by the border",
+           "verify": "still matched their original"}
+    parts = [f"{stats['generated']} generated"] if stats.get("generated") else []
+    parts += [f"{stats[k]} {k}" for k in ("blur", "pixelate", "mask") if stats.get(k)]
+    parts += [f"{stats['fallback_' + k]} {v}" for k, v in why.items() if stats.get("fallback_" + k)]
+    text = f"; {stats['faces']} face(s): " + ", ".join(parts)
+    if any(stats.get("fallback_" + k) for k in why):
+        text += f" (those obfuscated with '{fallback}')"
+    if stats.get("filled"):
+        text += f"; {stats['filled']} face(s) filled in over missed detections"
+    return text
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _one(anonymizer, src: Path, dst: Path, overwrite: bool, video_options: dict) -> dict:
     ext = src.suffix.lower()
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
     if ext not in IMAGE_EXTS | VIDEO_EXTS:
         raise InputError(f"{src}: unsupported file type '{src.suffix}' (images: {', '.join(sorted(IMAGE_EXTS))}; "
                          f"videos: {', '.join(sorted(VIDEO_EXTS))})")
     if not src.is_file():
-        raise InputError(f"{src}: no such file")
+        raise InputError(f"{src}: not a file")
     if dst.exists() and dst.resolve() == src.resolve():
         raise InputError(f"{src}: output would overwrite the input")
     if dst.exists() and not overwrite:
-        raise InputError(f"{src}: output {dst} exists (use --overwrite to replace it)")
+        log.info("%s: skipped, %s exists", src, dst)
+        return {"status": "skipped"}
     anonymizer.reset()  # each file is its own scene: no identity links across files
     if ext in IMAGE_EXTS:
-        out = anonymizer.anonymize_image(read_image(src))
-        write_image(dst, out)
-    else:
+        rgb, alpha = read_image_alpha(src)
+        out = anonymizer.anonymize_image(rgb)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        anonymizer.anonymize_video(src, dst)
+        tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
+        try:
+            write_image(tmp, out, alpha=alpha)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+        rec = {"status": "done", "kind": "image", "width": out.shape[1], "height": out.shape[0]}
+    else:
+        info = anonymizer.anonymize_video(src, dst, **video_options)
+        rec = {"status": "done", "kind": "video", "width": info.width, "height": info.height, "fps": info.fps,
+               "frames": info.frames, "audio": info.has_audio}
     log.info("%s -> %s", src, dst)
+    return rec

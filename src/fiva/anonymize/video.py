@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -66,9 +67,14 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(*size, float(rate or 0), int(vs.frames or n), bool(inp.streams.audio))
 
 
-def process_video(src, dst, fn: Callable[[np.ndarray], np.ndarray], *, progress: bool = True,
-                  crf: int = 18, desc: str | None = None) -> VideoInfo:
-    """Apply `fn` (RGB uint8 -> RGB uint8, same size) to every frame of `src`, write `dst`.
+CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+
+
+def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = None, crf: int = 18,
+                  keep_metadata: bool = False, desc: str | None = None) -> VideoInfo:
+    """Apply `fn` to every frame of `src`, write `dst`. `fn` is a function (RGB uint8 -> RGB uint8,
+    same size) or a stream with push(rgb) -> [rgb, ...] and flush() -> [rgb, ...] that may hand
+    frames back later than it gets them (in order, one out for each in).
 
     Video is re-encoded (H.264; VP9 for .webm) at the same resolution with each frame's
     timestamp kept; audio packets are copied when `dst`'s container accepts the codec,
@@ -82,6 +88,12 @@ def process_video(src, dst, fn: Callable[[np.ndarray], np.ndarray], *, progress:
     if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and os.path.samefile(src, dst)):
         raise InputError(f"{dst}: output would overwrite the input video")
     vcodec, acodec = ("libvpx-vp9", "libopus") if ext == ".webm" else ("libx264", "aac")
+    if codec:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)})")
+        vcodec = CODECS[codec]
+        if ext == ".webm" and codec not in ("vp9", "av1"):
+            raise InputError(f"{dst}: WebM holds VP9 or AV1 video only (--codec vp9|av1)")
     missing = {vcodec, acodec} - set(av.codecs_available)
     if missing:
         raise InputError(f"{dst}: this PyAV build lacks {', '.join(sorted(missing))}; use .mp4 or .mkv")
@@ -95,7 +107,9 @@ def process_video(src, dst, fn: Callable[[np.ndarray], np.ndarray], *, progress:
             with av.open(str(tmp), "w", options=opts) as out:
                 bar = tqdm(total=inp.streams.video[0].frames or None, unit="frame",
                            disable=not progress, desc=desc or src.name)
-                info = _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar)
+                if keep_metadata:
+                    out.metadata.update(inp.metadata)
+                info = _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata)
             os.replace(tmp, dst)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -103,7 +117,7 @@ def process_video(src, dst, fn: Callable[[np.ndarray], np.ndarray], *, progress:
     return info
 
 
-def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar) -> VideoInfo:
+def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=False) -> VideoInfo:
     ivs = inp.streams.video[0]
     ivs.thread_type = "AUTO"
     rate = ivs.average_rate or ivs.guessed_rate or Fraction(25)
@@ -112,6 +126,8 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar) -> VideoInfo:
     step = max(1, round(1 / (Fraction(rate) * tb)))
 
     ovs, audio, pending, last, n, size = None, {}, [], None, 0, None
+    stream = fn if hasattr(fn, "push") else _FunctionStream(fn)
+    queue: deque[int] = deque()  # pts of frames handed to the stream, not yet back
     with bar:
         for packet in _read(src, inp.demux(ivs, *inp.streams.audio)):
             if packet.stream.type == "audio":
@@ -125,11 +141,14 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar) -> VideoInfo:
                     size = (frame.height, frame.width)
                     ovs = _video_stream(out, vcodec, rate, tb, crf, size, getattr(frame, "rotation", 0), ext)
                     audio = {s: _audio_stream(out, s, acodec) for s in inp.streams.audio}
+                    for (oas, _), ias in zip(audio.values(), inp.streams.audio):
+                        oas.metadata.clear()  # stream tags (handler names, dates) go unless asked for
+                        if keep_metadata:
+                            oas.metadata.update(ias.metadata)
+                    if keep_metadata:
+                        ovs.metadata.update({k: v for k, v in ivs.metadata.items() if k != "rotate"})
                     for p in pending:
                         _audio_packet(out, src, p, *audio[p.stream])
-                rgb = np.ascontiguousarray(fn(frame.to_ndarray(format="rgb24")))
-                if rgb.shape != (*size, 3) or rgb.dtype != np.uint8:
-                    raise ValueError(f"fn must return uint8 {(*size, 3)}, got {rgb.dtype} {rgb.shape}")
                 pts = frame.pts
                 if ext == ".avi" and frame.time is not None:
                     pts = round(frame.time * rate)
@@ -138,18 +157,41 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar) -> VideoInfo:
                 elif last is not None and pts <= last:
                     pts = last + 1  # keep timestamps strictly increasing
                 last = pts
-                vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                vf.pts, vf.time_base = pts, tb
-                out.mux(ovs.encode(vf))
-                n += 1
+                queue.append(pts)
+                n += _encode(out, ovs, stream.push(frame.to_ndarray(format="rgb24")), queue, size, tb)
                 bar.update()
-    if ovs is None:
-        raise InputError(f"{src}: not a readable video (no decodable frames)")
+        if ovs is None:
+            raise InputError(f"{src}: not a readable video (no decodable frames)")
+        n += _encode(out, ovs, stream.flush(), queue, size, tb)
+    if queue:
+        raise RuntimeError(f"{src}: {len(queue)} frame(s) were not handed back by the frame processor")
     out.mux(ovs.encode(None))
     for oas, copy in audio.values():
         if not copy:
             out.mux(oas.encode(None))
     return VideoInfo(size[1], size[0], float(rate), n, bool(audio))
+
+
+class _FunctionStream:
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
+        self.fn = fn
+
+    def push(self, rgb: np.ndarray) -> list[np.ndarray]:
+        return [self.fn(rgb)]
+
+    def flush(self) -> list[np.ndarray]:
+        return []
+
+
+def _encode(out, ovs, frames, queue, size, tb) -> int:
+    for rgb in frames:
+        rgb = np.ascontiguousarray(rgb)
+        if rgb.shape != (*size, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"frames must come back as uint8 {(*size, 3)}, got {rgb.dtype} {rgb.shape}")
+        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        vf.pts, vf.time_base = queue.popleft(), tb
+        out.mux(ovs.encode(vf))
+    return len(frames)
 
 
 def _audio_stream(out, ias, acodec):
@@ -192,6 +234,8 @@ def _video_stream(out, codec, rate, tb, crf, size, rotation, ext):
     vs.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) or codec != "libx264" else "yuv444p"
     vs.codec_context.time_base = tb
     opts = {"crf": str(crf)}
+    if codec == "libx265":
+        opts = {"crf": str(crf), "x265-params": "log-level=error"}
     if codec == "libvpx-vp9":  # constant-quality mode needs b=0
         opts.update({"b": "0", "row-mt": "1", "cpu-used": "4", "deadline": "good"})
     if ext == ".avi":  # AVI stores no pts, so frames must come out in display order

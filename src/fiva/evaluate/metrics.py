@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+
 from .models import IdentityModel
 
 
@@ -50,23 +51,6 @@ def temporal_consistency(emb: np.ndarray) -> tuple[float, float, np.ndarray]:
     D = cosine_distance_matrix(emb)
     mu = float(D.mean())
     return mu, float(np.sqrt(((D - mu) ** 2).mean())), D
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of box a [4] with each box of b [N,4] (x1,y1,x2,y2)."""
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter + 1e-9)
-
-
-def match_face(box: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3) -> int | None:
-    """Index of the detection overlapping `box` best (IoU > min_iou), else None."""
-    if len(boxes) == 0:
-        return None
-    o = iou(box, boxes)
-    return int(np.argmax(o)) if o.max() > min_iou else None
 
 
 def landmark_error(ref: np.ndarray, other: np.ndarray) -> float:

@@ -12,16 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..faces.detect import match_face
 from ..faces.identity import DlibEvaluator
 from ..io import read_image
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter + 1e-9)
 
 
 @dataclass
@@ -61,11 +54,7 @@ def evaluate_quality(anonymizer, images: list[Path], evaluator: DlibEvaluator | 
         box, lm = d0.boxes[i], d0.landmarks[i]
         rep.faces += 1
         d1 = det(out)
-        match = None
-        if len(d1):
-            ious = _iou(box, d1.boxes)
-            if ious.max() > 0.3:
-                match = int(np.argmax(ious))
+        match = match_face(box, d1.boxes)
         if match is not None:
             rep.detected += 1
             iod = float(np.linalg.norm(lm[0] - lm[1]))

@@ -23,7 +23,8 @@ from ..faces import FaceDetector
 from ..io import VIDEO_EXTS, read_image
 from . import calibrate as C
 from .lfw import evaluation_identities, identity_images, image_path, read_pairs, subsample_pairs
-from .metrics import Gallery, landmark_error, match_face, pose_error, retrieved, temporal_consistency
+from ..faces.detect import match_face
+from .metrics import Gallery, landmark_error, pose_error, retrieved, temporal_consistency
 from .models import embed_images, load_models
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ def default_rows() -> list[Row]:
         Row("FIVA", {**fiva, "identity": "own"}, "conditioned on the face's own identity, no sampling"),
         Row("FIVA + Sampling", {**fiva, "identity": "sample"}, "a new anchor for every face"),
         Row("FIVA + ITM", {**fiva, "identity": "itm"}, "anchor sampling and tracking (Algorithm 1)"),
-        Row("fiva anonymize (default)", {"method": "fiva", "identity": "itm", "fallback": "blur"},
-            "what the CLI writes: FIVA + ITM, faces SFace still matches are blurred"),
+        Row("fiva anonymize (default)", {"method": "fiva"},
+            "what the CLI writes: FIVA + ITM, with verification and the pixelate fallback"),
     ]
 
 
