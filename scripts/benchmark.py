@@ -80,7 +80,7 @@ def frames_of(path: Path) -> list[np.ndarray]:
 
 def face_recall(clip: Path, outputs: dict[str, Path]) -> dict:
     """Share of reference faces each tool changed. Reference faces: the union of both tools'
-    detectors on the original frames (YuNet at 0.6, deface's CenterFace at its default 0.2), so
+    detectors on the original frames (YuNet at 0.6, deface's CenterFace at 0.5), so
     neither tool is judged by its own detector alone. A face counts as anonymized when the centre
     of its box changed by more than re-encoding noise (mean |difference| > 6 grey levels)."""
     from deface.centerface import CenterFace
@@ -94,7 +94,7 @@ def face_recall(clip: Path, outputs: dict[str, Path]) -> dict:
     total, changed = 0, {k: 0 for k in outputs}
     for i, rgb in enumerate(src):
         boxes = list(yunet(rgb).boxes)
-        cf, _ = centerface(rgb, threshold=0.2)
+        cf, _ = centerface(rgb, threshold=0.5)
         for b in cf[:, :4]:
             if not boxes or iou(b, np.array(boxes)).max() < 0.3:
                 boxes.append(b)

@@ -52,7 +52,8 @@ def _add_anonymize(sub) -> None:
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=None, help=f"ITM cosine-distance threshold for 'same person' (default: {DEFAULT_THRESHOLD}, calibrated on LFW pairs)")
     p.add_argument("--margin", type=float, default=0.0, help="Eq. 1 margin m: target |cos| between real and fake identity (default: 0)")
-    p.add_argument("--score", type=float, default=0.6, help="face detection score threshold (default: 0.6)")
+    p.add_argument("--score", type=float, default=0.3,
+                   help="face detection score threshold: lower finds more faces (a missed face is a leak), higher fewer false alarms (default: 0.3)")
     p.add_argument("--fallback", default="pixelate", choices=["blur", "pixelate", "mask", "none"],
                    help="obfuscation for faces the generator cannot serve: too small, in profile, cut by the border, or still "
                         "matching their original after generation; 'none' generates them anyway (default: pixelate)")

@@ -43,7 +43,7 @@ class AnonymizeConfig:
     anchors: str | None = None  # anchor space .safetensors; None = the shipped one
     threshold: float = DEFAULT_THRESHOLD  # ITM cosine distance for "same person"
     margin: float = 0.0  # Eq. 1 margin m
-    score_threshold: float = 0.6  # face detection score
+    score_threshold: float = 0.3  # face detection score: low, because a missed face is a leak (0.6: fewer false alarms)
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -56,7 +56,7 @@ class AnonymizeConfig:
     # too small, extreme profile, cut by the frame border, or still matching after generation.
     fallback: str = "pixelate"
     min_face: int = 24  # shorter side of the face box in pixels below which a face is "too small"
-    max_profile: float = 0.5  # nose off the eyes' midline by more than this share of the eye distance
+    max_profile: float = 0.7  # nose off the eyes' midline by more than this share of the eye distance (~60° yaw)
     max_outside: float = 0.2  # share of the face box outside the frame above which it is "cut by the border"
     # Second check with the independent dlib evaluator ([eval] extra), ~0.1 s a face: None = on for
     # still images when dlib is installed, off for video frames.
@@ -204,7 +204,11 @@ class Anonymizer:
             z_id[fresh] = self._embed(x[fresh])
             for i in fresh:
                 z_a[i], keys[i] = self._fake_identity(z_id[i])
-        x_a, m, x_hat = self._run_generator(x, z_a)
+        # Faces whose track failed verification stay obfuscated until their re-check: no generation.
+        run = torch.from_numpy(np.array([i for i in range(n) if i in fresh or not failed[i]], np.int64))
+        x_a, m, x_hat = (torch.zeros(n, c, size, size, device=self.device) for c in (3, 1, 3))
+        if len(run):
+            x_a[run], m[run], x_hat[run] = self._run_generator(x[run], z_a[run.numpy()])
         if fresh:
             check = np.array(fresh)
             still_same = self._still_same(rgb, dets[check], mats[check], x_a[check], m[check], x_hat[check], z_id[check], still)
