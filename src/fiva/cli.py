@@ -66,6 +66,13 @@ def _add_anonymize(sub) -> None:
     p.add_argument("--crf", type=int, default=18, help="video quality, lower is better and larger (default: 18)")
     p.add_argument("--keep-metadata", action="store_true",
                    help="copy the input video's container and stream metadata (default: stripped: it can hold GPS positions)")
+    p.add_argument("--keep", nargs="+", metavar="FACE", default=None,
+                   help="reference photos of people never to anonymize (e.g. consenting staff)")
+    p.add_argument("--only", nargs="+", metavar="FACE", default=None, help="reference photos of the only people to anonymize")
+    p.add_argument("--identity-store", default=None, metavar="PATH",
+                   help="keep the ITM's identity pairs in PATH between runs, so a person gets one fake identity across a "
+                        "whole dataset. The file holds biometric data (owner-only permissions); delete it with "
+                        "'fiva identities purge PATH'. Without this option nothing about identities is written.")
     p.add_argument("--report", default=None, help="write a JSON run report here: per file, faces by method, fallbacks, errors, time")
     p.add_argument("--seed", type=int, default=0, help="seed for fake-identity sampling (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -91,6 +98,13 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_identities(sub) -> None:
+    p = sub.add_parser("identities", help="manage an identity store (--identity-store)")
+    isub = p.add_subparsers(dest="what", required=True)
+    purge = isub.add_parser("purge", help="overwrite and delete an identity store (biometric data)")
+    purge.add_argument("path", help="the store file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fiva", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -99,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_anchors(sub)
     _add_evaluate(sub)
+    _add_identities(sub)
     return ap
 
 
@@ -135,6 +150,14 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_identities(a) -> int:
+    from .anonymize.itm import purge_store
+
+    purge_store(a.path)
+    print(f"{a.path}: purged")
+    return 0
+
+
 def cmd_anonymize(a) -> int:
     from .anonymize.runner import run_anonymize
 
@@ -144,7 +167,7 @@ def cmd_anonymize(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate}
+    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate, "identities": cmd_identities}
     try:
         return handlers[a.command](a)
     except (ValueError, FileNotFoundError) as e:  # bad input or settings: one line, no traceback

@@ -31,9 +31,12 @@ def obfuscate(rgb: np.ndarray, dets: Detections, method: str = "blur", grow: flo
         roi = out[y1:y2, x1:x2]
         if roi.size == 0:
             continue
-        if method == "blur":
-            k = max(3, (max(roi.shape[:2]) // 3) | 1)
-            new = cv2.GaussianBlur(roi, (k, k), 0)
+        if method == "blur":  # a kernel a third of the face, applied at a scale where it is <= 15 px
+            k = max(3, max(roi.shape[:2]) // 3)
+            f = max(1.0, k / 15)
+            small = cv2.resize(roi, (max(1, round(roi.shape[1] / f)), max(1, round(roi.shape[0] / f))), interpolation=cv2.INTER_AREA)
+            kk = max(3, int(k / f) | 1)
+            new = cv2.resize(cv2.GaussianBlur(small, (kk, kk), 0), (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
         elif method == "pixelate":
             small = cv2.resize(roi, (max(1, roi.shape[1] // 10), max(1, roi.shape[0] // 10)), interpolation=cv2.INTER_AREA)
             new = cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)

@@ -62,6 +62,10 @@ class AnonymizeConfig:
     # still images when dlib is installed, off for video frames.
     verify: bool | None = None
     reembed_every: int = 10  # video: a tracked face is re-identified and re-verified every N frames
+    # Selective anonymization: reference photos of people never to anonymize (consenting staff),
+    # or of the only people to anonymize. Matching uses the calibrated SFace threshold.
+    keep: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
 
 
 class Anonymizer:
@@ -84,6 +88,8 @@ class Anonymizer:
             raise ValueError(f"unknown fallback '{cfg.fallback}' (choose from {', '.join(BASELINES + ('none',))})")
         if cfg.identity not in IDENTITY_MODES:
             raise ValueError(f"unknown identity mode '{cfg.identity}' (choose from {', '.join(IDENTITY_MODES)})")
+        if cfg.keep and cfg.only:
+            raise ValueError("--keep and --only exclude each other")
         self.cfg = cfg
         self.stats: Counter = Counter()
         self.device = torch.device(cfg.device)
@@ -105,11 +111,17 @@ class Anonymizer:
             self._paste_feather = torch.from_numpy(feather_mask(size, 0.06))
             if cfg.verify is not False:
                 self._dlib = _try_dlib(required=cfg.verify is True)
+        self._refs = None
+        if cfg.keep or cfg.only:
+            if self.generator is None:
+                self.sface = load_sface(self.device)
+            self._refs = self._reference_embeddings(cfg.keep or cfg.only)
 
-    def reset(self) -> None:
-        """Forget every tracked identity (a new video or an unrelated image)."""
+    def reset(self, identities: bool = True) -> None:
+        """A new video or an unrelated image: forget face tracks and (unless `identities` is False,
+        as with an identity store) every tracked identity."""
         self._tracks.clear()
-        if self.generator is not None:
+        if self.generator is not None and identities:
             self.itm.reset()
 
     def detect(self, rgb: np.ndarray) -> Detections:
@@ -128,6 +140,10 @@ class Anonymizer:
         face keep its fake identity and verdict between re-checks every `reembed_every` frames."""
         _check_rgb(rgb)
         self.stats["faces"] += len(dets)
+        if self._refs is not None and len(dets):
+            sel = self._selected(rgb, dets, tracks)
+            self.stats["kept"] += int((~sel).sum())
+            dets, tracks = dets[sel], None if tracks is None else tracks[sel]
         if len(dets) == 0:
             return rgb.copy()
         if self.generator is None:
@@ -148,6 +164,40 @@ class Anonymizer:
         if bad:
             out = obfuscate(out, dets[np.array(bad)], self.cfg.fallback)
         return out
+
+    def _reference_embeddings(self, paths) -> np.ndarray:
+        from ..io import read_image
+
+        refs = []
+        for p in paths:
+            rgb = read_image(p)
+            d = self.detect(rgb)
+            if len(d) == 0:
+                raise ValueError(f"{p}: no face found in the reference photo")
+            crops, _ = align_faces(rgb, d.landmarks[d.largest()][None], 112)
+            refs.append(self.sface.embed(crops)[0])
+        return np.stack(refs)
+
+    def _selected(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
+        """Which faces to anonymize under --keep / --only (tracked faces are re-checked every
+        `reembed_every` frames)."""
+        match = np.zeros(len(dets), bool)
+        todo = []
+        for i in range(len(dets)):
+            st = self._tracks.get(("ref", int(tracks[i]))) if tracks is not None else None
+            if st is not None and st["age"] < self.cfg.reembed_every:
+                st["age"] += 1
+                match[i] = st["match"]
+            else:
+                todo.append(i)
+        if todo:
+            crops, _ = align_faces(rgb, dets.landmarks[todo], 112)
+            d = 1.0 - self.sface.embed(crops) @ self._refs.T
+            match[todo] = d.min(1) < self.cfg.threshold
+            for i in todo:
+                if tracks is not None:
+                    self._tracks[("ref", int(tracks[i]))] = {"match": bool(match[i]), "age": 1}
+        return ~match if self.cfg.keep else match
 
     def triage(self, shape: tuple[int, int], dets: Detections) -> list[str]:
         """Per face: "ok" for the generator, or why not: "small", "profile", "border"."""
@@ -270,12 +320,13 @@ class Anonymizer:
                 return z
         return z
 
-    def anonymize_video(self, src: str | Path, dst: str | Path, **video_options):
+    def anonymize_video(self, src: str | Path, dst: str | Path, keep_identities: bool = False, **video_options):
         """Anonymize a video file; keeps resolution, timestamps, frame count and audio. Faces are
-        tracked, so a face missed for a few frames is still anonymized. Returns VideoInfo."""
+        tracked, so a face missed for a few frames is still anonymized. The ITM starts afresh
+        unless `keep_identities`. Returns VideoInfo."""
         from .video import process_video
 
-        self.reset()
+        self.reset(identities=not keep_identities)
         return process_video(src, dst, VideoStream(self), progress=self.cfg.progress, **video_options)
 
 

@@ -68,10 +68,16 @@ def run_anonymize(a) -> int:
         return 2
     cfg = AnonymizeConfig(method=a.method, model=a.model, anchors=a.anchors, margin=a.margin, score_threshold=a.score,
                           fallback=a.fallback, min_face=a.min_face, verify=a.verify, seed=a.seed, device=a.device,
-                          progress=not a.no_progress)
+                          progress=not a.no_progress, keep=tuple(a.keep or ()), only=tuple(a.only or ()))
     if a.threshold is not None:
         cfg.threshold = a.threshold
     anonymizer = Anonymizer(cfg)
+    store = Path(a.identity_store) if a.identity_store else None
+    if store is not None:
+        if anonymizer.generator is None:
+            raise ValueError("--identity-store needs --method fiva (the baselines have no identities)")
+        if store.exists():
+            anonymizer.itm.load(store)
     video_options = {"codec": a.codec, "crf": a.crf, "keep_metadata": a.keep_metadata}
     plans = plan_outputs(items, a.output)
     records, failed, skipped = [], 0, 0
@@ -79,7 +85,9 @@ def run_anonymize(a) -> int:
         rec = {"input": str(src), "output": str(dst)}
         before, t0 = Counter(anonymizer.stats), time.time()
         try:
-            rec.update(_one(anonymizer, src, dst, a.overwrite, video_options))
+            rec.update(_one(anonymizer, src, dst, a.overwrite, video_options, keep_identities=store is not None))
+            if store is not None and rec["status"] == "done":
+                anonymizer.itm.save(store)  # after every file: an interrupted run loses nothing
         except (InputError, ValueError, OSError, RuntimeError) as e:
             failed += 1
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -112,6 +120,7 @@ def describe_stats(stats, fallback: str) -> str:
     parts = [f"{stats['generated']} generated"] if stats.get("generated") else []
     parts += [f"{stats[k]} {k}" for k in ("blur", "pixelate", "mask") if stats.get(k)]
     parts += [f"{stats['fallback_' + k]} {v}" for k, v in why.items() if stats.get("fallback_" + k)]
+    parts += [f"{stats['kept']} left as they are (--keep/--only)"] if stats.get("kept") else []
     text = f"; {stats['faces']} face(s): " + ", ".join(parts)
     if any(stats.get("fallback_" + k) for k in why):
         text += f" (those obfuscated with '{fallback}')"
@@ -127,7 +136,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _one(anonymizer, src: Path, dst: Path, overwrite: bool, video_options: dict) -> dict:
+def _one(anonymizer, src: Path, dst: Path, overwrite: bool, video_options: dict, keep_identities: bool = False) -> dict:
     ext = src.suffix.lower()
     if not src.exists():
         raise InputError(f"{src}: no such file")
@@ -141,7 +150,9 @@ def _one(anonymizer, src: Path, dst: Path, overwrite: bool, video_options: dict)
     if dst.exists() and not overwrite:
         log.info("%s: skipped, %s exists", src, dst)
         return {"status": "skipped"}
-    anonymizer.reset()  # each file is its own scene: no identity links across files
+    # Each file is its own scene (no identity links across files), unless an identity store asks
+    # for one fake identity per person across the whole dataset.
+    anonymizer.reset(identities=not keep_identities)
     if ext in IMAGE_EXTS:
         rgb, alpha = read_image_alpha(src)
         out = anonymizer.anonymize_image(rgb)
@@ -154,7 +165,7 @@ def _one(anonymizer, src: Path, dst: Path, overwrite: bool, video_options: dict)
             tmp.unlink(missing_ok=True)
         rec = {"status": "done", "kind": "image", "width": out.shape[1], "height": out.shape[0]}
     else:
-        info = anonymizer.anonymize_video(src, dst, **video_options)
+        info = anonymizer.anonymize_video(src, dst, keep_identities=keep_identities, **video_options)
         rec = {"status": "done", "kind": "video", "width": info.width, "height": info.height, "fps": info.fps,
                "frames": info.frames, "audio": info.has_audio}
     log.info("%s -> %s", src, dst)
