@@ -105,6 +105,7 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
         assert cal["same"] > 0 and cal["different"] > 0 and 0 < cal["tar"] <= 1, name
     assert 0.3 < result["calibration"]["dlib"]["threshold"] < 0.9
     assert {"FIVA", "FIVA + Sampling", "FIVA + ITM"} <= set(rows)
+    assert [r["pairs"] for r in result["swap"]] == [1, 1]  # Table 4: both conditionings, limit 2 -> one pair
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
         assert (out / f).stat().st_size > 0, f
     assert "| FIVA + ITM |" in bench.read_text()

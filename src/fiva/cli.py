@@ -1,4 +1,4 @@
-"""The one door in: `fiva anonymize | evaluate | train generator | anchors build`."""
+"""The one door in: `fiva anonymize | swap | evaluate | train generator | anchors build | identities purge`."""
 from __future__ import annotations
 
 import argparse
@@ -42,21 +42,32 @@ def _add_anchors(sub) -> None:
     b.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
-def _add_anonymize(sub) -> None:
-    p = sub.add_parser("anonymize", help="replace the identity of every face in images and videos")
+def _add_anonymize(sub, swap: bool = False) -> None:
+    if swap:
+        p = sub.add_parser("swap", help="face swapping: put one person's identity on the faces of images and videos")
+        p.add_argument("--source", required=True, metavar="FACE", help="photo of the person whose identity the faces get")
+        p.set_defaults(identity="swap", suffix="_swapped", method="fiva", keep=None, only=None, identity_store=None)
+    else:
+        p = sub.add_parser("anonymize", help="replace the identity of every face in images and videos")
+        p.set_defaults(identity="itm", suffix="_anonymized", source=None)
+    what = "swapped" if swap else "anonymized"
     p.add_argument("inputs", nargs="+", help="image or video files, folders of them (recursive), or glob patterns (quote them)")
     p.add_argument("-o", "--output", default=None,
-                   help="output file (one input) or folder (several inputs or a folder); default: beside each input as NAME_anonymized.EXT")
-    p.add_argument("--method", default="fiva", choices=["fiva", "blur", "pixelate", "mask"], help="fiva, or a classic baseline (default: fiva)")
+                   help=f"output file (one input) or folder (several inputs or a folder); default: beside each input as NAME_{what}.EXT")
+    if not swap:
+        p.add_argument("--method", default="fiva", choices=["fiva", "blur", "pixelate", "mask"],
+                       help="fiva (the generator pipeline), or a classic baseline on the whole face box (default: fiva)")
+    p.add_argument("--generator", default="fiva", help="registered face generator for the pipeline (default: fiva; built in: "
+                                                      "fiva, crop-blur, crop-pixelate, crop-mask; plugins: entry point group fiva.generators)")
     p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped fiva-112)")
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=None, help=f"ITM cosine-distance threshold for 'same person' (default: {DEFAULT_THRESHOLD}, calibrated on LFW pairs)")
     p.add_argument("--margin", type=float, default=0.0, help="Eq. 1 margin m: target |cos| between real and fake identity (default: 0)")
     p.add_argument("--score", type=float, default=0.3,
                    help="face detection score threshold: lower finds more faces (a missed face is a leak), higher fewer false alarms (default: 0.3)")
-    p.add_argument("--fallback", default="pixelate", choices=["blur", "pixelate", "mask", "none"],
+    p.add_argument("--fallback", default="none" if swap else "pixelate", choices=["blur", "pixelate", "mask", "none"],
                    help="obfuscation for faces the generator cannot serve: too small, in profile, cut by the border, or still "
-                        "matching their original after generation; 'none' generates them anyway (default: pixelate)")
+                        f"matching their original after generation; 'none' generates them anyway (default: {'none' if swap else 'pixelate'})")
     p.add_argument("--min-face", type=int, default=24, help="faces whose box is smaller than this many pixels get the fallback (default: 24)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check each generated face with the independent dlib evaluator too (~0.1 s a face); "
@@ -66,6 +77,9 @@ def _add_anonymize(sub) -> None:
     p.add_argument("--crf", type=int, default=18, help="video quality, lower is better and larger (default: 18)")
     p.add_argument("--keep-metadata", action="store_true",
                    help="copy the input video's container and stream metadata (default: stripped: it can hold GPS positions)")
+    if swap:
+        _add_common(p)
+        return
     p.add_argument("--keep", nargs="+", metavar="FACE", default=None,
                    help="reference photos of people never to anonymize (e.g. consenting staff)")
     p.add_argument("--only", nargs="+", metavar="FACE", default=None, help="reference photos of the only people to anonymize")
@@ -73,6 +87,10 @@ def _add_anonymize(sub) -> None:
                    help="keep the ITM's identity pairs in PATH between runs, so a person gets one fake identity across a "
                         "whole dataset. The file holds biometric data (owner-only permissions); delete it with "
                         "'fiva identities purge PATH'. Without this option nothing about identities is written.")
+    _add_common(p)
+
+
+def _add_common(p) -> None:
     p.add_argument("--report", default=None, help="write a JSON run report here: per file, faces by method, fallbacks, errors, time")
     p.add_argument("--seed", type=int, default=0, help="seed for fake-identity sampling (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -94,6 +112,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="seed for probe choice and identity sampling (default: 0)")
     p.add_argument("--workers", type=int, default=None, help="processes for embedding the LFW originals (default: all cores)")
+    p.add_argument("--swap-pairs", type=int, default=100, help="face-swap pairs for the Table 4 section; 0 for none (default: 100)")
     p.add_argument("--benchmarks", default=None, help="also replace the evaluation section of this Markdown file (e.g. BENCHMARKS.md)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -110,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True)
     _add_anonymize(sub)
+    _add_anonymize(sub, swap=True)
     _add_train(sub)
     _add_anchors(sub)
     _add_evaluate(sub)
@@ -142,7 +162,7 @@ def cmd_evaluate(a) -> int:
     from .evaluate.run import EvalConfig, evaluate
 
     cfg = EvalConfig(lfw=a.lfw, videos=a.videos, out=a.out, probes=a.probes, frames=a.frames, far=a.far, limit=a.limit,
-                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks,
+                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs,
                      progress=not a.no_progress)
     result = evaluate(cfg)
     print(markdown_tables(result))
@@ -167,7 +187,7 @@ def cmd_anonymize(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate, "identities": cmd_identities}
+    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate, "identities": cmd_identities, "swap": cmd_anonymize}
     try:
         return handlers[a.command](a)
     except (ValueError, FileNotFoundError) as e:  # bad input or settings: one line, no traceback

@@ -20,7 +20,7 @@ import torch
 from ..faces import Detections, FaceDetector, align_faces, paste_back
 from ..faces.align import feather_mask
 from ..faces.identity import load_sface, to_tensor, to_uint8
-from ..weights import DEFAULT_ANCHORS, DEFAULT_GENERATOR
+from ..weights import DEFAULT_ANCHORS
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
 from .baselines import obfuscate
@@ -29,7 +29,7 @@ from .itm import DEFAULT_THRESHOLD, IdentityTrackingModule
 log = logging.getLogger(__name__)
 
 METHODS = ("fiva",) + BASELINES
-IDENTITY_MODES = ("itm", "sample", "own")
+IDENTITY_MODES = ("itm", "sample", "own", "swap")
 FALLBACK_KINDS = ("small", "profile", "border", "verify")
 DLIB_MATCH = 0.6  # dlib's own "same person" distance
 
@@ -39,7 +39,8 @@ class AnonymizeConfig:
     """Settings of `fiva anonymize` (and the Python API)."""
 
     method: str = "fiva"
-    model: str | None = None  # generator .safetensors; None = the shipped default
+    generator: str = "fiva"  # registered face generator (models/registry.py) used by method "fiva"
+    model: str | None = None  # its weights; None = the shipped default
     anchors: str | None = None  # anchor space .safetensors; None = the shipped one
     threshold: float = DEFAULT_THRESHOLD  # ITM cosine distance for "same person"
     margin: float = 0.0  # Eq. 1 margin m
@@ -52,6 +53,7 @@ class AnonymizeConfig:
     # identity: the counterfactually trained generator still moves away from it). The last two
     # exist for evaluation (the paper's Table 1 rows).
     identity: str = "itm"
+    swap_source: str | None = None  # identity "swap": a photo whose face's identity every face gets
     # What faces the generator cannot serve get instead ("none": generate them anyway):
     # too small, extreme profile, cut by the frame border, or still matching after generation.
     fallback: str = "pixelate"
@@ -98,19 +100,29 @@ class Anonymizer:
         self._dlib = None
         self._tracks: dict[int, dict] = {}
         if cfg.method == "fiva":
-            from ..models import load_generator
+            from ..models.registry import load_face_generator
 
-            model = Path(cfg.model) if cfg.model else DEFAULT_GENERATOR
-            if not model.is_file():
-                raise FileNotFoundError(f"{model}: generator weights not found")
-            self.generator = load_generator(model, self.device)
+            self.generator = load_face_generator(cfg.generator, cfg.model, self.device)
             self.sface = load_sface(self.device)
+            self._encoder = getattr(self.generator, "identity_encoder", None) or self.sface.identity
             anchors = AnchorSpace.load(cfg.anchors or DEFAULT_ANCHORS, margin=cfg.margin, seed=cfg.seed)
+            dim = self.generator.identity_dim
+            if dim is not None and anchors.anchors.shape[1] != dim:
+                raise ValueError(f"the anchor space holds {anchors.anchors.shape[1]}-D identities but generator "
+                                 f"'{cfg.generator}' takes {dim}-D: build anchors with its encoder (fiva anchors build)")
             self.itm = IdentityTrackingModule(anchors, threshold=cfg.threshold)
-            size = self.generator.cfg.resolution
+            size = self.generator.resolution
             self._paste_feather = torch.from_numpy(feather_mask(size, 0.06))
             if cfg.verify is not False:
                 self._dlib = _try_dlib(required=cfg.verify is True)
+        self._swap_z = None
+        if cfg.identity == "swap":
+            if self.generator is None or not cfg.swap_source:
+                raise ValueError("face swapping needs the generator and a source photo (--source)")
+            z = self._reference_embeddings([cfg.swap_source])[0]
+            # A counterfactually trained generator (FIVA, Eq. 4) moves away from the identity it is
+            # given, so it is given the source's opposite; a classic swapper gets the source itself.
+            self._swap_z = -z if getattr(self.generator, "counterfactual", False) else z
         self._refs = None
         if cfg.keep or cfg.only:
             if self.generator is None:
@@ -175,8 +187,14 @@ class Anonymizer:
             if len(d) == 0:
                 raise ValueError(f"{p}: no face found in the reference photo")
             crops, _ = align_faces(rgb, d.landmarks[d.largest()][None], 112)
-            refs.append(self.sface.embed(crops)[0])
+            refs.append(self._embed_crops(crops)[0])
         return np.stack(refs)
+
+    def _embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Identity of aligned uint8 crops [N,112,112,3]: the generator's encoder, or SFace."""
+        if self.generator is None:
+            return self.sface.embed(crops)
+        return self._embed(to_tensor(crops).to(self.device))
 
     def _selected(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
         """Which faces to anonymize under --keep / --only (tracked faces are re-checked every
@@ -192,7 +210,7 @@ class Anonymizer:
                 todo.append(i)
         if todo:
             crops, _ = align_faces(rgb, dets.landmarks[todo], 112)
-            d = 1.0 - self.sface.embed(crops) @ self._refs.T
+            d = 1.0 - self._embed_crops(crops) @ self._refs.T
             match[todo] = d.min(1) < self.cfg.threshold
             for i in todo:
                 if tracks is not None:
@@ -222,10 +240,15 @@ class Anonymizer:
         return kinds
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:
-        """Unit SFace embeddings [N,128] of aligned crops [N,3,S,S] in [-1,1]."""
-        return self.sface.identity(x).cpu().numpy()
+        """Unit identity embeddings [N,D] of aligned crops [N,3,S,S] in [-1,1], by the generator's
+        identity encoder (SFace for FIVA): what the ITM tracks and the verification compares."""
+        if x.shape[-1] != 112:
+            x = torch.nn.functional.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
+        return torch.nn.functional.normalize(self._encoder(x), dim=1).cpu().numpy()
 
     def _fake_identity(self, z: np.ndarray) -> tuple[np.ndarray, int | None]:
+        if self._swap_z is not None:
+            return self._swap_z, None
         if self.cfg.identity == "own":
             return z, None
         if self.cfg.identity == "sample":
@@ -235,7 +258,7 @@ class Anonymizer:
     def _generate(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
         """Generate, verify (retry once with another anchor) and paste the faces; returns the image
         and, per face, whether it failed verification."""
-        n, size = len(dets), self.generator.cfg.resolution
+        n, size = len(dets), self.generator.resolution
         crops, mats = align_faces(rgb, dets.landmarks, size)
         x = to_tensor(crops).to(self.device)
         z_a = np.zeros((n, self.itm.anchors.anchors.shape[1]), np.float32)
@@ -284,7 +307,7 @@ class Anonymizer:
 
     def _run_generator(self, x: torch.Tensor, z: np.ndarray):
         """All faces of a frame in one batch; half precision on CUDA (the outputs are 8-bit anyway)."""
-        z = torch.from_numpy(z).to(self.device)
+        z = None if self.generator.identity_dim is None else torch.from_numpy(z).to(self.device)
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
                 return tuple(t.float() for t in self.generator(x, z))

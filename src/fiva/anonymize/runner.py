@@ -32,25 +32,29 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path | None]]:
         p = Path(s)
         if not p.exists() and any(c in s for c in "*?["):
             matches = sorted(glob.glob(s, recursive=True))
-            found += [(Path(m), None) for m in matches if Path(m).is_file() and SUFFIX not in Path(m).stem]
+            found += [(Path(m), None) for m in matches if Path(m).is_file() and not _is_output(Path(m))]
             if not matches:
                 found.append((p, None))  # reported as missing
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
-                           and SUFFIX not in f.stem and not f.name.startswith("."))
+                           and not _is_output(f) and not f.name.startswith("."))
             found += [(f, p) for f in files]
         else:
             found.append((p, None))
     return found
 
 
-def plan_outputs(items: list[tuple[Path, Path | None]], output: str | None) -> list[tuple[Path, Path]]:
+def _is_output(f: Path) -> bool:
+    return any(s in f.stem for s in (SUFFIX, "_swapped"))
+
+
+def plan_outputs(items: list[tuple[Path, Path | None]], output: str | None, suffix: str = SUFFIX) -> list[tuple[Path, Path]]:
     """Where each output goes: -o is a file for one input file, else a folder; default beside the input."""
     if output and len(items) == 1 and items[0][1] is None and not Path(output).is_dir() and Path(output).suffix:
         return [(items[0][0], Path(output))]
     plans = []
     for f, root in items:
-        name = f"{f.stem}{SUFFIX}{f.suffix}"
+        name = f"{f.stem}{suffix}{f.suffix}"
         if output is None:
             plans.append((f, f.with_name(name)))
         else:
@@ -68,7 +72,8 @@ def run_anonymize(a) -> int:
         return 2
     cfg = AnonymizeConfig(method=a.method, model=a.model, anchors=a.anchors, margin=a.margin, score_threshold=a.score,
                           fallback=a.fallback, min_face=a.min_face, verify=a.verify, seed=a.seed, device=a.device,
-                          progress=not a.no_progress, keep=tuple(a.keep or ()), only=tuple(a.only or ()))
+                          progress=not a.no_progress, keep=tuple(a.keep or ()), only=tuple(a.only or ()),
+                          generator=a.generator, identity=a.identity, swap_source=a.source)
     if a.threshold is not None:
         cfg.threshold = a.threshold
     anonymizer = Anonymizer(cfg)
@@ -79,7 +84,7 @@ def run_anonymize(a) -> int:
         if store.exists():
             anonymizer.itm.load(store)
     video_options = {"codec": a.codec, "crf": a.crf, "keep_metadata": a.keep_metadata}
-    plans = plan_outputs(items, a.output)
+    plans = plan_outputs(items, a.output, a.suffix)
     records, failed, skipped = [], 0, 0
     for src, dst in tqdm(plans, desc="files", unit="file", disable=len(plans) < 2 or a.no_progress):
         rec = {"input": str(src), "output": str(dst)}
@@ -99,7 +104,7 @@ def run_anonymize(a) -> int:
         rec["seconds"] = round(time.time() - t0, 3)
         records.append(rec)
     done = len(plans) - failed - skipped
-    summary = f"fiva: {done} of {len(plans)} file(s) anonymized"
+    summary = f"fiva: {done} of {len(plans)} file(s) {'swapped' if cfg.identity == 'swap' else 'anonymized'}"
     summary += f", {skipped} skipped (output exists; --overwrite replaces)" if skipped else ""
     summary += f", {failed} failed" if failed else ""
     summary += describe_stats(anonymizer.stats, cfg.fallback) if done else ""

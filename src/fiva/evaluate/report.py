@@ -46,6 +46,12 @@ def markdown_tables(result: dict) -> str:
     for r in result["table"]:
         lines.append(f"| {r['method']} | {_f(r['detection_rate'])} | {_f(r['landmark_error'])} | {_f(r['pose_error_deg'], 2)} | "
                      f"{_f(r['dlib_distance_mean'])} | {_f(r['beyond_dlib_threshold'])} |")
+    if result.get("swap"):
+        lines += ["", "Face swapping (Table 4): the face of one probe gets the identity of the next probe. ID (source): "
+                  "share retrieved as the source identity (higher is better); ID (target): still retrieved as the target.", "",
+                  "| Method | pairs | ID (source) ↑ | ID (target) ↓ | pose error (°) ↓ |", "|---|---|---|---|---|"]
+        for r in result["swap"]:
+            lines.append(f"| {r['method']} | {r['pairs']} | {_f(r['ID_source'])} | {_f(r['ID_target'])} | {_f(r['pose_error_deg'], 2)} |")
     lines += ["", "Thresholds, calibrated at the stated false acceptance rate on LFW pairs (pairs.txt overlaps "
               "the training and evaluation identities):", "",
               "| Identity model | distance | threshold | FAR (measured) | TAR | pairs (same / different) | no face |",

@@ -70,6 +70,7 @@ class EvalConfig:
     contact_sheet: int = 8
     progress: bool = True
     benchmarks: str | None = None  # a Markdown file whose evaluation section is replaced
+    swap_pairs: int = 100  # face-swap pairs for the Table 4 section (0: none)
     rows: list[Row] = field(default_factory=default_rows)
 
 
@@ -165,6 +166,9 @@ def evaluate(cfg: EvalConfig) -> dict:
             if len(sheet[row.label]) < cfg.contact_sheet:
                 sheet[row.label].append(_face_crop(img, orig.box))
 
+    # 2b. Face swapping (Table 4): probe i's face gets probe i+1's identity.
+    swap = _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector) if cfg.swap_pairs else []
+
     # 3. Temporal consistency on videos.
     videos = sorted(p for p in Path(cfg.videos).glob("*") if p.suffix.lower() in VIDEO_EXTS) if cfg.videos else []
     if cfg.limit:
@@ -189,6 +193,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         })
     result = {
         "table": table,
+        "swap": swap,
         "calibration": {n: c.summary() for n, c in cals.items()},
         "data": {
             "lfw": str(lfw), "probes": len(probes), "probe_split": "LFW evaluation identities (fold 1 of people.txt)",
@@ -206,6 +211,37 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     write_report(result, out, cals, per_row, temporal, sheet, cfg)
     return result
+
+
+def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector) -> list[dict]:
+    """Table 4: ID = share of swapped faces whose nearest gallery identity is the SOURCE (higher is
+    better), at the calibrated dlib threshold; pose error against the target. Both conditionings of
+    the counterfactually trained generator: the source's opposite (what `fiva swap` uses) and the
+    source itself."""
+    n = min(cfg.swap_pairs, len(probes) - 1)
+    rows = []
+    anon = Anonymizer(AnonymizeConfig(model=cfg.model, identity="swap", swap_source=str(image_path(lfw, probes[0])),
+                                      fallback="none", verify=False, progress=False))
+    for sign, label in ((-1, "FIVA swap, z = -z_source (fiva swap)"), (1, "FIVA swap, z = +z_source")):
+        ids, tgt_ids, poses = [], [], []
+        for i in range(n):
+            src_key, tgt_key = probes[i + 1], probes[i]
+            anon._swap_z = sign * anon._reference_embeddings([image_path(lfw, src_key)])[0]
+            rgb = read_image(image_path(lfw, tgt_key))
+            orig = faces[image_path(lfw, tgt_key)]
+            out = anon.anonymize_image(rgb, detector(rgb))
+            d1 = detector(out)
+            j = match_face(orig.box, d1.boxes)
+            box, lm = (d1.boxes[j], d1.landmarks[j]) if j is not None else (orig.box, orig.landmarks)
+            if j is not None:
+                poses.append(pose_error(orig.landmarks, lm, rgb.shape[:2]))
+            e = models["dlib"].embed(out, box, lm)
+            src_excl = np.arange(len(gallery.names)) == gindex[src_key] if (gallery.names == src_key[0]).sum() > 1 else None
+            ids.append(retrieved(models["dlib"], e, src_key[0], gallery, thr["dlib"], src_excl))
+            tgt_ids.append(retrieved(models["dlib"], e, tgt_key[0], gallery, thr["dlib"], None))
+        rows.append({"method": label, "pairs": n, "ID_source": _mean(ids), "ID_target": _mean(tgt_ids),
+                     "pose_error_deg": _mean(poses)})
+    return rows
 
 
 def _mean(values) -> float:

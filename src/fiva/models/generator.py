@@ -78,6 +78,18 @@ class FIVAGenerator(nn.Module):
             self.head.bias[3] = -2.0  # learned mask starts mostly closed; the ellipse owns the face
         self.register_buffer("ellipse", face_ellipse(cfg.resolution, cfg), persistent=False)
 
+    # The face-generator interface (models/registry.py).
+    identity_encoder = None  # fiva's SFace
+    counterfactual = True  # trained (Eq. 4) to move away from the identity it is conditioned on
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.resolution
+
+    @property
+    def identity_dim(self) -> int:
+        return self.cfg.id_dim
+
     def forward(self, x_t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (X_a, m, X_â): the generated face, the blending mask [B,1,S,S] and the blend."""
         h = self.stem(x_t)
