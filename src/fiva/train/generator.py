@@ -222,8 +222,10 @@ def train(cfg: TrainConfig) -> Path:
         z_cond = torch.where((torch.arange(B, device=device) < B // 2)[:, None], z_t, z_t.roll(1, 0))
         x_a, m, x_hat = G_train(x_in, z_cond)
 
-        # Discriminator step.
-        real = x_in.detach().requires_grad_(step % cfg.r1_every == 0)
+        # Discriminator step. Its real faces are another batch: with the generator's own inputs as
+        # the reals, real and fake differ only where the generator changed something, and the
+        # shared content's gradients cancel (the discriminator then learns very slowly).
+        real = L.random_affine(_batch(crops, B, gen), generator=gen).requires_grad_(step % cfg.r1_every == 0)
         d_real = D_train(real)
         loss_d = L.d_nonsaturating(d_real, D_train(x_hat.detach()))
         r1 = torch.zeros((), device=device)
