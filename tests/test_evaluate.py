@@ -90,8 +90,12 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     make_video(videos / "astronaut.mp4", [np.roll(face, s, axis=1) for s in range(0, 8, 2)], audio=False)
     out = tmp_path / "eval"
     bench = tmp_path / "BENCHMARKS.md"
+    from fiva.models.attack import ReconstructionAttack, save_attack
+
+    save_attack(ReconstructionAttack(), tmp_path / "identity_attack.safetensors")  # untrained R: the identity map
     rc = main(["evaluate", "--lfw", str(SHARED / "lfw"), "--videos", str(videos), "--out", str(out), "--limit", "2",
-               "--frames", "4", "--workers", "1", "--benchmarks", str(bench), "--no-progress"])
+               "--frames", "4", "--workers", "1", "--benchmarks", str(bench), "--no-progress",
+               "--attack", str(tmp_path / "identity_attack.safetensors")])
     assert rc == 0
     result = json.loads((out / "report.json").read_text())
     rows = {r["method"]: r for r in result["table"]}
@@ -105,7 +109,10 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
         assert cal["same"] > 0 and cal["different"] > 0 and 0 < cal["tar"] <= 1, name
     assert 0.3 < result["calibration"]["dlib"]["threshold"] < 0.9
     assert {"FIVA", "FIVA + Sampling", "FIVA + ITM"} <= set(rows)
-    assert [r["pairs"] for r in result["swap"]] == [1, 1]  # Table 4: both conditionings, limit 2 -> one pair
+    assert [r["pairs"] for r in result["swap"]] == [1, 1]
+    for name in ("FIVA", "FIVA + ITM"):  # an attack that changes nothing retrieves what ID retrieves
+        assert rows[name]["RA"] == rows[name]["ID"]
+    assert np.isnan(rows["Blur"]["RA"]) and np.isnan(real["RA"])  # no generator to attack  # Table 4: both conditionings, limit 2 -> one pair
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
         assert (out / f).stat().st_size > 0, f
     assert "| FIVA + ITM |" in bench.read_text()

@@ -62,3 +62,23 @@ def test_train_runs_under_torchrun_with_ddp(face_folder, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _step(out / "checkpoint.safetensors") == 2
+
+
+def test_train_attack_three_steps_learns_from_black_box_pairs_and_resumes(face_folder, tmp_path):
+    import torch
+
+    from fiva.models.attack import load_attack
+
+    out = tmp_path / "attack"
+    args = ["train", "attack", "--data", str(face_folder), "--out", str(out), "--batch", "2", "--sample-every", "3",
+            "--save-every", "3", "--no-progress"]
+    assert main(args + ["--steps", "3"]) == 0
+    for f in ("checkpoint.safetensors", "attack.safetensors", "log.csv", "sample_0000003.png"):
+        assert (out / f).is_file(), f
+    R = load_attack(out / "attack.safetensors")
+    x = torch.rand(1, 3, 112, 112) * 2 - 1
+    assert not torch.allclose(R(x), x)  # three steps moved it off the identity map it starts as
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert rows[-1]["step"] == "3" and np.isfinite(float(rows[-1]["rec"]))
+    assert main(args + ["--steps", "4"]) == 0
+    assert _step(out / "checkpoint.safetensors") == 4

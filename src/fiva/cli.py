@@ -14,22 +14,30 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train models")
     tsub = p.add_subparsers(dest="what", required=True)
     g = tsub.add_parser("generator", help="train the FIVA generator (runs under torchrun with DDP unchanged)")
-    g.add_argument("--data", required=True, help="folder of face images (aligned once and cached) or a crop pack .npz")
+    _add_training_common(g, "runs/generator")
     g.add_argument("--val-data", default=None, help="held-out folder or crop pack for the validation pass (default: none)")
-    g.add_argument("--out", default="runs/generator", help="output folder: checkpoints, log.csv, sample grids (default: runs/generator)")
     g.add_argument("--model", default="fiva-112", help="architecture: fiva-112 (CPU default) or fiva-256 (the paper's) (default: fiva-112)")
-    g.add_argument("--steps", type=int, default=1000, help="train until this global step (default: 1000)")
-    g.add_argument("--batch", type=int, default=16, help="batch size per process (default: 16)")
     g.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate (default: 1e-4)")
     g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
-    g.add_argument("--resume", default=None, help="checkpoint to resume from (default: OUT/checkpoint.safetensors if present)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")
-    g.add_argument("--sample-every", type=int, default=200, help="sample grid PNG every N steps (default: 200)")
-    g.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
-    g.add_argument("--time-limit", type=float, default=0.0, help="stop (and save) after this many seconds (default: 0 = no limit)")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    a = tsub.add_parser("attack", help="train the reconstruction attack R against an anonymizer (black-box; paper Eq. 5-6)")
+    _add_training_common(a, "runs/attack")
+    a.add_argument("--generator", default="fiva", help="the attacked generator (default: fiva)")
+    a.add_argument("--model", default=None, help="its weights (default: the shipped fiva-112)")
+
+
+def _add_training_common(p, out: str) -> None:
+    p.add_argument("--data", required=True, help="folder of face images (aligned once and cached) or a crop pack .npz")
+    p.add_argument("--out", default=out, help=f"output folder: checkpoints, log.csv, sample grids (default: {out})")
+    p.add_argument("--steps", type=int, default=1000, help="train until this global step (default: 1000)")
+    p.add_argument("--batch", type=int, default=16, help="batch size per process (default: 16)")
+    p.add_argument("--resume", default=None, help="checkpoint to resume from (default: OUT/checkpoint.safetensors if present)")
+    p.add_argument("--sample-every", type=int, default=200, help="sample grid PNG every N steps (default: 200)")
+    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
+    p.add_argument("--time-limit", type=float, default=0.0, help="stop (and save) after this many seconds (default: 0 = no limit)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _add_anchors(sub) -> None:
@@ -112,6 +120,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="seed for probe choice and identity sampling (default: 0)")
     p.add_argument("--workers", type=int, default=None, help="processes for embedding the LFW originals (default: all cores)")
+    p.add_argument("--attack", default=None, help="reconstruction attack R .safetensors (fiva train attack) for the RA column (default: none)")
     p.add_argument("--swap-pairs", type=int, default=100, help="face-swap pairs for the Table 4 section; 0 for none (default: 100)")
     p.add_argument("--benchmarks", default=None, help="also replace the evaluation section of this Markdown file (e.g. BENCHMARKS.md)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -138,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a) -> int:
+    if a.what == "attack":
+        from .train.attack import AttackConfig, train_attack
+
+        print(train_attack(AttackConfig(data=a.data, out=a.out, generator=a.generator, model=a.model, steps=a.steps, batch=a.batch,
+                                        resume=a.resume, sample_every=a.sample_every, save_every=a.save_every,
+                                        time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress)))
+        return 0
     from .train.generator import TrainConfig, train
 
     cfg = TrainConfig(data=a.data, val_data=a.val_data, out=a.out, model=a.model, steps=a.steps, batch=a.batch, lr=a.lr, lr_d=a.lr_d,
@@ -162,7 +178,7 @@ def cmd_evaluate(a) -> int:
     from .evaluate.run import EvalConfig, evaluate
 
     cfg = EvalConfig(lfw=a.lfw, videos=a.videos, out=a.out, probes=a.probes, frames=a.frames, far=a.far, limit=a.limit,
-                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs,
+                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack,
                      progress=not a.no_progress)
     result = evaluate(cfg)
     print(markdown_tables(result))

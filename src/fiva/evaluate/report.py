@@ -25,16 +25,18 @@ def markdown_tables(result: dict) -> str:
     cal, data = result["calibration"], result["data"]
     lines = [
         "Identity retrieval (share of probes whose nearest gallery identity is the true one, closer than the "
-        "calibrated threshold; lower is better) and temporal consistency (Eq. 7, evaluator embeddings).",
+        "calibrated threshold; lower is better), the same after the reconstruction attack R (RA; × where no "
+        "attack model was given or the method has no generator) and temporal consistency (Eq. 7, evaluator embeddings).",
         "",
-        "| Method | ID (dlib) ↓ | ID (SFace) ↓ | ¬ID (SFace) ↓ | M_tc^μ | M_tc^σ |",
-        "|---|---|---|---|---|---|",
+        "| Method | ID (dlib) ↓ | ID (SFace) ↓ | ¬ID (SFace) ↓ | RA (dlib) ↓ | M_tc^μ | M_tc^σ |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["table"]:
         real = r["method"] == "Real Data"
         lines.append(f"| {r['method']} | {'(' + _f(r['ID']) + ')' if real else _f(r['ID'])} | "
                      f"{'(' + _f(r['ID_sface']) + ')' if real else _f(r['ID_sface'])} | "
-                     f"{'–' if real else _f(r['negID'])} | {_f(r['Mtc_mu'])} | {_f(r['Mtc_sigma'])} |")
+                     f"{'–' if real else _f(r['negID'])} | {'×' if math.isnan(r['RA']) else _f(r['RA'])} | "
+                     f"{_f(r['Mtc_mu'])} | {_f(r['Mtc_sigma'])} |")
     lines += [
         "",
         "Attribute preservation on the same probes (landmark error: 5-landmark distance / inter-ocular "

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..anonymize.frame import Anonymizer, AnonymizeConfig
@@ -71,6 +72,7 @@ class EvalConfig:
     progress: bool = True
     benchmarks: str | None = None  # a Markdown file whose evaluation section is replaced
     swap_pairs: int = 100  # face-swap pairs for the Table 4 section (0: none)
+    attack: str | None = None  # reconstruction attack R (.safetensors) for the RA column; None: no RA
     rows: list[Row] = field(default_factory=default_rows)
 
 
@@ -135,7 +137,12 @@ def evaluate(cfg: EvalConfig) -> dict:
             probes.append(keys[0])
     anonymizers = _anonymizers(cfg)
     per_row = {r.label: {"id_dlib": [], "id_sface": [], "neg_id": [], "detected": [], "lmk": [], "pose": [],
-                         "dist_dlib": [], "dist_sface": []} for r in cfg.rows}
+                         "dist_dlib": [], "dist_sface": [], "ra": []} for r in cfg.rows}
+    attack = None
+    if cfg.attack:
+        from ..models.attack import load_attack
+
+        attack = load_attack(cfg.attack)
     sheet: dict[str, list] = {r.label: [] for r in cfg.rows}
     for k in tqdm(probes, desc="probes", unit="face", disable=not cfg.progress):
         rgb = read_image(image_path(lfw, k))
@@ -163,6 +170,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                 m[f"dist_{n}"].append(float(model.distances(e, orig.emb[n][None])[0]))
                 if n == "sface":
                     m["neg_id"].append(retrieved(model, -e, k[0], gallery, thr[n], exclude))
+            if attack is not None and anon is not None and anon.generator is not None:
+                # RA: the attacker runs R on the anonymized face, then searches the gallery.
+                rec = reconstruct(attack, img, lm)
+                e = models["dlib"].embed(rec, box, lm)
+                m["ra"].append(retrieved(models["dlib"], e, k[0], gallery, thr["dlib"], exclude))
             if len(sheet[row.label]) < cfg.contact_sheet:
                 sheet[row.label].append(_face_crop(img, orig.box))
 
@@ -185,7 +197,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         sig = [x["sigma"] for x in t.values()]
         table.append({
             "method": row.label, "notes": row.notes,
-            "ID": _mean(m["id_dlib"]), "ID_sface": _mean(m["id_sface"]), "negID": _mean(m["neg_id"]),
+            "ID": _mean(m["id_dlib"]), "ID_sface": _mean(m["id_sface"]), "negID": _mean(m["neg_id"]), "RA": _mean(m["ra"]),
             "Mtc_mu": _mean(mus), "Mtc_sigma": _mean(sig),
             "detection_rate": _mean(m["detected"]), "landmark_error": _mean(m["lmk"]), "pose_error_deg": _mean(m["pose"]),
             "dlib_distance_mean": _mean(m["dist_dlib"]),
@@ -242,6 +254,18 @@ def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector)
         rows.append({"method": label, "pairs": n, "ID_source": _mean(ids), "ID_target": _mean(tgt_ids),
                      "pose_error_deg": _mean(poses)})
     return rows
+
+
+@torch.no_grad()
+def reconstruct(attack, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The image with R applied to the face at `landmarks` (aligned crop in, pasted back)."""
+    from ..faces import align_faces, paste_back
+    from ..faces.align import feather_mask
+    from ..faces.identity import to_tensor, to_uint8
+
+    crops, mats = align_faces(rgb, landmarks[None], attack.resolution)
+    out = to_uint8(attack(to_tensor(crops)))[0]
+    return paste_back(rgb, out, mats[0], feather_mask(attack.resolution, 0.06))
 
 
 def _mean(values) -> float:

@@ -108,7 +108,7 @@ class FIVAGenerator(nn.Module):
         return x_a, m, m * x_a + (1 - m) * x_t
 
 
-def save_generator(model: FIVAGenerator, path: str | Path, half: bool = True, extra: dict | None = None) -> None:
+def save_generator(model: nn.Module, path: str | Path, half: bool = True, extra: dict | None = None) -> None:
     """Save weights as safetensors with the config in the metadata (fp16 by default: half the size)."""
     sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(asdict(model.cfg))}
@@ -116,14 +116,15 @@ def save_generator(model: FIVAGenerator, path: str | Path, half: bool = True, ex
     save_file(sd, str(path), metadata=meta)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> FIVAGenerator:
+def load_generator(path: str | Path, device: str | torch.device = "cpu", cls: type | None = None) -> nn.Module:
+    """Load weights saved by `save_generator` into `cls` (default FIVAGenerator) built from their config."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     raw = json.loads(meta.get("config", "{}"))
     cfg = GeneratorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    model = FIVAGenerator(cfg)
+    model = (cls or FIVAGenerator)(cfg)
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(sd)
     return model.eval().to(device)

@@ -95,25 +95,29 @@ def _pad_for_detection(crop: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def quick_validate(G, sface, val: torch.Tensor, detector) -> dict[str, float]:
+def quick_validate(G, sface, val: torch.Tensor, detector, dlib=None) -> dict[str, float]:
     """Fast check on held-out aligned crops: SFace similarity to the original, face detection rate
-    and landmark error on the output (padded, so YuNet sees context), mask mean. The authoritative
-    numbers come from `fiva evaluate` / scripts/evaluate_default.py with the independent dlib model."""
+    and landmark error on the output (padded, so YuNet sees context), mask mean, and, with the
+    [eval] extra, the independent dlib evaluator's distance to the original (the core target: > 0.6).
+    The authoritative numbers come from `fiva evaluate` / scripts/evaluate_default.py."""
     G.eval()
     x = val.permute(0, 3, 1, 2).float().div(127.5).sub(1)
     z = sface.identity(x)
     z_other = z.roll(1, 0)  # another person's identity, standing in for an anchor
     x_a, m, x_hat = G(x, z_other)
     cos = F.cosine_similarity(z, sface.identity(x_hat), dim=1)
-    found, errs = 0, []
+    found, errs, dlib_d = 0, [], []
     for a, b in zip(to_uint8(x), to_uint8(x_hat)) if detector is not None else ():
-        da, db = detector(_pad_for_detection(a)), detector(_pad_for_detection(b))
+        pa, pb = _pad_for_detection(a), _pad_for_detection(b)
+        da, db = detector(pa), detector(pb)
         if len(db):
             found += 1
             if len(da):
                 la, lb = da.landmarks[0], db.landmarks[0]
                 iod = np.linalg.norm(la[0] - la[1])
                 errs.append(float(np.linalg.norm(la - lb, axis=1).mean() / iod))
+                if dlib is not None:  # the independent judge, never part of a loss
+                    dlib_d.append(float(np.linalg.norm(dlib.embed(pa, da.boxes[0]) - dlib.embed(pb, db.boxes[0]))))
     G.train()
     return {
         "val_sface_cos": float(cos.mean()),
@@ -121,6 +125,8 @@ def quick_validate(G, sface, val: torch.Tensor, detector) -> dict[str, float]:
         "val_detect": found / len(x) if detector is not None else float("nan"),
         "val_lmk_err": float(np.mean(errs)) if errs else float("nan"),
         "val_mask_mean": float(m.mean()),
+        "val_dlib_dist": float(np.mean(dlib_d)) if dlib_d else float("nan"),
+        "val_dlib_beyond_0.6": float(np.mean(np.array(dlib_d) > 0.6)) if dlib_d else float("nan"),
     }
 
 
@@ -174,6 +180,14 @@ def train(cfg: TrainConfig) -> Path:
         except Exception as e:  # an old OpenCV without YuNet support: validate without detection
             log.warning("face detector unavailable for validation (%s)", e)
 
+    dlib = None
+    if detector is not None:
+        try:
+            from ..faces.identity import DlibEvaluator
+
+            dlib = DlibEvaluator()
+        except ImportError:
+            pass  # validation without the independent evaluator ([eval] extra)
     sface = load_sface(device)
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -268,10 +282,11 @@ def train(cfg: TrainConfig) -> Path:
         if step % 10 == 0:
             bar.set_postfix(id=f"{row['id']:.3f}", ifsr=f"{row['ifsr']:.3f}", d=f"{row['loss_d']:.2f}")
         if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            row.update(quick_validate(G, sface, val, detector))
+            row.update(quick_validate(G, sface, val, detector, dlib))
             log.info("step %d %s", step, {k: round(v, 3) for k, v in row.items() if k.startswith("val")})
         if writer is None:
-            fields = list(row) + [k for k in ("val_sface_cos", "val_sface_below_0.3", "val_detect", "val_lmk_err", "val_mask_mean") if k not in row]
+            fields = list(row) + [k for k in ("val_sface_cos", "val_sface_below_0.3", "val_detect", "val_lmk_err", "val_mask_mean",
+                                              "val_dlib_dist", "val_dlib_beyond_0.6") if k not in row]
             writer = csv.DictWriter(fh, fieldnames=fields)
             if new:
                 writer.writeheader()
