@@ -88,6 +88,12 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     if swap:
         _add_common(p)
         return
+    p.add_argument("--defense", default="none", choices=["none", "noise", "fgsm"],
+                   help="disrupt reconstruction attacks: uniform noise on a fraction of the face's pixels (black-box) or "
+                        "an FGSM step against --attack (white-box) (default: none)")
+    p.add_argument("--defense-eps", type=float, default=0.03, help="defense amplitude, in grey levels / 255 (default: 0.03)")
+    p.add_argument("--defense-p", type=float, default=0.0025, help="noise defense: fraction of the face's pixels (default: 0.0025)")
+    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against")
     p.add_argument("--keep", nargs="+", metavar="FACE", default=None,
                    help="reference photos of people never to anonymize (e.g. consenting staff)")
     p.add_argument("--only", nargs="+", metavar="FACE", default=None, help="reference photos of the only people to anonymize")

@@ -68,6 +68,13 @@ class AnonymizeConfig:
     # or of the only people to anonymize. Matching uses the calibrated SFace threshold.
     keep: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
+    # Defense against reconstruction attacks (defense.py): "none", "noise" (uniform noise of
+    # amplitude defense_eps on a fraction defense_p of the face's pixels; black-box) or "fgsm"
+    # (one gradient-sign step of defense_eps against the attack model `attack`; white-box).
+    defense: str = "none"
+    defense_eps: float = 0.03
+    defense_p: float = 0.0025
+    attack: str | None = None
 
 
 class Anonymizer:
@@ -90,6 +97,12 @@ class Anonymizer:
             raise ValueError(f"unknown fallback '{cfg.fallback}' (choose from {', '.join(BASELINES + ('none',))})")
         if cfg.identity not in IDENTITY_MODES:
             raise ValueError(f"unknown identity mode '{cfg.identity}' (choose from {', '.join(IDENTITY_MODES)})")
+        from .defense import DEFENSES
+
+        if cfg.defense not in DEFENSES:
+            raise ValueError(f"unknown defense '{cfg.defense}' (choose from {', '.join(DEFENSES)})")
+        if cfg.defense == "fgsm" and not cfg.attack:
+            raise ValueError("--defense fgsm needs the attack model it defends against (--attack PATH)")
         if cfg.keep and cfg.only:
             raise ValueError("--keep and --only exclude each other")
         self.cfg = cfg
@@ -115,6 +128,12 @@ class Anonymizer:
             self._paste_feather = torch.from_numpy(feather_mask(size, 0.06))
             if cfg.verify is not False:
                 self._dlib = _try_dlib(required=cfg.verify is True)
+        self._rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self._attack = None
+        if cfg.defense == "fgsm":
+            from ..models.attack import load_attack
+
+            self._attack = load_attack(cfg.attack, self.device).requires_grad_(False)
         self._swap_z = None
         if cfg.identity == "swap":
             if self.generator is None or not cfg.swap_source:
@@ -302,8 +321,22 @@ class Anonymizer:
                 failed[retry] = True
             for i in fresh:
                 if tracks is not None:
-                    self._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1}
+                    self._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}
+        if self.cfg.defense != "none" and (~failed).any():
+            x_a = self._defend(x, x_a, m, z_id, fresh, tracks)
         return self._paste(rgb, x_a, m, mats, ~failed), failed
+
+    def _defend(self, x, x_a, m, z_id, fresh, tracks) -> torch.Tensor:
+        """Disrupt the reconstruction attack (defense.py) on the generated faces before pasting."""
+        from .defense import fgsm_defense, noise_defense
+
+        if self.cfg.defense == "noise":
+            return noise_defense(x_a, m, self.cfg.defense_eps, self.cfg.defense_p, self._rng)
+        for i in range(len(x_a)):  # fgsm needs each face's real identity (kept in memory only)
+            if i not in fresh and tracks is not None:
+                z_id[i] = self._tracks[int(tracks[i])].get("z_id", z_id[i])
+        with torch.enable_grad():
+            return fgsm_defense(self._attack, self._encoder, x_a, torch.from_numpy(z_id).to(self.device), self.cfg.defense_eps)
 
     def _run_generator(self, x: torch.Tensor, z: np.ndarray):
         """All faces of a frame in one batch; half precision on CUDA (the outputs are 8-bit anyway)."""
