@@ -55,3 +55,31 @@ def test_anonymizer_defenses(astronaut, tmp_path):
     save_attack(ReconstructionAttack(), tmp_path / "r.safetensors")
     fgsm = Anonymizer(fallback="none", verify=False, defense="fgsm", attack=str(tmp_path / "r.safetensors"))
     assert not np.array_equal(fgsm.anonymize_image(astronaut), plain)
+
+
+def test_roc_of_fake_scores_has_known_answers():
+    from fiva.evaluate.fakes import roc
+
+    sep = roc(np.linspace(0, 0.1, 200), np.linspace(0.5, 0.9, 50))
+    assert sep["auc"] == 1.0 and sep["tpr_at_1pct_fpr"] == 1.0
+    same = roc(np.full(100, 0.2), np.full(100, 0.2))
+    assert same["auc"] == 0.5 and same["tpr_at_1pct_fpr"] == 0.0
+
+
+@pytest.mark.skipif(not __import__("conftest").have_dlib(), reason="dlib evaluator needs the [eval] extra")
+def test_detect_fake_scores_every_face_and_reports_bad_inputs(astronaut, tmp_path, capsys):
+    import json
+
+    from fiva.cli import main
+    from fiva.io import write_image
+
+    save_attack(ReconstructionAttack(), tmp_path / "r.safetensors")  # untrained: changes nothing
+    write_image(tmp_path / "real.png", astronaut)
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    rc = main(["detect-fake", str(tmp_path / "real.png"), str(tmp_path / "broken.jpg"), "--attack",
+               str(tmp_path / "r.safetensors"), "--threshold", "0.05", "--json", str(tmp_path / "out.json")])
+    out = capsys.readouterr()
+    assert rc == 1 and "broken.jpg" in out.err
+    res = json.loads((tmp_path / "out.json").read_text())
+    assert len(res) == 1 and res[0]["fake"] is False and res[0]["score"] < 0.05  # nothing to undo in a real face
+    assert main(["detect-fake", str(tmp_path / "real.png"), "--attack", str(tmp_path / "r.safetensors")]) == 2

@@ -112,7 +112,9 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     assert [r["pairs"] for r in result["swap"]] == [1, 1]
     for name in ("FIVA", "FIVA + ITM"):  # an attack that changes nothing retrieves what ID retrieves
         assert rows[name]["RA"] == rows[name]["ID"]
-    assert np.isnan(rows["Blur"]["RA"]) and np.isnan(real["RA"])  # no generator to attack  # Table 4: both conditionings, limit 2 -> one pair
+    assert np.isnan(rows["Blur"]["RA"]) and np.isnan(real["RA"])  # no generator to attack
+    fd = result["fake_detection"]
+    assert {"FIVA + ITM", "Blur"} <= set(fd) and 0.0 <= fd["FIVA + ITM"]["auc"] <= 1.0  # Table 4: both conditionings, limit 2 -> one pair
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
         assert (out / f).stat().st_size > 0, f
     assert "| FIVA + ITM |" in bench.read_text()

@@ -143,6 +143,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         from ..models.attack import load_attack
 
         attack = load_attack(cfg.attack)
+        from ..faces.identity import DlibEvaluator
+        from .fakes import fake_scores
+
+        dlib_eval = DlibEvaluator()
+    detect_scores: dict[str, list[float]] = {}
     sheet: dict[str, list] = {r.label: [] for r in cfg.rows}
     for k in tqdm(probes, desc="probes", unit="face", disable=not cfg.progress):
         rgb = read_image(image_path(lfw, k))
@@ -170,6 +175,10 @@ def evaluate(cfg: EvalConfig) -> dict:
                 m[f"dist_{n}"].append(float(model.distances(e, orig.emb[n][None])[0]))
                 if n == "sface":
                     m["neg_id"].append(retrieved(model, -e, k[0], gallery, thr[n], exclude))
+            if attack is not None and row.label in ("Real Data", "Blur", "FIVA + ITM"):  # R as a fake detector
+                one = dets[np.array([dets.largest()])] if len(dets) else dets
+                if len(one):
+                    detect_scores.setdefault(row.label, []).append(float(fake_scores(attack, img, one, dlib_eval)[0]))
             if attack is not None and anon is not None and anon.generator is not None:
                 # RA: the attacker runs R on the anonymized face, then searches the gallery.
                 rec = reconstruct(attack, img, lm)
@@ -206,6 +215,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     result = {
         "table": table,
         "swap": swap,
+        "fake_detection": _fake_detection(detect_scores),
         "calibration": {n: c.summary() for n, c in cals.items()},
         "data": {
             "lfw": str(lfw), "probes": len(probes), "probe_split": "LFW evaluation identities (fold 1 of people.txt)",
@@ -254,6 +264,18 @@ def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector)
         rows.append({"method": label, "pairs": n, "ID_source": _mean(ids), "ID_target": _mean(tgt_ids),
                      "pose_error_deg": _mean(poses)})
     return rows
+
+
+def _fake_detection(scores: dict[str, list[float]]) -> dict:
+    """ROC of the R-based fake score: real probes against FIVA's outputs (what R was trained on) and
+    against blurred ones (a manipulation it was not trained on)."""
+    from .fakes import roc
+
+    if "Real Data" not in scores:
+        return {}
+    out = {name: roc(scores["Real Data"], scores[name]) for name in ("FIVA + ITM", "Blur") if name in scores}
+    out["scores"] = {k: [round(v, 4) for v in vals] for k, vals in scores.items()}
+    return out
 
 
 @torch.no_grad()
