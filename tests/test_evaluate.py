@@ -113,6 +113,9 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     for name in ("FIVA", "FIVA + ITM"):  # an attack that changes nothing retrieves what ID retrieves
         assert rows[name]["RA"] == rows[name]["ID"]
     assert np.isnan(rows["Blur"]["RA"]) and np.isnan(real["RA"])  # no generator to attack
+    table3 = {(r["defense"], r.get("defense_p")): r for r in result["defenses"]}
+    assert table3[("none", None)]["psnr_db"] == float("inf")  # undefended against itself
+    assert table3[("noise", 1.0)]["psnr_db"] < table3[("noise", 0.0025)]["psnr_db"]  # more noise, more cost
     fd = result["fake_detection"]
     assert {"FIVA + ITM", "Blur"} <= set(fd) and 0.0 <= fd["FIVA + ITM"]["auc"] <= 1.0  # Table 4: both conditionings, limit 2 -> one pair
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):

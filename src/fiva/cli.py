@@ -92,7 +92,7 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     p.add_argument("--defense", default="none", choices=["none", "noise", "fgsm"],
                    help="disrupt reconstruction attacks: uniform noise on a fraction of the face's pixels (black-box) or "
                         "an FGSM step against --attack (white-box) (default: none)")
-    p.add_argument("--defense-eps", type=float, default=0.03, help="defense amplitude, in grey levels / 255 (default: 0.03)")
+    p.add_argument("--defense-eps", type=float, default=0.15, help="defense amplitude, in grey levels / 255 (default: 0.15, the paper's)")
     p.add_argument("--defense-p", type=float, default=0.0025, help="noise defense: fraction of the face's pixels (default: 0.0025)")
     p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against")
     p.add_argument("--keep", nargs="+", metavar="FACE", default=None,
@@ -128,6 +128,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for probe choice and identity sampling (default: 0)")
     p.add_argument("--workers", type=int, default=None, help="processes for embedding the LFW originals (default: all cores)")
     p.add_argument("--attack", default=None, help="reconstruction attack R .safetensors (fiva train attack) for the RA column (default: none)")
+    p.add_argument("--defense-probes", type=int, default=100, help="probes for the defense sweep (Table 3, Figure 3; with --attack) (default: 100)")
     p.add_argument("--swap-pairs", type=int, default=100, help="face-swap pairs for the Table 4 section; 0 for none (default: 100)")
     p.add_argument("--benchmarks", default=None, help="also replace the evaluation section of this Markdown file (e.g. BENCHMARKS.md)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -196,7 +197,7 @@ def cmd_evaluate(a) -> int:
     from .evaluate.run import EvalConfig, evaluate
 
     cfg = EvalConfig(lfw=a.lfw, videos=a.videos, out=a.out, probes=a.probes, frames=a.frames, far=a.far, limit=a.limit,
-                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack,
+                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack, defense_probes=a.defense_probes,
                      progress=not a.no_progress)
     result = evaluate(cfg)
     print(markdown_tables(result))

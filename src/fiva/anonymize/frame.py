@@ -72,7 +72,7 @@ class AnonymizeConfig:
     # amplitude defense_eps on a fraction defense_p of the face's pixels; black-box) or "fgsm"
     # (one gradient-sign step of defense_eps against the attack model `attack`; white-box).
     defense: str = "none"
-    defense_eps: float = 0.03
+    defense_eps: float = 0.15  # the paper's Table 3 amplitude
     defense_p: float = 0.0025
     attack: str | None = None
 

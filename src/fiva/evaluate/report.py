@@ -54,6 +54,15 @@ def markdown_tables(result: dict) -> str:
                   "| Method | pairs | ID (source) ↑ | ID (target) ↓ | pose error (°) ↓ |", "|---|---|---|---|---|"]
         for r in result["swap"]:
             lines.append(f"| {r['method']} | {r['pairs']} | {_f(r['ID_source'])} | {_f(r['ID_target'])} | {_f(r['pose_error_deg'], 2)} |")
+    if result.get("defenses"):
+        lines += ["", "Defenses against the reconstruction attack (Table 3, Figure 3): RA after each defense, ID of the "
+                  "defended output (should stay at its floor), and the image cost: PSNR / SSIM of the face against the "
+                  "undefended output.", "",
+                  "| defense | ε / σ | fraction of pixels | black-box | RA ↓ | ID ↓ | PSNR (dB) | SSIM |", "|---|---|---|---|---|---|---|---|"]
+        for r in result["defenses"]:
+            amp = r.get("defense_eps", r.get("sigma", ""))
+            lines.append(f"| {r['defense']} | {amp} | {r.get('defense_p', '')} | {'yes' if r.get('black_box', True) else 'no'} | "
+                         f"{_f(r['RA'])} | {_f(r['ID'])} | {_f(r['psnr_db'], 1)} | {_f(r['ssim'])} |")
     fd = result.get("fake_detection") or {}
     if any(k != "scores" for k in fd):
         lines += ["", "The attack model as a deepfake detector (Section 3.6): score = cosine distance between dlib "
@@ -92,6 +101,7 @@ def write_report(result: dict, out: Path, cals, per_row, temporal, sheet, cfg) -
     plots.append(_contact_sheet(out, sheet))
     try:
         plots.append(_fake_histogram(out, (result.get("fake_detection") or {}).get("scores")))
+        plots.append(_figure3(out, result.get("defenses")))
     except ImportError:
         pass
     body = markdown_tables(result)
@@ -138,6 +148,30 @@ def _histograms(out: Path, cals, per_row) -> list[Path]:
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+def _figure3(out: Path, rows) -> Path | None:
+    """Figure 3: RA against the fraction of noisy pixels."""
+    pts = sorted((r.get("defense_p", 0.0), r["RA"]) for r in rows or [] if r["defense"] in ("none", "noise"))
+    if len(pts) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p for p, _ in pts], [r for _, r in pts], "o-")
+    ax.axvline(0.0025, color="tab:blue", linestyle="--", label="0.0025 (the paper's best)")
+    ax.set_xscale("symlog", linthresh=0.001)
+    ax.set_xlabel("fraction of the face's pixels with uniform noise")
+    ax.set_ylabel("RA: original identity retrieved after R")
+    ax.legend()
+    fig.tight_layout()
+    p = out / "figure3_noise.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
 
 
 def _fake_histogram(out: Path, scores: dict | None) -> Path | None:

@@ -73,6 +73,7 @@ class EvalConfig:
     benchmarks: str | None = None  # a Markdown file whose evaluation section is replaced
     swap_pairs: int = 100  # face-swap pairs for the Table 4 section (0: none)
     attack: str | None = None  # reconstruction attack R (.safetensors) for the RA column; None: no RA
+    defense_probes: int = 100  # probes for the defense sweep (Table 3, Figure 3; needs `attack`)
     rows: list[Row] = field(default_factory=default_rows)
 
 
@@ -189,6 +190,12 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     # 2b. Face swapping (Table 4): probe i's face gets probe i+1's identity.
     swap = _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector) if cfg.swap_pairs else []
+    defenses = []
+    if attack is not None and cfg.defense_probes:  # Table 3 and Figure 3
+        from .defenses import defense_table
+
+        defenses = defense_table(cfg, lfw, probes[: cfg.defense_probes], attack, cfg.attack, gallery, gindex, models, thr,
+                                 faces, detector)
 
     # 3. Temporal consistency on videos.
     videos = sorted(p for p in Path(cfg.videos).glob("*") if p.suffix.lower() in VIDEO_EXTS) if cfg.videos else []
@@ -215,6 +222,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     result = {
         "table": table,
         "swap": swap,
+        "defenses": defenses,
         "fake_detection": _fake_detection(detect_scores),
         "calibration": {n: c.summary() for n, c in cals.items()},
         "data": {
