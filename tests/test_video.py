@@ -147,3 +147,46 @@ def test_failed_run_keeps_existing_dst(videos, tmp_path):
 def test_unsupported_output_extension(videos, tmp_path):
     with pytest.raises(InputError, match="out.gif"):
         process_video(videos["audio"], tmp_path / "out.gif", lambda x: x, progress=False)
+
+
+def test_delayed_stream_keeps_variable_timing_and_rotation(tmp_path):
+    """The tracker hands frames back a few frames late: timestamps, count and rotation still match."""
+    pts = [0, 1, 2, 4, 5, 9, 10, 11, 15, 16, 17, 18]
+    src = make_video(tmp_path / "vfr.mp4", pts=pts)
+
+    class Late:  # hands each frame back three frames later, like FaceTracker
+        def __init__(self):
+            self.buf = []
+
+        def push(self, rgb):
+            self.buf.append(255 - rgb)
+            return [self.buf.pop(0)] if len(self.buf) > 3 else []
+
+        def flush(self):
+            out, self.buf = self.buf, []
+            return out
+
+    dst = tmp_path / "out.mp4"
+    assert process_video(src, dst, Late(), progress=False).frames == len(pts)
+    assert np.allclose(np.diff(frame_times(dst)), np.diff(pts) / FPS, atol=1e-3)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+        fb = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs((255 - fa) - fb).mean() < 3  # frame 0 came back as frame 0
+
+    rotated = tmp_path / "rot.mp4"
+    with av.open(str(src)) as inp, av.open(str(rotated), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = inp.streams.video[0].width, inp.streams.video[0].height, "yuv420p"
+        if not hasattr(vs, "set_display_rotation"):
+            pytest.skip("this PyAV cannot write rotation metadata")
+        vs.set_display_rotation(90)
+        for f in inp.decode(video=0):
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")))
+        out.mux(vs.encode(None))
+    dst2 = tmp_path / "rot_out.mp4"
+    process_video(rotated, dst2, Late(), progress=False)
+    with av.open(str(rotated)) as a, av.open(str(dst2)) as b:
+        ra = next(a.decode(video=0)).rotation
+        rb = next(b.decode(video=0)).rotation
+    assert ra != 0 and rb == ra
