@@ -110,8 +110,9 @@ def face_recall(clip: Path, outputs: dict[str, Path]) -> dict:
             for x1, y1, x2, y2 in boxes:
                 w, h = x2 - x1, y2 - y1
                 keep[max(int(y1 - h), 0):int(y2 + h), max(int(x1 - w), 0):int(x2 + w)] = False
-            diffs.append(np.abs(out.astype(int) - rgb)[keep].mean())
-        floor[k] = float(np.mean(diffs))
+            if keep.any():  # a close-up may leave nothing away from the face
+                diffs.append(np.abs(out.astype(int) - rgb)[keep].mean())
+        floor[k] = float(np.mean(diffs)) if diffs else 0.0
     total, changed = 0, {k: 0 for k in outputs}
     for i, (rgb, boxes) in enumerate(zip(src, refs)):
         for x1, y1, x2, y2 in boxes:
