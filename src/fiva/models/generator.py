@@ -53,15 +53,19 @@ def face_ellipse(size: int, cfg: GeneratorConfig) -> torch.Tensor:
     return torch.clamp((1 + cfg.ellipse_softness - r) / (2 * cfg.ellipse_softness), 0, 1)[None, None]
 
 
-class FIVAGenerator(nn.Module):
-    def __init__(self, cfg: GeneratorConfig | None = None):
+class EncoderDecoder(nn.Module):
+    """The shared U-Net body: stem, stride-2 depthwise encoder blocks, 1x1 bottleneck layers (taking
+    `extra` more input channels, e.g. the identity), pixel-shuffle decoder with all skips, and a
+    zero-initialised 3x3 head of `out_ch` channels."""
+
+    def __init__(self, cfg: GeneratorConfig, extra: int, out_ch: int):
         super().__init__()
-        self.cfg = cfg = cfg or GeneratorConfig()
+        self.cfg = cfg
         ch = cfg.channels
         self.stem = nn.Sequential(nn.Conv2d(3, ch[0], 3, 1, 1), nn.LeakyReLU(0.2))
         self.down = nn.ModuleList(DownBlock(a, b) for a, b in zip(ch[:-1], ch[1:]))
         layers: list[nn.Module] = []
-        c = ch[-1] + cfg.id_dim
+        c = ch[-1] + extra
         for _ in range(cfg.bottleneck_layers):
             layers += [nn.Conv2d(c, ch[-1], 1), nn.LeakyReLU(0.2)]
             c = ch[-1]
@@ -71,9 +75,32 @@ class FIVAGenerator(nn.Module):
             if isinstance(mod, nn.Conv2d) and not getattr(mod, "_icnr", False):
                 nn.init.kaiming_normal_(mod.weight, a=0.2)
                 nn.init.zeros_(mod.bias)
-        self.head = nn.Conv2d(ch[0], 4, 3, 1, 1)
+        self.head = nn.Conv2d(ch[0], out_ch, 3, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.resolution
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.stem(x)
+        skips = [h]
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        return h, skips
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            h = block(h, skip)
+        return self.head(h)
+
+
+class FIVAGenerator(EncoderDecoder):
+    def __init__(self, cfg: GeneratorConfig | None = None):
+        cfg = cfg or GeneratorConfig()
+        super().__init__(cfg, cfg.id_dim, 4)
         with torch.no_grad():
             self.head.bias[3] = -2.0  # learned mask starts mostly closed; the ellipse owns the face
         self.register_buffer("ellipse", face_ellipse(cfg.resolution, cfg), persistent=False)
@@ -83,26 +110,15 @@ class FIVAGenerator(nn.Module):
     counterfactual = True  # trained (Eq. 4) to move away from the identity it is conditioned on
 
     @property
-    def resolution(self) -> int:
-        return self.cfg.resolution
-
-    @property
     def identity_dim(self) -> int:
         return self.cfg.id_dim
 
     def forward(self, x_t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (X_a, m, X_â): the generated face, the blending mask [B,1,S,S] and the blend."""
-        h = self.stem(x_t)
-        skips = [h]
-        for block in self.down:
-            h = block(h)
-            skips.append(h)
+        h, skips = self.encode(x_t)
         z = F.normalize(z, dim=1) * z.shape[1] ** 0.5  # unit-variance entries, like the features
         z = z[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-        h = self.bottleneck(torch.cat([h, z], 1))
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            h = block(h, skip)
-        out = self.head(h)
+        out = self.decode(self.bottleneck(torch.cat([h, z], 1)), skips)
         x_a = (x_t + out[:, :3]).clamp(-1, 1)  # residual: starts as the input, learns the change
         m = torch.maximum(torch.sigmoid(out[:, 3:]), self.ellipse.to(out.dtype))
         return x_a, m, m * x_a + (1 - m) * x_t
