@@ -44,7 +44,7 @@ class TrainConfig:
     lr_d: float = 4e-4  # two time-scale update rule: a discriminator that keeps up penalises artefacts
     betas: tuple[float, float] = (0.5, 0.99)
     lr_decay: float = 0.97  # every 100k steps
-    w_id: float = 2.0
+    w_id: float = 4.0  # 2 until step 2,400 of the shipped model
     id_warmup: int = 2000  # identity weight ramps up linearly over these steps: structure first
     id_margin: float = 0.1
     w_ifsr: float = 4.0
@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    keep_generators: bool = False  # also keep generator_STEP.safetensors at every save
 
 
 def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -297,7 +298,7 @@ def train(cfg: TrainConfig) -> Path:
             sample_grid(G, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
         over_time = cfg.time_limit and time.time() - t0 > cfg.time_limit
         if step % cfg.save_every == 0 or step == cfg.steps or over_time:
-            _save(out, G, D, opt_g, opt_d, step)
+            _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators)
         if over_time:
             log.info("time limit reached at step %d", step)
             break
@@ -310,7 +311,9 @@ def train(cfg: TrainConfig) -> Path:
     return out / "generator.safetensors"
 
 
-def _save(out: Path, G, D, opt_g, opt_d, step: int) -> None:
+def _save(out: Path, G, D, opt_g, opt_d, step: int, keep: bool = False) -> None:
     save_checkpoint(out / "checkpoint.safetensors", G, D, step)
     save_optim(out / "optim.safetensors", {"G": opt_g, "D": opt_d})
     save_generator(G, out / "generator.safetensors", extra={"step": step})
+    if keep:
+        save_generator(G, out / f"generator_{step:07d}.safetensors", extra={"step": step})
