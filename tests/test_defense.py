@@ -64,6 +64,9 @@ def test_roc_of_fake_scores_has_known_answers():
     assert sep["auc"] == 1.0 and sep["tpr_at_1pct_fpr"] == 1.0
     same = roc(np.full(100, 0.2), np.full(100, 0.2))
     assert same["auc"] == 0.5 and same["tpr_at_1pct_fpr"] == 0.0
+    # a threshold chosen on other real faces: its false-positive rate is measured, not assumed
+    held = roc(np.linspace(0, 0.2, 101), np.linspace(0.5, 0.9, 50), calib=np.linspace(0, 0.1, 101))
+    assert held["threshold_at_1pct_fpr"] < 0.1 and 0.45 < held["fpr"] < 0.55 and held["tpr_at_1pct_fpr"] == 1.0
 
 
 @pytest.mark.skipif(not __import__("conftest").have_dlib(), reason="dlib evaluator needs the [eval] extra")

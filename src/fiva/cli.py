@@ -104,7 +104,7 @@ def _add_anonymize(sub, swap: bool = False) -> None:
                         "an FGSM step against --attack (white-box) (default: none)")
     p.add_argument("--defense-eps", type=float, default=0.15, help="defense amplitude, in grey levels / 255 (default: 0.15, the paper's)")
     p.add_argument("--defense-p", type=float, default=0.0025, help="noise defense: fraction of the face's pixels (default: 0.0025)")
-    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against")
+    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against (default: the shipped one, for the default generator)")
     p.add_argument("--keep", nargs="+", metavar="FACE", default=None,
                    help="reference photos of people never to anonymize (e.g. consenting staff)")
     p.add_argument("--only", nargs="+", metavar="FACE", default=None, help="reference photos of the only people to anonymize")
@@ -154,7 +154,7 @@ def _add_identities(sub) -> None:
 def _add_detect_fake(sub) -> None:
     p = sub.add_parser("detect-fake", help="score faces as FIVA-made or not with the reconstruction attack (paper Section 3.6)")
     p.add_argument("inputs", nargs="+", help="images or videos")
-    p.add_argument("--attack", required=True, help="reconstruction attack .safetensors (fiva train attack)")
+    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors (default: the shipped one, trained against the default generator)")
     p.add_argument("--threshold", type=float, default=None,
                    help="score above which a face is called fake (default: the one stored with the attack model)")
     p.add_argument("--frames", type=int, default=10, help="frames looked at per video (default: 10)")
@@ -230,7 +230,9 @@ def cmd_detect_fake(a) -> int:
 
     from .evaluate.fakes import detect_fakes
 
-    results, errors = detect_fakes(a.inputs, a.attack, a.threshold, a.frames)
+    from .weights import DEFAULT_ATTACK
+
+    results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames)
     for msg in errors:
         print(f"fiva: error: {msg}", file=sys.stderr)
     text = json.dumps(results, indent=2)

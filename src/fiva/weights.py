@@ -11,6 +11,7 @@ from pathlib import Path
 PACKAGE_DATA = Path(__file__).parent / "data"
 DEFAULT_GENERATOR = PACKAGE_DATA / "fiva-112.safetensors"
 DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
+DEFAULT_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the shipped generator
 
 
 def _package_dir(name: str) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from ..faces import Detections, FaceDetector, align_faces, paste_back
 from ..faces.align import feather_mask
 from ..faces.identity import load_sface, to_tensor, to_uint8
-from ..weights import DEFAULT_ANCHORS
+from ..weights import DEFAULT_ANCHORS, DEFAULT_ATTACK
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
 from .baselines import obfuscate
@@ -102,7 +102,10 @@ class Anonymizer:
         if cfg.defense not in DEFENSES:
             raise ValueError(f"unknown defense '{cfg.defense}' (choose from {', '.join(DEFENSES)})")
         if cfg.defense == "fgsm" and not cfg.attack:
-            raise ValueError("--defense fgsm needs the attack model it defends against (--attack PATH)")
+            if cfg.model is None and cfg.generator == "fiva" and DEFAULT_ATTACK.exists():
+                cfg = replace(cfg, attack=str(DEFAULT_ATTACK))  # the shipped R, trained against the shipped generator
+            else:
+                raise ValueError("--defense fgsm needs the attack model it defends against (--attack PATH)")
         if cfg.keep and cfg.only:
             raise ValueError("--keep and --only exclude each other")
         self.cfg = cfg

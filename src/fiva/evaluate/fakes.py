@@ -28,17 +28,22 @@ def fake_scores(attack, rgb: np.ndarray, dets, evaluator: DlibEvaluator) -> np.n
     return np.array(out)
 
 
-def roc(real: np.ndarray, fake: np.ndarray) -> dict:
-    """ROC AUC (fakes scored higher is positive) and the TPR at 1% FPR with its threshold."""
+def roc(real: np.ndarray, fake: np.ndarray, calib: np.ndarray | None = None) -> dict:
+    """ROC AUC (fakes scored higher is positive) and the TPR at 1% FPR with its threshold.
+
+    The threshold is the 99th percentile of `calib` (held-out real scores); without it, of `real`
+    itself. With `calib`, the false-positive rate is measured on `real`, which it did not see."""
     real, fake = np.asarray(real, float), np.asarray(fake, float)
     both = np.concatenate([real, fake])
     ranks = np.argsort(np.argsort(both, kind="mergesort"), kind="mergesort") + 1.0
     for v in np.unique(both):  # average ranks of ties
         ranks[both == v] = ranks[both == v].mean()
     auc = (ranks[len(real):].sum() - len(fake) * (len(fake) + 1) / 2) / (len(real) * len(fake))
-    thr = float(np.quantile(real, 0.99)) if len(real) else float("nan")
+    ref = real if calib is None else np.asarray(calib, float)
+    thr = float(np.quantile(ref, 0.99)) if len(ref) else float("nan")
     return {"auc": float(auc), "threshold_at_1pct_fpr": thr, "tpr_at_1pct_fpr": float(np.mean(fake > thr)),
-            "real": len(real), "fake": len(fake)}
+            "fpr": float(np.mean(real > thr)), "real": len(real), "fake": len(fake),
+            "calibration_real": len(ref) if calib is not None else 0}
 
 
 def detect_fakes(paths: list, attack_path: str, threshold: float | None = None, frames: int = 10) -> tuple[list[dict], list[str]]:

@@ -276,12 +276,15 @@ def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector)
 
 def _fake_detection(scores: dict[str, list[float]]) -> dict:
     """ROC of the R-based fake score: real probes against FIVA's outputs (what R was trained on) and
-    against blurred ones (a manipulation it was not trained on)."""
+    against blurred ones (a manipulation it was not trained on). The threshold is chosen on every
+    other real probe and its false-positive rate measured on the rest (held out from that choice)."""
     from .fakes import roc
 
     if "Real Data" not in scores:
         return {}
-    out = {name: roc(scores["Real Data"], scores[name]) for name in ("FIVA + ITM", "Blur") if name in scores}
+    real = np.asarray(scores["Real Data"], float)
+    calib, test = (real[0::2], real[1::2]) if len(real) >= 4 else (None, real)
+    out = {name: roc(test, scores[name], calib) for name in ("FIVA + ITM", "Blur") if name in scores}
     out["scores"] = {k: [round(v, 4) for v in vals] for k, vals in scores.items()}
     return out
 
