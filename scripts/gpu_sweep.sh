@@ -4,7 +4,8 @@
 # same checkpoint and keeps a generator snapshot at every save; everything comes back as one tar per
 # variant through $OUT, to be judged on CPU with the dlib evaluator (scripts/evaluate_default.py).
 # Needs .gpu/ prepared by scripts/prepare_gpu.py (carry it).
-# Usage: bash scripts/gpu_sweep.sh SECONDS RESUME_CHECKPOINT "NAME:ARGS" ["NAME:ARGS" ...]
+# Usage: bash scripts/gpu_sweep.sh SECONDS RESUME_CHECKPOINT|"" "NAME:ARGS" ["NAME:ARGS" ...]  (ARGS: extra
+# `fiva train generator` flags, e.g. "A:--w-id 4"; an empty RESUME resumes each variant from its own folder)
 set -u
 secs=$1; resume=$2; shift 2
 export PYTHONPATH=$PWD/src:$PWD/.gpu/site PYTHONUNBUFFERED=1 FIVA_CACHE=/tmp/fiva-cache OMP_NUM_THREADS=4

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,8 @@ from ..models.attack import ReconstructionAttack, save_attack
 from ..models.registry import load_face_generator
 from ..weights import DEFAULT_ANCHORS
 from . import losses as L
-from .checkpoint import load_checkpoint, load_optim, save_checkpoint, save_optim
-from .data import crop_pack_for, load_pack
-from .generator import _batch, _setup_distributed
+from .checkpoint import save_checkpoint, save_optim
+from .common import discriminator_step, load_crops, random_batch, resume_training, start_run, wrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -74,61 +72,34 @@ def anonymize_crops(G, sface, anchors: AnchorSpace, x_t: torch.Tensor) -> torch.
 
 
 def train_attack(cfg: AttackConfig) -> Path:
-    rank, world, device = _setup_distributed(cfg.device)
-    main = rank == 0
     out = Path(cfg.out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed + rank)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * rank)
+    rank, world, device, gen = start_run(cfg.device, out, cfg.seed)
+    main = rank == 0
     G = load_face_generator(cfg.generator, cfg.model, device).requires_grad_(False)
     S = G.resolution
-    cache = Path(os.environ.get("FIVA_DATA_CACHE", out / "cache"))
-    pack = crop_pack_for(cfg.data, S, cache) if main else None
-    if world > 1:
-        holder = [str(pack)]
-        dist.broadcast_object_list(holder)
-        pack = Path(holder[0])
-    crops = torch.from_numpy(load_pack(pack)[0]).to(device)
+    crops = load_crops(cfg.data, S, out, rank, world, device)
     anchors = AnchorSpace.load(cfg.anchors or DEFAULT_ANCHORS, seed=cfg.seed + rank)
     sface = load_sface(device)
     R = ReconstructionAttack(getattr(G, "cfg", None) or GeneratorConfig(resolution=S)).to(device)
     D = Discriminator(S).to(device)
     opt_r = torch.optim.Adam(R.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    step, ckpt = 0, out / "checkpoint.safetensors"
-    resume = Path(cfg.resume) if cfg.resume else (ckpt if ckpt.exists() else None)
-    if resume:
-        step = load_checkpoint(resume, R, D)
-        if resume.with_name("optim.safetensors").exists():
-            load_optim(resume.with_name("optim.safetensors"), {"G": opt_r, "D": opt_d})
-        log.info("resumed from %s at step %d", resume, step)
-    R_train, D_train = R, D
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    step = resume_training(cfg.resume, out, R, D, opt_r, opt_d)
+    R_train, D_train = wrap_ddp(world, device, R, D)
 
-        ids = [device.index] if device.type == "cuda" else None
-        R_train, D_train = DDP(R, device_ids=ids), DDP(D, device_ids=ids)
-
-    fixed_t = _batch(crops, 8, torch.Generator(device=device).manual_seed(1))
+    fixed_t = random_batch(crops, 8, torch.Generator(device=device).manual_seed(1))
     fixed_c = anonymize_crops(G, sface, anchors, fixed_t)
     fh = open(out / "log.csv", "a", newline="") if main else None
     writer = None
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (main and cfg.progress), desc="train attack", unit="step")
     while step < cfg.steps:
-        x_t = _batch(crops, cfg.batch, gen)
+        x_t = random_batch(crops, cfg.batch, gen)
         x_c = anonymize_crops(G, sface, anchors, x_t)
         x_r = R_train(x_c)
 
-        real = _batch(crops, cfg.batch, gen).requires_grad_(step % cfg.r1_every == 0)
-        d_real = D_train(real)
-        loss_d = L.d_nonsaturating(d_real, D_train(x_r.detach()))
-        if real.requires_grad:
-            loss_d = loss_d + cfg.r1 * cfg.r1_every * 0.5 * L.r1_penalty(d_real, real)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        real = random_batch(crops, cfg.batch, gen).requires_grad_(step % cfg.r1_every == 0)
+        loss_d, _ = discriminator_step(D_train, opt_d, real, x_r, cfg.r1, cfg.r1_every)
 
         D.requires_grad_(False)
         with torch.no_grad():

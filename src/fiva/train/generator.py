@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,8 @@ from tqdm import tqdm
 from ..faces.identity import identity_input, load_sface, to_uint8
 from ..models import Discriminator, FIVAGenerator, GeneratorConfig, save_generator
 from . import losses as L
-from .checkpoint import load_checkpoint, load_optim, save_checkpoint, save_optim
-from .data import crop_pack_for, load_pack
+from .checkpoint import save_checkpoint, save_optim
+from .common import discriminator_step, load_crops, random_batch, resume_training, start_run, wrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +66,6 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     keep_generators: bool = False  # also keep generator_STEP.safetensors at every save
-
-
-def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if world > 1:
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device(device)
-
-
-def _batch(crops: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    idx = torch.randint(len(crops), (n,), generator=gen, device=crops.device)
-    x = crops[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def _pad_for_detection(crop: np.ndarray) -> np.ndarray:
@@ -144,34 +122,17 @@ def sample_grid(G, x: torch.Tensor, z: torch.Tensor, path: Path) -> None:
 
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) the generator; returns the path of the latest generator weights."""
-    rank, world, device = _setup_distributed(cfg.device)
-    main = rank == 0
     out = Path(cfg.out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed + rank)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * rank)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
+    rank, world, device, gen = start_run(cfg.device, out, cfg.seed)
+    main = rank == 0
     gcfg = GeneratorConfig.named(cfg.model)
     S = gcfg.resolution
-    cache = Path(os.environ.get("FIVA_DATA_CACHE", out / "cache"))
-    pack = crop_pack_for(cfg.data, S, cache) if main else None
-    if world > 1:
-        holder = [str(pack)]
-        dist.broadcast_object_list(holder)
-        pack = Path(holder[0])
-    crops_np, _ = load_pack(pack)
-    crops = torch.from_numpy(crops_np).to(device)
+    crops = load_crops(cfg.data, S, out, rank, world, device)
     log.info("training on %d aligned faces at %d px on %s (world %d)", len(crops), S, device, world)
 
     val = None
     if main and cfg.val_data:
-        val_np, _ = load_pack(crop_pack_for(cfg.val_data, S, cache))
-        val = torch.from_numpy(val_np[: cfg.val_count]).to(device)
+        val = load_crops(cfg.val_data, S, out, 0, 1, device)[: cfg.val_count]
     from ..faces import FaceDetector
 
     detector = None
@@ -193,26 +154,10 @@ def train(cfg: TrainConfig) -> Path:
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    step = 0
-    ckpt = out / "checkpoint.safetensors"
-    resume = Path(cfg.resume) if cfg.resume else (ckpt if ckpt.exists() else None)
-    if resume:
-        step = load_checkpoint(resume, G, D)
-        optim_file = resume.with_name("optim.safetensors")
-        if optim_file.exists():
-            try:
-                load_optim(optim_file, {"G": opt_g, "D": opt_d})
-            except Exception as e:  # moments may restart; weights are what matter
-                log.warning("optimizer state not restored (%s); Adam moments restart", e)
-        log.info("resumed from %s at step %d", resume, step)
-    G_train, D_train = G, D
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    step = resume_training(cfg.resume, out, G, D, opt_g, opt_d)
+    G_train, D_train = wrap_ddp(world, device, G, D)
 
-        ids = [device.index] if device.type == "cuda" else None
-        G_train, D_train = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
-
-    fixed_x = _batch(val if val is not None else crops, 8, torch.Generator(device=device).manual_seed(1))
+    fixed_x = random_batch(val if val is not None else crops, 8, torch.Generator(device=device).manual_seed(1))
     with torch.no_grad():
         fixed_z = sface.identity(fixed_x).roll(1, 0)
 
@@ -230,7 +175,7 @@ def train(cfg: TrainConfig) -> Path:
         for o, base in ((opt_g, cfg.lr), (opt_d, cfg.lr_d)):
             for g in o.param_groups:
                 g["lr"] = base * decay
-        x_t = _batch(crops, B, gen)
+        x_t = random_batch(crops, B, gen)
         with torch.no_grad():
             z_t = sface.identity(x_t)
         x_in = L.random_affine(x_t, generator=gen)
@@ -240,16 +185,8 @@ def train(cfg: TrainConfig) -> Path:
         # Discriminator step. Its real faces are another batch: with the generator's own inputs as
         # the reals, real and fake differ only where the generator changed something, and the
         # shared content's gradients cancel (the discriminator then learns very slowly).
-        real = L.random_affine(_batch(crops, B, gen), generator=gen).requires_grad_(step % cfg.r1_every == 0)
-        d_real = D_train(real)
-        loss_d = L.d_nonsaturating(d_real, D_train(x_hat.detach()))
-        r1 = torch.zeros((), device=device)
-        if real.requires_grad:
-            r1 = L.r1_penalty(d_real, real)
-            loss_d = loss_d + cfg.r1 * cfg.r1_every * 0.5 * r1
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        real = L.random_affine(random_batch(crops, B, gen), generator=gen).requires_grad_(step % cfg.r1_every == 0)
+        loss_d, r1 = discriminator_step(D_train, opt_d, real, x_hat, cfg.r1, cfg.r1_every)
 
         # Generator step: [X_in, X_â, X_a] share one random degradation; X_in's SFace pass needs no grad.
         D.requires_grad_(False)

@@ -1,0 +1,105 @@
+"""What the generator's and the attack's training loops share: process set-up (one process or
+torchrun/DDP), the aligned-crop data, resuming, DDP wrapping and the D step."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import losses as L
+from .checkpoint import load_checkpoint, load_optim
+from .data import crop_pack_for, load_pack
+
+log = logging.getLogger(__name__)
+
+
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world > 1:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device(device)
+
+
+def start_run(device: str, out: Path, seed: int) -> tuple[int, int, torch.device, torch.Generator]:
+    """Process rank, world size, device and this rank's random generator; the output folder made."""
+    rank, world, dev = setup_distributed(device)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed + rank)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return rank, world, dev, torch.Generator(device=dev).manual_seed(seed + 1000 * rank)
+
+
+def load_crops(data: str, size: int, out: Path, rank: int, world: int, device: torch.device) -> torch.Tensor:
+    """The aligned crops of a folder or pack (rank 0 aligns and caches them once; the others wait),
+    as a uint8 tensor N,S,S,3 on `device`."""
+    cache = Path(os.environ.get("FIVA_DATA_CACHE", out / "cache"))
+    pack = crop_pack_for(data, size, cache) if rank == 0 else None
+    if world > 1:
+        holder = [str(pack)]
+        dist.broadcast_object_list(holder)
+        pack = Path(holder[0])
+    return torch.from_numpy(load_pack(pack)[0]).to(device)
+
+
+def resume_training(resume: str | None, out: Path, model, D, opt_model, opt_d) -> int:
+    """Load `resume` (default: OUT/checkpoint.safetensors if present) and its optimizer moments when
+    they fit; returns the step to go on from (0 for a fresh run)."""
+    ckpt = out / "checkpoint.safetensors"
+    path = Path(resume) if resume else (ckpt if ckpt.exists() else None)
+    if not path:
+        return 0
+    step = load_checkpoint(path, model, D)
+    optim_file = path.with_name("optim.safetensors")
+    if optim_file.exists():
+        try:
+            load_optim(optim_file, {"G": opt_model, "D": opt_d})
+        except Exception as e:  # moments may restart; weights are what matter
+            log.warning("optimizer state not restored (%s); Adam moments restart", e)
+    log.info("resumed from %s at step %d", path, step)
+    return step
+
+
+def wrap_ddp(world: int, device: torch.device, *models):
+    """The models as DDP modules under torchrun (world > 1), else unchanged."""
+    if world == 1:
+        return models
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return tuple(DDP(m, device_ids=ids) for m in models)
+
+
+def discriminator_step(D_train, opt_d, real: torch.Tensor, fake: torch.Tensor, r1: float, r1_every: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One non-saturating D update, with lazy R1 when `real` requires grad; returns (loss, R1)."""
+    d_real = D_train(real)
+    loss_d = L.d_nonsaturating(d_real, D_train(fake.detach()))
+    pen = torch.zeros((), device=real.device)
+    if real.requires_grad:
+        pen = L.r1_penalty(d_real, real)
+        loss_d = loss_d + r1 * r1_every * 0.5 * pen
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d, pen
+
+
+def random_batch(crops: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """`n` random crops as B,3,S,S floats in [-1,1], half of them mirrored."""
+    idx = torch.randint(len(crops), (n,), generator=gen, device=crops.device)
+    x = crops[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
