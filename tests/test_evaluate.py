@@ -121,6 +121,7 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
         assert (out / f).stat().st_size > 0, f
     assert "| FIVA + ITM |" in bench.read_text()
+    assert "`fiva anonymize`'s default defense (" in (out / "report.md").read_text()  # the report states the default's RA
     # No embeddings in the report: nothing 128 numbers long.
     text = (out / "report.json").read_text()
     assert not any(isinstance(v, list) and len(v) == 128 for v in _walk(json.loads(text)))

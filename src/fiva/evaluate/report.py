@@ -21,6 +21,23 @@ def _f(v: float, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _default_defense_line(rows: list[dict]) -> str:
+    """What `fiva anonymize` does by default, and the RA the sweep measured for exactly that setting."""
+    from ..anonymize.frame import AnonymizeConfig
+
+    c = AnonymizeConfig()
+    def same(r):  # noqa: E306
+        return r["defense"] == c.defense and (c.defense == "none" or (
+            abs(r.get("defense_eps", -1) - c.defense_eps) < 1e-9 and (c.defense != "noise" or abs(r.get("defense_p", -1) - c.defense_p) < 1e-9)))
+    row = next((r for r in rows if same(r)), None)
+    none = next((r for r in rows if r["defense"] == "none"), None)
+    setting = c.defense if c.defense == "none" else f"{c.defense}, ε {c.defense_eps}" + (f", p {c.defense_p}" if c.defense == "noise" else "")
+    if row is None:
+        return f"`fiva anonymize`'s default defense ({setting}) is not among the measured settings."
+    return (f"`fiva anonymize`'s default defense ({setting}): RA {_f(row['RA'])} against {_f(none['RA']) if none else '×'} "
+            f"undefended, ID {_f(row['ID'])}, PSNR {_f(row['psnr_db'], 1)} dB.")
+
+
 def markdown_tables(result: dict) -> str:
     cal, data = result["calibration"], result["data"]
     lines = [
@@ -63,6 +80,7 @@ def markdown_tables(result: dict) -> str:
             amp = r.get("defense_eps", r.get("sigma", ""))
             lines.append(f"| {r['defense']} | {amp} | {r.get('defense_p', '')} | {'yes' if r.get('black_box', True) else 'no'} | "
                          f"{_f(r['RA'])} | {_f(r['ID'])} | {_f(r['psnr_db'], 1)} | {_f(r['ssim'])} |")
+        lines += ["", _default_defense_line(result["defenses"])]
     fd = result.get("fake_detection") or {}
     if any(k != "scores" for k in fd):
         lines += ["", "The attack model as a deepfake detector (Section 3.6): score = cosine distance between dlib "
