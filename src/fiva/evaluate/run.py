@@ -41,7 +41,7 @@ class Row:
 
 
 def default_rows() -> list[Row]:
-    fiva = {"method": "fiva", "fallback": "none"}
+    fiva = {"method": "fiva", "fallback": "none", "defense": "none"}  # the method itself; defenses: Table 3
     return [
         Row("Real Data", None),
         Row("Blur", {"method": "blur"}, "inpainting-style baseline"),
