@@ -9,6 +9,7 @@ from fiva import Anonymizer
 from fiva.anonymize.defense import fgsm_defense, noise_defense, parameter_noise
 from fiva.faces.identity import load_sface
 from fiva.models.attack import ReconstructionAttack, save_attack
+from fiva.weights import DEFAULT_GENERATOR
 
 
 def test_noise_touches_the_asked_fraction_of_face_pixels_within_eps():
@@ -43,16 +44,20 @@ def test_parameter_noise_perturbs_a_copy():
 
 
 def test_anonymizer_defenses(astronaut, tmp_path):
-    plain = Anonymizer(fallback="none", verify=False).anonymize_image(astronaut)
+    plain = Anonymizer(fallback="none", verify=False, defense="none").anonymize_image(astronaut)
     noisy = Anonymizer(fallback="none", verify=False, defense="noise", defense_p=0.2).anonymize_image(astronaut)
     diff = np.abs(plain.astype(int) - noisy).sum(2)
     ys, xs = np.nonzero(diff)
     x1, y1, x2, y2 = Anonymizer(method="blur").detect(astronaut).boxes[0]
     assert len(ys) > 100  # only in the face:
     assert y1 - 20 < ys.min() and ys.max() < y2 + 20 and x1 - 20 < xs.min() and xs.max() < x2 + 20
-    with pytest.raises(ValueError, match="--attack"):
-        Anonymizer(defense="fgsm")
+    # by default: the paper's sparse noise, so a few face pixels differ from the undefended output
+    default = Anonymizer(fallback="none", verify=False).anonymize_image(astronaut)
+    assert 0 < np.count_nonzero(np.abs(default.astype(int) - plain).sum(2)) < 2000
     save_attack(ReconstructionAttack(), tmp_path / "r.safetensors")
+    with pytest.raises(ValueError, match="--attack"):  # weights given explicitly: the shipped R may not fit them
+        Anonymizer(defense="fgsm", model=str(DEFAULT_GENERATOR))
+    assert Anonymizer(defense="fgsm")._attack is not None  # the shipped R, trained against the shipped generator
     fgsm = Anonymizer(fallback="none", verify=False, defense="fgsm", attack=str(tmp_path / "r.safetensors"))
     assert not np.array_equal(fgsm.anonymize_image(astronaut), plain)
 
@@ -86,3 +91,12 @@ def test_detect_fake_scores_every_face_and_reports_bad_inputs(astronaut, tmp_pat
     res = json.loads((tmp_path / "out.json").read_text())
     assert len(res) == 1 and res[0]["fake"] is False and res[0]["score"] < 0.05  # nothing to undo in a real face
     assert main(["detect-fake", str(tmp_path / "real.png"), "--attack", str(tmp_path / "r.safetensors")]) == 2
+    # without --attack: the shipped R, with the threshold chosen for it on held-out real faces
+    assert main(["detect-fake", str(tmp_path / "real.png"), "--json", str(tmp_path / "d.json")]) == 0
+    from safetensors import safe_open
+
+    from fiva.weights import DEFAULT_ATTACK
+
+    with safe_open(str(DEFAULT_ATTACK), "pt") as f:
+        stored = float(f.metadata()["fake_threshold"])
+    assert json.loads((tmp_path / "d.json").read_text())[0]["threshold"] == stored

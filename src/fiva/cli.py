@@ -99,9 +99,9 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     if swap:
         _add_common(p)
         return
-    p.add_argument("--defense", default="none", choices=["none", "noise", "fgsm"],
+    p.add_argument("--defense", default="noise", choices=["none", "noise", "fgsm"],
                    help="disrupt reconstruction attacks: uniform noise on a fraction of the face's pixels (black-box) or "
-                        "an FGSM step against --attack (white-box) (default: none)")
+                        "an FGSM step against --attack (white-box) (default: noise, the paper's setting; see BENCHMARKS.md)")
     p.add_argument("--defense-eps", type=float, default=0.15, help="defense amplitude, in grey levels / 255 (default: 0.15, the paper's)")
     p.add_argument("--defense-p", type=float, default=0.0025, help="noise defense: fraction of the face's pixels (default: 0.0025)")
     p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against (default: the shipped one, for the default generator)")

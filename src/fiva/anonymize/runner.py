@@ -74,7 +74,7 @@ def run_anonymize(a) -> int:
                           fallback=a.fallback, min_face=a.min_face, verify=a.verify, seed=a.seed, device=a.device,
                           progress=not a.no_progress, keep=tuple(a.keep or ()), only=tuple(a.only or ()),
                           generator=a.generator, identity=a.identity, swap_source=a.source,
-                          **({} if a.identity == "swap" else {"defense": a.defense, "defense_eps": a.defense_eps,
+                          **({"defense": "none"} if a.identity == "swap" else {"defense": a.defense, "defense_eps": a.defense_eps,
                                                               "defense_p": a.defense_p, "attack": a.attack}))
     if a.threshold is not None:
         cfg.threshold = a.threshold
