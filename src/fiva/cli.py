@@ -11,6 +11,13 @@ from .anonymize.itm import DEFAULT_THRESHOLD
 log = logging.getLogger("fiva")
 
 
+# `fiva train generator` flags for TrainConfig's loss weights (defaults stay in TrainConfig)
+LOSS_FLAGS = (("w_id", "counterfactual identity loss (Eq. 4, hinged)", float), ("id_margin", "identity hinge margin", float),
+              ("id_warmup", "steps over which the identity weight ramps up", int), ("w_ifsr", "IFSR", float),
+              ("w_rec_low", "low-pass L1", float), ("w_rec", "L1", float), ("w_hf", "Laplacian L1", float),
+              ("w_mask", "mask loss", float), ("w_adv", "adversarial loss", float), ("r1", "R1 penalty", float))
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train models")
     tsub = p.add_subparsers(dest="what", required=True)
@@ -22,15 +29,9 @@ def _add_train(sub) -> None:
     g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")
     g.add_argument("--keep-generators", action="store_true", help="also keep the generator weights of every save as generator_STEP.safetensors")
-    w = g.add_argument_group("loss weights (paper Section 3.4; defaults are the shipped model's recipe)")
-    from .train.generator import TrainConfig as _T
-
-    for name, what in (("w_id", "counterfactual identity loss (Eq. 4, hinged)"), ("id_margin", "identity hinge margin"),
-                       ("id_warmup", "steps over which the identity weight ramps up"), ("w_ifsr", "IFSR"),
-                       ("w_rec_low", "low-pass L1"), ("w_rec", "L1"), ("w_hf", "Laplacian L1"), ("w_mask", "mask loss"),
-                       ("w_adv", "adversarial loss"), ("r1", "R1 penalty")):
-        t = type(getattr(_T, name))
-        w.add_argument("--" + name.replace("_", "-"), type=t, default=getattr(_T, name), help=f"{what} (default: {getattr(_T, name)})")
+    w = g.add_argument_group("loss weights (paper Section 3.4; unset: the shipped model's recipe, see MODEL_CARD.md)")
+    for name, what, kind in LOSS_FLAGS:
+        w.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
     a = tsub.add_parser("attack", help="train the reconstruction attack R against an anonymizer (black-box; paper Eq. 5-6)")
     _add_training_common(a, "runs/attack")
     a.add_argument("--generator", default="fiva", help="the attacked generator (default: fiva)")
@@ -188,8 +189,8 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, val_data=a.val_data, out=a.out, model=a.model, steps=a.steps, batch=a.batch, lr=a.lr, lr_d=a.lr_d,
                       resume=a.resume, val_every=a.val_every, sample_every=a.sample_every, save_every=a.save_every,
                       time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress,
-                      keep_generators=a.keep_generators, w_id=a.w_id, id_margin=a.id_margin, id_warmup=a.id_warmup, w_ifsr=a.w_ifsr,
-                      w_rec_low=a.w_rec_low, w_rec=a.w_rec, w_hf=a.w_hf, w_mask=a.w_mask, w_adv=a.w_adv, r1=a.r1)
+                      keep_generators=a.keep_generators,
+                      **{n: getattr(a, n) for n, _, _ in LOSS_FLAGS if getattr(a, n) is not None})
     path = train(cfg)
     print(path)
     return 0
