@@ -13,6 +13,7 @@ log = logging.getLogger("fiva")
 
 # `fiva train generator` flags for TrainConfig's loss weights (defaults stay in TrainConfig)
 LOSS_FLAGS = (("w_id", "counterfactual identity loss (Eq. 4, hinged)", float), ("id_margin", "identity hinge margin", float),
+              ("id_clean_share", "share of samples whose identity losses see undegraded faces", float),
               ("id_warmup", "steps over which the identity weight ramps up", int), ("w_ifsr", "IFSR", float),
               ("w_rec_low", "low-pass L1", float), ("w_rec", "L1", float), ("w_hf", "Laplacian L1", float),
               ("w_mask", "mask loss", float), ("w_adv", "adversarial loss", float), ("r1", "R1 penalty", float))
