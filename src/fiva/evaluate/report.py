@@ -141,15 +141,30 @@ def update_benchmarks(path: Path, body: str) -> None:
     path.write_text(text)
 
 
-def _histograms(out: Path, cals, per_row) -> list[Path]:
+def _subplots(nrows: int = 1, ncols: int = 1, **kw):
+    """A new matplotlib figure, off-screen (matplotlib is in the [eval] extra: ImportError without it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(nrows, ncols, **kw)
+
+
+def _save_figure(fig, path: Path, dpi: int = 110, tight: bool = True) -> Path:
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _histograms(out: Path, cals, per_row) -> list[Path]:
     paths = []
     for name, cal in cals.items():
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig, ax = _subplots(figsize=(8, 4.5))
         bins = np.linspace(0, max(cal.impostor + cal.genuine + [1.0]) * 1.05, 50)
         ax.hist(cal.genuine, bins, density=True, alpha=0.35, color="tab:green", label="same person (LFW pairs)")
         ax.hist(cal.impostor, bins, density=True, alpha=0.35, color="tab:red", label="different people (LFW pairs)")
@@ -161,11 +176,7 @@ def _histograms(out: Path, cals, per_row) -> list[Path]:
         ax.set_xlabel(f"{name} distance ({cal.metric})")
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"hist_{name}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save_figure(fig, out / f"hist_{name}.png"))
     return paths
 
 
@@ -174,12 +185,7 @@ def _figure3(out: Path, rows) -> Path | None:
     pts = sorted((r.get("defense_p", 0.0), r["RA"], r["ID"]) for r in rows or [] if r["defense"] in ("none", "noise"))
     if len(pts) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="RA (after R)")
     ax.plot([p[0] for p in pts], [p[2] for p in pts], "s:", color="tab:gray", label="ID (the defended output itself)")
     ax.axvline(0.0025, color="tab:blue", linestyle="--", label="0.0025 (the paper's best)")
@@ -188,48 +194,30 @@ def _figure3(out: Path, rows) -> Path | None:
     ax.set_xlabel("fraction of the face's pixels with uniform noise")
     ax.set_ylabel("original identity retrieved (dlib)")
     ax.legend()
-    fig.tight_layout()
-    p = out / "figure3_noise.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save_figure(fig, out / "figure3_noise.png")
 
 
 def _fake_histogram(out: Path, scores: dict | None) -> Path | None:
     """Figure 5: fake scores of real and manipulated faces."""
     if not scores:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     hi = max(max(v) for v in scores.values() if v) * 1.05 + 1e-6
     for name, vals in scores.items():
         ax.hist(vals, np.linspace(0, hi, 40), alpha=0.5, label=name if name != "Real Data" else "real")
     ax.set_xlabel("cosine distance of dlib embeddings, X vs R(X)")
     ax.set_ylabel("faces")
     ax.legend()
-    fig.tight_layout()
-    p = out / "fake_scores.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save_figure(fig, out / "fake_scores.png")
 
 
 def _temporal_plot(out: Path, temporal) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in temporal if temporal[r]]
     if not rows:
         return None
     videos = sorted({v for r in rows for v in temporal[r]})
     vmax = max(0.05, float(np.percentile(np.concatenate([x["D"].ravel() for r in rows for x in temporal[r].values()]), 99)))
-    fig, axes = plt.subplots(len(rows), len(videos), figsize=(1.3 * len(videos) + 2, 1.3 * len(rows) + 0.5), squeeze=False)
+    fig, axes = _subplots(len(rows), len(videos), figsize=(1.3 * len(videos) + 2, 1.3 * len(rows) + 0.5), squeeze=False)
     for i, r in enumerate(rows):
         for j, v in enumerate(videos):
             ax = axes[i][j]
@@ -243,10 +231,7 @@ def _temporal_plot(out: Path, temporal) -> Path | None:
                 ax.set_ylabel(r, fontsize=7, rotation=0, ha="right", va="center")
     fig.subplots_adjust(left=0.22)
     fig.colorbar(im, ax=axes, shrink=0.6, label="cosine distance (dlib)")
-    p = out / "temporal.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save_figure(fig, out / "temporal.png", dpi=100, tight=False)
 
 
 def _contact_sheet(out: Path, sheet: dict[str, list]) -> Path | None:
