@@ -48,7 +48,8 @@ class TrainConfig:
     id_margin: float = 0.1
     # Share of samples whose identity losses see the clean, undegraded faces. Degraded copies alone
     # let SFace's similarity to the original drop to ~0.46 there while it stays ~0.71 on the clean
-    # output (shipped model, 64 held-out faces): the loss was met where it is easiest.
+    # output (shipped model, 64 held-out faces): the loss was met where it is easiest. But 0.5 of
+    # clean losses brought SFace-only patterns back within 300 steps (MODEL_CARD.md, CPU run 8).
     id_clean_share: float = 0.0
     w_ifsr: float = 4.0
     ifsr_scales: tuple[int, ...] = (0, 1, 2)  # 112, 56, 28 px: attributes; deeper maps carry identity
