@@ -231,7 +231,6 @@ def cmd_detect_fake(a) -> int:
     import json
 
     from .evaluate.fakes import detect_fakes
-
     from .weights import DEFAULT_ATTACK
 
     results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames)

@@ -131,7 +131,7 @@ def train_attack(cfg: AttackConfig) -> Path:
         if step % cfg.sample_every == 0:
             _grid(R, fixed_t, fixed_c, out / f"sample_{step:07d}.png")
         over_time = cfg.time_limit and time.time() - t0 > cfg.time_limit
-        if step % cfg.save_every == 0 or over_time:
+        if step % cfg.save_every == 0:  # the last step's save comes after the loop
             _save(out, R, D, opt_r, opt_d, step)
         if over_time:
             break

@@ -244,14 +244,14 @@ def train(cfg: TrainConfig) -> Path:
         if step % cfg.sample_every == 0:
             sample_grid(G, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
         over_time = cfg.time_limit and time.time() - t0 > cfg.time_limit
-        if step % cfg.save_every == 0 or step == cfg.steps or over_time:
+        if step % cfg.save_every == 0:  # the last step's save comes after the loop
             _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators)
         if over_time:
             log.info("time limit reached at step %d", step)
             break
     bar.close()
     if main:
-        _save(out, G, D, opt_g, opt_d, step)
+        _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators)
         fh.close()
     if world > 1:
         dist.destroy_process_group()
