@@ -82,3 +82,52 @@ def test_train_attack_three_steps_learns_from_black_box_pairs_and_resumes(face_f
     assert rows[-1]["step"] == "3" and np.isfinite(float(rows[-1]["rec"]))
     assert main(args + ["--steps", "4"]) == 0
     assert _step(out / "checkpoint.safetensors") == 4
+
+
+def test_donor_pool_draws_the_nearest_faces_of_other_people_only():
+    import torch
+
+    from fiva.models.generator import GeneratorConfig, face_ellipse
+    from fiva.train.donors import donor_pool, person_ids
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 256, (3, 112, 112, 3), generator=g).to(torch.uint8)
+    near = (base.int() + torch.randint(-8, 9, base.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    crops = torch.cat([base, near, base])  # 0-2 person a, 3-5 person b (close to 0-2), 6-8 person a again
+    persons = person_ids([f"{p}/{i}.jpg" for i, p in enumerate("aaabbbaaa")])
+    pool = donor_pool(crops, persons, face_ellipse(112, GeneratorConfig()), pool=3)
+    assert pool.shape == (9, 3)
+    for i in range(9):
+        assert all(persons[j] != persons[i] for j in pool[i].tolist())
+    assert pool[0, 0] == 3 and pool[4, 0] in (1, 7)  # the structurally nearest other person comes first
+    with pytest.raises(ValueError, match="two people"):
+        donor_pool(crops[:3], persons[:3], face_ellipse(112, GeneratorConfig()))
+
+
+def test_colour_match_gives_the_donor_the_faces_tone_inside_the_mask():
+    import torch
+
+    from fiva.train.donors import colour_match
+
+    g = torch.Generator().manual_seed(1)
+    src, ref = torch.rand(2, 3, 32, 32, generator=g) * 0.5 - 0.6, torch.rand(2, 3, 32, 32, generator=g) * 0.3 + 0.2
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    out = colour_match(src, ref, mask)
+    inside = lambda t: t[..., 8:24, 8:24]  # noqa: E731
+    assert torch.allclose(inside(out).mean((2, 3)), inside(ref).mean((2, 3)), atol=1e-4)
+    assert torch.allclose(inside(out).std((2, 3), unbiased=False), inside(ref).std((2, 3), unbiased=False), atol=1e-3)
+
+
+def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_folder, tmp_path):
+    import shutil
+
+    two = tmp_path / "two"
+    shutil.copytree(face_folder / "person", two / "a")
+    for f in (face_folder / "person").glob("*.png"):  # a second "person": the faces darker
+        write_image(two / "b" / f.name, (cv2.imread(str(f))[:, :, ::-1] * 0.6).astype(np.uint8))
+    out = tmp_path / "donor"
+    assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "2",
+                 "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1"]) == 0
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))

@@ -16,7 +16,10 @@ LOSS_FLAGS = (("w_id", "counterfactual identity loss (Eq. 4, hinged)", float), (
               ("id_clean_share", "share of samples whose identity losses see undegraded faces", float),
               ("id_warmup", "steps over which the identity weight ramps up", int), ("w_ifsr", "IFSR", float),
               ("w_rec_low", "low-pass L1", float), ("w_rec", "L1", float), ("w_hf", "Laplacian L1", float),
-              ("w_mask", "mask loss", float), ("w_adv", "adversarial loss", float), ("r1", "R1 penalty", float))
+              ("w_mask", "mask loss", float), ("w_adv", "adversarial loss", float), ("r1", "R1 penalty", float),
+              ("donor_share", "share of each batch with another person's face as the inner-face target (train/donors.py)", float),
+              ("donor_pool", "structural neighbours a donor is drawn from", int),
+              ("w_id_to", "pull of donor-guided outputs towards the donor's identity", float))
 
 
 def _add_train(sub) -> None:

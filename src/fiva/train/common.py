@@ -43,16 +43,18 @@ def start_run(device: str, out: Path, seed: int) -> tuple[int, int, torch.device
     return rank, world, dev, torch.Generator(device=dev).manual_seed(seed + 1000 * rank)
 
 
-def load_crops(data: str, size: int, out: Path, rank: int, world: int, device: torch.device) -> torch.Tensor:
+def load_crops(data: str, size: int, out: Path, rank: int, world: int, device: torch.device, sources: bool = False):
     """The aligned crops of a folder or pack (rank 0 aligns and caches them once; the others wait),
-    as a uint8 tensor N,S,S,3 on `device`."""
+    as a uint8 tensor N,S,S,3 on `device` (and, with `sources`, the image each came from)."""
     cache = Path(os.environ.get("FIVA_DATA_CACHE", out / "cache"))
     pack = crop_pack_for(data, size, cache) if rank == 0 else None
     if world > 1:
         holder = [str(pack)]
         dist.broadcast_object_list(holder)
         pack = Path(holder[0])
-    return torch.from_numpy(load_pack(pack)[0]).to(device)
+    crops, names = load_pack(pack)
+    crops = torch.from_numpy(crops).to(device)
+    return (crops, names) if sources else crops
 
 
 def resume_training(resume: str | None, out: Path, model, D, opt_model, opt_d) -> int:
@@ -99,7 +101,17 @@ def discriminator_step(D_train, opt_d, real: torch.Tensor, fake: torch.Tensor, r
 
 def random_batch(crops: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """`n` random crops as B,3,S,S floats in [-1,1], half of them mirrored."""
+    return random_batch_indexed(crops, n, gen)[0]
+
+
+def random_batch_indexed(crops: torch.Tensor, n: int, gen: torch.Generator):
+    """`random_batch`, also returning the crop indices and which were mirrored."""
     idx = torch.randint(len(crops), (n,), generator=gen, device=crops.device)
-    x = crops[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+    flip = torch.rand(n, device=crops.device, generator=gen) < 0.5
+    return as_batch(crops[idx], flip), idx, flip
+
+
+def as_batch(crops: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """uint8 crops N,S,S,3 as N,3,S,S floats in [-1,1], mirrored where `flip`."""
+    x = crops.permute(0, 3, 1, 2).float().div(127.5).sub(1)
     return torch.where(flip[:, None, None, None], x.flip(3), x)

@@ -27,7 +27,9 @@ from ..faces.identity import identity_input, load_sface, to_uint8
 from ..models import Discriminator, FIVAGenerator, GeneratorConfig, save_generator
 from . import losses as L
 from .checkpoint import save_checkpoint, save_optim
-from .common import discriminator_step, load_crops, random_batch, resume_training, start_run, wrap_ddp
+from .common import (as_batch, discriminator_step, load_crops, random_batch, random_batch_indexed, resume_training,
+                     start_run, wrap_ddp)
+from .donors import donor_pool, donor_target, person_ids
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,12 @@ class TrainConfig:
     w_hf: float = 5.0  # Laplacian L1: no new fine patterns
     w_mask: float = 1.0
     w_adv: float = 1.0
+    # Donor guidance (train/donors.py): this share of each batch gets a structurally close face of
+    # another training identity as the reconstruction (and IFSR) target inside the face ellipse,
+    # and that donor's identity as the condition; w_id_to pulls their output towards it (SFace).
+    donor_share: float = 0.0
+    donor_pool: int = 20
+    w_id_to: float = 0.0
     r1: float = 0.2
     r1_every: int = 4
     resume: str | None = None
@@ -132,7 +140,7 @@ def train(cfg: TrainConfig) -> Path:
     main = rank == 0
     gcfg = GeneratorConfig.named(cfg.model)
     S = gcfg.resolution
-    crops = load_crops(cfg.data, S, out, rank, world, device)
+    crops, sources = load_crops(cfg.data, S, out, rank, world, device, sources=True)
     log.info("training on %d aligned faces at %d px on %s (world %d)", len(crops), S, device, world)
 
     val = None
@@ -157,6 +165,10 @@ def train(cfg: TrainConfig) -> Path:
             pass  # validation without the independent evaluator ([eval] extra)
     sface = load_sface(device)
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
+    pool = None
+    if cfg.donor_share > 0:
+        pool = donor_pool(crops, person_ids(sources), G.ellipse, cfg.donor_pool)
+        log.info("donor guidance on %.0f%% of each batch (%d structural neighbours per face)", 100 * cfg.donor_share, pool.shape[1])
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = resume_training(cfg.resume, out, G, D, opt_g, opt_d)
@@ -180,11 +192,20 @@ def train(cfg: TrainConfig) -> Path:
         for o, base in ((opt_g, cfg.lr), (opt_d, cfg.lr_d)):
             for g in o.param_groups:
                 g["lr"] = base * decay
-        x_t = random_batch(crops, B, gen)
+        x_t, idx, flip = random_batch_indexed(crops, B, gen)
         with torch.no_grad():
             z_t = sface.identity(x_t)
-        x_in = L.random_affine(x_t, generator=gen)
         z_cond = torch.where((torch.arange(B, device=device) < B // 2)[:, None], z_t, z_t.roll(1, 0))
+        target, use = x_t, torch.zeros(B, dtype=torch.bool, device=device)
+        if pool is not None:  # donor guidance: another person's face is the target inside the ellipse
+            use = torch.rand(B, device=device, generator=gen) < cfg.donor_share
+            pick = pool[idx, torch.randint(pool.shape[1], (B,), device=device, generator=gen)]
+            donor = as_batch(crops[pick], flip)
+            with torch.no_grad():
+                z_d = sface.identity(donor)
+            target = torch.where(use[:, None, None, None], donor_target(x_t, donor, G.ellipse), x_t)
+            z_cond = torch.where(use[:, None], z_d, z_cond)
+        x_in, target = L.random_affine(torch.cat([x_t, target]), generator=gen, groups=2).chunk(2)
         x_a, m, x_hat = G_train(x_in, z_cond)
 
         # Discriminator step. Its real faces are another batch: with the generator's own inputs as
@@ -193,9 +214,10 @@ def train(cfg: TrainConfig) -> Path:
         real = L.random_affine(random_batch(crops, B, gen), generator=gen).requires_grad_(step % cfg.r1_every == 0)
         loss_d, r1 = discriminator_step(D_train, opt_d, real, x_hat, cfg.r1, cfg.r1_every)
 
-        # Generator step: [X_in, X_â, X_a] share one random degradation; X_in's SFace pass needs no grad.
+        # Generator step: [target, X_â, X_a] share one random degradation; the target's SFace pass
+        # (X_in itself, or its donor-guided target) needs no grad.
         D.requires_grad_(False)
-        both = torch.cat([x_in, x_hat, x_a])
+        both = torch.cat([target, x_hat, x_a])
         degraded = L.degrade(both, groups=3)
         if cfg.id_clean_share > 0:  # some samples' identity losses see the undegraded faces
             clean = (torch.rand(B, device=device, generator=gen) < cfg.id_clean_share).repeat(3)[:, None, None, None]
@@ -206,15 +228,20 @@ def train(cfg: TrainConfig) -> Path:
         emb, feats = sface.features(degraded[B:])
         emb_hat, emb_a = emb[:B], emb[B:]
         l_id = L.identity_hinge(z_t, emb_a, cfg.id_margin) + L.identity_hinge(z_t, emb_hat, cfg.id_margin)
+        l_to = (1 - F.cosine_similarity(z_cond[use], emb_hat[use], dim=1)).mean() if use.any() else emb_hat.new_zeros(())
         l_ifsr = L.ifsr(feats_in, [f[:B] for f in feats], cfg.ifsr_scales)
-        l_low = L.low_pass_l1(x_hat, x_in)
-        l_rec = F.l1_loss(x_hat, x_in)
-        l_hf = L.high_freq_l1(x_hat, x_in)
+        l_low = L.low_pass_l1(x_hat, target)
+        # Inside the ellipse a donor's pixels and edges cannot be predicted from its identity alone
+        # (L1 to them blurs, L1 to X_in's keeps X_in's identity): there, donor-guided samples keep
+        # only the low-pass target and X_in's amount of fine detail.
+        inner = use[:, None, None, None] * G.ellipse
+        l_rec = L.weighted_l1(x_hat, target, 1 - inner)
+        l_hf = L.high_freq_l1(x_hat, target, 1 - inner) + L.detail_energy_l1(x_hat, x_in, inner)
         l_mask = F.relu(m - G.ellipse).mean()
         l_adv = L.g_nonsaturating(D(x_hat))
         w_id = cfg.w_id * min(1.0, step / cfg.id_warmup) if cfg.id_warmup else cfg.w_id
         loss_g = (w_id * l_id + cfg.w_ifsr * l_ifsr + cfg.w_rec_low * l_low + cfg.w_rec * l_rec + cfg.w_hf * l_hf
-                  + cfg.w_mask * l_mask + cfg.w_adv * l_adv)
+                  + cfg.w_mask * l_mask + cfg.w_adv * l_adv + cfg.w_id_to * l_to)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -224,7 +251,7 @@ def train(cfg: TrainConfig) -> Path:
 
         if not main:
             continue
-        row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(),
+        row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(), "id_to": l_to.item(),
                "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "hf": l_hf.item(), "mask": l_mask.item(),
                "adv": l_adv.item(), "loss_d": loss_d.item(), "r1": r1.item()}
         if step % 10 == 0:
@@ -238,7 +265,7 @@ def train(cfg: TrainConfig) -> Path:
             writer = csv.DictWriter(fh, fieldnames=fields)
             if new:
                 writer.writeheader()
-        if step % 10 == 0 or any(k.startswith("val") for k in row):
+        if step % 10 == 0 or step == cfg.steps or any(k.startswith("val") for k in row):
             writer.writerow(row)
             fh.flush()
         if step % cfg.sample_every == 0:

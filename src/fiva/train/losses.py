@@ -23,9 +23,13 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, shift: float = 0.02, generator=None) -> torch.Tensor:
-    """The paper's distortion of X_t before the generator: rotation up to `max_deg`, small zoom and shift."""
-    return _warp(x, _affine_theta(x.shape[0], x.device, max_deg, zoom, shift, generator))
+def random_affine(x: torch.Tensor, max_deg: float = 10.0, zoom: float = 0.05, shift: float = 0.02, generator=None,
+                  groups: int = 1) -> torch.Tensor:
+    """The paper's distortion of X_t before the generator: rotation up to `max_deg`, small zoom and
+    shift. `x` may hold `groups` stacked batches of the same samples (e.g. X_t and its target),
+    which get the same transform."""
+    theta = _affine_theta(x.shape[0] // groups, x.device, max_deg, zoom, shift, generator)
+    return _warp(x, theta.repeat(groups, 1, 1))
 
 
 def degrade(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
@@ -70,13 +74,28 @@ def low_pass_l1(a: torch.Tensor, b: torch.Tensor, factor: int = 4) -> torch.Tens
     return F.l1_loss(F.avg_pool2d(a, factor), F.avg_pool2d(b, factor))
 
 
-def high_freq_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=x.device, dtype=x.dtype)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.view(1, 1, 3, 3).repeat(x.shape[1], 1, 1, 1), groups=x.shape[1])
+
+
+def weighted_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return F.l1_loss(a, b) if weight is None else ((a - b).abs() * weight).mean()
+
+
+def high_freq_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """L1 between the Laplacians of a and b: the generator may move shapes, but may not add
     periodic fine patterns (the pixel-shuffle grids that fool SFace, seen in trials at ~300 steps)."""
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=a.device, dtype=a.dtype)
-    k = k.view(1, 1, 3, 3).repeat(a.shape[1], 1, 1, 1)
-    lap = lambda x: F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, groups=x.shape[1])  # noqa: E731
-    return F.l1_loss(lap(a), lap(b))
+    return weighted_l1(_laplacian(a), _laplacian(b), weight)
+
+
+def detail_energy_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None, factor: int = 4) -> torch.Tensor:
+    """L1 between the local amount of fine detail (|Laplacian| pooled over factor x factor) of a and
+    b: as sharp as b, no new patterns, but free to put its edges elsewhere (no ghost of b's)."""
+    ea, eb = (F.avg_pool2d(_laplacian(x).abs(), factor) for x in (a, b))
+    if weight is not None:
+        weight = F.avg_pool2d(weight, factor)
+    return weighted_l1(ea, eb, weight)
 
 
 def g_nonsaturating(d_fake: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,71 @@
+"""Where does dlib find a face's identity? Edits of the inner-face ellipse, judged like the default model.
+
+    python scripts/identity_bands.py [--n 64] [--train-pack runs/cache/crops-112-....npz]
+
+Each variant replaces what lies inside the generator's inner-face ellipse of the aligned crop (colour-
+matched to the face there) and pastes it back like the pipeline does; then, as in
+scripts/evaluate_default.py, dlib distance to the original, YuNet detection and landmark error on the
+first image of the first N LFW evaluation identities (fold 1). The figures motivate donor guidance
+(src/fiva/train/donors.py): reconstruction losses that pin any band of the inner face pin identity.
+Needs the [eval] extra, ../shared/data and the training crop pack (for other people's faces).
+"""
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fiva.anonymize.frame import Anonymizer
+from fiva.evaluate.lfw import read_folds
+from fiva.evaluate.quality import evaluate_quality
+from fiva.train.data import load_pack
+from fiva.train.donors import colour_match, structure_descriptor
+
+
+def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.interpolate(F.avg_pool2d(x, factor), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--train-pack", required=True, help="crop pack of the LFW training identities (fiva train caches one)")
+    ap.add_argument("--n", type=int, default=64)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    lfw = Path(a.lfw)
+    names = sorted(read_folds(lfw / "people.txt")[0])[: a.n]
+    images = [sorted((lfw / "images" / n).glob("*.jpg"))[0] for n in names]
+    anon = Anonymizer(method="fiva", fallback="none", defense="none", progress=False)
+    G = anon.generator
+    ell = G.ellipse
+    bank = torch.from_numpy(load_pack(a.train_pack)[0][::5].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    mean_face = bank[torch.randperm(len(bank))[:200]].mean(0, keepdim=True)
+    desc = torch.cat([structure_descriptor(bank[i:i + 1024], ell) for i in range(0, len(bank), 1024)])
+
+    def nearest(x):
+        return bank[(structure_descriptor(x, ell) @ desc.T).argmax(1)]
+
+    variants = {
+        "own 28x28 low-pass": lambda x: low_pass(x, 4),
+        "own 14x14 low-pass": lambda x: low_pass(x, 8),
+        "mean face's 28x28 low-pass + own finer detail": lambda x: x + low_pass(colour_match(mean_face.expand_as(x), x, ell), 4) - low_pass(x, 4),
+        "mean of 200 training faces": lambda x: mean_face.expand_as(x),
+        "another person (random)": lambda x: bank[torch.randint(len(bank), (len(x),))],
+        "another person (nearest in structure)": nearest,
+    }
+    results = {}
+    for name, edit in variants.items():
+        def forward(x, z, edit=edit):
+            m = ell.expand(len(x), -1, -1, -1)
+            x_a = colour_match(edit(x), x, m)
+            return x_a, m, m * x_a + (1 - m) * x
+
+        G.forward = forward
+        results[name] = evaluate_quality(anon, images, progress=False).summary()
+        print(json.dumps({name: results[name]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Donor guidance: another person's face, in nearly the same pose, as the target of the inner face.
+
+Why (measured on 64 held-out LFW faces, dlib evaluator, scripts/identity_bands.py): a face keeps
+its identity in every frequency band. Its own 28x28 low-pass alone is still matched by dlib (mean
+distance 0.38, 0% beyond 0.6), and so is its fine detail over another face's structure (0.53, 17%).
+The reconstruction losses (low-pass, full and Laplacian L1 against the input) pin both bands, and
+the generator trained under them stalled at dlib ~0.42. A colour-matched face of someone else in
+the inner-face ellipse goes to 0.82 (100% beyond 0.6) with YuNet still finding every face.
+
+So a share of each batch gets a donor: for every training face, one of its `pool` nearest faces in
+coarse structure (grey 14x14 of the inner face: similar pose, expression and layout) among the
+OTHER training identities. The donor, colour-matched to the face inside the ellipse, replaces the
+input as the reconstruction target there, and its identity conditions the generator. Donor faces
+only ever serve as training targets; nothing of them is shipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def person_ids(sources: list[str]) -> torch.Tensor:
+    """One integer per crop: the folder its image came from (LFW: one folder per person)."""
+    names: dict[str, int] = {}
+    return torch.tensor([names.setdefault(str(Path(s).parent), len(names)) for s in sources])
+
+
+def structure_descriptor(x: torch.Tensor, ellipse: torch.Tensor) -> torch.Tensor:
+    """Unit vectors of the grey 14x14 inner face, mean removed (pose, expression, layout)."""
+    g = (x * ellipse).mean(1, keepdim=True)
+    g = F.adaptive_avg_pool2d(g, 14).flatten(1)
+    return F.normalize(g - g.mean(1, keepdim=True), dim=1)
+
+
+@torch.no_grad()
+def donor_pool(crops: torch.Tensor, persons: torch.Tensor, ellipse: torch.Tensor, pool: int = 20,
+               chunk: int = 1024) -> torch.Tensor:
+    """[N, pool] indices of each crop's nearest crops (by structure) of other people.
+
+    `crops`: uint8 [N,S,S,3]; `persons`: [N] person ids; `ellipse`: [1,1,S,S]."""
+    if len(torch.unique(persons)) < 2:
+        raise ValueError("donor guidance needs faces of at least two people (one sub-folder per person)")
+    ell = ellipse.to(crops.device)
+    desc = torch.cat([structure_descriptor(crops[i:i + chunk].permute(0, 3, 1, 2).float().div(127.5).sub(1), ell)
+                      for i in range(0, len(crops), chunk)])
+    persons = persons.to(crops.device)
+    out = []
+    for i in range(0, len(desc), chunk):
+        sim = desc[i:i + chunk] @ desc.T
+        sim[persons[i:i + chunk, None] == persons[None]] = -2.0  # never the same person
+        out.append(sim.topk(min(pool, len(desc) - 1), dim=1).indices)
+    return torch.cat(out)
+
+
+def colour_match(src: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`src` with the per-channel mean and spread of `ref` inside `weight` (both B,3,S,S; weight
+    B|1,1,S,S): the donor takes the face's skin tone and lighting."""
+    w = weight / weight.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    mu_s, mu_r = (src * w).sum((2, 3), keepdim=True), (ref * w).sum((2, 3), keepdim=True)
+    sd_s = ((src - mu_s) ** 2 * w).sum((2, 3), keepdim=True).sqrt()
+    sd_r = ((ref - mu_r) ** 2 * w).sum((2, 3), keepdim=True).sqrt()
+    return ((src - mu_s) / (sd_s + 1e-4) * sd_r + mu_r).clamp(-1, 1)
+
+
+def donor_target(x_t: torch.Tensor, donor: torch.Tensor, ellipse: torch.Tensor) -> torch.Tensor:
+    """The reconstruction target: the colour-matched donor inside the ellipse, X_t outside."""
+    e = ellipse.to(x_t.dtype)
+    return e * colour_match(donor, x_t, e) + (1 - e) * x_t
