@@ -62,6 +62,11 @@ def test_train_runs_under_torchrun_with_ddp(face_folder, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _step(out / "checkpoint.safetensors") == 2
+    # A time limit stops every rank together (one rank leaving alone used to hang the others).
+    r = subprocess.run(cmd[:-5] + ["--steps", "100000", "--time-limit", "2", "--no-progress", "--sample-every", "100000"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 2 < _step(out / "checkpoint.safetensors") < 100000
 
 
 def test_train_attack_three_steps_learns_from_black_box_pairs_and_resumes(face_folder, tmp_path):
@@ -131,3 +136,16 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
                  "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1"]) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
+
+
+def test_resuming_into_a_log_with_other_columns_keeps_its_rows_aligned(tmp_path):
+    from fiva.train.common import CsvLog
+
+    log = CsvLog(tmp_path / "log.csv")
+    log.write({"step": 1, "loss": 0.5})
+    log.close()
+    log = CsvLog(tmp_path / "log.csv", extra_fields=("val",))
+    log.write({"step": 2, "new": 7, "loss": 0.25})
+    log.close()
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert rows == [{"step": "1", "loss": "0.5"}, {"step": "2", "loss": "0.25"}]

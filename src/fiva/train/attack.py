@@ -9,7 +9,6 @@ Resumable checkpoints, CSV log, sample grids, time limit, torchrun/DDP: the gene
 """
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from ..models.registry import load_face_generator
 from ..weights import DEFAULT_ANCHORS
 from . import losses as L
 from .checkpoint import save_checkpoint, save_optim
-from .common import discriminator_step, load_crops, random_batch, resume_training, start_run, wrap_ddp
+from .common import CsvLog, discriminator_step, load_crops, out_of_time, random_batch, resume_training, start_run, wrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +88,7 @@ def train_attack(cfg: AttackConfig) -> Path:
 
     fixed_t = random_batch(crops, 8, torch.Generator(device=device).manual_seed(1))
     fixed_c = anonymize_crops(G, sface, anchors, fixed_t)
-    fh = open(out / "log.csv", "a", newline="") if main else None
-    writer = None
+    csv_log = CsvLog(out / "log.csv") if main else None
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (main and cfg.progress), desc="train attack", unit="step")
     while step < cfg.steps:
@@ -116,21 +114,18 @@ def train_attack(cfg: AttackConfig) -> Path:
         D.requires_grad_(True)
         step += 1
         bar.update(1)
+        over_time = out_of_time(t0, cfg.time_limit, world, device)
         if not main:
+            if over_time:
+                break
             continue
         row = {"step": step, "time": round(time.time() - t0, 1), "loss": loss.item(), "rec": l_rec.item(), "id": l_id.item(),
                "ifsr": l_ifsr.item(), "adv": l_adv.item(), "loss_d": loss_d.item()}
-        if writer is None:
-            writer = csv.DictWriter(fh, fieldnames=list(row))
-            if fh.tell() == 0:
-                writer.writeheader()
         if step % 10 == 0 or step == cfg.steps:
-            writer.writerow(row)
-            fh.flush()
+            csv_log.write(row)
             bar.set_postfix(rec=f"{row['rec']:.3f}", id=f"{row['id']:.3f}")
         if step % cfg.sample_every == 0:
             _grid(R, fixed_t, fixed_c, out / f"sample_{step:07d}.png")
-        over_time = cfg.time_limit and time.time() - t0 > cfg.time_limit
         if step % cfg.save_every == 0:  # the last step's save comes after the loop
             _save(out, R, D, opt_r, opt_d, step)
         if over_time:
@@ -138,7 +133,7 @@ def train_attack(cfg: AttackConfig) -> Path:
     bar.close()
     if main:
         _save(out, R, D, opt_r, opt_d, step)
-        fh.close()
+        csv_log.close()
     if world > 1:
         dist.destroy_process_group()
     return out / "attack.safetensors"

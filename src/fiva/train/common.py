@@ -2,8 +2,10 @@
 torchrun/DDP), the aligned-crop data, resuming, DDP wrapping and the D step."""
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -97,6 +99,49 @@ def discriminator_step(D_train, opt_d, real: torch.Tensor, fake: torch.Tensor, r
     loss_d.backward()
     opt_d.step()
     return loss_d, pen
+
+
+class CsvLog:
+    """Rows appended to a training run's CSV log. Resuming into a log written with other columns
+    keeps that log's header (columns it lacks are left out, with a warning), so rows never shift."""
+
+    def __init__(self, path: Path, extra_fields: tuple[str, ...] = ()):
+        self.path, self.extra = Path(path), extra_fields
+        self.fh = open(self.path, "a", newline="")
+        self.writer = None
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            fields = list(row) + [k for k in self.extra if k not in row]
+            if self.fh.tell():
+                with open(self.path, newline="") as f:
+                    old = next(csv.reader(f), None)
+                if old and old != fields:
+                    missing = [k for k in fields if k not in old]
+                    if missing:
+                        log.warning("%s has no columns %s: not logged (start a new --out to log them)", self.path, ", ".join(missing))
+                    fields = old
+            self.writer = csv.DictWriter(self.fh, fieldnames=fields, extrasaction="ignore")
+            if not self.fh.tell():
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def out_of_time(t0: float, limit: float, world: int, device: torch.device) -> bool:
+    """Has the run's time limit passed? Agreed by all ranks (each checks its own clock and the
+    latest wins), so no rank stops alone and leaves the others waiting in a collective."""
+    if not limit:
+        return False
+    over = time.time() - t0 > limit
+    if world > 1:
+        flag = torch.tensor([float(over)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        over = bool(flag.item())
+    return over
 
 
 def random_batch(crops: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

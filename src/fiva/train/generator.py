@@ -10,7 +10,6 @@ generate, then
 """
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from ..faces.identity import identity_input, load_sface, to_uint8
 from ..models import Discriminator, FIVAGenerator, GeneratorConfig, save_generator
 from . import losses as L
 from .checkpoint import save_checkpoint, save_optim
-from .common import (as_batch, discriminator_step, load_crops, random_batch, random_batch_indexed, resume_training,
-                     start_run, wrap_ddp)
+from .common import (CsvLog, as_batch, discriminator_step, load_crops, out_of_time, random_batch, random_batch_indexed,
+                     resume_training, start_run, wrap_ddp)
 from .donors import donor_pool, donor_target, person_ids
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,10 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     keep_generators: bool = False  # also keep generator_STEP.safetensors at every save
+
+
+VAL_FIELDS = ("val_sface_cos", "val_sface_below_0.3", "val_detect", "val_lmk_err", "val_mask_mean", "val_dlib_dist",
+              "val_dlib_beyond_0.6")
 
 
 def _pad_for_detection(crop: np.ndarray) -> np.ndarray:
@@ -178,11 +181,7 @@ def train(cfg: TrainConfig) -> Path:
     with torch.no_grad():
         fixed_z = sface.identity(fixed_x).roll(1, 0)
 
-    log_path = out / "log.csv"
-    writer = None
-    if main:
-        new = not log_path.exists()
-        fh = open(log_path, "a", newline="")
+    csv_log = CsvLog(out / "log.csv", VAL_FIELDS) if main else None
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (main and cfg.progress), desc="train generator", unit="step")
     B = cfg.batch
@@ -248,8 +247,11 @@ def train(cfg: TrainConfig) -> Path:
         D.requires_grad_(True)
         step += 1
         bar.update(1)
+        over_time = out_of_time(t0, cfg.time_limit, world, device)
 
         if not main:
+            if over_time:
+                break
             continue
         row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(), "id_to": l_to.item(),
                "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "hf": l_hf.item(), "mask": l_mask.item(),
@@ -259,18 +261,10 @@ def train(cfg: TrainConfig) -> Path:
         if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             row.update(quick_validate(G, sface, val, detector, dlib))
             log.info("step %d %s", step, {k: round(v, 3) for k, v in row.items() if k.startswith("val")})
-        if writer is None:
-            fields = list(row) + [k for k in ("val_sface_cos", "val_sface_below_0.3", "val_detect", "val_lmk_err", "val_mask_mean",
-                                              "val_dlib_dist", "val_dlib_beyond_0.6") if k not in row]
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            if new:
-                writer.writeheader()
         if step % 10 == 0 or step == cfg.steps or any(k.startswith("val") for k in row):
-            writer.writerow(row)
-            fh.flush()
+            csv_log.write(row)
         if step % cfg.sample_every == 0:
             sample_grid(G, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
-        over_time = cfg.time_limit and time.time() - t0 > cfg.time_limit
         if step % cfg.save_every == 0:  # the last step's save comes after the loop
             _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators)
         if over_time:
@@ -279,7 +273,7 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     if main:
         _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators)
-        fh.close()
+        csv_log.close()
     if world > 1:
         dist.destroy_process_group()
     return out / "generator.safetensors"
