@@ -22,7 +22,7 @@ def repack(src: Path, dst: Path, quality: int, limit: int | None) -> None:
     blobs = [cv2.imencode(".jpg", cv2.imdecode(data[off[i] : off[i + 1]], cv2.IMREAD_COLOR),
                           [cv2.IMWRITE_JPEG_QUALITY, quality])[1].ravel() for i in idx]
     extra = {"sources": z["sources"][list(idx)]} if "sources" in z.files else {}  # person ids for donor guidance
-    np.savez(dst, offsets=np.cumsum([0] + [len(b) for b in blobs]), data=np.concatenate(blobs), size=z["size"], **extra)
+    np.savez_compressed(dst, offsets=np.cumsum([0] + [len(b) for b in blobs]), data=np.concatenate(blobs), size=z["size"], **extra)
     print(f"{dst}: {len(blobs)} crops, {dst.stat().st_size / 2**20:.1f} MiB")
 
 
