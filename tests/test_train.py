@@ -45,6 +45,25 @@ def test_train_two_steps_then_resume(face_folder, tmp_path):
     assert _step(out / "checkpoint.safetensors") == 3
 
 
+def test_moving_average_generator_is_what_gets_saved_and_resumed(face_folder, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ema"
+    args = ["train", "generator", "--data", str(face_folder), "--out", str(out), "--batch", "2", "--sample-every", "100",
+            "--save-every", "1", "--no-progress", "--ema", "0.5", "--lr", "1e-2"]
+    assert main(args + ["--steps", "2"]) == 0
+    ck = load_file(str(out / "checkpoint.safetensors"))
+    saved = load_file(str(out / "generator.safetensors"))
+    key = "head.weight"  # zero at init, so the trained head and its average differ
+    assert not torch.equal(ck["G." + key], ck["E." + key])
+    assert torch.equal(saved[key], ck["E." + key])  # the shipped-style weights are the average
+    assert main(args + ["--steps", "3"]) == 0
+    ck3 = load_file(str(out / "checkpoint.safetensors"))
+    # resumed, not restarted: E3 = (E2 + G3) / 2 at decay 0.5
+    assert torch.allclose(ck3["E." + key].float(), (ck["E." + key].float() + ck3["G." + key].float()) / 2, atol=2e-3)
+
+
 def test_train_rejects_a_folder_without_images(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", "generator", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--steps", "1"]) == 2

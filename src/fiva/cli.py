@@ -33,6 +33,8 @@ def _add_train(sub) -> None:
     g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")
     g.add_argument("--keep-generators", action="store_true", help="also keep the generator weights of every save as generator_STEP.safetensors")
+    g.add_argument("--ema", type=float, default=0.0, help="keep a moving average of the generator's weights with this decay (e.g. 0.999) and "
+                   "validate, sample and save that (default: 0 = off)")
     w = g.add_argument_group("loss weights (paper Section 3.4; unset: the shipped model's recipe, see MODEL_CARD.md)")
     for name, what, kind in LOSS_FLAGS:
         w.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
@@ -193,7 +195,7 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, val_data=a.val_data, out=a.out, model=a.model, steps=a.steps, batch=a.batch, lr=a.lr, lr_d=a.lr_d,
                       resume=a.resume, val_every=a.val_every, sample_every=a.sample_every, save_every=a.save_every,
                       time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress,
-                      keep_generators=a.keep_generators,
+                      keep_generators=a.keep_generators, ema=a.ema,
                       **{n: getattr(a, n) for n, _, _ in LOSS_FLAGS if getattr(a, n) is not None})
     path = train(cfg)
     print(path)

@@ -1,7 +1,8 @@
 """Resumable training checkpoints in safetensors (no pickles).
 
-checkpoint.safetensors: generator ("G.") and discriminator ("D.") weights (fp16 by default: what
-resuming needs, compactly) with the step and the generator config in the metadata.
+checkpoint.safetensors: generator ("G.") and discriminator ("D.") weights, and the generator's moving
+average ("E.") when training keeps one (fp16 by default: what resuming needs, compactly), with the
+step and the generator config in the metadata.
 optim.safetensors: Adam moments (bf16: half the size, enough range for second moments), optional:
 training may restart them.
 """
@@ -23,9 +24,9 @@ def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, G, D, step: int, half: bool = True) -> None:
+def save_checkpoint(path: Path, G, D, step: int, half: bool = True, ema=None) -> None:
     sd = {}
-    for prefix, model in (("G.", G), ("D.", D)):
+    for prefix, model in (("G.", G), ("D.", D)) + ((("E.", ema),) if ema is not None else ()):
         for k, v in model.state_dict().items():
             sd[prefix + k] = (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
     _atomic_save(sd, path, {"step": str(step), "config": json.dumps(asdict(G.cfg))})
@@ -38,6 +39,15 @@ def load_checkpoint(path: Path, G, D) -> int:
         model.load_state_dict(own)
     with safe_open(str(path), "pt") as f:
         return int((f.metadata() or {}).get("step", 0))
+
+
+def load_ema(path: Path, model) -> bool:
+    """Load the generator's moving average ("E.") into `model`; False if the checkpoint has none."""
+    sd = load_file(str(path))
+    own = {k[2:]: v.float() for k, v in sd.items() if k.startswith("E.")}
+    if own:
+        model.load_state_dict(own)
+    return bool(own)
 
 
 def save_optim(path: Path, optims: dict[str, torch.optim.Optimizer]) -> None:
