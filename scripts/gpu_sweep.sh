@@ -30,7 +30,8 @@ for spec in "$@"; do
   name=${spec%%:*}; d=/tmp/sweep/$name
   grep -v "Targets are not supported" "$d/train.log" | tail -n 30
   python3 - "$d" <<'PY'
-# the final weights' sample grid; at most 6 snapshots travel (the tar must stay under 16 MiB)
+# the final weights' sample grid; at most 5 snapshots travel (the tar, with a checkpoint that may hold
+# the moving average too, must stay under 16 MiB)
 import sys, torch
 from pathlib import Path
 from fiva.faces.identity import load_sface
@@ -43,7 +44,7 @@ x = torch.from_numpy(load_pack(".gpu/eval.npz")[0][:8]).to(dev).permute(0, 3, 1,
 with torch.no_grad(): z = sface.identity(x).roll(1, 0)
 sample_grid(G, x, z, out / "sample_final.png")
 snaps = sorted(out.glob("generator_*.safetensors"))
-keep = {snaps[round(i * (len(snaps) - 1) / 5)] for i in range(6)} if len(snaps) > 6 else set(snaps)
+keep = {snaps[round(i * (len(snaps) - 1) / 4)] for i in range(5)} if len(snaps) > 5 else set(snaps)
 for s in snaps:
     if s not in keep:
         s.unlink()

@@ -121,7 +121,7 @@ def train_attack(cfg: AttackConfig) -> Path:
             continue
         row = {"step": step, "time": round(time.time() - t0, 1), "loss": loss.item(), "rec": l_rec.item(), "id": l_id.item(),
                "ifsr": l_ifsr.item(), "adv": l_adv.item(), "loss_d": loss_d.item()}
-        if step % 10 == 0 or step == cfg.steps:
+        if step % 10 == 0 or step == cfg.steps or over_time:
             csv_log.write(row)
             bar.set_postfix(rec=f"{row['rec']:.3f}", id=f"{row['id']:.3f}")
         if step % cfg.sample_every == 0:

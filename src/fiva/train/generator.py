@@ -277,7 +277,7 @@ def train(cfg: TrainConfig) -> Path:
         if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             row.update(quick_validate(G_out, sface, val, detector, dlib))
             log.info("step %d %s", step, {k: round(v, 3) for k, v in row.items() if k.startswith("val")})
-        if step % 10 == 0 or step == cfg.steps or any(k.startswith("val") for k in row):
+        if step % 10 == 0 or step == cfg.steps or over_time or any(k.startswith("val") for k in row):
             csv_log.write(row)
         if step % cfg.sample_every == 0:
             sample_grid(G_out, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
