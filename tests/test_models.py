@@ -1,4 +1,5 @@
 """FIVA generator and discriminator: shapes, the owned face region, ICNR, weights round trip."""
+import pytest
 import torch
 
 from fiva.models import Discriminator, FIVAGenerator, GeneratorConfig, load_generator, save_generator
@@ -55,3 +56,27 @@ def test_weights_round_trip_in_half_precision(tmp_path):
     diff = (g(x, z)[2] - h(x, z)[2]).abs()
     assert diff.mean() < 2e-3 and diff.max() < 0.05  # under 1 and 7 grey levels
     assert h.cfg == g.cfg
+
+
+def test_modulated_generator_grows_from_a_bottleneck_only_checkpoint_unchanged(tmp_path):
+    import torch
+
+    from fiva.models import Discriminator, FIVAGenerator, GeneratorConfig
+    from fiva.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    small = FIVAGenerator(GeneratorConfig())
+    with torch.no_grad():
+        small.head.weight.normal_(0, 0.05)  # a trained-looking head, so outputs depend on everything
+    D = Discriminator(112)
+    save_checkpoint(tmp_path / "ck.safetensors", small, D, 7, half=False)
+    grown = FIVAGenerator(GeneratorConfig.named("fiva-112-mod"))
+    assert load_checkpoint(tmp_path / "ck.safetensors", grown, Discriminator(112)) == 7
+    x, z = torch.rand(2, 3, 112, 112) * 2 - 1, torch.randn(2, 128)
+    with torch.no_grad():
+        for a, b in zip(small(x, z), grown(x, z)):
+            assert torch.allclose(a, b, atol=1e-5)  # zero-initialised FiLM: the same function
+        grown.film[0].weight.normal_(0, 0.1)
+        assert not torch.allclose(small(x, z)[0], grown(x, z)[0], atol=1e-3)  # and z now reaches the decoder
+    with pytest.raises(RuntimeError):  # but a checkpoint missing other weights is still refused
+        load_checkpoint(tmp_path / "ck.safetensors", FIVAGenerator(GeneratorConfig(channels=(32, 48, 96, 160, 320))), D)

@@ -28,7 +28,8 @@ def _add_train(sub) -> None:
     g = tsub.add_parser("generator", help="train the FIVA generator (runs under torchrun with DDP unchanged)")
     _add_training_common(g, "runs/generator")
     g.add_argument("--val-data", default=None, help="held-out folder or crop pack for the validation pass (default: none)")
-    g.add_argument("--model", default="fiva-112", help="architecture: fiva-112 (CPU default) or fiva-256 (the paper's) (default: fiva-112)")
+    g.add_argument("--model", default="fiva-112", help="architecture: fiva-112 (CPU default), fiva-112-mod (plus identity at every decoder scale; "
+                   "grows from a fiva-112 checkpoint) or fiva-256 (the paper's) (default: fiva-112)")
     g.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate (default: 1e-4)")
     g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")

@@ -35,14 +35,20 @@ class GeneratorConfig:
     bottleneck_layers: int = 3
     ellipse: tuple[float, float, float, float] = (0.5, 0.56, 0.36, 0.46)  # cx, cy, rx, ry (fractions of S)
     ellipse_softness: float = 0.12
+    # Identity also at every decoder scale (FiLM from z after each up-block, zero-initialised so a
+    # trained bottleneck-only model grows into it unchanged): beyond the paper, which conditions the
+    # bottleneck only, while the skips carry the original's identity to every scale.
+    modulate: bool = False
 
     @staticmethod
     def named(name: str) -> "GeneratorConfig":
         if name in ("fiva-112", "default"):
             return GeneratorConfig()
+        if name == "fiva-112-mod":
+            return GeneratorConfig(modulate=True)
         if name == "fiva-256":
             return GeneratorConfig(resolution=256, channels=(32, 48, 96, 160, 256, 384))
-        raise ValueError(f"unknown generator config '{name}' (known: fiva-112, fiva-256)")
+        raise ValueError(f"unknown generator config '{name}' (known: fiva-112, fiva-112-mod, fiva-256)")
 
 
 def face_ellipse(size: int, cfg: GeneratorConfig) -> torch.Tensor:
@@ -91,9 +97,13 @@ class EncoderDecoder(nn.Module):
             skips.append(h)
         return h, skips
 
-    def decode(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        for block, skip in zip(self.up, reversed(skips[:-1])):
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor], mods: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`mods`: optional per-block [B,2C] scale and shift (FiLM) applied after each up-block."""
+        for i, (block, skip) in enumerate(zip(self.up, reversed(skips[:-1]))):
             h = block(h, skip)
+            if mods is not None:
+                g, b = mods[i][:, :, None, None].chunk(2, 1)
+                h = h * (1 + g) + b
         return self.head(h)
 
 
@@ -104,6 +114,15 @@ class FIVAGenerator(EncoderDecoder):
         with torch.no_grad():
             self.head.bias[3] = -2.0  # learned mask starts mostly closed; the ellipse owns the face
         self.register_buffer("ellipse", face_ellipse(cfg.resolution, cfg), persistent=False)
+        if cfg.modulate:  # one FiLM per up-block, from the decoder's coarsest block to its finest
+            outs = [cfg.channels[i] for i in reversed(range(len(cfg.channels) - 1))]
+            self.film = nn.ModuleList(nn.Linear(cfg.id_dim, 2 * c) for c in outs)
+            for lin in self.film:
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+
+    # Weights a checkpoint of a smaller model may lack: they start at zero (the same function).
+    grown_prefixes = ("film.",)
 
     # The face-generator interface (models/registry.py).
     identity_encoder = None  # fiva's SFace
@@ -117,8 +136,9 @@ class FIVAGenerator(EncoderDecoder):
         """Returns (X_a, m, X_â): the generated face, the blending mask [B,1,S,S] and the blend."""
         h, skips = self.encode(x_t)
         z = F.normalize(z, dim=1) * z.shape[1] ** 0.5  # unit-variance entries, like the features
+        mods = [lin(z) for lin in self.film] if self.cfg.modulate else None
         z = z[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-        out = self.decode(self.bottleneck(torch.cat([h, z], 1)), skips)
+        out = self.decode(self.bottleneck(torch.cat([h, z], 1)), skips, mods)
         x_a = (x_t + out[:, :3]).clamp(-1, 1)  # residual: starts as the input, learns the change
         m = torch.maximum(torch.sigmoid(out[:, 3:]), self.ellipse.to(out.dtype))
         return x_a, m, m * x_a + (1 - m) * x_t

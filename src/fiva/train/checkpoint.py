@@ -9,6 +9,7 @@ training may restart them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
 
 
 def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
@@ -35,8 +38,7 @@ def save_checkpoint(path: Path, G, D, step: int, half: bool = True, ema=None) ->
 def load_checkpoint(path: Path, G, D) -> int:
     sd = load_file(str(path))
     for prefix, model in (("G.", G), ("D.", D)):
-        own = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
-        model.load_state_dict(own)
+        _load_into(model, {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}, path)
     with safe_open(str(path), "pt") as f:
         return int((f.metadata() or {}).get("step", 0))
 
@@ -46,8 +48,19 @@ def load_ema(path: Path, model) -> bool:
     sd = load_file(str(path))
     own = {k[2:]: v.float() for k, v in sd.items() if k.startswith("E.")}
     if own:
-        model.load_state_dict(own)
+        _load_into(model, own, path)
     return bool(own)
+
+
+def _load_into(model, own: dict, path: Path) -> None:
+    """Strict loading, except that weights a model has grown since the checkpoint (its
+    `grown_prefixes`, zero-initialised) may be missing."""
+    grown = getattr(model, "grown_prefixes", ())
+    missing, unexpected = model.load_state_dict(own, strict=False)
+    if unexpected or any(not k.startswith(grown) for k in missing):
+        model.load_state_dict(own)  # raises with the full list of mismatched keys
+    if missing:
+        log.info("%s: %d new weights (%s) start at zero", path, len(missing), ", ".join(sorted({k.split(".")[0] for k in missing})))
 
 
 def save_optim(path: Path, optims: dict[str, torch.optim.Optimizer]) -> None:
