@@ -2,10 +2,10 @@
 
 Why (measured on 64 held-out LFW faces, dlib evaluator, scripts/identity_bands.py): a face keeps
 its identity in every frequency band. Its own 28x28 low-pass alone is still matched by dlib (mean
-distance 0.38, 0% beyond 0.6), and so is its fine detail over another face's structure (0.53, 17%).
+distance 0.38, 0% beyond 0.6), and so is its fine detail over the mean face's structure (0.53, 16%).
 The reconstruction losses (low-pass, full and Laplacian L1 against the input) pin both bands, and
 the generator trained under them stalled at dlib ~0.42. A colour-matched face of someone else in
-the inner-face ellipse goes to 0.82 (100% beyond 0.6) with YuNet still finding every face.
+the inner-face ellipse goes to 0.78 (100% beyond 0.6) with YuNet still finding every face.
 
 So a share of each batch gets a donor: for every training face, one of its `pool` nearest faces in
 coarse structure (grey 14x14 of the inner face: similar pose, expression and layout) among the
