@@ -59,11 +59,16 @@ def load_crops(data: str, size: int, out: Path, rank: int, world: int, device: t
     return (crops, names) if sources else crops
 
 
+def resume_path(resume: str | None, out: Path) -> Path | None:
+    """The checkpoint a run resumes from: `resume`, else OUT/checkpoint.safetensors if present."""
+    ckpt = out / "checkpoint.safetensors"
+    return Path(resume) if resume else (ckpt if ckpt.exists() else None)
+
+
 def resume_training(resume: str | None, out: Path, model, D, opt_model, opt_d) -> int:
     """Load `resume` (default: OUT/checkpoint.safetensors if present) and its optimizer moments when
     they fit; returns the step to go on from (0 for a fresh run)."""
-    ckpt = out / "checkpoint.safetensors"
-    path = Path(resume) if resume else (ckpt if ckpt.exists() else None)
+    path = resume_path(resume, out)
     if not path:
         return 0
     step = load_checkpoint(path, model, D)
@@ -132,8 +137,8 @@ class CsvLog:
 
 
 def out_of_time(t0: float, limit: float, world: int, device: torch.device) -> bool:
-    """Has the run's time limit passed? Agreed by all ranks (each checks its own clock and the
-    latest wins), so no rank stops alone and leaves the others waiting in a collective."""
+    """Has the run's time limit passed? Agreed by all ranks (the first past the limit stops them
+    all), so no rank stops alone and leaves the others waiting in a collective."""
     if not limit:
         return False
     over = time.time() - t0 > limit

@@ -28,7 +28,7 @@ from ..models import Discriminator, FIVAGenerator, GeneratorConfig, save_generat
 from . import losses as L
 from .checkpoint import load_ema, save_checkpoint, save_optim
 from .common import (CsvLog, as_batch, discriminator_step, load_crops, out_of_time, random_batch, random_batch_indexed,
-                     resume_training, start_run, wrap_ddp)
+                     resume_path, resume_training, start_run, wrap_ddp)
 from .donors import donor_pool, donor_target, person_ids
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,8 @@ def train(cfg: TrainConfig) -> Path:
     G_ema = None
     if cfg.ema and main:
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-        path = Path(cfg.resume) if cfg.resume else out / "checkpoint.safetensors"
-        if step and path.is_file() and load_ema(path, G_ema):
+        path = resume_path(cfg.resume, out)
+        if path and load_ema(path, G_ema):
             log.info("generator moving average resumed (decay %g)", cfg.ema)
     G_out = G_ema if G_ema is not None else G  # what is validated, sampled and saved as the generator
     G_train, D_train = wrap_ddp(world, device, G, D)
@@ -269,8 +269,8 @@ def train(cfg: TrainConfig) -> Path:
             if over_time:
                 break
             continue
-        row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(), "id_to": l_to.item(),
-               "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "hf": l_hf.item(), "mask": l_mask.item(),
+        row = {"step": step, "time": round(time.time() - t0, 1), "lr": lr, "loss_g": loss_g.item(), "id": l_id.item(),
+               "id_to": l_to.item(), "ifsr": l_ifsr.item(), "rec_low": l_low.item(), "rec": l_rec.item(), "hf": l_hf.item(), "mask": l_mask.item(),
                "adv": l_adv.item(), "loss_d": loss_d.item(), "r1": r1.item()}
         if step % 10 == 0:
             bar.set_postfix(id=f"{row['id']:.3f}", ifsr=f"{row['ifsr']:.3f}", d=f"{row['loss_d']:.2f}")
