@@ -245,9 +245,11 @@ def train(cfg: TrainConfig) -> Path:
         # Inside the ellipse a donor's pixels and edges cannot be predicted from its identity alone
         # (L1 to them blurs, L1 to X_in's keeps X_in's identity): there, donor-guided samples keep
         # only the low-pass target and X_in's amount of fine detail.
-        inner = use[:, None, None, None] * G.ellipse
-        l_rec = L.weighted_l1(x_hat, target, 1 - inner)
-        l_hf = L.high_freq_l1(x_hat, target, 1 - inner) + L.detail_energy_l1(x_hat, x_in, inner)
+        inner = use[:, None, None, None] * G.ellipse if pool is not None else None
+        l_rec = L.weighted_l1(x_hat, target, None if inner is None else 1 - inner)
+        l_hf = L.high_freq_l1(x_hat, target, None if inner is None else 1 - inner)
+        if inner is not None:
+            l_hf = l_hf + L.detail_energy_l1(x_hat, x_in, inner)
         l_mask = F.relu(m - G.ellipse).mean()
         l_adv = L.g_nonsaturating(D(x_hat))
         w_id = cfg.w_id * min(1.0, step / cfg.id_warmup) if cfg.id_warmup else cfg.w_id
