@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--train-pack", required=True, help="crop pack of the LFW training identities (fiva train caches one)")
     ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--bank-every", type=int, default=5, help="other people's faces: every k-th crop of the pack (default: 5)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these variants (names as printed)")
     a = ap.parse_args()
     torch.manual_seed(0)
     lfw = Path(a.lfw)
@@ -40,12 +42,18 @@ def main():
     anon = Anonymizer(method="fiva", fallback="none", defense="none", progress=False)
     G = anon.generator
     ell = G.ellipse
-    bank = torch.from_numpy(load_pack(a.train_pack)[0][::5].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    bank = torch.from_numpy(load_pack(a.train_pack)[0][::a.bank_every].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     mean_face = bank[torch.randperm(len(bank))[:200]].mean(0, keepdim=True)
     desc = torch.cat([structure_descriptor(bank[i:i + 1024], ell) for i in range(0, len(bank), 1024)])
 
     def nearest(x):
         return bank[(structure_descriptor(x, ell) @ desc.T).argmax(1)]
+
+    def mean_of_nearest(k, pool):  # train/donors.py's --donor-mix k --donor-pool pool
+        def edit(x):
+            top = (structure_descriptor(x, ell) @ desc.T).topk(pool, dim=1).indices
+            return bank[top[:, torch.randperm(pool)[:k]]].mean(1)
+        return edit
 
     variants = {
         "own 28x28 low-pass": lambda x: low_pass(x, 4),
@@ -54,9 +62,14 @@ def main():
         "mean of 200 training faces": lambda x: mean_face.expand_as(x),
         "another person (random)": lambda x: bank[torch.randint(len(bank), (len(x),))],
         "another person (nearest in structure)": nearest,
+        "mean of 2 random other people": lambda x: bank[torch.randint(len(bank), (len(x), 2))].mean(1),
+        "mean of 4 of the 50 nearest in structure": mean_of_nearest(4, 50),
+        "mean of 8 of the 50 nearest in structure": mean_of_nearest(8, 50),
     }
     results = {}
     for name, edit in variants.items():
+        if a.only and name not in a.only:
+            continue
         def forward(x, z, edit=edit):
             m = ell.expand(len(x), -1, -1, -1)
             x_a = colour_match(edit(x), x, m)

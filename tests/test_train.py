@@ -152,7 +152,8 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
         write_image(two / "b" / f.name, (cv2.imread(str(f))[:, :, ::-1] * 0.6).astype(np.uint8))
     out = tmp_path / "donor"
     assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "2",
-                 "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1"]) == 0
+                 "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1",
+                 "--donor-mix", "2", "--w-donor-rec", "1"]) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
 

@@ -19,6 +19,8 @@ LOSS_FLAGS = (("w_id", "counterfactual identity loss (Eq. 4, hinged)", float), (
               ("w_mask", "mask loss", float), ("w_adv", "adversarial loss", float), ("r1", "R1 penalty", float),
               ("donor_share", "share of each batch with another person's face as the inner-face target (train/donors.py)", float),
               ("donor_pool", "structural neighbours a donor is drawn from", int),
+              ("donor_mix", "donors averaged into one target (and their identities into one condition)", int),
+              ("w_donor_rec", "L1 to the donor target inside the face ellipse (0: low-pass only)", float),
               ("w_id_to", "pull of donor-guided outputs towards the donor's identity", float))
 
 
