@@ -80,3 +80,20 @@ def test_modulated_generator_grows_from_a_bottleneck_only_checkpoint_unchanged(t
         assert not torch.allclose(small(x, z)[0], grown(x, z)[0], atol=1e-3)  # and z now reaches the decoder
     with pytest.raises(RuntimeError):  # but a checkpoint missing other weights is still refused
         load_checkpoint(tmp_path / "ck.safetensors", FIVAGenerator(GeneratorConfig(channels=(32, 48, 96, 160, 320))), D)
+
+
+def test_low_pass_generator_never_sees_the_inner_faces_fine_detail_but_keeps_the_rest():
+    torch.manual_seed(0)
+    g = FIVAGenerator(GeneratorConfig.named("fiva-112-lp8"))
+    torch.nn.init.normal_(g.head.weight, std=0.05)
+    x = torch.rand(1, 3, 112, 112) * 2 - 1
+    detail = torch.zeros_like(x)  # zero mean over every 8x8 block, inside the ellipse's core only
+    detail[..., 48:64, 40:72] = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 16) * 0.3
+    z = torch.randn(1, 128)
+    assert torch.allclose(g(x, z)[0], g(x + detail, z)[0], atol=1e-5)
+    outside = 1 - g.ellipse
+    x_far = x.clone()
+    x_far[..., :8, :8] += 0.5  # a corner, outside the face: still seen (and kept by the blend)
+    assert not torch.allclose(g(x, z)[0] * outside, g(x_far, z)[0] * outside)
+    paper = FIVAGenerator()
+    assert not torch.allclose(paper(x, z)[0], paper(x + detail, z)[0])  # the paper's generator sees it

@@ -15,7 +15,7 @@ log = logging.getLogger("fiva")
 LOSS_FLAGS = (("w_id", "counterfactual identity loss (Eq. 4, hinged)", float), ("id_margin", "identity hinge margin", float),
               ("id_clean_share", "share of samples whose identity losses see undegraded faces", float),
               ("id_warmup", "steps over which the identity weight ramps up", int), ("w_ifsr", "IFSR", float),
-              ("w_rec_low", "low-pass L1", float), ("w_rec", "L1", float), ("w_hf", "Laplacian L1", float),
+              ("w_rec_low", "low-pass L1", float), ("rec_low_factor", "low-pass L1 at 1/F resolution", int), ("w_rec", "L1", float), ("w_hf", "Laplacian L1", float),
               ("w_mask", "mask loss", float), ("w_adv", "adversarial loss", float), ("r1", "R1 penalty", float),
               ("donor_share", "share of each batch with another person's face as the inner-face target (train/donors.py)", float),
               ("donor_pool", "structural neighbours a donor is drawn from", int),
@@ -31,11 +31,13 @@ def _add_train(sub) -> None:
     _add_training_common(g, "runs/generator")
     g.add_argument("--val-data", default=None, help="held-out folder or crop pack for the validation pass (default: none)")
     g.add_argument("--model", default="fiva-112", help="architecture: fiva-112 (CPU default), fiva-112-mod (plus identity at every decoder scale; "
-                   "grows from a fiva-112 checkpoint) or fiva-256 (the paper's) (default: fiva-112)")
+                   "grows from a fiva-112 checkpoint), fiva-112-lp8 (sees only the 14x14 low-pass of the inner face) or fiva-256 (the paper's) (default: fiva-112)")
     g.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate (default: 1e-4)")
     g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")
     g.add_argument("--keep-generators", action="store_true", help="also keep the generator weights of every save as generator_STEP.safetensors")
+    g.add_argument("--free-inner", action="store_true", help="inside the face ellipse keep only the low-pass L1 and the amount of "
+                   "fine detail of X_t (no full or Laplacian L1: the detail carries identity)")
     g.add_argument("--ema", type=float, default=0.0, help="keep a moving average of the generator's weights with this decay (e.g. 0.999) and "
                    "validate, sample and save that (default: 0 = off)")
     w = g.add_argument_group("loss weights (paper Section 3.4; unset: the shipped model's recipe, see MODEL_CARD.md)")
@@ -198,7 +200,7 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, val_data=a.val_data, out=a.out, model=a.model, steps=a.steps, batch=a.batch, lr=a.lr, lr_d=a.lr_d,
                       resume=a.resume, val_every=a.val_every, sample_every=a.sample_every, save_every=a.save_every,
                       time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress,
-                      keep_generators=a.keep_generators, ema=a.ema,
+                      keep_generators=a.keep_generators, ema=a.ema, free_inner=a.free_inner,
                       **{n: getattr(a, n) for n, _, _ in LOSS_FLAGS if getattr(a, n) is not None})
     path = train(cfg)
     print(path)

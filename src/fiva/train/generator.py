@@ -56,6 +56,10 @@ class TrainConfig:
     w_ifsr: float = 4.0
     ifsr_scales: tuple[int, ...] = (0, 1, 2)  # 112, 56, 28 px: attributes; deeper maps carry identity
     w_rec_low: float = 10.0
+    rec_low_factor: int = 4  # the low-pass L1 compares (S/f)x(S/f) images; its band is pinned to X_t's
+    # Inside the face ellipse, no full or Laplacian L1 to X_t, only its amount of fine detail (the
+    # detail carries identity; with --model fiva-112-lp8 the generator never sees it).
+    free_inner: bool = False
     w_rec: float = 1.0
     w_hf: float = 5.0  # Laplacian L1: no new fine patterns
     w_mask: float = 1.0
@@ -258,11 +262,15 @@ def train(cfg: TrainConfig) -> Path:
         l_id = L.identity_hinge(z_t, emb_a, cfg.id_margin) + L.identity_hinge(z_t, emb_hat, cfg.id_margin)
         l_to = (1 - F.cosine_similarity(z_cond[use], emb_hat[use], dim=1)).mean() if use.any() else emb_hat.new_zeros(())
         l_ifsr = L.ifsr(feats_in, [f[:B] for f in feats], cfg.ifsr_scales)
-        l_low = L.low_pass_l1(x_hat, target)
+        l_low = L.low_pass_l1(x_hat, target, cfg.rec_low_factor)
         # Inside the ellipse a donor's pixels and edges cannot be predicted from its identity alone
         # (L1 to them blurs, L1 to X_in's keeps X_in's identity): there, donor-guided samples keep
         # only the low-pass target and X_in's amount of fine detail.
-        inner = use[:, None, None, None] * G.ellipse if pool is not None else None
+        inner = None
+        if cfg.free_inner:
+            inner = G.ellipse.expand(B, -1, -1, -1)
+        elif pool is not None:
+            inner = use[:, None, None, None] * G.ellipse
         l_rec = L.weighted_l1(x_hat, target, None if inner is None else 1 - inner + cfg.w_donor_rec * inner)
         l_hf = L.high_freq_l1(x_hat, target, None if inner is None else 1 - inner)
         if inner is not None:
