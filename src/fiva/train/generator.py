@@ -71,8 +71,8 @@ class TrainConfig:
     donor_pool: int = 20
     w_id_to: float = 0.0
     # Donors averaged into one target (their identities averaged into one condition, like the
-    # anchors): 4 of the 50 nearest replace a face at dlib 0.73 with landmark error 0.071, one donor
-    # at 0.75 with 0.087 (scripts/identity_bands.py). A mean is predictable enough to be a full L1
+    # anchors): 4 of the 50 nearest replace a face at dlib 0.72-0.73 with landmark error ~0.07, one
+    # donor at 0.73-0.75 with ~0.08-0.09 (scripts/identity_bands.py, MODEL_CARD.md). A mean is predictable enough to be a full L1
     # target inside the ellipse too (w_donor_rec; 0 keeps only its low-pass there).
     donor_mix: int = 1
     w_donor_rec: float = 0.0
