@@ -14,17 +14,13 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from fiva.anonymize.frame import Anonymizer
 from fiva.evaluate.lfw import read_folds
 from fiva.evaluate.quality import evaluate_quality
+from fiva.models.generator import low_pass
 from fiva.train.data import load_pack
 from fiva.train.donors import colour_match, structure_descriptor
-
-
-def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
-    return F.interpolate(F.avg_pool2d(x, factor), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def main():

@@ -64,6 +64,23 @@ def test_moving_average_generator_is_what_gets_saved_and_resumed(face_folder, tm
     assert torch.allclose(ck3["E." + key].float(), (ck["E." + key].float() + ck3["G." + key].float()) / 2, atol=2e-3)
 
 
+def test_concealed_inner_face_generator_trains_and_keeps_its_concealment_when_loaded(face_folder, tmp_path):
+    import torch
+
+    out = tmp_path / "lp8"
+    assert main(["train", "generator", "--data", str(face_folder), "--out", str(out), "--batch", "2", "--steps", "2", "--no-progress",
+                 "--sample-every", "100", "--model", "fiva-112-lp8", "--free-inner", "--rec-low-factor", "8"]) == 0
+    G = load_generator(out / "generator.safetensors")
+    assert G.cfg.inner_lowpass == 8  # what `fiva anonymize --model` builds from these weights
+    x = torch.rand(1, 3, 112, 112) * 2 - 1
+    detail = torch.zeros_like(x)
+    detail[..., 48:64, 40:72] = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 16) * 0.3
+    z = torch.randn(1, 128)
+    with torch.no_grad():
+        assert torch.allclose(G(x, z)[0], G(x + detail, z)[0], atol=1e-5)
+    assert np.isfinite(float(list(csv.DictReader(open(out / "log.csv")))[-1]["loss_g"]))
+
+
 def test_train_rejects_a_folder_without_images(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", "generator", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--steps", "1"]) == 2

@@ -59,6 +59,11 @@ class GeneratorConfig:
         raise ValueError(f"unknown generator config '{name}' (known: fiva-112, fiva-112-mod, fiva-112-lp8, fiva-256)")
 
 
+def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """x's (S/factor)x(S/factor) band, at x's size: average pooling, then bilinear up-sampling."""
+    return F.interpolate(F.avg_pool2d(x, factor), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def face_ellipse(size: int, cfg: GeneratorConfig) -> torch.Tensor:
     """A [1,1,S,S] soft ellipse over the inner face of an aligned crop: 1 inside, 0 outside."""
     cx, cy, rx, ry = cfg.ellipse
@@ -134,9 +139,8 @@ class FIVAGenerator(EncoderDecoder):
         f = self.cfg.inner_lowpass
         if not f:
             return x_t
-        low = F.interpolate(F.avg_pool2d(x_t, f), size=x_t.shape[-2:], mode="bilinear", align_corners=False)
         e = self.ellipse.to(x_t.dtype)
-        return e * low + (1 - e) * x_t
+        return e * low_pass(x_t, f) + (1 - e) * x_t
 
     # Weights a checkpoint of a smaller model may lack: they start at zero (the same function).
     grown_prefixes = ("film.",)

@@ -72,8 +72,9 @@ class TrainConfig:
     w_id_to: float = 0.0
     # Donors averaged into one target (their identities averaged into one condition, like the
     # anchors): 4 of the 50 nearest replace a face at dlib 0.72-0.73 with landmark error ~0.07, one
-    # donor at 0.73-0.75 with ~0.08-0.09 (scripts/identity_bands.py, MODEL_CARD.md). A mean is predictable enough to be a full L1
-    # target inside the ellipse too (w_donor_rec; 0 keeps only its low-pass there).
+    # donor at 0.73-0.75 with ~0.08-0.09 (scripts/identity_bands.py, MODEL_CARD.md). A mean is
+    # predictable enough to be a full L1 target inside the ellipse too (w_donor_rec; 0 keeps only
+    # its low-pass there).
     donor_mix: int = 1
     w_donor_rec: float = 0.0
     # Exponential moving average of the generator's weights (0 = off): with it, validation, sample
@@ -265,7 +266,7 @@ def train(cfg: TrainConfig) -> Path:
         l_low = L.low_pass_l1(x_hat, target, cfg.rec_low_factor)
         # Inside the ellipse a donor's pixels and edges cannot be predicted from its identity alone
         # (L1 to them blurs, L1 to X_in's keeps X_in's identity): there, donor-guided samples keep
-        # only the low-pass target and X_in's amount of fine detail.
+        # only the low-pass target and X_in's amount of fine detail; with free_inner, every sample.
         inner = None
         if cfg.free_inner:
             inner = G.ellipse.expand(B, -1, -1, -1)
