@@ -68,3 +68,13 @@ def make_video(path, frames, fps: int = 25, audio: bool = True, pts=None, sr: in
             out.mux(aus.encode(af))
             out.mux(aus.encode(None))
     return path
+
+
+def inner_face_detail(x):
+    """A fine checkerboard for crops like x [B,3,112,112]: zero mean over every 8x8 block, inside
+    the core of the generator's inner-face ellipse only (its 14x14 low-pass is unchanged)."""
+    import torch
+
+    detail = torch.zeros_like(x)
+    detail[..., 48:64, 40:72] = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 16) * 0.3
+    return detail

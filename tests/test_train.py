@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from conftest import inner_face_detail
 from fiva.cli import main
 from fiva.io import write_image
 from fiva.models import load_generator
@@ -73,8 +74,7 @@ def test_concealed_inner_face_generator_trains_and_keeps_its_concealment_when_lo
     G = load_generator(out / "generator.safetensors")
     assert G.cfg.inner_lowpass == 8  # what `fiva anonymize --model` builds from these weights
     x = torch.rand(1, 3, 112, 112) * 2 - 1
-    detail = torch.zeros_like(x)
-    detail[..., 48:64, 40:72] = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 16) * 0.3
+    detail = inner_face_detail(x)
     z = torch.randn(1, 128)
     with torch.no_grad():
         assert torch.allclose(G(x, z)[0], G(x + detail, z)[0], atol=1e-5)

@@ -91,12 +91,12 @@ class SFace(nn.Module):
 
     @torch.no_grad()
     def embed(self, crops: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Unit-norm embeddings [N,128] of aligned RGB uint8 crops [N,112,112,3]."""
+        """Unit-norm embeddings [N,128] of aligned RGB uint8 crops [N,S,S,3] of any size S."""
         dev = next(self.parameters()).device
         out = []
         for i in range(0, len(crops), batch):
             x = to_tensor(crops[i : i + batch]).to(dev)
-            out.append(F.normalize(self(x), dim=1).cpu().numpy())
+            out.append(self.identity(x).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
 

@@ -141,13 +141,6 @@ def quick_validate(G, sface, val: torch.Tensor, detector, dlib=None) -> dict[str
     }
 
 
-@torch.no_grad()
-def embed_crops(sface, crops: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """SFace identities of uint8 crops [N,S,S,3] -> [N,128] (unit vectors)."""
-    return torch.cat([sface.identity(crops[i:i + batch].permute(0, 3, 1, 2).float().div(127.5).sub(1))
-                      for i in range(0, len(crops), batch)])
-
-
 def sample_grid(G, x: torch.Tensor, z: torch.Tensor, path: Path) -> None:
     """PNG with rows: input, generated X_a, mask, blended X_â."""
     G.eval()
@@ -198,7 +191,7 @@ def train(cfg: TrainConfig) -> Path:
             raise ValueError(f"donor mix {cfg.donor_mix} needs 1 to {pool.shape[1]} donors per face (the pool size)")
         log.info("donor guidance on %.0f%% of each batch (mean of %d of %d structural neighbours per face)", 100 * cfg.donor_share,
                  cfg.donor_mix, pool.shape[1])
-        donor_z = embed_crops(sface, crops)  # in memory only: identities are biometric data
+        donor_z = torch.from_numpy(sface.embed(crops.cpu().numpy(), batch=256)).to(device)  # in memory only: biometric data
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = resume_training(cfg.resume, out, G, D, opt_g, opt_d)
