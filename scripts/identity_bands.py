@@ -18,7 +18,7 @@ import torch
 from fiva.anonymize.frame import Anonymizer
 from fiva.evaluate.lfw import read_folds
 from fiva.evaluate.quality import evaluate_quality
-from fiva.models.generator import low_pass
+from fiva.models.generator import GeneratorConfig, face_ellipse, low_pass
 from fiva.train.data import load_pack
 from fiva.train.donors import colour_match, structure_descriptor
 
@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--bank-every", type=int, default=5, help="other people's faces: every k-th crop of the pack (default: 5)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these variants (names as printed)")
+    ap.add_argument("--ellipse-of", default=None, help="edit inside this generator config's ellipse (default: the shipped model's)")
     a = ap.parse_args()
     torch.manual_seed(0)
     lfw = Path(a.lfw)
@@ -37,7 +38,7 @@ def main():
     images = [sorted((lfw / "images" / n).glob("*.jpg"))[0] for n in names]
     anon = Anonymizer(method="fiva", fallback="none", defense="none", progress=False)
     G = anon.generator
-    ell = G.ellipse
+    ell = face_ellipse(112, GeneratorConfig.named(a.ellipse_of)) if a.ellipse_of else G.ellipse
     bank = torch.from_numpy(load_pack(a.train_pack)[0][::a.bank_every].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     mean_face = bank[torch.randperm(len(bank))[:200]].mean(0, keepdim=True)
     desc = torch.cat([structure_descriptor(bank[i:i + 1024], ell) for i in range(0, len(bank), 1024)])
@@ -61,6 +62,9 @@ def main():
         "mean of 2 random other people": lambda x: bank[torch.randint(len(bank), (len(x), 2))].mean(1),
         "mean of 4 of the 50 nearest in structure": mean_of_nearest(4, 50),
         "mean of 8 of the 50 nearest in structure": mean_of_nearest(8, 50),
+        "half mean face, half mean of 2 random other people": lambda x: 0.5 * mean_face + 0.5 * bank[torch.randint(len(bank), (len(x), 2))].mean(1),
+        "0.7 mean face, 0.3 mean of 2 random other people": lambda x: 0.7 * mean_face + 0.3 * bank[torch.randint(len(bank), (len(x), 2))].mean(1),
+        "half mean face, half another person (random)": lambda x: 0.5 * mean_face + 0.5 * bank[torch.randint(len(bank), (len(x),))],
     }
     results = {}
     for name, edit in variants.items():

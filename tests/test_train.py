@@ -170,9 +170,26 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
     out = tmp_path / "donor"
     assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "2",
                  "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1",
-                 "--donor-mix", "2", "--w-donor-rec", "1"]) == 0
+                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-lp8w"]) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
+    from fiva.models.generator import GeneratorConfig, load_generator
+
+    assert load_generator(out / "generator.safetensors").cfg == GeneratorConfig.named("fiva-112-lp8w")
+
+
+def test_mean_face_is_the_symmetric_average_of_all_crops():
+    import torch
+
+    from fiva.train.donors import mean_face
+
+    g = torch.Generator().manual_seed(2)
+    crops = torch.randint(0, 256, (5, 16, 16, 3), generator=g).to(torch.uint8)
+    m = mean_face(crops, chunk=2)  # chunks must add up to the whole
+    avg = crops.double().mean(0).permute(2, 0, 1)[None].div(127.5).sub(1).float()
+    assert m.shape == (1, 3, 16, 16)
+    assert torch.allclose(m, m.flip(-1))
+    assert torch.allclose(m, (avg + avg.flip(-1)) / 2, atol=1e-5)
 
 
 def test_resuming_into_a_log_with_other_columns_keeps_its_rows_aligned(tmp_path):

@@ -21,6 +21,7 @@ LOSS_FLAGS = (("w_id", "counterfactual identity loss (Eq. 4, hinged)", float), (
               ("donor_pool", "structural neighbours a donor is drawn from", int),
               ("donor_mix", "donors averaged into one target (and their identities into one condition)", int),
               ("w_donor_rec", "L1 to the donor target inside the face ellipse (0: low-pass only)", float),
+              ("donor_mean_face", "share of the training faces' mean face in the donor target", float),
               ("w_id_to", "pull of donor-guided outputs towards the donor's identity", float))
 
 

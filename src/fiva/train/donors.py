@@ -64,6 +64,19 @@ def colour_match(src: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor) -> 
     return ((src - mu_s) / (sd_s + 1e-4) * sd_r + mu_r).clamp(-1, 1)
 
 
+@torch.no_grad()
+def mean_face(crops: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """[1,3,S,S] in [-1, 1]: the mean of all crops (uint8 [N,S,S,3]), made left-right symmetric.
+
+    No one's face: 200 or more people averaged. In the inner-face ellipse of the wider face models
+    it replaces a held-out face at dlib 0.73 (99.5% of 200 beyond 0.6) with landmark error 0.075."""
+    total = torch.zeros(crops.shape[1:], dtype=torch.float64, device=crops.device)
+    for i in range(0, len(crops), chunk):
+        total += crops[i:i + chunk].double().sum(0)
+    m = (total / len(crops)).float().permute(2, 0, 1)[None].div(127.5).sub(1)
+    return (m + m.flip(-1)) / 2
+
+
 def donor_target(x_t: torch.Tensor, donor: torch.Tensor, ellipse: torch.Tensor) -> torch.Tensor:
     """The reconstruction target: the colour-matched donor inside the ellipse, X_t outside."""
     e = ellipse.to(x_t.dtype)

@@ -29,7 +29,7 @@ from . import losses as L
 from .checkpoint import load_ema, save_checkpoint, save_optim
 from .common import (CsvLog, as_batch, discriminator_step, load_crops, out_of_time, random_batch, random_batch_indexed,
                      resume_path, resume_training, start_run, wrap_ddp)
-from .donors import donor_pool, donor_target, person_ids
+from .donors import donor_pool, donor_target, mean_face, person_ids
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ class TrainConfig:
     # its low-pass there).
     donor_mix: int = 1
     w_donor_rec: float = 0.0
+    # Share of the training faces' mean face in every donor target (the rest: the donors' mean).
+    # A generator that has not yet learned what an identity looks like falls back to the mean face,
+    # which no one is: in the wider ellipse of fiva-112-lp8w it replaces held-out faces at dlib 0.73
+    # (99.5% of 200 beyond 0.6, landmark error 0.075), while means of structural neighbours keep
+    # their look (mean of 50 nearest: 90.5%; scripts/identity_bands.py, MODEL_CARD.md).
+    donor_mean_face: float = 0.0
     # Exponential moving average of the generator's weights (0 = off): with it, validation, sample
     # grids and the saved generator weights are the average (StarGAN v2 / StyleGAN practice), which
     # smooths the back-and-forth between change and realism seen in the donor-guided CPU runs.
@@ -192,6 +198,7 @@ def train(cfg: TrainConfig) -> Path:
         log.info("donor guidance on %.0f%% of each batch (mean of %d of %d structural neighbours per face)", 100 * cfg.donor_share,
                  cfg.donor_mix, pool.shape[1])
         donor_z = torch.from_numpy(sface.embed(crops.cpu().numpy(), batch=256)).to(device)  # in memory only: biometric data
+        face_mean = mean_face(crops) if cfg.donor_mean_face > 0 else None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = resume_training(cfg.resume, out, G, D, opt_g, opt_d)
@@ -229,6 +236,8 @@ def train(cfg: TrainConfig) -> Path:
             pick = pool[idx[:, None], k]  # B,K distinct donors
             donor = as_batch(crops[pick.flatten()], flip.repeat_interleave(pick.shape[1])).unflatten(0, pick.shape).mean(1)
             z_d = F.normalize(donor_z[pick].mean(1), dim=1)
+            if face_mean is not None:
+                donor = cfg.donor_mean_face * face_mean + (1 - cfg.donor_mean_face) * donor
             target = torch.where(use[:, None, None, None], donor_target(x_t, donor, G.ellipse), x_t)
             z_cond = torch.where(use[:, None], z_d, z_cond)
         x_in, target = L.random_affine(torch.cat([x_t, target]), generator=gen, groups=2).chunk(2)
@@ -267,7 +276,7 @@ def train(cfg: TrainConfig) -> Path:
             inner = use[:, None, None, None] * G.ellipse
         l_rec = L.weighted_l1(x_hat, target, None if inner is None else 1 - inner + cfg.w_donor_rec * inner)
         l_hf = L.high_freq_l1(x_hat, target, None if inner is None else 1 - inner)
-        if inner is not None:
+        if inner is not None and not (pool is not None and cfg.w_donor_rec > 0):  # no full target inside
             l_hf = l_hf + L.detail_energy_l1(x_hat, x_in, inner)
         l_mask = F.relu(m - G.ellipse).mean()
         l_adv = L.g_nonsaturating(D(x_hat))
