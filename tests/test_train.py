@@ -41,7 +41,7 @@ def test_train_two_steps_then_resume(face_folder, tmp_path):
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert rows[-1]["step"] == "2" and float(rows[-1]["val_detect"]) >= 0 and np.isfinite(float(rows[-1]["loss_g"]))
     g = load_generator(out / "generator.safetensors")
-    assert g.cfg.resolution == 112
+    assert g.cfg.resolution == 112 and g.counterfactual is True  # Eq. 4: away from the identity it is given
     assert main(args + ["--steps", "3"]) == 0  # resumes from OUT/checkpoint.safetensors
     assert _step(out / "checkpoint.safetensors") == 3
 
@@ -175,7 +175,9 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
     from fiva.models.generator import GeneratorConfig, load_generator
 
-    assert load_generator(out / "generator.safetensors").cfg == GeneratorConfig.named("fiva-112-lp8w")
+    G = load_generator(out / "generator.safetensors")
+    assert G.cfg == GeneratorConfig.named("fiva-112-lp8w")
+    assert G.counterfactual is False  # trained to render the identity it is given: `fiva swap` gives it the source
 
 
 def test_mean_face_is_the_symmetric_average_of_all_crops():

@@ -187,4 +187,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", cls: ty
     model = (cls or FIVAGenerator)(cfg)
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(sd)
+    if "counterfactual" in meta:  # how it was trained (train/generator.py): away from z, or towards it
+        model.counterfactual = meta["counterfactual"] == "1"
     return model.eval().to(device)

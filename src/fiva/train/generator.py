@@ -312,23 +312,26 @@ def train(cfg: TrainConfig) -> Path:
         if step % cfg.sample_every == 0:
             sample_grid(G_out, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
         if step % cfg.save_every == 0:  # the last step's save comes after the loop
-            _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema)
+            _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema, cfg.donor_share < 0.5)
         if over_time:
             log.info("time limit reached at step %d", step)
             break
     bar.close()
     if main:
-        _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema)
+        _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema, cfg.donor_share < 0.5)
         csv_log.close()
     if world > 1:
         dist.destroy_process_group()
     return out / "generator.safetensors"
 
 
-def _save(out: Path, G, D, opt_g, opt_d, step: int, keep: bool = False, G_ema=None) -> None:
+def _save(out: Path, G, D, opt_g, opt_d, step: int, keep: bool = False, G_ema=None, counterfactual: bool = True) -> None:
+    """`counterfactual`: the generator moves away from the identity it is given (Eq. 4 with X_t's own
+    identity as the condition); mostly donor-guided training makes it render the identity given."""
     save_checkpoint(out / "checkpoint.safetensors", G, D, step, ema=G_ema)
     save_optim(out / "optim.safetensors", {"G": opt_g, "D": opt_d})
     G_out = G_ema if G_ema is not None else G
-    save_generator(G_out, out / "generator.safetensors", extra={"step": step})
+    meta = {"step": step, "counterfactual": int(counterfactual)}
+    save_generator(G_out, out / "generator.safetensors", extra=meta)
     if keep:
-        save_generator(G_out, out / f"generator_{step:07d}.safetensors", extra={"step": step})
+        save_generator(G_out, out / f"generator_{step:07d}.safetensors", extra=meta)
