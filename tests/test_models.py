@@ -83,9 +83,10 @@ def test_modulated_generator_grows_from_a_bottleneck_only_checkpoint_unchanged(t
         load_checkpoint(tmp_path / "ck.safetensors", FIVAGenerator(GeneratorConfig(channels=(32, 48, 96, 160, 320))), D)
 
 
-def test_low_pass_generator_never_sees_the_inner_faces_fine_detail_but_keeps_the_rest():
+@pytest.mark.parametrize("name", ["fiva-112-lp8", "fiva-112-lp8w", "fiva-112-lp16w"])
+def test_low_pass_generator_never_sees_the_inner_faces_fine_detail_but_keeps_the_rest(name):
     torch.manual_seed(0)
-    g = FIVAGenerator(GeneratorConfig.named("fiva-112-lp8"))
+    g = FIVAGenerator(GeneratorConfig.named(name))
     torch.nn.init.normal_(g.head.weight, std=0.05)
     x = torch.rand(1, 3, 112, 112) * 2 - 1
     detail = inner_face_detail(x)
