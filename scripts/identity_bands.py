@@ -43,6 +43,9 @@ def main():
     mean_face = bank[torch.randperm(len(bank))[:200]].mean(0, keepdim=True)
     desc = torch.cat([structure_descriptor(bank[i:i + 1024], ell) for i in range(0, len(bank), 1024)])
 
+    def random_others(x, k):  # mean of k random faces of the bank per face
+        return bank[torch.randint(len(bank), (len(x), k))].mean(1)
+
     def nearest(x):
         return bank[(structure_descriptor(x, ell) @ desc.T).argmax(1)]
 
@@ -57,14 +60,14 @@ def main():
         "own 14x14 low-pass": lambda x: low_pass(x, 8),
         "mean face's 28x28 low-pass + own finer detail": lambda x: x + low_pass(colour_match(mean_face.expand_as(x), x, ell), 4) - low_pass(x, 4),
         "mean of 200 training faces": lambda x: mean_face.expand_as(x),
-        "another person (random)": lambda x: bank[torch.randint(len(bank), (len(x),))],
+        "another person (random)": lambda x: random_others(x, 1),
         "another person (nearest in structure)": nearest,
-        "mean of 2 random other people": lambda x: bank[torch.randint(len(bank), (len(x), 2))].mean(1),
+        "mean of 2 random other people": lambda x: random_others(x, 2),
         "mean of 4 of the 50 nearest in structure": mean_of_nearest(4, 50),
         "mean of 8 of the 50 nearest in structure": mean_of_nearest(8, 50),
-        "half mean face, half mean of 2 random other people": lambda x: 0.5 * mean_face + 0.5 * bank[torch.randint(len(bank), (len(x), 2))].mean(1),
-        "0.7 mean face, 0.3 mean of 2 random other people": lambda x: 0.7 * mean_face + 0.3 * bank[torch.randint(len(bank), (len(x), 2))].mean(1),
-        "half mean face, half another person (random)": lambda x: 0.5 * mean_face + 0.5 * bank[torch.randint(len(bank), (len(x),))],
+        "half mean face, half mean of 2 random other people": lambda x: 0.5 * mean_face + 0.5 * random_others(x, 2),
+        "0.7 mean face, 0.3 mean of 2 random other people": lambda x: 0.7 * mean_face + 0.3 * random_others(x, 2),
+        "half mean face, half another person (random)": lambda x: 0.5 * mean_face + 0.5 * random_others(x, 1),
     }
     results = {}
     for name, edit in variants.items():

@@ -209,6 +209,7 @@ def train(cfg: TrainConfig) -> Path:
         if path and load_ema(path, G_ema):
             log.info("generator moving average resumed (decay %g)", cfg.ema)
     G_out = G_ema if G_ema is not None else G  # what is validated, sampled and saved as the generator
+    counterfactual = cfg.donor_share < 0.5  # else it learns to render the (donors') identity it is given
     G_train, D_train = wrap_ddp(world, device, G, D)
 
     fixed_x = random_batch(val if val is not None else crops, 8, torch.Generator(device=device).manual_seed(1))
@@ -312,13 +313,13 @@ def train(cfg: TrainConfig) -> Path:
         if step % cfg.sample_every == 0:
             sample_grid(G_out, fixed_x, fixed_z, out / f"sample_{step:07d}.png")
         if step % cfg.save_every == 0:  # the last step's save comes after the loop
-            _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema, cfg.donor_share < 0.5)
+            _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema, counterfactual)
         if over_time:
             log.info("time limit reached at step %d", step)
             break
     bar.close()
     if main:
-        _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema, cfg.donor_share < 0.5)
+        _save(out, G, D, opt_g, opt_d, step, cfg.keep_generators, G_ema, counterfactual)
         csv_log.close()
     if world > 1:
         dist.destroy_process_group()
