@@ -54,8 +54,9 @@ class GeneratorConfig:
             return GeneratorConfig(modulate=True)
         if name == "fiva-112-lp8":
             return GeneratorConfig(inner_lowpass=8)
-        if name in ("fiva-112-lp8w", "fiva-112-lp16w"):  # a wider ellipse: to the brows and the chin, past the cheeks
-            return GeneratorConfig(inner_lowpass=int(name.removeprefix("fiva-112-lp").removesuffix("w")), ellipse=(0.5, 0.56, 0.40, 0.50), ellipse_softness=0.10)
+        wide = {"fiva-112-lp8w": 8, "fiva-112-lp16w": 16}  # a wider ellipse: to the brows and the chin, past the cheeks
+        if name in wide:
+            return GeneratorConfig(inner_lowpass=wide[name], ellipse=(0.5, 0.56, 0.40, 0.50), ellipse_softness=0.10)
         if name == "fiva-256":
             return GeneratorConfig(resolution=256, channels=(32, 48, 96, 160, 256, 384))
         raise ValueError(f"unknown generator config '{name}' (known: fiva-112, fiva-112-mod, fiva-112-lp8, fiva-112-lp8w, fiva-112-lp16w, fiva-256)")
