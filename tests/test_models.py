@@ -98,3 +98,39 @@ def test_low_pass_generator_never_sees_the_inner_faces_fine_detail_but_keeps_the
     assert not torch.allclose(g(x, z)[0] * outside, g(x_far, z)[0] * outside)
     paper = FIVAGenerator()
     assert not torch.allclose(paper(x, z)[0], paper(x + detail, z)[0])  # the paper's generator sees it
+
+
+def test_prior_generator_sees_only_the_inner_faces_tone_and_ships_its_prior(tmp_path):
+    """fiva-112-mf: inside the ellipse the generator sees the prior face in X_t's colours, nothing
+    else of X_t there; the prior is saved with the weights and grows into an older checkpoint."""
+    from fiva.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    g = FIVAGenerator(GeneratorConfig.named("fiva-112-mf"))
+    torch.nn.init.normal_(g.head.weight, std=0.05)
+    with torch.no_grad():
+        g.prior.copy_(torch.rand(1, 3, 112, 112) - 0.5)
+    x, z = torch.rand(1, 3, 112, 112) - 0.5, torch.randn(1, 128)
+    core = (g.ellipse[0, 0] == 1).flatten()  # full weight: shuffling keeps the weighted mean and spread
+    idx = core.nonzero()[:, 0]
+    shuffled = x.flatten(2).clone()
+    shuffled[..., idx] = shuffled[..., idx[torch.randperm(len(idx))]]
+    x_shuffled = shuffled.view_as(x)
+    assert not torch.allclose(x, x_shuffled)
+    assert torch.allclose(g(x, z)[0], g(x_shuffled, z)[0], atol=1e-4)  # another face of the same tone: same output
+    darker = x - 0.3 * g.ellipse  # a darker skin tone reaches the generator
+    inner = lambda t: (t * g.ellipse).sum() / g.ellipse.sum() / 3  # noqa: E731
+    assert inner(g.conceal(darker)) < inner(g.conceal(x)) - 0.25
+    x_far = x.clone()
+    x_far[..., :8, :8] += 0.5  # a corner, outside the face: still seen
+    assert not torch.allclose(g(x, z)[0] * (1 - g.ellipse), g(x_far, z)[0] * (1 - g.ellipse))
+
+    save_generator(g, tmp_path / "g.safetensors")
+    h = load_generator(tmp_path / "g.safetensors")
+    assert torch.allclose(h.prior, g.prior, atol=1e-3)  # half precision
+
+    old = FIVAGenerator(GeneratorConfig.named("fiva-112-lp16w"))
+    save_checkpoint(tmp_path / "ck.safetensors", old, Discriminator(112), 5, half=False)
+    grown = FIVAGenerator(GeneratorConfig.named("fiva-112-mf"))
+    assert load_checkpoint(tmp_path / "ck.safetensors", grown, Discriminator(112)) == 5
+    assert not grown.prior.any()  # left for training to set (train/generator.py)

@@ -170,13 +170,16 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
     out = tmp_path / "donor"
     assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "2",
                  "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1",
-                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-lp8w"]) == 0
+                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-mf"]) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
+    import torch
+
     from fiva.models.generator import GeneratorConfig, load_generator
 
     G = load_generator(out / "generator.safetensors")
-    assert G.cfg == GeneratorConfig.named("fiva-112-lp8w")
+    assert G.cfg == GeneratorConfig.named("fiva-112-mf")
+    assert G.prior.abs().mean() > 0.1 and torch.allclose(G.prior, G.prior.flip(-1), atol=1e-3)  # the mean face, shipped
     assert G.counterfactual is False  # trained to render the identity it is given: `fiva swap` gives it the source
 
 

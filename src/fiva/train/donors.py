@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..models.generator import colour_match
+
 
 def person_ids(sources: list[str]) -> torch.Tensor:
     """One integer per crop: the folder its image came from (LFW: one folder per person)."""
@@ -52,16 +54,6 @@ def donor_pool(crops: torch.Tensor, persons: torch.Tensor, ellipse: torch.Tensor
         sim[persons[i:i + chunk, None] == persons[None]] = -2.0  # never the same person
         out.append(sim.topk(min(pool, len(desc) - 1), dim=1).indices)
     return torch.cat(out)
-
-
-def colour_match(src: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """`src` with the per-channel mean and spread of `ref` inside `weight` (both B,3,S,S; weight
-    B|1,1,S,S): the donor takes the face's skin tone and lighting."""
-    w = weight / weight.sum((2, 3), keepdim=True).clamp_min(1e-6)
-    mu_s, mu_r = (src * w).sum((2, 3), keepdim=True), (ref * w).sum((2, 3), keepdim=True)
-    sd_s = ((src - mu_s) ** 2 * w).sum((2, 3), keepdim=True).sqrt()
-    sd_r = ((ref - mu_r) ** 2 * w).sum((2, 3), keepdim=True).sqrt()
-    return ((src - mu_s) / (sd_s + 1e-4) * sd_r + mu_r).clamp(-1, 1)
 
 
 @torch.no_grad()

@@ -190,7 +190,7 @@ def train(cfg: TrainConfig) -> Path:
             pass  # validation without the independent evaluator ([eval] extra)
     sface = load_sface(device)
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
-    pool = None
+    pool = face_mean = None
     if cfg.donor_share > 0:
         pool = donor_pool(crops, person_ids(sources), G.ellipse, cfg.donor_pool)
         if not 1 <= cfg.donor_mix <= pool.shape[1]:
@@ -202,6 +202,9 @@ def train(cfg: TrainConfig) -> Path:
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = resume_training(cfg.resume, out, G, D, opt_g, opt_d)
+    if gcfg.inner_prior and not G.prior.any():  # a new model, or one grown from a model without a prior
+        G.prior.copy_(face_mean if face_mean is not None else mean_face(crops))
+        log.info("prior face: the mean of the %d training faces", len(crops))
     G_ema = None
     if cfg.ema and main:
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
