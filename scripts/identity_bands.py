@@ -21,6 +21,7 @@ from fiva.evaluate.quality import evaluate_quality
 from fiva.models.generator import GeneratorConfig, face_ellipse, low_pass
 from fiva.train.data import load_pack
 from fiva.train.donors import colour_match, structure_descriptor
+from fiva.train.donors import mean_face as mean_of_all
 
 
 def main():
@@ -28,18 +29,21 @@ def main():
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--train-pack", required=True, help="crop pack of the LFW training identities (fiva train caches one)")
     ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--offset", type=int, default=0, help="skip the first identities (e.g. 200: a set disjoint from evaluate_default.py's)")
     ap.add_argument("--bank-every", type=int, default=5, help="other people's faces: every k-th crop of the pack (default: 5)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these variants (names as printed)")
     ap.add_argument("--ellipse-of", default=None, help="edit inside this generator config's ellipse (default: the shipped model's)")
     a = ap.parse_args()
     torch.manual_seed(0)
     lfw = Path(a.lfw)
-    names = sorted(read_folds(lfw / "people.txt")[0])[: a.n]
+    names = sorted(read_folds(lfw / "people.txt")[0])[a.offset:a.offset + a.n]
     images = [sorted((lfw / "images" / n).glob("*.jpg"))[0] for n in names]
     anon = Anonymizer(method="fiva", fallback="none", defense="none", progress=False)
     G = anon.generator
     ell = face_ellipse(112, GeneratorConfig.named(a.ellipse_of)) if a.ellipse_of else G.ellipse
-    bank = torch.from_numpy(load_pack(a.train_pack)[0][::a.bank_every].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    pack = torch.from_numpy(load_pack(a.train_pack)[0])
+    prior = mean_of_all(pack)  # fiva-112-mf's prior: the mean of all training faces
+    bank = pack[::a.bank_every].permute(0, 3, 1, 2).float().div(127.5).sub(1)
     mean_face = bank[torch.randperm(len(bank))[:200]].mean(0, keepdim=True)
     desc = torch.cat([structure_descriptor(bank[i:i + 1024], ell) for i in range(0, len(bank), 1024)])
 
@@ -60,6 +64,8 @@ def main():
         "own 14x14 low-pass": lambda x: low_pass(x, 8),
         "mean face's 28x28 low-pass + own finer detail": lambda x: x + low_pass(colour_match(mean_face.expand_as(x), x, ell), 4) - low_pass(x, 4),
         "mean of 200 training faces": lambda x: mean_face.expand_as(x),
+        "mean of all training faces": lambda x: prior.expand_as(x),
+        "mean of all training faces + own 7x7 low-pass": lambda x: prior.expand_as(x),  # what a residual lp16w generator starts from
         "another person (random)": lambda x: random_others(x, 1),
         "another person (nearest in structure)": nearest,
         "mean of 2 random other people": lambda x: random_others(x, 2),
@@ -76,6 +82,8 @@ def main():
         def forward(x, z, edit=edit):
             m = ell.expand(len(x), -1, -1, -1)
             x_a = colour_match(edit(x), x, m)
+            if name.endswith("+ own 7x7 low-pass"):
+                x_a = x_a + low_pass(x, 16) - low_pass(x_a, 16)
             return x_a, m, m * x_a + (1 - m) * x
 
         G.forward = forward
