@@ -170,7 +170,7 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
     out = tmp_path / "donor"
     assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "2",
                  "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1",
-                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-mf"]) == 0
+                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-mf", "--prior-faces", "2"]) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
     import torch
@@ -208,3 +208,17 @@ def test_resuming_into_a_log_with_other_columns_keeps_its_rows_aligned(tmp_path)
     log.close()
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert rows == [{"step": "1", "loss": "0.5"}, {"step": "2", "loss": "0.25"}]
+
+
+def test_prior_face_is_the_mean_of_a_seeded_draw_of_faces():
+    import torch
+
+    from fiva.train.donors import mean_face, prior_face
+
+    crops = torch.randint(0, 256, (6, 16, 16, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
+    assert torch.equal(prior_face(crops), mean_face(crops))
+    a, b = prior_face(crops, 2, seed=0), prior_face(crops, 2, seed=0)
+    assert torch.equal(a, b) and not torch.allclose(a, mean_face(crops))  # reproducible, and not all faces
+    assert any(torch.allclose(a, mean_face(crops[[i, j]])) for i in range(6) for j in range(6) if i < j)
+    with pytest.raises(ValueError, match="7 faces"):
+        prior_face(crops, 7)

@@ -32,7 +32,7 @@ def _add_train(sub) -> None:
     _add_training_common(g, "runs/generator")
     g.add_argument("--val-data", default=None, help="held-out folder or crop pack for the validation pass (default: none)")
     g.add_argument("--model", default="fiva-112", help="architecture: fiva-112 (CPU default), fiva-112-mod (plus identity at every decoder scale; "
-                   "grows from a fiva-112 checkpoint), fiva-112-lp8 (sees only the 14x14 low-pass of the inner face) or fiva-256 (the paper's) (default: fiva-112)")
+                   "grows from a fiva-112 checkpoint), fiva-112-lp8 (sees only the 14x14 low-pass of the inner face), fiva-112-lp8w / -lp16w (a wider ellipse, seen as its 14x14 / 7x7 low-pass), fiva-112-mf (a wider ellipse, seen as the training faces' mean face in its colours) or fiva-256 (the paper's) (default: fiva-112)")
     g.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate (default: 1e-4)")
     g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default: 4e-4)")
     g.add_argument("--val-every", type=int, default=500, help="validation pass every N steps (default: 500)")
@@ -41,6 +41,9 @@ def _add_train(sub) -> None:
                    "fine detail of X_t (no full or Laplacian L1: the detail carries identity)")
     g.add_argument("--ema", type=float, default=0.0, help="keep a moving average of the generator's weights with this decay (e.g. 0.999) and "
                    "validate, sample and save that (default: 0 = off)")
+    g.add_argument("--prior-faces", type=int, default=0, help="fiva-112-mf: its prior face is the mean of this many training faces, "
+                   "drawn with --prior-seed (default: 0 = all; given on a resume, it replaces the resumed prior)")
+    g.add_argument("--prior-seed", type=int, default=0, help="which training faces --prior-faces draws (default: 0)")
     w = g.add_argument_group("loss weights (paper Section 3.4; unset: the shipped model's recipe, see MODEL_CARD.md)")
     for name, what, kind in LOSS_FLAGS:
         w.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
@@ -202,6 +205,7 @@ def cmd_train(a) -> int:
                       resume=a.resume, val_every=a.val_every, sample_every=a.sample_every, save_every=a.save_every,
                       time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress,
                       keep_generators=a.keep_generators, ema=a.ema, free_inner=a.free_inner,
+                      prior_faces=a.prior_faces, prior_seed=a.prior_seed,
                       **{n: getattr(a, n) for n, _, _ in LOSS_FLAGS if getattr(a, n) is not None})
     path = train(cfg)
     print(path)

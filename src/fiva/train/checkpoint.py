@@ -60,7 +60,7 @@ def _load_into(model, own: dict, path: Path) -> None:
     if unexpected or any(not k.startswith(grown) for k in missing):
         model.load_state_dict(own)  # raises with the full list of mismatched keys
     if missing:
-        log.info("%s: %d new weights (%s) start at zero", path, len(missing), ", ".join(sorted({k.split(".")[0] for k in missing})))
+        log.info("%s: %d weights it lacks (%s) keep their initial values", path, len(missing), ", ".join(sorted({k.split(".")[0] for k in missing})))
 
 
 def save_optim(path: Path, optims: dict[str, torch.optim.Optimizer]) -> None:

@@ -69,6 +69,16 @@ def mean_face(crops: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     return (m + m.flip(-1)) / 2
 
 
+def prior_face(crops: torch.Tensor, count: int = 0, seed: int = 0) -> torch.Tensor:
+    """The mean face of `count` crops drawn with `seed` (0 = of all): fiva-112-mf's prior."""
+    if not count:
+        return mean_face(crops)
+    if count > len(crops):
+        raise ValueError(f"a prior of {count} faces needs at least as many training faces (there are {len(crops)})")
+    pick = torch.randperm(len(crops), generator=torch.Generator().manual_seed(seed))[:count]
+    return mean_face(crops[pick.to(crops.device)])
+
+
 def donor_target(x_t: torch.Tensor, donor: torch.Tensor, ellipse: torch.Tensor) -> torch.Tensor:
     """The reconstruction target: the colour-matched donor inside the ellipse, X_t outside."""
     e = ellipse.to(x_t.dtype)
