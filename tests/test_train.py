@@ -170,7 +170,7 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
     out = tmp_path / "donor"
     assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "2",
                  "--no-progress", "--sample-every", "100", "--donor-share", "1", "--w-id-to", "1",
-                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-mf", "--prior-faces", "2"]) == 0
+                 "--donor-mix", "2", "--w-donor-rec", "1", "--donor-mean-face", "0.5", "--model", "fiva-112-mf", "--prior-faces", "2", "--ema", "0.9"]) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert 0 < float(rows[-1]["id_to"]) <= 2 and np.isfinite(float(rows[-1]["loss_g"]))
     import torch
@@ -180,6 +180,16 @@ def test_donor_guided_training_runs_and_logs_the_pull_towards_the_donor(face_fol
     G = load_generator(out / "generator.safetensors")
     assert G.cfg == GeneratorConfig.named("fiva-112-mf")
     assert G.prior.abs().mean() > 0.1 and torch.allclose(G.prior, G.prior.flip(-1), atol=1e-3)  # the mean face, shipped
+    # A resume with another prior: the saved (moving-average) generator carries the new one.
+    assert main(["train", "generator", "--data", str(two), "--out", str(out), "--batch", "2", "--steps", "3", "--no-progress",
+                 "--sample-every", "100", "--donor-share", "1", "--donor-mix", "2", "--donor-mean-face", "0.5",
+                 "--model", "fiva-112-mf", "--prior-faces", "3", "--prior-seed", "1", "--ema", "0.9"]) == 0
+    from safetensors import safe_open
+
+    G3 = load_generator(out / "generator.safetensors")
+    with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
+        trained = f.get_tensor("G.prior").float()
+    assert not torch.allclose(G3.prior, G.prior, atol=1e-2) and torch.allclose(G3.prior, trained, atol=1e-3)
     assert G.counterfactual is False  # trained to render the identity it is given: `fiva swap` gives it the source
 
 

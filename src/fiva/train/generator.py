@@ -219,6 +219,8 @@ def train(cfg: TrainConfig) -> Path:
         path = resume_path(cfg.resume, out)
         if path and load_ema(path, G_ema):
             log.info("generator moving average resumed (decay %g)", cfg.ema)
+        if gcfg.inner_prior:  # one prior, never averaged: a resumed average may hold an older one
+            G_ema.prior.copy_(G.prior)
     G_out = G_ema if G_ema is not None else G  # what is validated, sampled and saved as the generator
     counterfactual = cfg.donor_share < 0.5  # else it learns to render the (donors') identity it is given
     G_train, D_train = wrap_ddp(world, device, G, D)
