@@ -252,9 +252,17 @@ def train(cfg: TrainConfig) -> Path:
             z_d = F.normalize(donor_z[pick].mean(1), dim=1)
             if face_mean is not None:
                 donor = cfg.donor_mean_face * face_mean + (1 - cfg.donor_mean_face) * donor
-            target = torch.where(use[:, None, None, None], donor_target(x_t, donor, G.ellipse), x_t)
             z_cond = torch.where(use[:, None], z_d, z_cond)
-        x_in, target = L.random_affine(torch.cat([x_t, target]), generator=gen, groups=2).chunk(2)
+        if pool is not None and gcfg.inner_prior:
+            # The prior sits at the template in the crop, distortion or not: so does the donor target,
+            # built on the distorted input (built before it, the target's face turns with X_t's
+            # distortion and the generator must guess the turn from what it sees outside the ellipse).
+            x_in = L.random_affine(x_t, generator=gen)
+            target = torch.where(use[:, None, None, None], donor_target(x_in, donor, G.ellipse), x_in)
+        else:
+            if pool is not None:
+                target = torch.where(use[:, None, None, None], donor_target(x_t, donor, G.ellipse), x_t)
+            x_in, target = L.random_affine(torch.cat([x_t, target]), generator=gen, groups=2).chunk(2)
         x_a, m, x_hat = G_train(x_in, z_cond)
 
         # Discriminator step. Its real faces are another batch: with the generator's own inputs as
