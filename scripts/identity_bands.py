@@ -79,10 +79,10 @@ def main():
     for name, edit in variants.items():
         if a.only and name not in a.only:
             continue
-        def forward(x, z, edit=edit):
+        def forward(x, z, edit=edit, own_band=name.endswith("+ own 7x7 low-pass")):
             m = ell.expand(len(x), -1, -1, -1)
             x_a = colour_match(edit(x), x, m)
-            if name.endswith("+ own 7x7 low-pass"):
+            if own_band:
                 x_a = x_a + low_pass(x, 16) - low_pass(x_a, 16)
             return x_a, m, m * x_a + (1 - m) * x
 

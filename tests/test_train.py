@@ -88,6 +88,16 @@ def test_train_rejects_a_folder_without_images(tmp_path, capsys):
     assert len(err) == 1 and "empty" in err[0] and "no images found" in err[0]
 
 
+@pytest.mark.parametrize("model,faces,says", [("fiva-112", "2", "needs a model with a prior face"),
+                                               ("fiva-112-mf", "99999", "needs 1 to")])
+def test_train_rejects_a_prior_it_cannot_draw_before_starting(face_folder, tmp_path, capsys, model, faces, says):
+    assert main(["train", "generator", "--data", str(face_folder), "--out", str(tmp_path / "o"), "--steps", "1",
+                 "--no-progress", "--model", model, "--prior-faces", faces]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # beside the alignment's progress bar
+    assert len(err) == 1 and err[0].startswith("fiva: error:") and says in err[0]
+    assert not list((tmp_path / "o").glob("*.safetensors"))  # nothing trained or saved
+
+
 @pytest.mark.slow
 def test_train_runs_under_torchrun_with_ddp(face_folder, tmp_path):
     out = tmp_path / "ddp"
@@ -230,5 +240,6 @@ def test_prior_face_is_the_mean_of_a_seeded_draw_of_faces():
     a, b = prior_face(crops, 2, seed=0), prior_face(crops, 2, seed=0)
     assert torch.equal(a, b) and not torch.allclose(a, mean_face(crops))  # reproducible, and not all faces
     assert any(torch.allclose(a, mean_face(crops[[i, j]])) for i in range(6) for j in range(6) if i < j)
-    with pytest.raises(ValueError, match="7 faces"):
-        prior_face(crops, 7)
+    for bad in (7, -1):
+        with pytest.raises(ValueError, match=f"{bad} faces"):
+            prior_face(crops, bad)

@@ -73,8 +73,8 @@ def prior_face(crops: torch.Tensor, count: int = 0, seed: int = 0) -> torch.Tens
     """The mean face of `count` crops drawn with `seed` (0 = of all): fiva-112-mf's prior."""
     if not count:
         return mean_face(crops)
-    if count > len(crops):
-        raise ValueError(f"a prior of {count} faces needs at least as many training faces (there are {len(crops)})")
+    if not 0 < count <= len(crops):
+        raise ValueError(f"a prior of {count} faces needs 1 to {len(crops)} (the training faces)")
     pick = torch.randperm(len(crops), generator=torch.Generator().manual_seed(seed))[:count]
     return mean_face(crops[pick.to(crops.device)])
 

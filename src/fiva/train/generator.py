@@ -171,8 +171,12 @@ def train(cfg: TrainConfig) -> Path:
     main = rank == 0
     gcfg = GeneratorConfig.named(cfg.model)
     S = gcfg.resolution
+    if cfg.prior_faces and not gcfg.inner_prior:
+        raise ValueError(f"--prior-faces needs a model with a prior face (fiva-112-mf), not {cfg.model}")
     crops, sources = load_crops(cfg.data, S, out, rank, world, device, sources=True)
     log.info("training on %d aligned faces at %d px on %s (world %d)", len(crops), S, device, world)
+    # A chosen prior is drawn now: a bad --prior-faces fails before the donors' minutes of start-up.
+    chosen_prior = prior_face(crops, cfg.prior_faces, cfg.prior_seed) if cfg.prior_faces else None
 
     val = None
     if main and cfg.val_data:
@@ -196,7 +200,7 @@ def train(cfg: TrainConfig) -> Path:
             pass  # validation without the independent evaluator ([eval] extra)
     sface = load_sface(device)
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
-    pool = face_mean = None
+    pool = None
     if cfg.donor_share > 0:
         pool = donor_pool(crops, person_ids(sources), G.ellipse, cfg.donor_pool)
         if not 1 <= cfg.donor_mix <= pool.shape[1]:
@@ -204,15 +208,15 @@ def train(cfg: TrainConfig) -> Path:
         log.info("donor guidance on %.0f%% of each batch (mean of %d of %d structural neighbours per face)", 100 * cfg.donor_share,
                  cfg.donor_mix, pool.shape[1])
         donor_z = torch.from_numpy(sface.embed(crops.cpu().numpy(), batch=256)).to(device)  # in memory only: biometric data
-        face_mean = mean_face(crops) if cfg.donor_mean_face > 0 else None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = resume_training(cfg.resume, out, G, D, opt_g, opt_d)
-    if gcfg.inner_prior and (cfg.prior_faces or not G.prior.any()):  # else: the resumed model's prior
-        G.prior.copy_(prior_face(crops, cfg.prior_faces, cfg.prior_seed))
+    if gcfg.inner_prior and (chosen_prior is not None or not G.prior.any()):  # else: the resumed model's prior
+        G.prior.copy_(chosen_prior if chosen_prior is not None else prior_face(crops))
         log.info("prior face: the mean of %d training faces", cfg.prior_faces or len(crops))
-    if gcfg.inner_prior and face_mean is not None:
-        face_mean = G.prior.clone()  # the donor targets' mean face is the generator's own prior
+    face_mean = None  # the donor targets' mean face: the generator's own prior where it has one
+    if pool is not None and cfg.donor_mean_face > 0:
+        face_mean = G.prior.clone() if gcfg.inner_prior else mean_face(crops)
     G_ema = None
     if cfg.ema and main:
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
