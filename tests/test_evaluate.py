@@ -135,3 +135,20 @@ def _walk(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _walk(v)
+
+
+def test_reconstruction_attack_changes_only_what_r_changes(astronaut):
+    import torch
+
+    from fiva.evaluate.run import reconstruct
+    from fiva.faces import FaceDetector
+    from fiva.models.attack import ReconstructionAttack
+
+    rgb = np.ascontiguousarray(astronaut)
+    lm = FaceDetector()(rgb).landmarks[0]
+    R = ReconstructionAttack().eval()
+    assert np.array_equal(reconstruct(R, rgb, lm), rgb)  # the identity map: not even resampling blur
+    with torch.no_grad():
+        R.head.bias.fill_(0.2)  # brightens every pixel of the crop
+    rec = reconstruct(R, rgb, lm)
+    assert np.abs(rec.astype(int) - rgb).max() > 10  # a real change still reaches the image

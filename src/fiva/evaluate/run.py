@@ -298,7 +298,11 @@ def reconstruct(attack, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
     crops, mats = align_faces(rgb, landmarks[None], attack.resolution)
     out = to_uint8(attack(to_tensor(crops)))[0]
-    return paste_back(rgb, out, mats[0], feather_mask(attack.resolution, 0.06))
+    # Only what R changes reaches the image: pasting its whole output would also carry the crop's own
+    # resampling (warped in and back), a blur that can tip a near-tie in retrieval by itself.
+    mask = feather_mask(attack.resolution, 0.06)
+    change = paste_back(rgb, out, mats[0], mask).astype(np.int16) - paste_back(rgb, crops[0], mats[0], mask)
+    return np.clip(rgb.astype(np.int16) + change, 0, 255).astype(np.uint8)
 
 
 def _mean(values) -> float:
