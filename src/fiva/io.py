@@ -15,13 +15,13 @@ class InputError(ValueError):
     """A bad input file; the message is one line naming the file."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as RGB uint8 [H,W,3] (upright per its EXIF orientation, alpha dropped,
-    grey expanded, 16-bit reduced to 8)."""
-    return read_image_alpha(path)[0]
+    grey expanded, 16-bit reduced to 8). Images over `max_pixels` are refused before decoding."""
+    return read_image_alpha(path, max_pixels)[0]
 
 
-def read_image_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image_alpha(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
     """Like `read_image`, plus the alpha channel [H,W] uint8 when the file has one."""
     path = Path(path)
     if not path.is_file():
@@ -35,16 +35,18 @@ def read_image_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
         from PIL import Image
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we judge the size ourselves
-            try:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we judge the size ourselves, below
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as im:
                     w, h = im.size
                     orientation = int(im.getexif().get(0x0112, 1) or 1)
-            except Image.DecompressionBombError as e:
-                raise InputError(f"{path}: image too large ({e}; limit {MAX_PIXELS} pixels)") from e
-        if w * h > MAX_PIXELS:
-            raise InputError(f"{path}: image too large ({w}x{h} pixels, limit {MAX_PIXELS})")
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        if w * h > max_pixels:
+            raise InputError(f"{path}: image too large ({w}x{h} = {w * h} pixels, limit {max_pixels}; "
+                             f"--max-pixels raises it)")
     except InputError:
         raise
     except Exception:

@@ -20,6 +20,7 @@ import torch
 from ..faces import Detections, FaceDetector, align_faces, paste_back
 from ..faces.align import feather_mask
 from ..faces.identity import load_sface, to_tensor, to_uint8
+from ..io import IMAGE_EXTS, MAX_PIXELS, read_image
 from ..weights import DEFAULT_ANCHORS, DEFAULT_ATTACK
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
@@ -30,7 +31,9 @@ log = logging.getLogger(__name__)
 
 METHODS = ("fiva",) + BASELINES
 IDENTITY_MODES = ("itm", "sample", "own", "swap")
-FALLBACK_KINDS = ("small", "profile", "border", "verify")
+FALLBACK_KINDS = ("small", "profile", "border", "unsure", "verify")
+CONFIRM_SCORE = 0.5  # second look: a face found again at this score on its aligned crop is a face
+SURE_SCORE = 0.6  # a first detection this confident is obfuscated even when the second look finds nothing
 DLIB_MATCH = 0.6  # dlib's own "same person" distance
 
 
@@ -66,8 +69,9 @@ class AnonymizeConfig:
     reembed_every: int = 10  # video: a tracked face is re-identified and re-verified every N frames
     # Selective anonymization: reference photos of people never to anonymize (consenting staff),
     # or of the only people to anonymize. Matching uses the calibrated SFace threshold.
-    keep: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()  # photos or folders of photos
     only: tuple[str, ...] = ()
+    max_pixels: int = MAX_PIXELS  # images above this are refused before decoding (decompression bombs)
     # Defense against reconstruction attacks (defense.py): "none", "noise" (uniform noise of
     # amplitude defense_eps on a fraction defense_p of the face's pixels; black-box) or "fgsm"
     # (one gradient-sign step of defense_eps against the attack model `attack`; white-box).
@@ -118,6 +122,7 @@ class Anonymizer:
         self.generator = None
         self._dlib = None
         self._tracks: dict[int, dict] = {}
+        self.outcomes = np.zeros(0, dtype=object)  # per face of the last frame: what happened to it
         if cfg.method == "fiva":
             from ..models.registry import load_face_generator
 
@@ -174,19 +179,35 @@ class Anonymizer:
     def anonymize_frame(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None = None,
                         still: bool = False) -> np.ndarray:
         """Anonymize the given faces of one frame. `tracks` (one id per face, from FaceTracker) lets a
-        face keep its fake identity and verdict between re-checks every `reembed_every` frames."""
+        face keep its fake identity and verdict between re-checks every `reembed_every` frames.
+        Afterwards `outcomes` says per face what happened: "generated", a baseline method, a
+        fallback reason ("small", "unsure", "verify", ...), "kept" (--keep/--only) or "rejected"."""
         _check_rgb(rgb)
         self.stats["faces"] += len(dets)
+        self.outcomes = np.full(len(dets), "generated", dtype=object)
+        idx = np.arange(len(dets))  # where the faces still in play sit in `outcomes`
+
+        def drop(keep: np.ndarray, why: str):
+            nonlocal dets, tracks, idx
+            self.stats[why] += int((~keep).sum())
+            self.outcomes[idx[~keep]] = why
+            dets, idx, tracks = dets[keep], idx[keep], None if tracks is None else tracks[keep]
+
         if self._refs is not None and len(dets):
-            sel = self._selected(rgb, dets, tracks)
-            self.stats["kept"] += int((~sel).sum())
-            dets, tracks = dets[sel], None if tracks is None else tracks[sel]
+            drop(self._selected(rgb, dets, tracks), "kept")
+        if len(dets) == 0:
+            return rgb.copy()
+        sure = self.second_look(rgb, dets, tracks)
+        drop(sure != "no", "rejected")  # not a face after all: left as it is
+        sure = sure[sure != "no"]
         if len(dets) == 0:
             return rgb.copy()
         if self.generator is None:
             self.stats[self.cfg.method] += len(dets)
+            self.outcomes[idx] = self.cfg.method
             return obfuscate(rgb, dets, self.cfg.method)
         kinds = self.triage(rgb.shape[:2], dets)
+        kinds = [k if k != "ok" or s == "yes" or self.cfg.fallback == "none" else "unsure" for k, s in zip(kinds, sure)]
         gen = [i for i, k in enumerate(kinds) if k == "ok"]
         out = rgb
         if gen:
@@ -197,17 +218,17 @@ class Anonymizer:
         bad = [i for i, k in enumerate(kinds) if k != "ok"]
         for i in bad:
             self.stats[f"fallback_{kinds[i]}"] += 1
+            self.outcomes[idx[i]] = kinds[i]
         self.stats["generated"] += len(dets) - len(bad)
         if bad:
             out = obfuscate(out, dets[np.array(bad)], self.cfg.fallback)
         return out
 
     def _reference_embeddings(self, paths) -> np.ndarray:
-        from ..io import read_image
-
+        """One identity per reference photo; a folder stands for every photo in it (recursively)."""
         refs = []
-        for p in paths:
-            rgb = read_image(p)
+        for p in _reference_files(paths):
+            rgb = read_image(p, self.cfg.max_pixels)
             d = self.detect(rgb)
             if len(d) == 0:
                 raise ValueError(f"{p}: no face found in the reference photo")
@@ -241,6 +262,31 @@ class Anonymizer:
                 if tracks is not None:
                     self._tracks[("ref", int(tracks[i]))] = {"match": bool(match[i]), "age": 1}
         return ~match if self.cfg.keep else match
+
+    def second_look(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None = None) -> np.ndarray:
+        """Per face "yes" (found again, upright and centred, on its aligned crop: it may get a
+        generated face), "unsure" (something face-like there, or a confident first detection: it
+        gets the fallback obfuscation) or "no" (nothing there and a weak first detection: a false
+        alarm, left untouched). Faces under `min_face` px are too small to judge and count as
+        unsure. Tracked faces are looked at again every `reembed_every` frames."""
+        sure = np.full(len(dets), "unsure", dtype=object)
+        todo = []
+        for i in range(len(dets)):
+            st = self._tracks.get(("look", int(tracks[i]))) if tracks is not None else None
+            if st is not None and st["age"] < self.cfg.reembed_every:
+                st["age"] += 1
+                sure[i] = st["sure"]
+            else:
+                todo.append(i)
+        if todo:
+            again, seen = self.detector.second_look(rgb, dets.landmarks[todo])
+            sizes = np.minimum(dets.boxes[todo, 2] - dets.boxes[todo, 0], dets.boxes[todo, 3] - dets.boxes[todo, 1])
+            for j, i in enumerate(todo):
+                if sizes[j] >= self.cfg.min_face:
+                    sure[i] = "yes" if again[j] >= CONFIRM_SCORE else "unsure" if seen[j] or dets.scores[i] >= SURE_SCORE else "no"
+                if tracks is not None:
+                    self._tracks[("look", int(tracks[i]))] = {"sure": sure[i], "age": 1}
+        return sure
 
     def triage(self, shape: tuple[int, int], dets: Detections) -> list[str]:
         """Per face: "ok" for the generator, or why not: "small", "profile", "border"."""
@@ -412,6 +458,19 @@ class VideoStream:
 
     def _apply(self, img, tf) -> np.ndarray:
         return self.anon.anonymize_frame(img, tf.dets, tf.tracks)
+
+
+def _reference_files(paths) -> list[Path]:
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."))
+            if not found:
+                raise ValueError(f"{p}: no reference photos in this folder")
+            files += found
+        else:
+            files.append(p)
+    return files
 
 
 def _check_rgb(rgb) -> None:

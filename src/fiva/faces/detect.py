@@ -37,18 +37,28 @@ class Detections:
 
 
 class FaceDetector:
-    """YuNet (OpenCV FaceDetectorYN) on images of any size.
+    """YuNet (OpenCV FaceDetectorYN) at every face size, on images of any size.
+
+    YuNet places landmarks well on faces of roughly 10-300 px; on a 600 px face it returns parts of
+    the face as faces, with landmarks a mouth-width off. So an image is searched as a pyramid: a
+    coarse pass with the long side at `coarse_side` (big faces, in YuNet's range there), then passes
+    3x finer up to full resolution, each in tiles of at most `tile` px, keeping from the finer passes
+    only faces up to `max_face` px. One face seen by several passes, or twice by one, gives one
+    detection: the best-scoring one, whose landmarks come from a pass where the face was in range.
 
     Args:
         score_threshold: minimum face score (default 0.6).
-        nms_threshold: box overlap above which the weaker box is dropped (default 0.3).
-        max_side: images larger than this are detected on a downscaled copy (default 1920);
-            coordinates are always returned in the original image's pixels.
+        nms_threshold: box overlap above which the weaker box of one pass is dropped (default 0.3).
+        coarse_side: long side of the coarsest pass (default 640).
+        max_face: largest face, in a pass's pixels, a finer pass may report (default 320).
+        tile: largest tile side of a pass (default 1920); tiles overlap by `max_face`.
+    Coordinates are always in the original image's pixels.
     """
 
-    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, max_side: int = 1920):
+    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, coarse_side: int = 640,
+                 max_face: int = 320, tile: int = 1920):
         self.score_threshold = score_threshold
-        self.max_side = max_side
+        self.coarse_side, self.max_face, self.tile = coarse_side, max_face, tile
         try:  # OpenCV 5 warns about backend targets on every model load: noise for users
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:
@@ -56,28 +66,125 @@ class FaceDetector:
         self._net = cv2.FaceDetectorYN.create(str(yunet_path()), "", (320, 320), score_threshold, nms_threshold, 5000)
         self._size = (320, 320)
 
+    def scales(self, h: int, w: int) -> list[float]:
+        """The pyramid's scale factors, coarsest first; the last is 1 (full resolution)."""
+        s = min(1.0, self.coarse_side / max(h, w))
+        out = [s]
+        while s < 1.0:
+            s = min(1.0, s * 3)
+            out.append(s)
+        return out
+
     def __call__(self, rgb: np.ndarray) -> Detections:
         """Detect faces in an RGB uint8 image [H,W,3]."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an RGB image [H,W,3], got shape {rgb.shape}")
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        found = []
+        for level, s in enumerate(self.scales(h, w)):
+            img = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            faces = self._tiled(img)
+            if level > 0 and len(faces):  # big faces belong to the coarser passes
+                faces = faces[np.maximum(faces[:, 2], faces[:, 3]) <= self.max_face]
+            faces[:, :14] /= np.float32(s)
+            found.append(faces)
+        faces = merge_faces(np.concatenate(found)) if found else np.zeros((0, 15), np.float32)
+        if len(faces) == 0:
+            return Detections.empty()
+        boxes = faces[:, :4].copy()
+        boxes[:, 2:] += boxes[:, :2]
+        return Detections(boxes, faces[:, 14].copy(), faces[:, 4:14].reshape(-1, 5, 2).copy())
+
+    def second_look(self, rgb: np.ndarray, landmarks: np.ndarray, cell: int = 160) -> tuple[np.ndarray, np.ndarray]:
+        """Detect again on each face's aligned crop: does it still look like a face there?
+
+        Each candidate is warped (ArcFace template, face ~90 px across in a `cell` px square) into
+        one mosaic, detected in one YuNet call, and the best face of its cell whose landmarks land
+        on the template counts. A part of a face, a neck or a pattern that YuNet took for a face
+        at one scale is rarely found again once it is centred and upright at a comfortable size.
+
+        Returns per face the score of the face found again with its landmarks on the template
+        (0 = none), and the best score of anything face-like in its cell (0 = nothing).
+        """
+        from .align import ARCFACE_112, similarity_transform
+
+        n = len(landmarks)
+        again, seen = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        if n == 0:
+            return again, seen
+        tpl = ARCFACE_112 * (cell * 0.7 / 112) + cell * 0.15
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = int(np.ceil(n / cols))
+        mosaic = np.zeros((rows * cell, cols * cell, 3), np.uint8)
+        for i, lm in enumerate(landmarks):
+            m = similarity_transform(lm, tpl)
+            r, c = divmod(i, cols)
+            mosaic[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = cv2.warpAffine(
+                rgb, m, (cell, cell), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        faces = self._detect(mosaic)
+        iod = float(np.linalg.norm(tpl[1] - tpl[0]))
+        for f in faces:
+            cx, cy = f[0] + f[2] / 2, f[1] + f[3] / 2
+            r, c = int(cy // cell), int(cx // cell)
+            i = r * cols + c
+            if not (0 <= r < rows and 0 <= c < cols) or i >= n:
+                continue
+            seen[i] = max(seen[i], f[14])
+            lm = f[4:14].reshape(5, 2) - (c * cell, r * cell)
+            if np.linalg.norm(lm - tpl, axis=1).mean() <= 0.25 * iod:
+                again[i] = max(again[i], f[14])
+        return again, seen
+
+    def _tiled(self, rgb: np.ndarray) -> np.ndarray:
+        """YuNet rows [N,15] (x, y, w, h, 5 landmarks, score) for one pass, tile by tile."""
+        h, w = rgb.shape[:2]
+        step = self.tile - self.max_face  # tiles overlap by the largest face a pass keeps
+        rows = []
+        for y in range(0, max(h - self.max_face, 1), step) if h > self.tile else [0]:
+            for x in range(0, max(w - self.max_face, 1), step) if w > self.tile else [0]:
+                part = rgb[y:y + self.tile, x:x + self.tile]
+                faces = self._detect(part)
+                if len(faces) and (w > self.tile or h > self.tile):
+                    faces[:, [0, 4, 6, 8, 10, 12]] += x
+                    faces[:, [1, 5, 7, 9, 11, 13]] += y
+                rows.append(faces)
+        return np.concatenate(rows) if rows else np.zeros((0, 15), np.float32)
+
+    def _detect(self, rgb: np.ndarray) -> np.ndarray:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         size = (bgr.shape[1], bgr.shape[0])
         if size != self._size:
             self._net.setInputSize(size)
             self._size = size
         _, faces = self._net.detect(bgr)
-        if faces is None or len(faces) == 0:
-            return Detections.empty()
-        faces = faces.astype(np.float32) / np.float32(scale)
-        faces[:, 14] *= scale  # the score is not a coordinate
-        boxes = faces[:, :4].copy()
-        boxes[:, 2:] += boxes[:, :2]
-        order = np.argsort(-faces[:, 14])
-        return Detections(boxes[order], faces[order, 14], faces[order, 4:14].reshape(-1, 5, 2))
+        return np.zeros((0, 15), np.float32) if faces is None else faces.astype(np.float32)
+
+
+def merge_faces(faces: np.ndarray, min_overlap: float = 0.4) -> np.ndarray:
+    """One row per face from YuNet rows [N,15] of several passes (x, y, w, h in image pixels).
+
+    Rows are taken best score first; a row is dropped when its box overlaps a taken one by more
+    than `min_overlap` of the smaller box: the same face seen again, or a part of a face (a big
+    face at too fine a scale comes back as several overlapping part-boxes). Sorted by score.
+    """
+    order = np.argsort(-faces[:, 14], kind="stable")
+    boxes = faces[:, :4].copy()
+    boxes[:, 2:] += boxes[:, :2]
+    kept: list[int] = []
+    for i in order:
+        if kept and overlap_of_smaller(boxes[i], boxes[kept]).max() > min_overlap:
+            continue
+        kept.append(i)
+    return faces[kept]
+
+
+def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection of box a [4] with each box of b [N,4] over the smaller of the two areas."""
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
+    return inter / (np.minimum(area(a), area(b)) + 1e-9)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
