@@ -9,7 +9,7 @@ $(BIN)/fiva: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[eval,test]"
+	$(BIN)/pip install -q -e ".[eval,test,web]"
 	touch $@
 
 demo: $(BIN)/fiva
