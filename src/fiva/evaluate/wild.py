@@ -41,7 +41,7 @@ def measure_photo(anonymizer, rgb: np.ndarray, evaluator: DlibEvaluator, marked_
             rec["dlib"] = DlibEvaluator.distance(evaluator.embed(rgb, box), evaluator.embed(out, box))
         rec["in_place"] = (rec["outcome"] == "generated" and "landmark_error" in rec
                            and rec["landmark_error"] <= IN_PLACE_LANDMARKS and rec.get("dlib", 1.0) > DlibEvaluator.MATCH_THRESHOLD)
-        rec["recognisable"] = rec["outcome"] != "kept" and rec.get("dlib", 1.0) <= DlibEvaluator.MATCH_THRESHOLD
+        rec["recognisable"] = rec["outcome"] not in ("kept", "rejected") and rec.get("dlib", 1.0) <= DlibEvaluator.MATCH_THRESHOLD
         rec["marked"] = rec["score"] >= marked_score and rec["outcome"] != "rejected"
         faces.append(rec)
     away = ~face_area(rgb.shape[:2], dets)

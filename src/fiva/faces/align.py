@@ -61,8 +61,10 @@ def feather_mask(size: int, margin: float = 0.1) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Inverse-warp `crop` [S,S,3] into a copy of `rgb` through the image->crop matrix `mat`.
+def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndarray | None = None,
+               inplace: bool = False) -> np.ndarray:
+    """Inverse-warp `crop` [S,S,3] into a copy of `rgb` (into `rgb` itself if `inplace`) through
+    the image->crop matrix `mat`.
 
     `mask` [S,S] in [0,1] says how much of each crop pixel replaces the image (default: a feathered
     square); pixels outside the warped mask are left bit-exact.
@@ -77,7 +79,7 @@ def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndar
     x0, y0 = np.floor(corners.min(0)).astype(int) - 1
     x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    out = rgb.copy()
+    out = rgb if inplace else rgb.copy()
     if x1 <= x0 or y1 <= y0:
         return out
     shift = inv.copy()

@@ -95,7 +95,7 @@ class FaceDetector:
         boxes[:, 2:] += boxes[:, :2]
         return Detections(boxes, faces[:, 14].copy(), faces[:, 4:14].reshape(-1, 5, 2).copy())
 
-    def second_look(self, rgb: np.ndarray, landmarks: np.ndarray, cell: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    def second_look(self, rgb: np.ndarray, landmarks: np.ndarray, cell: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detect again on each face's aligned crop: does it still look like a face there?
 
         Each candidate is warped (ArcFace template, face ~90 px across in a `cell` px square) into
@@ -104,14 +104,16 @@ class FaceDetector:
         at one scale is rarely found again once it is centred and upright at a comfortable size.
 
         Returns per face the score of the face found again with its landmarks on the template
-        (0 = none), and the best score of anything face-like in its cell (0 = nothing).
+        (0 = none), the best score of anything face-like in its cell (0 = nothing), and that face's
+        5-landmark error over the eye distance (inf = none): how far the face found again sits
+        from the landmarks it was looked for at.
         """
         from .align import ARCFACE_112, similarity_transform
 
         n = len(landmarks)
-        again, seen = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        again, seen, err = np.zeros(n, np.float32), np.zeros(n, np.float32), np.full(n, np.inf, np.float32)
         if n == 0:
-            return again, seen
+            return again, seen, err
         tpl = ARCFACE_112 * (cell * 0.7 / 112) + cell * 0.15
         cols = int(np.ceil(np.sqrt(n)))
         rows = int(np.ceil(n / cols))
@@ -131,9 +133,10 @@ class FaceDetector:
                 continue
             seen[i] = max(seen[i], f[14])
             lm = f[4:14].reshape(5, 2) - (c * cell, r * cell)
-            if np.linalg.norm(lm - tpl, axis=1).mean() <= 0.25 * iod:
-                again[i] = max(again[i], f[14])
-        return again, seen
+            e = np.linalg.norm(lm - tpl, axis=1).mean() / iod
+            if e <= 0.25 and f[14] > again[i]:
+                again[i], err[i] = f[14], e
+        return again, seen, err
 
     def _tiled(self, rgb: np.ndarray) -> np.ndarray:
         """YuNet rows [N,15] (x, y, w, h, 5 landmarks, score) for one pass, tile by tile."""
