@@ -101,6 +101,13 @@ def _fiva(model=None, device="cpu"):
     return load_generator(path, device)
 
 
+def _anchor_face(model=None, device="cpu"):
+    from ..anonymize.anchor_face import load_anchor_face_generator
+
+    return load_anchor_face_generator(model, device)
+
+
 register_generator("fiva", _fiva)
+register_generator("anchor-face", _anchor_face)
 for _kind in ("blur", "pixelate", "mask"):
     register_generator(f"crop-{_kind}", lambda model=None, device="cpu", _k=_kind: CropObfuscation(_k))

@@ -1,0 +1,307 @@
+"""Build the anchor-face bank (src/fiva/anonymize/face_bank.py) from LFW training identities.
+
+    OMP_NUM_THREADS=1 python scripts/build_face_bank.py [--lfw ../shared/data/lfw] [--k 6]
+        [--men 60] [--women 40] [--out src/fiva/data/face_bank.safetensors] [--cache runs/face_bank]
+
+Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; offline lexicon).
+
+1. Scan: one face per training identity (folds 2-10 of people.txt; fold 1 is never read), up to
+   three images for women (LFW has few). Per face: YuNet, dlib's 68 points, the sex of the first
+   name, and screening measures on the face aligned to the bank's canonical frame: yaw and roll,
+   eye and mouth opening, dark eye regions (sunglasses), edges under the eyes, over the nose bridge,
+   at the temples and beside the eyes (glasses), non-skin colour over the forehead (caps, fringes) and edges on
+   the lower face (hands, beards). Faces in the worst share of each measure are dropped.
+2. Donors: per sex, faces sorted by skin tone (cheek lightness) into bins, so the darkest people
+   make their own identities instead of vanishing into lighter averages; in each bin, groups of k
+   people drawn at random with every pair more than --spread dlib distance apart.
+3. Average: every donor warped to the group's mean 68-point shape, then averaged. Checked: the
+   average must be found by YuNet and lie more than --min-donor-distance (dlib) from each of its
+   donors; otherwise the group is redrawn.
+
+Cached under --cache (git-ignored runs/): scan results and donors' dlib descriptors (real identity
+data: kept there, never shipped); the bank itself holds no donor data, only each face's smallest
+distance to its donors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fiva.anonymize.face_bank import SEXES, AnchorFaceBank, canonical_template
+from fiva.anonymize.warp import mesh, piecewise_affine, triangulate
+from fiva.evaluate.lfw import read_folds
+from fiva.faces import FaceDetector
+from fiva.faces.align import similarity_transform, template
+from fiva.faces.landmarks68 import EYE_L, EYE_R, Landmarker68, eye_openness, five_points, mouth_opening, yaw_share
+
+SIZE = 256
+
+
+def sex_of(name: str, detector) -> int | None:
+    g = detector.get_gender(name.split("_")[0])
+    return {"male": 0, "mostly_male": 0, "female": 1, "mostly_female": 1}.get(g)
+
+
+def regions(shape: np.ndarray) -> dict[str, tuple[int, int, int, int]]:
+    """Screening boxes (x0,y0,x1,y1) in canonical pixels, placed by the 68 points."""
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+
+    def box(cx, cy, hw, hh):
+        return (int(cx - hw), int(cy - hh), int(cx + hw), int(cy + hh))
+
+    el, er = shape[EYE_L].mean(0), shape[EYE_R].mean(0)
+    cl, cr = shape[[1, 2, 31, 41]].mean(0), shape[[15, 14, 35, 46]].mean(0)
+    brow_top = shape[17:27, 1].min()
+    return {
+        "cheek_l": box(*cl, 0.14 * iod, 0.12 * iod), "cheek_r": box(*cr, 0.14 * iod, 0.12 * iod),
+        "eye_l": box(*el, 0.2 * iod, 0.08 * iod), "eye_r": box(*er, 0.2 * iod, 0.08 * iod),
+        "under_l": box(el[0], el[1] + 0.22 * iod, 0.25 * iod, 0.1 * iod),
+        "under_r": box(er[0], er[1] + 0.22 * iod, 0.25 * iod, 0.1 * iod),
+        "bridge": box(*shape[27], 0.12 * iod, 0.1 * iod),
+        "forehead": box(shape[27, 0], brow_top - 0.3 * iod, 0.6 * iod, 0.22 * iod),
+        "chin": box(*shape[[7, 8, 9, 57]].mean(0), 0.35 * iod, 0.12 * iod),
+        "jaw_l": box(*shape[[4, 5, 48]].mean(0), 0.12 * iod, 0.15 * iod),
+        "jaw_r": box(*shape[[12, 11, 54]].mean(0), 0.12 * iod, 0.15 * iod),
+    }
+
+
+def screen_measures(crop: np.ndarray, shape: np.ndarray) -> dict[str, float]:
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    gray = lab[..., 0]
+    gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    lap = np.abs(cv2.Laplacian(cv2.GaussianBlur(gray, (3, 3), 0), cv2.CV_32F))
+    r = regions(shape)
+
+    def take(img, name):
+        x0, y0, x1, y1 = r[name]
+        return img[max(y0, 0):max(y1, 1), max(x0, 0):max(x1, 1)].reshape(-1, img.shape[-1] if img.ndim == 3 else 1)
+
+    def mean_in(img, cx, cy, hw, hh):
+        return float(img[max(int(cy - hh), 0):max(int(cy + hh), 1), max(int(cx - hw), 0):max(int(cx + hw), 1)].mean())
+
+    # glasses: rims under and over the eyes, the bridge, the arms at the temples, the rims' sides;
+    # each against the cheeks' edges (skin is smooth there)
+    el, er = shape[EYE_L].mean(0), shape[EYE_R].mean(0)
+    iod = float(np.linalg.norm(er - el))
+    gx = np.abs(cv2.Sobel(cv2.GaussianBlur(gray, (3, 3), 0), cv2.CV_32F, 1, 0, ksize=3))
+    ref = (mean_in(gy, *shape[[1, 2, 31, 41]].mean(0), 0.14 * iod, 0.12 * iod)
+           + mean_in(gy, *shape[[15, 14, 35, 46]].mean(0), 0.14 * iod, 0.12 * iod)) / 2 + 1
+    glasses = {
+        "g_temple": (mean_in(gy, shape[36, 0] - 0.22 * iod, el[1], 0.12 * iod, 0.12 * iod)
+                     + mean_in(gy, shape[45, 0] + 0.22 * iod, er[1], 0.12 * iod, 0.12 * iod)) / 2 / ref,
+        "g_under": (mean_in(gy, el[0], el[1] + 0.25 * iod, 0.22 * iod, 0.1 * iod)
+                    + mean_in(gy, er[0], er[1] + 0.25 * iod, 0.22 * iod, 0.1 * iod)) / 2 / ref,
+        "g_bridge": mean_in(gy, shape[27, 0], (el[1] + shape[27, 1]) / 2, 0.08 * iod, 0.1 * iod) / ref,
+        "g_side": (mean_in(gx, shape[36, 0] - 0.12 * iod, el[1] + 0.1 * iod, 0.06 * iod, 0.15 * iod)
+                   + mean_in(gx, shape[45, 0] + 0.12 * iod, er[1] + 0.1 * iod, 0.06 * iod, 0.15 * iod)) / 2 / ref,
+        "chroma": float(np.abs(lab[..., 1:] - 128).mean()),
+    }
+    cheeks = np.concatenate([take(lab, "cheek_l"), take(lab, "cheek_r")])
+    skin_mu, skin_sd = cheeks.mean(0), cheeks.std(0) + 1e-3
+    eyes_l = np.concatenate([take(gray, "eye_l"), take(gray, "eye_r")]).mean()
+    fore = take(lab, "forehead")
+    fore_off = np.linalg.norm((fore - skin_mu) / np.maximum(skin_sd, 4.0), axis=1)
+    return {
+        "tone_l": float(skin_mu[0]), "tone": np.concatenate([skin_mu, skin_sd]).tolist(),
+        "dark_eyes": float(eyes_l / (skin_mu[0] + 1e-3)),
+        "cap": float(np.mean(fore_off > 3.0)) if len(fore) else 1.0,
+        "lower": float(np.concatenate([take(lap, "chin"), take(lap, "jaw_l"), take(lap, "jaw_r")]).mean()),
+        **glasses,
+    }
+
+
+def to_canonical(rgb: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m = similarity_transform(five_points(shape), canonical_template(SIZE))
+    crop = cv2.warpAffine(rgb, m, (SIZE, SIZE), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    return crop, (shape @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+def read_rgb(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def scan(lfw: Path, cache: Path) -> list[dict]:
+    out_file = cache / "scan.json"
+    if out_file.exists():
+        return json.loads(out_file.read_text())
+    import gender_guesser.detector
+
+    gd = gender_guesser.detector.Detector(case_sensitive=False)
+    folds = read_folds(lfw / "people.txt")
+    evaluation = set(folds[0])
+    train = sorted({n for f in folds[1:] for n in f} - evaluation)
+    det, lm68 = FaceDetector(score_threshold=0.5), Landmarker68()
+    rows, t0 = [], time.time()
+    for j, name in enumerate(train):
+        sex = sex_of(name, gd)
+        if sex is None:
+            continue
+        files = sorted((lfw / "images" / name).glob("*.jpg"))[: 3 if sex == 1 else 1]
+        for f in files:
+            rgb = read_rgb(f)
+            d = det(rgb)
+            if len(d) == 0:
+                continue
+            c = np.array(rgb.shape[1::-1]) / 2
+            i = int(np.argmin(np.linalg.norm((d.boxes[:, :2] + d.boxes[:, 2:]) / 2 - c, axis=1)))
+            shape = lm68(rgb, d.landmarks[i:i + 1])[0]
+            crop, cshape = to_canonical(rgb, shape)
+            k = five_points(shape)
+            roll = float(np.degrees(np.arctan2(*(k[1] - k[0])[::-1])))
+            rows.append({"name": name, "file": str(f.relative_to(lfw)), "sex": sex, "score": float(d.scores[i]),
+                         "box": d.boxes[i].tolist(), "shape": shape.tolist(), "cshape": cshape.tolist(),
+                         "yaw": yaw_share(k), "roll": roll, "eyes": eye_openness(shape), "mouth": mouth_opening(shape),
+                         **screen_measures(crop, cshape)})
+        if j % 500 == 0:
+            print(f"scan {j}/{len(train)} identities, {len(rows)} faces, {time.time() - t0:.0f} s", flush=True)
+    out_file.write_text(json.dumps(rows))
+    return rows
+
+
+def screen(rows: list[dict]) -> list[dict]:
+    """Drop turned, tilted, closed-eyed, open-mouthed and occluded faces (the worst shares)."""
+    q = lambda key, p: float(np.quantile([r[key] for r in rows], p))  # noqa: E731
+    lim = {"cap": q("cap", 0.75), "lower": q("lower", 0.85)}
+    # glasses: the largest robust z-score of the four rim measures; the worst 40% of men and 30%
+    # of women go (women wear glasses less often in LFW and are scarce). Precision is modest: on a
+    # sheet of survivors about 1 in 20 still wears thin-rimmed glasses.
+    keys = ("g_temple", "g_under", "g_bridge", "g_side")
+    v = np.array([[r[k] for k in keys] for r in rows])
+    med, iqr = np.median(v, 0), np.quantile(v, 0.75, 0) - np.quantile(v, 0.25, 0) + 1e-6
+    for r, z in zip(rows, ((v - med) / iqr).max(1)):
+        r["glasses"] = float(z)
+    glim = {sex: float(np.quantile([r["glasses"] for r in rows if r["sex"] == sex], p)) for sex, p in ((0, 0.6), (1, 0.7))}
+    keep = [r for r in rows if r["score"] > 0.8 and r["yaw"] < 0.15 and abs(r["roll"]) < 12 and r["eyes"] > 0.2
+            and r["mouth"] < 0.2 and r["dark_eyes"] > 0.35 and r["glasses"] < glim[r["sex"]] and r["chroma"] > 3
+            and r["cap"] < lim["cap"] and r["lower"] < lim["lower"]]
+    # one face per person (women were scanned up to three times: keep the first that passed)
+    seen, out = set(), []
+    for r in keep:
+        if r["name"] not in seen:
+            seen.add(r["name"])
+            out.append(r)
+    return out
+
+
+def descriptors(rows: list[dict], lfw: Path, cache: Path) -> np.ndarray:
+    """dlib descriptors [N,128] of the screened donors (cached: real identity data stays in runs/)."""
+    from fiva.faces.identity import DlibEvaluator
+
+    f = cache / "donor_dlib.npz"
+    have = dict(np.load(f)) if f.exists() else {}
+    ev = DlibEvaluator()
+    out = []
+    for j, r in enumerate(rows):
+        if r["file"] not in have:
+            have[r["file"]] = ev.embed(read_rgb(lfw / r["file"]), np.array(r["box"]))
+        out.append(have[r["file"]])
+        if j % 500 == 0:
+            print(f"descriptors {j}/{len(rows)}", flush=True)
+    np.savez(f, **have)
+    return np.stack(out)
+
+
+def average(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k faces, each warped to their mean shape, averaged: texture [S,S,3] uint8 and shape [68,2]."""
+    crops = [to_canonical(rgb, s) for rgb, s in zip(rgbs, shapes)]
+    mean = np.mean([c[1] for c in crops], 0)
+    acc = np.zeros((SIZE, SIZE, 3), np.float32)
+    for crop, cs in crops:
+        w, _, _ = piecewise_affine(crop.astype(np.float32), mesh(cs, mean), mesh(mean), tris, (SIZE, SIZE),
+                                   box=(0, 0, SIZE, SIZE), border=cv2.BORDER_REFLECT)
+        acc += w
+    return np.clip(acc / len(crops) + 0.5, 0, 255).astype(np.uint8), mean.astype(np.float32)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--k", type=int, default=6)
+    ap.add_argument("--men", type=int, default=60)
+    ap.add_argument("--women", type=int, default=40)
+    ap.add_argument("--bins", type=int, default=4, help="skin-tone bins per sex")
+    ap.add_argument("--spread", type=float, default=0.75, help="smallest dlib distance between two donors of a group")
+    ap.add_argument("--min-donor-distance", type=float, default=0.66, help="each bank face's dlib distance to each donor must exceed this")
+    ap.add_argument("--out", default="src/fiva/data/face_bank.safetensors")
+    ap.add_argument("--cache", default="runs/face_bank")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scan-only", action="store_true")
+    a = ap.parse_args()
+    cv2.setNumThreads(1)
+    lfw, cache = Path(a.lfw), Path(a.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = scan(lfw, cache)
+    donors = screen(rows)
+    print(f"scanned {len(rows)} faces; {len(donors)} people pass screening "
+          f"({sum(r['sex'] == 0 for r in donors)} men, {sum(r['sex'] == 1 for r in donors)} women)", flush=True)
+    desc = descriptors(donors, lfw, cache)
+    if a.scan_only:
+        return
+    from fiva.faces.identity import DlibEvaluator, load_sface
+
+    ev, sface, det = DlibEvaluator(), load_sface(), FaceDetector(score_threshold=0.5)
+    rng = np.random.default_rng(a.seed)
+    ref = np.mean([r["cshape"] for r in donors], 0).astype(np.float32)
+    tris = triangulate(mesh(ref))
+    faces, groups, used = [], [], set()
+    for sex, want in ((0, a.men), (1, a.women)):
+        idx = np.array([i for i, r in enumerate(donors) if r["sex"] == sex])
+        idx = idx[np.argsort([donors[i]["tone_l"] for i in idx])]
+        bins = np.array_split(idx, a.bins)
+        made, tries = 0, 0
+        while made < want and tries < want * 30:
+            tries += 1
+            pool = [i for i in bins[made % a.bins] if i not in used]
+            rng.shuffle(pool)
+            group: list[int] = []
+            for i in pool:  # donors far apart: an average near none of them
+                if all(np.linalg.norm(desc[i] - desc[j]) > a.spread for j in group):
+                    group.append(i)
+                if len(group) == a.k:
+                    break
+            if len(group) < a.k:
+                break
+            tex, shape = average([read_rgb(lfw / donors[i]["file"]) for i in group],
+                                 [np.array(donors[i]["shape"], np.float32) for i in group], tris)
+            d = det(tex)
+            if len(d) == 0:
+                continue
+            e = ev.embed(tex, d.boxes[d.largest()])
+            dd = np.linalg.norm(desc[group] - e, axis=1)
+            if dd.min() <= a.min_donor_distance:
+                used.update(group[:1])  # this draw's seed donor stays too close to its averages
+                continue
+            crop = cv2.warpAffine(tex, similarity_transform(five_points(shape), template(112)), (112, 112), flags=cv2.INTER_AREA)
+            lab = cv2.cvtColor(tex, cv2.COLOR_RGB2LAB).astype(np.float32)
+            cheeks = np.concatenate([lab[y0:y1, x0:x1].reshape(-1, 3) for k, (x0, y0, x1, y1) in regions(shape).items() if k.startswith("cheek")])
+            faces.append({"tex": tex, "shape": shape, "sface": sface.embed(crop[None])[0], "sex": sex,
+                          "tone": np.concatenate([cheeks.mean(0), cheeks.std(0)]), "dd": dd.min(), "dlib": e})
+            groups.append(group)
+            used.update(group)
+            made += 1
+            print(f"{SEXES[sex]} {made}/{want}: tone bin {(made - 1) % a.bins}, nearest donor {dd.min():.2f} (tries {tries})", flush=True)
+    dl = np.stack([f["dlib"] for f in faces])
+    pair = np.linalg.norm(dl[:, None] - dl[None], axis=2)[np.triu_indices(len(faces), 1)]
+    print(f"bank: {len(faces)} faces; nearest-donor distance min {min(f['dd'] for f in faces):.3f}; "
+          f"pairs of bank faces > 0.6 apart: {np.mean(pair > 0.6):.3f} (median {np.median(pair):.3f})")
+    bank = AnchorFaceBank(np.stack([f["tex"] for f in faces]), np.stack([f["shape"] for f in faces]),
+                          np.stack([f["sface"] for f in faces]), np.array([f["sex"] for f in faces], np.uint8),
+                          np.stack([f["tone"] for f in faces]).astype(np.float32), tris,
+                          np.array([f["dd"] for f in faces], np.float32),
+                          {"k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
+                           "min_donor_distance": a.min_donor_distance, "seed": a.seed})
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    bank.save(a.out)
+    # which donors made which face: for the evaluation's donor checks, kept in the cache only
+    np.savez(cache / "groups.npz", groups=np.array(groups), bank_dlib=dl,
+             donor_files=np.array([donors[i]["file"] for g in groups for i in g]))
+    print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

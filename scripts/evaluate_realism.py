@@ -1,0 +1,173 @@
+"""Measure the anchor-face renderer against issue 16's "Done when" figures.
+
+    OMP_NUM_THREADS=1 python scripts/evaluate_realism.py [--lfw-faces 200] [--wild ../shared/data/wild]
+        [--bank src/fiva/data/face_bank.safetensors] [--cache runs/face_bank] [--json runs/realism/report.json]
+        [--set alpha=1.0 --set detail=0.5 ...] [--pipeline]
+
+Generator path alone (no verification, no fallback): for each face, the 68 points, Eq. 1 on the
+bank's SFace anchors (as the ITM does), one rendering at native resolution; then
+- dlib distance output-original (YuNet box of the original on both; > 0.6 = someone else), and
+  output-donors (the bank face's k donors, from the build's cache in runs/);
+- distinct: dlib distances between outputs of different people; a second rendering of the same
+  face with another bank face, and the distance between the two outputs;
+- detail: variance of the Laplacian over the inner-face box (the original's 68 points 17-67),
+  output over original, at native resolution;
+- expression: mouth opening (inner-lip gap / eye distance) and eye aspect ratio, re-measured on
+  the output by dlib's 68 points;
+- geometry: YuNet finds the face again (IoU > 0.3), 5-landmark error over the eye distance;
+- time per face.
+With --pipeline also the default pipeline's verdicts (`fiva anonymize --generator anchor-face`:
+verification and fallback), to count faces that leave unanonymized.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+from fiva.anonymize.face_bank import AnchorFaceBank
+from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
+from fiva.faces import FaceDetector, align_faces
+from fiva.faces.detect import match_face
+from fiva.faces.identity import DlibEvaluator, load_sface
+from fiva.faces.landmarks68 import Landmarker68, eye_openness, mouth_opening
+from fiva.io import read_image
+
+
+def lap_var(rgb: np.ndarray, box) -> float:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    g = cv2.cvtColor(rgb[max(y0, 0):y1, max(x0, 0):x1], cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(g, cv2.CV_64F).var()) if g.size else float("nan")
+
+
+def lfw_faces(lfw: Path, n: int) -> list[Path]:
+    """The first image of the first n fold-1 identities (the evaluation split)."""
+    return [image_path(lfw, identity_images(lfw, name)[0]) for name in evaluation_identities(lfw)[:n]]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--lfw-faces", type=int, default=200)
+    ap.add_argument("--wild", default="../shared/data/wild")
+    ap.add_argument("--bank", default="src/fiva/data/face_bank.safetensors")
+    ap.add_argument("--cache", default="runs/face_bank")
+    ap.add_argument("--set", action="append", default=[], help="RenderConfig field=value")
+    ap.add_argument("--json", default="runs/realism/report.json")
+    ap.add_argument("--pipeline", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    cv2.setNumThreads(1)
+    cfg = RenderConfig()
+    for kv in a.set:
+        k, v = kv.split("=")
+        setattr(cfg, k, type(getattr(cfg, k))(v) if not isinstance(getattr(cfg, k), bool) else v.lower() in ("1", "true"))
+    bank = AnchorFaceBank.load(a.bank)
+    renderer = AnchorFaceRenderer(bank, cfg)
+    space = bank.anchor_space(seed=a.seed)
+    det, lm68, ev, sface = FaceDetector(score_threshold=0.5), Landmarker68(), DlibEvaluator(), load_sface()
+    donors = None
+    groups_file = Path(a.cache) / "groups.npz"
+    if groups_file.exists():  # the donors' descriptors never leave runs/
+        g = np.load(groups_file)
+        desc = np.load(Path(a.cache) / "donor_dlib.npz")
+        files = g["donor_files"].reshape(len(g["groups"]), -1)
+        donors = np.stack([[desc[f] for f in row] for row in files])  # [N,k,128]
+        if len(donors) != len(bank):
+            donors = None
+    sets = {"lfw": lfw_faces(Path(a.lfw), a.lfw_faces)}
+    wild = Path(a.wild)
+    if wild.is_dir():
+        sets["wild"] = sorted(p for p in wild.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    rng = np.random.default_rng(a.seed)
+    report = {"config": vars(cfg), "bank": a.bank, "sets": {}}
+    for name, paths in sets.items():
+        rows, outs = [], []
+        for p in paths:
+            rgb = read_image(p)
+            d0 = det(rgb)
+            if len(d0) == 0:
+                continue
+            # LFW: the subject (largest face); wild photos: every face of a generable size
+            idx = [d0.largest()] if name == "lfw" else [i for i in range(len(d0)) if min(d0.boxes[i, 2:] - d0.boxes[i, :2]) >= 40]
+            for i in idx:
+                box, kps = d0.boxes[i], d0.landmarks[i]
+                shape = lm68(rgb, kps[None])[0]
+                crop, _ = align_faces(rgb, kps[None], 112)
+                z = sface.embed(crop)[0]
+                b1 = bank.index_of(space.sample(z))
+                t = time.perf_counter()
+                out = renderer.render(rgb, shape, b1)
+                dt = time.perf_counter() - t
+                b2 = int(rng.choice([j for j in range(len(bank)) if j != b1]))
+                out2 = renderer.render(rgb, shape, b2)
+                e0, e1, e2 = ev.embed(rgb, box), ev.embed(out, box), ev.embed(out2, box)
+                d1 = det(out)
+                m = match_face(box, d1.boxes)
+                iod = float(np.linalg.norm(kps[0] - kps[1]))
+                inner = np.concatenate([shape[17:].min(0), shape[17:].max(0)])
+                s1 = lm68(out, (d1.landmarks[m] if m is not None else kps)[None])[0]
+                rows.append({
+                    "file": p.name, "face": int(i), "iod": iod, "bank": b1,
+                    "d_orig": float(np.linalg.norm(e0 - e1)), "d_second_anchor": float(np.linalg.norm(e1 - e2)),
+                    "d_donor": float(np.linalg.norm(donors[b1] - e1, axis=1).min()) if donors is not None else None,
+                    "sface_dist": float(1 - sface.embed(align_faces(out, kps[None], 112)[0])[0] @ z),
+                    "detail": lap_var(out, inner) / max(lap_var(rgb, inner), 1e-6),
+                    "mouth_err": abs(mouth_opening(s1) - mouth_opening(shape)),
+                    "eyes_before": eye_openness(shape), "eyes_after": eye_openness(s1),
+                    "found": m is not None,
+                    "lm5_err": float(np.linalg.norm(kps - d1.landmarks[m], axis=1).mean() / iod) if m is not None else None,
+                    "seconds": dt,
+                })
+                outs.append((p.name, e1))
+        dl = [o for o in outs]
+        pairs = [float(np.linalg.norm(x[1] - y[1])) for k, x in enumerate(dl) for y in dl[k + 1:] if x[0] != y[0] or name == "lfw"]
+        f = lambda key: np.array([r[key] for r in rows if r[key] is not None], float)  # noqa: E731
+        eyes_same = np.mean([(r["eyes_before"] > 0.18) == (r["eyes_after"] > 0.18) for r in rows])
+        summ = {
+            "faces": len(rows),
+            "beyond_0.6_from_original": float(np.mean(f("d_orig") > 0.6)), "d_orig_median": float(np.median(f("d_orig"))),
+            "beyond_0.6_from_donors": float(np.mean(f("d_donor") > 0.6)) if donors is not None else None,
+            "d_donor_min": float(f("d_donor").min()) if donors is not None else None,
+            "sface_beyond_itm_threshold": float(np.mean(f("sface_dist") > 0.66)),
+            "distinct_pairs_beyond_0.6": float(np.mean(np.array(pairs) > 0.6)) if pairs else None,
+            "second_anchor_beyond_0.6": float(np.mean(f("d_second_anchor") > 0.6)),
+            "detail_median": float(np.median(f("detail"))), "detail_min": float(f("detail").min()),
+            "detail_under_0.25": int(np.sum(f("detail") < 0.25)),
+            "mouth_err_median": float(np.median(f("mouth_err"))), "mouth_err_le_0.05": float(np.mean(f("mouth_err") <= 0.05)),
+            "mouth_err_max": float(f("mouth_err").max()),
+            "eyes_open_closed_kept": float(eyes_same),
+            "yunet_found": float(np.mean(f("found"))), "lm5_err_median": float(np.median(f("lm5_err"))),
+            "seconds_per_face_median": float(np.median(f("seconds"))),
+        }
+        report["sets"][name] = {"summary": summ, "faces": rows}
+        print(name, json.dumps(summ, indent=1), flush=True)
+    if a.pipeline:
+        from fiva.anonymize.frame import Anonymizer, AnonymizeConfig
+
+        anon = Anonymizer(AnonymizeConfig(generator="anchor-face", model=a.bank, progress=False))
+        anon.generator.renderer.cfg = cfg
+        left = total = 0
+        for p in sets["lfw"]:
+            rgb = read_image(p)
+            d0 = det(rgb)
+            if len(d0) == 0:
+                continue
+            anon.reset()
+            out = anon.anonymize_image(rgb, d0)
+            i = d0.largest()
+            total += 1
+            left += float(np.linalg.norm(ev.embed(rgb, d0.boxes[i]) - ev.embed(out, d0.boxes[i]))) <= 0.6
+        report["pipeline"] = {"faces": total, "beyond_0.6_from_original": 1 - left / max(total, 1), "stats": dict(anon.stats)}
+        print("pipeline", report["pipeline"])
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

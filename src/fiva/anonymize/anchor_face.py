@@ -1,0 +1,202 @@
+"""Draw a bank face (face_bank.py) onto a target face at the target's own resolution.
+
+For one target face with 68 landmarks T and a bank face with texture and shape A:
+1. shape: N = T with its identity-bearing geometry (jaw, brows, nose, eye contours) moved towards
+   A's by alpha, which falls to 0 as the head turns (a frontal jaw on a turned head smears);
+   the 5 key points, the mouth and the eye openness stay T's (warp.identity_shape);
+2. the target's own pixels are warped from T to N, so the new outline shows on the jaw and
+   cheeks; the ring of the mesh stays put, so nothing outside it moves;
+3. the bank face is warped from A to N and its colour matched to the target (LAB mean and std
+   over the cheeks and nose);
+4. a feathered alpha blend inside the face's landmark hull, leaving out the eyes (gaze and lids
+   stay the target's) and an open mouth's interior (teeth, tongue).
+
+Everything happens on the face's box in the frame at native resolution: no 112 px bottleneck.
+Images are RGB uint8 [H,W,3]; shapes [68,2] float (x, y) in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, five_points, mouth_opening, yaw_share
+from .face_bank import AnchorFaceBank
+from .warp import identity_shape, mesh, piecewise_affine
+
+_MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
+
+
+@dataclass
+class RenderConfig:
+    alpha: float = 1.0  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
+    yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
+    yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
+    feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
+    keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
+    keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
+    detail: float = 0.0  # share of the target's own fine skin detail added back (0: the anchor's only)
+    detail_sigma: float = 0.02  # fine detail = what a Gaussian of this width (x eye distance) removes
+    light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
+
+
+def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
+    yaw = yaw_share(five_points(shape))
+    t = np.clip((cfg.yaw_zero - yaw) / max(cfg.yaw_zero - cfg.yaw_full, 1e-6), 0.0, 1.0)
+    return float(cfg.alpha * t)
+
+
+def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
+    m = np.zeros(shape_hw, np.float32)
+    cv2.fillPoly(m, [np.round((pts - offset) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    return m
+
+
+def face_hull(shape: np.ndarray) -> np.ndarray:
+    """The blend region's outline: the jaw and the brows, raised by a tenth of the eye distance."""
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    brows = shape[26:16:-1].copy()
+    brows[:, 1] -= 0.1 * iod
+    return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
+
+
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
+    """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
+    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it."""
+    x0, y0, x1, y1 = box
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    sig = max(cfg.feather * iod / 2, 0.5)
+    hull = _poly_mask(hw, face_hull(shape), (x0, y0))
+    k = max(int(round(2 * sig)) * 2 + 1, 3)
+    m = smooth(cv2.erode(hull, np.ones((k, k), np.uint8)), sig) * hull
+    keep = np.zeros(hw, np.float32)
+    if cfg.keep_eyes > 0:
+        for s in (EYE_L, EYE_R):
+            c = shape[s].mean(0)
+            keep = np.maximum(keep, _poly_mask(hw, c + (shape[s] - c) * cfg.keep_eyes, (x0, y0)))
+    if mouth_opening(shape) > cfg.keep_mouth:
+        keep = np.maximum(keep, _poly_mask(hw, shape[INNER_LIPS], (x0, y0)))
+    if keep.any():
+        keep = smooth(keep, max(0.02 * iod, 0.5))
+        m = m * (1 - np.clip(keep * 1.5, 0, 1))
+    return m
+
+
+def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; wide ones on a downscaled copy (the result is smooth at that scale anyway,
+    and a full-size blur of a 2-megapixel face takes seconds)."""
+    f = int(sigma // 4)
+    if f < 2:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(w // f, 1), max(h // f, 1)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0) -> np.ndarray:
+    """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
+
+    The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
+    colour casts. With `light_sigma` > 0 the lightness also takes `ref`'s shading at that scale
+    (pixels): where the light falls on the target's head, not the anchor donors'.
+    """
+    a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
+    if region.sum() < 16:
+        return src
+    ma, sa = a[region].mean(0), a[region].std(0) + 1e-3
+    mb, sb = b[region].mean(0), b[region].std(0) + 1e-3
+    # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
+    a = (a - ma) * np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4) + mb
+    if light_sigma > 0:
+        a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
+    return cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+
+
+class AnchorFaceRenderer:
+    """`render(rgb, shape, index)`: a copy of `rgb` with the face of 68 points `shape` given the
+    bank face `index`. Pixels outside the face's mesh ring are left bit-exact."""
+
+    def __init__(self, bank: AnchorFaceBank, config: RenderConfig | None = None):
+        self.bank = bank
+        self.cfg = config or RenderConfig()
+
+    def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
+        return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape))
+
+    def render(self, rgb: np.ndarray, shape: np.ndarray, index: int) -> np.ndarray:
+        cfg, tris = self.cfg, self.bank.triangles
+        hw = rgb.shape[:2]
+        shape = shape.astype(np.float32)
+        new = self.new_shape(shape, index)
+        # 2. the target's pixels follow the new outline (the ring, T's own, stays put)
+        src_mesh, dst_mesh = mesh(shape), mesh(new, ring_of=shape)
+        moved, covered, box = piecewise_affine(rgb, src_mesh, dst_mesh, tris, hw)
+        x0, y0, x1, y1 = box
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return rgb.copy()
+        # 3. the bank face on the new shape, over the same box
+        tex = self.bank.textures[index]
+        anchor, _, _ = piecewise_affine(tex.astype(np.float32), mesh(self.bank.shapes[index]), dst_mesh, tris, hw, box=box,
+                                        border=cv2.BORDER_REPLICATE)
+        region = _poly_mask(anchor.shape[:2], cv2.convexHull(new[_MATCH_POINTS])[:, 0], (x0, y0)) > 0.5
+        iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
+        anchor = match_colour(anchor, moved, region, cfg.light * iod)
+        if cfg.detail > 0:
+            mf = moved.astype(np.float32)
+            anchor = anchor + cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), max(cfg.detail_sigma * iod, 0.5)))
+        # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
+        m = blend_mask(cfg, new, box, anchor.shape[:2])[..., None]
+        patch = m * anchor + (1 - m) * moved.astype(np.float32)
+        out = rgb.copy()
+        region_out = out[y0:y1, x0:x1]
+        region_out[covered] = np.clip(np.rint(patch[covered]), 0, 255).astype(np.uint8)
+        return out
+
+
+class AnchorFaceGenerator(torch.nn.Module):
+    """The renderer behind the face-generator interface (models/registry.py) as `anchor-face`.
+
+    The pipeline (frame.py) sees `renderer` and draws at the face's native resolution; `forward`
+    serves callers that only have aligned crops (the attack trainer, evaluations): the same
+    rendering on the crop, with the 68 points found on it.
+    """
+
+    resolution = 112
+    identity_dim = 128
+    identity_encoder = None  # SFace: the bank's anchors are SFace embeddings
+    counterfactual = False  # draws the anchor's face; verification checks it left the original
+
+    def __init__(self, bank: AnchorFaceBank, config: RenderConfig | None = None):
+        super().__init__()
+        from ..faces.landmarks68 import Landmarker68
+
+        self.bank = bank
+        self.renderer = AnchorFaceRenderer(bank, config)
+        self.landmarker = Landmarker68()
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None):
+        """x [B,3,S,S] in [-1,1], z [B,128] unit -> x_a, m [B,1,S,S], x_hat (= x_a: outside the
+        mesh the rendering is the input itself)."""
+        from ..faces.align import template
+        from ..faces.identity import to_tensor, to_uint8
+
+        crops = to_uint8(x)
+        kps = template(x.shape[-1])[None]
+        out, masks = [], []
+        for crop, zi in zip(crops, z.cpu().numpy()):
+            shape = self.landmarker(crop, kps)[0]
+            out.append(self.renderer.render(crop, shape, self.bank.index_of(zi)))
+            masks.append(np.any(out[-1] != crop, axis=2).astype(np.float32))
+        x_a = to_tensor(np.stack(out)).to(x.device)
+        m = torch.from_numpy(np.stack(masks))[:, None].to(x.device)
+        return x_a, m, x_a
+
+
+def load_anchor_face_generator(model: str | None = None, device="cpu") -> AnchorFaceGenerator:
+    """Registry factory: `model` is a bank .safetensors (default: the shipped one)."""
+    from ..weights import DEFAULT_FACE_BANK
+
+    return AnchorFaceGenerator(AnchorFaceBank.load(model or DEFAULT_FACE_BANK))

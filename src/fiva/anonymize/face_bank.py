@@ -1,0 +1,90 @@
+"""The anchor-face bank: synthetic identities as faces, not only as vectors (k-Same).
+
+Each bank face is the average of k aligned training faces of k different people of one sex, each
+first warped to the group's mean 68-point shape (Newton, Sweeney and Malin 2005). It is stored
+with its 68-point shape, its SFace embedding (an anchor of Eq. 1: `anchor_space()` gives the ITM
+the bank's own anchors, so the fake identity it picks is a face that can be drawn), its sex label
+and its skin-tone statistics. scripts/build_face_bank.py builds it from LFW training identities;
+MODEL_CARD.md describes the data, k and the donor checks.
+
+Layout: textures [N,S,S,3] uint8 RGB in the canonical frame (the face's 5 key points on
+`canonical_template(S)`), shapes [N,68,2] float32 in that frame's pixels. On disk the textures are
+JPEG bytes inside the safetensors file (a bank of 256 px faces stays a few MB); nothing is unpickled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from ..faces.align import ARCFACE_112
+from .anchors import AnchorSpace
+
+SEXES = ("male", "female")
+
+
+def canonical_template(size: int) -> np.ndarray:
+    """Where the 5 key points sit in a bank texture of side `size`: the ArcFace template shrunk to
+    0.7 about the centre and raised by 4%, so the jaw and the forehead fit inside."""
+    return (((ARCFACE_112 / 112.0 - 0.5) * 0.7 + np.array([0.5, 0.46])) * size).astype(np.float32)
+
+
+@dataclass
+class AnchorFaceBank:
+    textures: np.ndarray  # [N,S,S,3] uint8 RGB, canonical frame
+    shapes: np.ndarray  # [N,68,2] float32, canonical frame pixels
+    sface: np.ndarray  # [N,128] float32 unit SFace embeddings of the textures
+    sex: np.ndarray  # [N] uint8, index into SEXES
+    tone: np.ndarray  # [N,6] float32: LAB mean and std over the cheeks (OpenCV 8-bit LAB)
+    triangles: np.ndarray  # [T,3] int32: the mesh triangulation (warp.py) shared by all faces
+    donor_distance: np.ndarray  # [N] float32: smallest dlib distance of the face to its k donors
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.textures)
+
+    @property
+    def size(self) -> int:
+        return self.textures.shape[1]
+
+    def save(self, path: str | Path, quality: int = 95) -> None:
+        blobs = [cv2.imencode(".jpg", cv2.cvtColor(t, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].ravel()
+                 for t in self.textures]
+        offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+        save_file({"jpeg": np.concatenate(blobs).astype(np.uint8), "jpeg_offsets": offsets,
+                   "shapes": self.shapes.astype(np.float32), "sface": self.sface.astype(np.float32),
+                   "sex": self.sex.astype(np.uint8), "tone": self.tone.astype(np.float32),
+                   "triangles": self.triangles.astype(np.int32), "donor_distance": self.donor_distance.astype(np.float32)},
+                  str(path), metadata={k: str(v) for k, v in self.meta.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AnchorFaceBank":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: anchor-face bank not found")
+        d = load_file(str(path))
+        with safe_open(str(path), "np") as f:
+            meta = dict(f.metadata() or {})
+        off = d["jpeg_offsets"]
+        tex = np.stack([cv2.cvtColor(cv2.imdecode(d["jpeg"][off[i]:off[i + 1]], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                        for i in range(len(off) - 1)])
+        return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta)
+
+    def anchor_space(self, margin: float = 0.0, seed: int = 0, candidates: int = 4) -> AnchorSpace:
+        """The bank's SFace embeddings as the anchor space S_a of Eq. 1 (few candidates: the
+        bank is small, and ties broken among 4 keep the choice spread)."""
+        return AnchorSpace(self.sface.copy(), margin=margin, candidates=min(candidates, len(self) - 1), seed=seed)
+
+    def index_of(self, anchor: np.ndarray) -> int:
+        """The bank face whose embedding an anchor vector is (the ITM hands out vectors)."""
+        return int(np.argmax(self.sface @ (anchor / np.linalg.norm(anchor))))
+
+    def sample(self, rng: np.random.Generator, sex: int | None = None) -> int:
+        """A random bank face index, of one sex if given."""
+        pool = np.arange(len(self)) if sex is None else np.flatnonzero(self.sex == sex)
+        return int(rng.choice(pool if len(pool) else np.arange(len(self))))

@@ -1,0 +1,114 @@
+"""The per-frame step for renderers that draw at the face's native resolution (anchor-face).
+
+The same contract as `Anonymizer._generate` for the 112 px generators: identities from the ITM
+(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with one retry
+on another anchor, and per face whether it failed (the caller obfuscates those). What differs is
+the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
+is not smoothed away), then `AnchorFaceRenderer.render` on the frame itself, face after face.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..faces import Detections, align_faces
+from ..faces.align import ARCFACE_112, similarity_transform
+from ..faces.identity import to_tensor
+
+DLIB_MATCH = 0.6
+SHAPE_SMOOTHING = 0.5  # weight of the previous frame's 68 points (face frame) along a track
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
+    """68 points [N,68,2] per face; along a track, averaged with the last frame's in the frame of
+    the face's 5 key points (raw dlib points jitter from frame to frame: identity jitter)."""
+    shapes = anon.generator.landmarker(rgb, dets.landmarks)
+    if tracks is None:
+        return shapes
+    for i, t in enumerate(tracks):
+        m = similarity_transform(dets.landmarks[i], ARCFACE_112)
+        local = _apply(m, shapes[i])
+        prev = anon._tracks.get(("shape68", int(t)))
+        if prev is not None:
+            local = SHAPE_SMOOTHING * prev + (1 - SHAPE_SMOOTHING) * local
+        anon._tracks[("shape68", int(t))] = local
+        inv = np.vstack([m, [0, 0, 1]])
+        shapes[i] = _apply(np.linalg.inv(inv)[:2], local)
+    return shapes
+
+
+def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
+    """Does the drawn face still match its original? SFace on the output's aligned face, and on
+    still images (or with --verify) also dlib."""
+    if anon.cfg.fallback == "none":
+        return False
+    crop, _ = align_faces(out, det.landmarks, 112)
+    if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
+        return True
+    if anon._dlib is not None and (still or anon.cfg.verify is True):
+        box = det.boxes[0]
+        return float(np.linalg.norm(anon._dlib.embed(rgb, box) - anon._dlib.embed(out, box))) < DLIB_MATCH
+    return False
+
+
+def _noise(anon, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """The `noise` defense on the drawn pixels: U(-eps, eps) on a fraction p of them."""
+    changed = np.any(before != after, axis=2)
+    gen = anon._rng
+    pick = changed & (torch.rand(changed.shape, generator=gen).numpy() < anon.cfg.defense_p)
+    if not pick.any():
+        return after
+    noise = (torch.rand((int(pick.sum()), 3), generator=gen).numpy() * 2 - 1) * anon.cfg.defense_eps * 255
+    out = after.copy()
+    out[pick] = np.clip(out[pick].astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
+    """Draw, verify (one retry) and return (image, failed [N] bool)."""
+    if anon.cfg.defense == "fgsm":
+        raise ValueError("--defense fgsm needs a 112 px generator; the anchor-face renderer supports none and noise")
+    n = len(dets)
+    bank, renderer = anon.generator.bank, anon.generator.renderer
+    crops, _ = align_faces(rgb, dets.landmarks, 112)
+    dim = anon.itm.anchors.anchors.shape[1]
+    z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
+    failed = np.zeros(n, bool)
+    fresh, keys = [], [None] * n
+    for i in range(n):
+        st = anon._tracks.get(int(tracks[i])) if tracks is not None else None
+        if st is not None and st["age"] < anon.cfg.reembed_every:
+            st["age"] += 1
+            z_a[i], failed[i] = st["z_a"], st["failed"]
+        else:
+            fresh.append(i)
+    if fresh:
+        z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
+        for i in fresh:
+            z_a[i], keys[i] = anon._fake_identity(z_id[i])
+    shapes = shapes68(anon, rgb, dets, tracks)
+    out = rgb
+    for i in range(n):
+        if i not in fresh and failed[i]:
+            continue  # a track that failed verification stays obfuscated until its re-check
+        drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]))
+        if i in fresh and _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still):
+            if anon.cfg.identity == "own":
+                failed[i] = True
+            else:
+                anon.stats["retried"] += 1
+                z_a[i] = anon._other_anchor(z_id[i], z_a[i])
+                drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]))
+                failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
+                if not failed[i] and keys[i] is not None:
+                    anon.itm.reassign(keys[i], z_a[i])
+        if not failed[i]:
+            out = _noise(anon, out, drawn) if anon.cfg.defense == "noise" else drawn
+    for i in fresh:
+        if tracks is not None:
+            anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}
+    return out, failed

@@ -1,0 +1,145 @@
+"""Piecewise-affine warps on the 68-point face mesh, and moving a face's shape towards another's.
+
+The mesh is the 68 dlib points plus a ring of 12 points around the face (`ring`), triangulated
+once (`triangulate`, Delaunay on a reference shape) so every face shares one topology. A warp
+maps each destination triangle back to its source triangle (`piecewise_affine`); pixels outside
+the ring are never touched, which is what keeps the rest of the frame bit-exact.
+
+Images are [H,W,C] arrays (uint8 or float32); points are [P,2] float (x, y) in pixels.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..faces.landmarks68 import BROWS, EYE_L, EYE_R, JAW, NOSE, NOSE_TIP, five_points
+
+RING_POINTS = 12
+RING_SCALE = 1.5  # the ring's radius over the face's (centroid to farthest landmark)
+
+
+def ring(shape: np.ndarray, scale: float = RING_SCALE) -> np.ndarray:
+    """RING_POINTS points [12,2] on a circle around the shape, turned with the eye axis, so the
+    same ring point sits at the same place relative to the face in every image."""
+    c = shape.mean(0)
+    r = scale * float(np.linalg.norm(shape - c, axis=1).max())
+    k = five_points(shape)
+    ang = np.arctan2(*(k[1] - k[0])[::-1])
+    t = ang + np.linspace(0, 2 * np.pi, RING_POINTS, endpoint=False)
+    return (c + r * np.stack([np.cos(t), np.sin(t)], 1)).astype(np.float32)
+
+
+def mesh(shape: np.ndarray, ring_of: np.ndarray | None = None) -> np.ndarray:
+    """The 80 mesh points [80,2]: the shape and the ring of `ring_of` (default: the shape)."""
+    return np.concatenate([shape, ring(shape if ring_of is None else ring_of)]).astype(np.float32)
+
+
+def triangulate(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles [T,3] (indices into points) of a reference point set [P,2]."""
+    lo, hi = points.min(0) - 10, points.max(0) + 10
+    sub = cv2.Subdiv2D((int(lo[0]), int(lo[1]), int(hi[0] - lo[0]) + 1, int(hi[1] - lo[1]) + 1))
+    for p in points:
+        sub.insert((float(p[0]), float(p[1])))
+    tris = []
+    for t in sub.getTriangleList().reshape(-1, 3, 2):
+        d = np.linalg.norm(points[None] - t[:, None], axis=2)  # [3,P]
+        idx = d.argmin(1)
+        if d[np.arange(3), idx].max() < 1e-3 and len(set(idx)) == 3:
+            tris.append(idx)
+    return np.array(tris, np.int32)
+
+
+def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, tris: np.ndarray,
+                     out_hw: tuple[int, int], box: tuple[int, int, int, int] | None = None,
+                     border: int = cv2.BORDER_REFLECT) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """Warp `src` so its mesh `src_pts` lands on `dst_pts` in an output of size `out_hw`.
+
+    Only the bounding box of the destination mesh (clipped to the output, or `box`) is computed.
+    Returns the warped patch, a [h,w] bool map of pixels covered by a triangle, and the patch's
+    box (x0, y0, x1, y1) in output pixels.
+    """
+    h, w = out_hw
+    if box is None:
+        lo = np.floor(dst_pts.min(0)).astype(int)
+        hi = np.ceil(dst_pts.max(0)).astype(int) + 1
+        box = (max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h))
+    x0, y0, x1, y1 = box
+    pw, ph = max(x1 - x0, 1), max(y1 - y0, 1)
+    # The map is piecewise linear: on large faces it is computed on a grid of at most ~256 px a
+    # side and resized (bilinear), which is exact inside triangles and ~free next to a full pass.
+    step = max(1, int(np.ceil(max(pw, ph) / 256)))
+    gw, gh = -(-pw // step), -(-ph // step)
+    # grid cell i samples pixel x0 + (i + 0.5) * step - 0.5: the centre convention of cv2.resize
+    to_grid = lambda p: (p - (x0, y0) + 0.5) / step - 0.5  # noqa: E731
+    label = np.zeros((gh, gw), np.int32)
+    mats = np.zeros((len(tris) + 1, 2, 3), np.float32)
+    shift = 4  # sub-pixel triangle corners
+    for t, tri in enumerate(tris, start=1):
+        d = dst_pts[tri].astype(np.float32)
+        s = src_pts[tri].astype(np.float32)
+        area = (d[1, 0] - d[0, 0]) * (d[2, 1] - d[0, 1]) - (d[2, 0] - d[0, 0]) * (d[1, 1] - d[0, 1])
+        if abs(area) < 1e-3:
+            continue
+        mats[t] = cv2.getAffineTransform(d, s)
+        poly = np.round(to_grid(d) * (1 << shift)).astype(np.int32)
+        cv2.fillConvexPoly(label, poly, t, lineType=cv2.LINE_8, shift=shift)
+    if step > 1:  # grow triangles by a grid cell so the resized map covers their edges
+        grown = cv2.dilate(label.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+        label = np.where(label > 0, label, grown)
+    ys, xs = (np.mgrid[0:gh, 0:gw].astype(np.float32) + 0.5) * step - 0.5
+    xs += x0
+    ys += y0
+    map_x = mats[label, 0, 0] * xs + mats[label, 0, 1] * ys + mats[label, 0, 2]
+    map_y = mats[label, 1, 0] * xs + mats[label, 1, 1] * ys + mats[label, 1, 2]
+    covered = label > 0
+    if step > 1:
+        full = (step * gw, step * gh)
+        map_x = cv2.resize(map_x, full, interpolation=cv2.INTER_LINEAR)[:ph, :pw]
+        map_y = cv2.resize(map_y, full, interpolation=cv2.INTER_LINEAR)[:ph, :pw]
+        # what the mesh covers, exactly at full resolution: its hull (the grown grid spills over)
+        hull = cv2.convexHull(dst_pts.astype(np.float32))[:, 0]
+        covered = np.zeros((ph, pw), np.uint8)
+        cv2.fillConvexPoly(covered, np.round((hull - (x0, y0)) * (1 << shift)).astype(np.int32), 1, cv2.LINE_8, shift)
+        covered = covered > 0
+    else:
+        map_x, map_y, covered = map_x[:ph, :pw], map_y[:ph, :pw], covered[:ph, :pw]
+    map_x[~covered], map_y[~covered] = -1, -1
+    out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
+    return out, covered, (x0, y0, x0 + pw, y0 + ph)
+
+
+def _rotation(shape: np.ndarray) -> np.ndarray:
+    """2x2 rotation taking image axes to the face's (x along the eye axis)."""
+    k = five_points(shape)
+    e = (k[1] - k[0]) / (np.linalg.norm(k[1] - k[0]) + 1e-6)
+    return np.array([[e[0], e[1]], [-e[1], e[0]]], np.float32)
+
+
+def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float) -> np.ndarray:
+    """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
+
+    The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
+    nose then move by `alpha` towards it; each eye takes the anchor's contour (by `alpha`) but
+    keeps the target's centre and openness; the nose tip and the whole mouth stay the target's, so
+    the 5 key points, the mouth opening and the expression are kept.
+    """
+    from ..faces.align import similarity_transform
+
+    m = similarity_transform(five_points(anchor), five_points(target))
+    a = anchor @ m[:, :2].T + m[:, 2]
+    out = target.astype(np.float32).copy()
+    for s in (JAW, BROWS, NOSE):
+        out[s] += alpha * (a[s] - target[s])
+    out[NOSE_TIP] = target[NOSE_TIP]
+    rot = _rotation(target)
+    for s in (EYE_L, EYE_R):
+        tc, ac = target[s].mean(0), a[s].mean(0)
+        tl, al = (target[s] - tc) @ rot.T, (a[s] - ac) @ rot.T  # eye-axis frame
+        mix = (1 - alpha) * tl + alpha * al
+        # keep the target's lid gap: scale the anchor-shaped contour vertically to it
+        th, mh = np.ptp(tl[:, 1]), np.ptp(mix[:, 1])
+        if mh > 1e-3:
+            mix[:, 1] *= th / mh
+        mix -= mix.mean(0)
+        out[s] = tc + mix @ rot
+    return out

@@ -1,0 +1,88 @@
+"""dlib's 68-point landmarks on a face found by YuNet.
+
+The 68-point shape predictor (iBUG 300-W layout, shipped in `face-recognition-models`, CC0) was
+trained on boxes of dlib's HOG detector, not YuNet's. So the box it is given is rebuilt from
+YuNet's 5 key points the way dlib's detector would have drawn it: a square centred 0.55 of the
+way from the eyes' to the mouth's midpoint, 2.38 eye-to-mouth distances wide (medians over 150
+LFW training faces found by both detectors).
+
+Point groups (0-based): jaw 0-16, brows 17-26, nose 27-35, eyes 36-47 (36-41 the image-left
+eye), outer lips 48-59, inner lips 60-67.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..weights import dlib_model_paths
+
+JAW, BROWS, NOSE = slice(0, 17), slice(17, 27), slice(27, 36)
+EYE_L, EYE_R = slice(36, 42), slice(42, 48)  # image left and right as seen
+LIPS, INNER_LIPS = slice(48, 60), slice(60, 68)
+NOSE_TIP, MOUTH_L, MOUTH_R = 30, 48, 54
+
+_BOX_CENTER, _BOX_SIDE = 0.55, 2.38
+
+
+def predictor_68_path():
+    return dlib_model_paths()[1].with_name("shape_predictor_68_face_landmarks.dat")
+
+
+def dlib_box(kps: np.ndarray) -> np.ndarray:
+    """A dlib-detector-like square box (x1,y1,x2,y2) from YuNet's 5 key points [5,2]."""
+    eyes, mouth = (kps[0] + kps[1]) / 2, (kps[3] + kps[4]) / 2
+    v = mouth - eyes
+    c = eyes + _BOX_CENTER * v
+    half = _BOX_SIDE * float(np.linalg.norm(v)) / 2
+    return np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half], np.float32)
+
+
+def five_points(shape: np.ndarray) -> np.ndarray:
+    """The 5 key points [5,2] of a 68-point shape, in YuNet's order (eye centres, nose tip,
+    mouth corners)."""
+    return np.stack([shape[EYE_L].mean(0), shape[EYE_R].mean(0), shape[NOSE_TIP], shape[MOUTH_L], shape[MOUTH_R]])
+
+
+def mouth_opening(shape: np.ndarray) -> float:
+    """Inner-lip gap over the eye distance (0 for a closed mouth)."""
+    gap = float(np.mean(np.linalg.norm(shape[[61, 62, 63]] - shape[[67, 66, 65]], axis=1)))
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0))) + 1e-6
+    return gap / iod
+
+
+def eye_openness(shape: np.ndarray) -> float:
+    """Mean eye aspect ratio (lid gap over eye width) of both eyes."""
+    out = []
+    for s in (EYE_L, EYE_R):
+        e = shape[s]
+        gap = (np.linalg.norm(e[1] - e[5]) + np.linalg.norm(e[2] - e[4])) / 2
+        out.append(gap / (np.linalg.norm(e[0] - e[3]) + 1e-6))
+    return float(np.mean(out))
+
+
+def yaw_share(kps: np.ndarray) -> float:
+    """How far the nose tip sits off the eyes' midline, as a share of the eye distance (0 frontal,
+    ~0.7 at about 60 degrees of yaw): the same measure the pipeline's profile triage uses."""
+    eye = kps[1] - kps[0]
+    iod = float(np.linalg.norm(eye)) + 1e-6
+    return abs(float(np.dot(kps[2] - (kps[0] + kps[1]) / 2, eye / iod))) / iod
+
+
+class Landmarker68:
+    """`__call__(rgb, kps)`: 68 points [68,2] float32 (image pixels) for each face [N,5,2]."""
+
+    def __init__(self):
+        try:
+            import dlib
+        except ImportError as e:  # pragma: no cover - depends on the [eval] extra
+            raise ImportError("68-point landmarks need dlib: pip install 'fiva[eval]'") from e
+        self._dlib = dlib
+        self._sp = dlib.shape_predictor(str(predictor_68_path()))
+
+    def __call__(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:
+        img = np.ascontiguousarray(rgb)
+        out = np.zeros((len(kps), 68, 2), np.float32)
+        for i, k in enumerate(kps):
+            x1, y1, x2, y2 = (int(round(float(c))) for c in dlib_box(np.asarray(k, np.float32)))
+            shape = self._sp(img, self._dlib.rectangle(x1, y1, x2, y2))
+            out[i] = [(p.x, p.y) for p in shape.parts()]
+        return out

@@ -1,0 +1,110 @@
+"""The anchor-face bank and renderer: storage, geometry, what stays untouched, and the pipeline."""
+import numpy as np
+import pytest
+
+from fiva.anonymize.face_bank import AnchorFaceBank, canonical_template
+from fiva.anonymize.warp import identity_shape, mesh, ring
+from fiva.faces.landmarks68 import INNER_LIPS, LIPS, five_points, mouth_opening
+from fiva.weights import DEFAULT_FACE_BANK
+
+from conftest import needs_dlib
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return AnchorFaceBank.load(DEFAULT_FACE_BANK)
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(astronaut):
+    from fiva.faces import FaceDetector
+    from fiva.faces.landmarks68 import Landmarker68
+
+    d = FaceDetector()(astronaut)
+    return d, Landmarker68()(astronaut, d.landmarks[:1])[0]
+
+
+def test_the_shipped_bank_loads_from_safetensors_and_its_anchors_are_its_faces(bank):
+    n = len(bank)
+    assert n >= 20 and bank.textures.shape == (n, bank.size, bank.size, 3) and bank.textures.dtype == np.uint8
+    assert bank.shapes.shape == (n, 68, 2) and set(np.unique(bank.sex)) <= {0, 1}
+    assert np.allclose(np.linalg.norm(bank.sface, axis=1), 1, atol=1e-3)
+    assert (bank.donor_distance > 0.6).all()  # the build's donor check, recorded per face
+    # Eq. 1 on the bank's anchors hands out a vector that names one bank face
+    space = bank.anchor_space(seed=0)
+    z = np.random.default_rng(0).normal(size=128).astype(np.float32)
+    picks = {bank.index_of(space.sample(z)) for _ in range(20)}
+    assert len(picks) >= 2 and all(0 <= p < n for p in picks)
+    for i in range(0, n, 7):
+        assert bank.index_of(bank.sface[i]) == i
+    assert bank.sex[bank.sample(np.random.default_rng(0), sex=1)] == 1
+
+
+def test_a_bank_round_trips_through_its_file(tmp_path, bank):
+    small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
+                           bank.triangles, bank.donor_distance[:3], {"k": 6})
+    small.save(tmp_path / "b.safetensors")
+    back = AnchorFaceBank.load(tmp_path / "b.safetensors")
+    assert np.array_equal(back.shapes, small.shapes) and np.array_equal(back.triangles, small.triangles)
+    assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
+    assert back.meta["k"] == "6"
+
+
+def test_the_identity_shape_keeps_the_five_key_points_and_the_mouth(bank, astronaut_face):
+    _, target = astronaut_face
+    for i, alpha in ((0, 1.0), (5, 1.5), (9, 0.5)):
+        new = identity_shape(target, bank.shapes[i], alpha)
+        assert np.abs(five_points(new) - five_points(target)).max() < 1e-3
+        assert np.array_equal(new[LIPS], target[LIPS]) and np.array_equal(new[INNER_LIPS], target[INNER_LIPS])
+        assert np.abs(new[:17] - target[:17]).max() > 1.0  # the jaw did move
+    # the ring of the mesh is the target's own: nothing outside it moves
+    assert np.array_equal(mesh(new, ring_of=target)[68:], ring(target))
+
+
+def test_canonical_template_keeps_the_face_inside_the_texture(bank):
+    t = canonical_template(bank.size)
+    assert (t > 0).all() and (t < bank.size).all()
+    assert (bank.shapes > -2).all() and (bank.shapes < bank.size + 2).all()
+
+
+@needs_dlib
+def test_rendering_changes_only_the_mesh_region_and_keeps_the_key_points(bank, astronaut, astronaut_face):
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer
+    from fiva.faces import FaceDetector
+    from fiva.faces.detect import match_face
+
+    d, shape = astronaut_face
+    out = AnchorFaceRenderer(bank).render(astronaut, shape, 3)
+    hull = ring(shape)
+    lo, hi = np.floor(hull.min(0)).astype(int) - 1, np.ceil(hull.max(0)).astype(int) + 1
+    outside = np.ones(astronaut.shape[:2], bool)
+    outside[max(lo[1], 0):hi[1], max(lo[0], 0):hi[0]] = False
+    assert np.array_equal(out[outside], astronaut[outside])
+    x1, y1, x2, y2 = d.boxes[0].astype(int)
+    assert np.abs(out[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean() > 3
+    d1 = FaceDetector()(out)
+    m = match_face(d.boxes[0], d1.boxes)
+    assert m is not None
+    iod = np.linalg.norm(d.landmarks[0, 0] - d.landmarks[0, 1])
+    assert np.linalg.norm(d1.landmarks[m] - d.landmarks[0], axis=1).mean() / iod < 0.12
+    from fiva.faces.landmarks68 import Landmarker68
+
+    after = Landmarker68()(out, d1.landmarks[m][None])[0]
+    assert abs(mouth_opening(after) - mouth_opening(shape)) < 0.05  # the smile's opening is kept
+
+
+@needs_dlib
+def test_the_pipeline_with_anchor_faces_gives_a_face_yunet_finds_again(astronaut):
+    from fiva import Anonymizer
+    from fiva.faces.detect import match_face
+
+    anon = Anonymizer(generator="anchor-face", fallback="none", progress=False)
+    d = anon.detect(astronaut)
+    out = anon.anonymize_image(astronaut, d)
+    assert anon.stats["generated"] == 1
+    x1, y1, x2, y2 = d.boxes[0].astype(int)
+    assert np.abs(out[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean() > 3
+    assert match_face(d.boxes[0], anon.detect(out).boxes) is not None
+    # the same person in a second image keeps the bank face the ITM chose (Algorithm 1)
+    again = anon.anonymize_image(astronaut, d)
+    assert np.array_equal(again, out) or np.abs(again.astype(int) - out).mean() < 0.5
