@@ -176,6 +176,17 @@ def test_a_person_clicked_in_a_video_stays_in_every_frame(server, media):
     assert not list((server.root / up["id"]).glob(".reference*"))  # the reference crops are gone again
 
 
+def test_a_port_in_use_is_a_one_line_error(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"fiva: error: cannot listen on 127.0.0.1:{port} (")
+
+
 def test_the_temporary_folder_goes_with_the_server(media):
     s = start_server()
     code, up = _upload(s, media / "two_people.png")
@@ -268,7 +279,11 @@ def test_photo_keep_one_person_and_download_what_the_cli_writes(page, server, me
 
 @needs_browser
 def test_broken_and_too_large_files_show_their_error_on_the_page(page, server, media):
-    page.set_input_files("#file", str(media / "broken.jpg"))
+    data = list((media / "broken.jpg").read_bytes())  # dropped onto the page, as from a file manager
+    dropped = page.evaluate_handle("(data) => { const t = new DataTransfer(); "
+                                   "t.items.add(new File([new Uint8Array(data)], 'broken.jpg', {type: 'image/jpeg'})); "
+                                   "return t }", data)
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
     page.wait_for_selector("#error:not([hidden])")
     assert page.text_content("#error") == "broken.jpg: not a readable image (corrupt or unsupported format)"
     assert page.is_hidden("#panes")
