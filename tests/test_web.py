@@ -176,6 +176,31 @@ def test_a_person_clicked_in_a_video_stays_in_every_frame(server, media):
     assert not list((server.root / up["id"]).glob(".reference*"))  # the reference crops are gone again
 
 
+def test_a_clicked_video_face_that_cannot_be_recognised_is_named(tmp_path):
+    from skimage import data
+
+    from fiva.faces import Detections
+    from fiva.web.workspace import Workspace
+
+    ws = Workspace()
+    try:
+        uid, path = ws.reserve("walk.mp4")
+        make_video(path, [data.astronaut()[::2, ::2].copy()] * 5, audio=False)
+        up = ws.inspect(uid, path)
+        # a box the detector might give on a tiny or blurred face: nothing to recognise in it on its own
+        up.dets = Detections(np.array([[0, 0, 30, 30]], np.float32), np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32))
+        job = ws.start(uid, "blur", "keep", [0])
+        for _ in range(600):
+            if job.state in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert job.state == "failed"
+        assert job.error == "walk.mp4: face 1 is too small or blurred to be recognised in the other frames; leave it unclicked"
+    finally:
+        ws.close()
+    assert not ws.root.exists()
+
+
 def test_a_port_in_use_is_a_one_line_error(capsys):
     import socket
 

@@ -217,7 +217,15 @@ class Workspace:
         job.summary = summarize(anon.stats, anon.cfg.fallback, video=False)
 
     def _run_video(self, job: Job, out: Path, refs: list[Path]) -> None:
-        anon = self._anonymizer(job, tuple(str(r) for r in refs))
+        try:
+            anon = self._anonymizer(job, tuple(str(r) for r in refs))
+        except ValueError as e:
+            bad = [i for i, r in zip(job.chosen, refs) if str(e).startswith(str(r))]
+            if not bad:
+                raise
+            number = job.upload.describe()["faces"][bad[0]]["number"]
+            raise ValueError(f"{job.upload.name}: face {number} is too small or blurred to be recognised in the other "
+                             "frames; leave it unclicked") from e
         start_file(anon, job.upload.name)
         process_video(job.upload.path, out, _Counted(VideoStream(anon), job, self._closed), progress=False)
         job.done = job.total
