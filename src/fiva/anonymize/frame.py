@@ -226,12 +226,23 @@ class Anonymizer:
                 if f:
                     kinds[i] = "verify"
         bad = [i for i, k in enumerate(kinds) if k != "ok"]
+        if bad:
+            out = obfuscate(out, dets[np.array(bad)], self.cfg.fallback)
+        gen = [i for i, k in enumerate(kinds) if k == "ok"]
+        if still and gen and self.cfg.fallback != "none":
+            # The finished photo, looked at as a user's next tool would: a generated face not found
+            # in place there (obfuscated neighbours and the defense move landmarks a little) is
+            # obfuscated too.
+            moved = [i for i, ok in zip(gen, self._in_place(out, dets[np.array(gen)], still=True)) if not ok]
+            if moved:
+                out = obfuscate(out, dets[np.array(moved)], self.cfg.fallback)
+                for i in moved:
+                    kinds[i] = "verify"
+                bad += moved
         for i in bad:
             self.stats[f"fallback_{kinds[i]}"] += 1
             self.outcomes[idx[i]] = kinds[i]
         self.stats["generated"] += len(dets) - len(bad)
-        if bad:
-            out = obfuscate(out, dets[np.array(bad)], self.cfg.fallback)
         return out
 
     def _reference_embeddings(self, paths) -> np.ndarray:

@@ -40,23 +40,24 @@ class FaceDetector:
     """YuNet (OpenCV FaceDetectorYN) at every face size, on images of any size.
 
     YuNet places landmarks well on faces of roughly 10-300 px; on a 600 px face it returns parts of
-    the face as faces, with landmarks a mouth-width off. So an image is searched as a pyramid: a
-    coarse pass with the long side at `coarse_side` (big faces, in YuNet's range there), then passes
-    3x finer up to full resolution, each in tiles of at most `tile` px, keeping from the finer passes
-    only faces up to `max_face` px. One face seen by several passes, or twice by one, gives one
-    detection: the best-scoring one, whose landmarks come from a pass where the face was in range.
+    the face as faces, with landmarks a mouth-width off, and on upscaled photos it takes blurred
+    patches for faces. So an image is searched as a pyramid: a coarse pass with the long side at
+    `coarse_side` (big faces, in YuNet's range there), then passes 3x finer up to full resolution,
+    each in tiles of at most `tile` px, keeping from the finer passes only faces up to `max_face`
+    px: anything larger is 53+ px in the pass before, where a real face is found too. One face seen
+    by several passes, or twice by one, gives one detection: the best-scoring one.
 
     Args:
         score_threshold: minimum face score (default 0.6).
         nms_threshold: box overlap above which the weaker box of one pass is dropped (default 0.3).
         coarse_side: long side of the coarsest pass (default 640).
-        max_face: largest face, in a pass's pixels, a finer pass may report (default 320).
+        max_face: largest face, in a pass's pixels, a finer pass may report (default 160).
         tile: largest tile side of a pass (default 1920); tiles overlap by `max_face`.
     Coordinates are always in the original image's pixels.
     """
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, coarse_side: int = 640,
-                 max_face: int = 320, tile: int = 1920):
+                 max_face: int = 160, tile: int = 1920):
         self.score_threshold = score_threshold
         self.coarse_side, self.max_face, self.tile = coarse_side, max_face, tile
         try:  # OpenCV 5 warns about backend targets on every model load: noise for users

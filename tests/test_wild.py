@@ -1,0 +1,133 @@
+"""Photos at real size: big faces, duplicate and false detections, the paste region, option order,
+the pixel limit; and the in-the-wild photos of ../shared/data/wild when present."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED, needs_dlib
+
+from fiva import Anonymizer
+from fiva.cli import build_parser, main
+from fiva.faces import Detections, FaceDetector
+from fiva.faces.detect import merge_faces
+from fiva.faces.region import FaceOutline, outline_mask
+from fiva.io import read_image, write_image
+
+WILD = SHARED / "wild"
+
+
+def _iod_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[1] - b[0]))
+
+
+def test_a_big_face_gets_one_detection_with_its_landmarks_on_the_features(astronaut):
+    """At full resolution YuNet splits a ~700 px face into parts with landmarks a mouth-width off;
+    the pyramid finds it once, where the 512 px original puts it."""
+    det = FaceDetector(score_threshold=0.3)
+    ref = det(astronaut)
+    big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    found = det(big)
+    assert len(ref) == 1 and len(found) == 1
+    assert _iod_error(found.landmarks[0], ref.landmarks[0] * 4) < 0.08
+
+
+def test_duplicates_and_parts_of_a_face_merge_into_one_detection():
+    row = lambda x, y, s, score: [x, y, s, s] + [0.0] * 10 + [score]  # noqa: E731
+    faces = np.array([row(100, 100, 400, 0.9), row(150, 300, 200, 0.78), row(120, 120, 380, 0.53),  # one face, thrice
+                      row(700, 100, 60, 0.4)], np.float32)  # and another, apart
+    merged = merge_faces(faces)
+    assert merged[:, 14].tolist() == pytest.approx([0.9, 0.4])
+
+
+def _wall_candidate(img: np.ndarray, score: float) -> Detections:
+    """A 'face' the detector never found: plausible landmarks on a textured wall."""
+    lm = np.array([[140, 150], [200, 150], [170, 185], [145, 215], [195, 215]], np.float32)
+    return Detections(np.array([[110, 100, 230, 250]], np.float32), np.array([score], np.float32), lm[None])
+
+
+def test_no_face_is_pasted_where_there_is_none():
+    rng = np.random.default_rng(0)
+    wall = cv2.resize(rng.integers(60, 200, (40, 40, 3), np.uint8), (400, 400), interpolation=cv2.INTER_LINEAR)
+    anon = Anonymizer(verify=False)
+    weak = anon.anonymize_image(wall, _wall_candidate(wall, 0.35))
+    assert np.array_equal(weak, wall) and list(anon.outcomes) == ["rejected"]  # a false alarm: left untouched
+    sure = anon.anonymize_image(wall, _wall_candidate(wall, 0.9))
+    assert list(anon.outcomes) == ["unsure"]  # a confident one: obfuscated, never a generated face
+    assert anon.stats["generated"] == 0 and not np.array_equal(sure, wall)
+
+
+def test_the_generated_face_stays_inside_the_face_outline(astronaut):
+    """Hair, ears and background are the person's own: nothing changes outside the outline."""
+    anon = Anonymizer(verify=False, fallback="none", defense="none")
+    dets = anon.detect(astronaut)
+    out = anon.anonymize_image(astronaut, dets)
+    assert list(anon.outcomes) == ["generated"]
+    outline = FaceOutline()(astronaut, dets.landmarks)[0]
+    inside = outline_mask(outline, 512, feather=0.0) > 0
+    inside = cv2.dilate(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    changed = np.abs(out.astype(int) - astronaut).max(2) > 0
+    assert changed.sum() > 2000 and not (changed & ~inside).any()
+
+
+def test_pixelation_has_the_same_number_of_blocks_on_any_face_size():
+    from fiva.anonymize.baselines import obfuscate
+
+    rng = np.random.default_rng(1)
+    for side in (60, 900):
+        img = rng.integers(0, 255, (side * 2, side * 2, 3), np.uint8)
+        box = np.array([[side / 2, side / 2, side * 1.5, side * 1.5]], np.float32)
+        out = obfuscate(img, Detections(box, np.ones(1, np.float32), np.zeros((1, 5, 2), np.float32)), "pixelate")
+        row = out[side, int(side * 0.6):int(side * 1.4)]
+        runs = 1 + int((np.abs(np.diff(row.astype(int), axis=0)).sum(1) > 0).sum())
+        assert runs <= 8  # 10 px blocks left a big face recognisable
+
+
+def test_keep_and_only_are_repeatable_and_come_before_or_after_the_inputs():
+    p = build_parser()
+    a = p.parse_args(["anonymize", "--keep", "me.jpg", "photo.jpg"])
+    assert a.inputs == ["photo.jpg"] and a.keep == ["me.jpg"]
+    a = p.parse_args(["anonymize", "photo.jpg", "clip.mp4", "--keep", "a.jpg", "--keep", "staff/"])
+    assert a.inputs == ["photo.jpg", "clip.mp4"] and a.keep == ["a.jpg", "staff/"]
+    a = p.parse_args(["anonymize", "--only", "b.jpg", "x.jpg", "--max-pixels", "5"])
+    assert a.only == ["b.jpg"] and a.inputs == ["x.jpg"] and a.max_pixels == 5
+
+
+def test_the_pixel_limit_is_a_clear_error_and_max_pixels_raises_it(tmp_path, capsys):
+    write_image(tmp_path / "small.png", np.full((100, 120, 3), 90, np.uint8))
+    rc = main(["anonymize", str(tmp_path / "small.png"), "--method", "blur", "--max-pixels", "10000", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "small.png: image too large (120x100 = 12000 pixels, limit 10000; --max-pixels raises it)" in err
+    assert main(["anonymize", str(tmp_path / "small.png"), "--method", "blur", "--max-pixels", "12000", "--no-progress"]) == 0
+    # Above the default limit (and above PIL's own bomb guard), refused from the header alone.
+    from PIL import Image
+
+    Image.new("1", (15000, 15000)).save(tmp_path / "huge.png")
+    rc = main(["anonymize", str(tmp_path / "huge.png"), "--method", "blur", "--no-progress"])
+    assert rc == 1 and "huge.png: image too large (15000x15000 = 225000000 pixels, limit 100000000" in capsys.readouterr().err
+
+
+def test_a_folder_of_reference_photos_is_accepted(tmp_path, astronaut):
+    refs = tmp_path / "staff"
+    refs.mkdir()
+    write_image(refs / "a.png", astronaut)
+    anon = Anonymizer(method="blur", keep=(str(refs),))
+    assert np.array_equal(anon.anonymize_image(astronaut), astronaut) and list(anon.outcomes) == ["kept"]
+
+
+@needs_dlib
+@pytest.mark.slow
+@pytest.mark.skipif(not WILD.is_dir(), reason="in-the-wild photos not found at ../shared/data/wild")
+def test_every_face_of_the_wild_photos_is_replaced_in_place_or_obfuscated():
+    from fiva.evaluate.wild import measure_photo
+    from fiva.faces.identity import DlibEvaluator
+
+    anon, evaluator = Anonymizer(progress=False), DlibEvaluator()
+    for path in sorted(p for p in WILD.iterdir() if p.suffix.lower() in (".jpg", ".png")):
+        r = measure_photo(anon, read_image(path), evaluator)
+        assert r["marked_generated_misplaced"] == 0, path.name
+        assert r["marked_in_place"] + r["marked_obfuscated"] == r["marked"], path.name
+        assert not any(f["recognisable"] for f in r["face_records"] if f["outcome"] == "generated"), path.name
+        assert r["change_away"] <= 2.0, path.name
+        if path.name == "no_faces.jpg":
+            assert r["unchanged"]
