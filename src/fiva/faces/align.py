@@ -74,6 +74,15 @@ def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndar
         mask = feather_mask(size)
     h, w = rgb.shape[:2]
     inv = cv2.invertAffineTransform(mat)
+    scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))  # image pixels per crop pixel
+    if scale < 0.9:  # a small face: shrink the crop first (area-averaged), else bilinear sampling aliases into a pixel grid
+        small = max(8, int(round(size * scale)))
+        f = small / size
+        crop = cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.float32), (small, small), interpolation=cv2.INTER_AREA)
+        inv = inv.copy()
+        inv[:, :2] /= f
+        size = small
     # Only touch the bounding box of the warped crop: cheap on large frames.
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inv.T
     x0, y0 = np.floor(corners.min(0)).astype(int) - 1
@@ -85,7 +94,8 @@ def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndar
     shift = inv.copy()
     shift[:, 2] -= (x0, y0)
     roi = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(crop, shift, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(crop, shift, roi, flags=cv2.INTER_CUBIC if scale > 1.5 else cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask.astype(np.float32), shift, roi, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
     region = out[y0:y1, x0:x1].astype(np.float32)
     blended = alpha * warped.astype(np.float32) + (1 - alpha) * region
