@@ -149,7 +149,7 @@ def test_only_mode_anonymizes_just_the_chosen_face(server, media):
     assert left["number"] == 1
     job = _run_job(server, up["id"], method="blur", mode="only", faces=[left["index"]])
     assert job["state"] == "done", job
-    out = Path(server.root / up["id"] / job["filename"])
+    out = server.root / up["id"] / job["id"] / job["filename"]
     src, res = read_image(media / "two_people.png"), read_image(out)
     assert not np.array_equal(src[:, :512], res[:, :512]) and np.array_equal(src[:, 512:], res[:, 512:])
     code, body = _post(server.url + "api/jobs", json.dumps({"upload": up["id"], "mode": "only", "faces": []}).encode(), {})
@@ -173,7 +173,7 @@ def test_a_person_clicked_in_a_video_stays_in_every_frame(server, media):
     job = _run_job(server, up["id"], method="pixelate", mode="keep", faces=[0])
     assert job["state"] == "done", job
     assert job["summary"] == "30 face detection(s) over the frames: 30 left as they are."
-    assert not list((server.root / up["id"]).glob(".reference*"))  # the reference crops are gone again
+    assert not list((server.root / up["id"]).rglob(".reference*"))  # the reference crops are gone again
 
 
 def test_a_clicked_video_face_that_cannot_be_recognised_is_named(tmp_path):
@@ -244,6 +244,7 @@ def page(browser, server):
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" and "status of 4" not in m.text else None)
     pg.goto(server.url)
+    pg.wait_for_function("() => document.getElementById('limit').textContent.includes('up to')")  # the page is ready
     yield pg
     context.close()
 

@@ -139,7 +139,7 @@ class Workspace:
             if self._finder is None:  # a baseline Anonymizer: its detector is the pipeline's, no generator loaded
                 self._finder = Anonymizer(AnonymizeConfig(method="blur", device=self.device, progress=False))
             dets = self._finder.detect(rgb)
-            preview = path.with_name("preview.jpg")
+            preview = path.with_name(".preview.jpg")  # uploads never start with a dot (safe_name)
             write_image(preview, shrink(rgb), quality=90)
         except (InputError, ValueError, OSError) as e:
             raise InputError(self.plain(e, path.parent)) from e
@@ -171,9 +171,10 @@ class Workspace:
     def _run(self, job: Job) -> None:
         job.state = "running"
         up = job.upload
-        folder = up.path.parent
+        folder = up.path.parent / job.id  # each job its own: an earlier result stays downloadable
         refs: list[Path] = []
         try:
+            folder.mkdir()
             out = folder / f"{up.path.stem}_anonymized{up.path.suffix}"
             if up.kind == "image":
                 self._run_image(job, out)
@@ -184,7 +185,7 @@ class Workspace:
         except Closed:
             job.state, job.error = "failed", "the server stopped"
         except (InputError, ValueError, OSError, RuntimeError) as e:
-            job.state, job.error = "failed", self.plain(e, folder)
+            job.state, job.error = "failed", self.plain(e, up.path.parent)
         except Exception as e:  # a bug must still reach the page, not leave it polling forever
             log.exception("job %s failed", job.id)
             job.state, job.error = "failed", f"{up.name}: internal error ({type(e).__name__}: {e})"
@@ -235,7 +236,7 @@ class Workspace:
     def plain(self, e: Exception, folder: Path) -> str:
         """One line naming the file as the user named it, not by its temporary path."""
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return msg.replace(str(folder) + "/", "").replace(str(self.root) + "/", "")
+        return re.sub(re.escape(str(folder)) + r"/(\S+/)?", "", msg).replace(str(self.root) + "/", "")
 
     def close(self) -> None:
         """Stop the running job at its next frame, then delete every upload and output."""

@@ -187,11 +187,6 @@ function showResult(job) {
 }
 
 async function init() {
-  try {
-    info = await api("/api/info");
-    $("limit").textContent = `photos (${info.image_exts.join(" ")}) or videos (${info.video_exts.join(" ")}), up to ${mb(info.max_upload_bytes)}`;
-    $("file").accept = ["image/*", "video/*", ...info.image_exts, ...info.video_exts].join(",");
-  } catch (e) { showError(e.message); }
   $("file").addEventListener("change", (e) => { handleFile(e.target.files[0]); e.target.value = ""; });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -199,6 +194,11 @@ async function init() {
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); handleFile(e.dataTransfer.files[0]); });
   for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", paintFaces);
   $("run").addEventListener("click", run);
+  try {
+    info = await api("/api/info");
+    $("limit").textContent = `photos (${info.image_exts.join(" ")}) or videos (${info.video_exts.join(" ")}), up to ${mb(info.max_upload_bytes)}`;
+    $("file").accept = ["image/*", "video/*", ...info.image_exts, ...info.video_exts].join(",");
+  } catch (e) { showError(e.message); }
 }
 
 init();
