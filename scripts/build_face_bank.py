@@ -14,7 +14,8 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
 2. Donors: per sex, faces sorted by skin tone (cheek lightness) into bins, so the darkest people
    make their own identities instead of vanishing into lighter averages; in each bin, groups of k
    people drawn at random with every pair more than --spread dlib distance apart.
-3. Average: every donor warped to the group's mean 68-point shape, then averaged. Checked: the
+3. Average: every donor warped to the group's mean 68-point shape, then averaged, then pushed
+   away from its sex's mean face by --caricature (shape and texture). Checked: the
    average must be found by YuNet and lie more than --min-donor-distance (dlib) from each of its
    donors; otherwise the group is redrawn.
 
@@ -218,6 +219,18 @@ def average(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) 
     return np.clip(acc / len(crops) + 0.5, 0, 255).astype(np.uint8), mean.astype(np.float32)
 
 
+def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np.ndarray, np.ndarray]:
+    """Push an average away from its sex's mean face by `gamma` in shape and texture: averaging
+    k people regresses towards the mean (k-Same identities look alike); this restores the
+    distinctiveness the group has (the donor check then runs on the result)."""
+    m_on = piecewise_affine(mean_tex.astype(np.float32), mesh(mean_shape), mesh(shape, mean_shape), tris, (SIZE, SIZE),
+                            box=(0, 0, SIZE, SIZE))[0]
+    t = m_on + gamma * (tex.astype(np.float32) - m_on)
+    new_shape = (mean_shape + gamma * (shape - mean_shape)).astype(np.float32)
+    t = piecewise_affine(t, mesh(shape, mean_shape), mesh(new_shape, mean_shape), tris, (SIZE, SIZE), box=(0, 0, SIZE, SIZE))[0]
+    return np.clip(t + 0.5, 0, 255).astype(np.uint8), new_shape
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", default="../shared/data/lfw")
@@ -226,7 +239,8 @@ def main():
     ap.add_argument("--women", type=int, default=40)
     ap.add_argument("--bins", type=int, default=4, help="skin-tone bins per sex")
     ap.add_argument("--spread", type=float, default=0.75, help="smallest dlib distance between two donors of a group")
-    ap.add_argument("--min-donor-distance", type=float, default=0.66, help="each bank face's dlib distance to each donor must exceed this")
+    ap.add_argument("--min-donor-distance", type=float, default=0.64, help="each bank face's dlib distance to each donor must exceed this")
+    ap.add_argument("--caricature", type=float, default=1.5, help="push each average away from its sex's mean face by this factor")
     ap.add_argument("--out", default="src/fiva/data/face_bank.safetensors")
     ap.add_argument("--cache", default="runs/face_bank")
     ap.add_argument("--seed", type=int, default=0)
@@ -249,14 +263,21 @@ def main():
     ref = np.mean([r["cshape"] for r in donors], 0).astype(np.float32)
     tris = triangulate(mesh(ref))
     faces, groups, used = [], [], set()
+    means = {}
+    for sex in (0, 1):  # each sex's mean face: what averages regress to, and caricature pushes from
+        pool = [i for i, r in enumerate(donors) if r["sex"] == sex]
+        pick = rng.choice(pool, min(len(pool), 150), replace=False)
+        means[sex] = average([read_rgb(lfw / donors[i]["file"]) for i in pick],
+                             [np.array(donors[i]["shape"], np.float32) for i in pick], tris)
     for sex, want in ((0, a.men), (1, a.women)):
         idx = np.array([i for i, r in enumerate(donors) if r["sex"] == sex])
         idx = idx[np.argsort([donors[i]["tone_l"] for i in idx])]
-        bins = np.array_split(idx, a.bins)
-        made, tries = 0, 0
-        while made < want and tries < want * 30:
+        bins = list(np.array_split(idx, a.bins))
+        made, tries, turn = 0, 0, 0
+        while made < want and tries < want * 30 and bins:
             tries += 1
-            pool = [i for i in bins[made % a.bins] if i not in used]
+            b = turn % len(bins)
+            pool = [i for i in bins[b] if i not in used]
             rng.shuffle(pool)
             group: list[int] = []
             for i in pool:  # donors far apart: an average near none of them
@@ -264,17 +285,20 @@ def main():
                     group.append(i)
                 if len(group) == a.k:
                     break
-            if len(group) < a.k:
-                break
+            if len(group) < a.k:  # this tone bin is used up
+                bins.pop(b)
+                continue
             tex, shape = average([read_rgb(lfw / donors[i]["file"]) for i in group],
                                  [np.array(donors[i]["shape"], np.float32) for i in group], tris)
+            if a.caricature != 1:
+                tex, shape = caricature(tex, shape, *means[sex], a.caricature, tris)
             d = det(tex)
             if len(d) == 0:
                 continue
             e = ev.embed(tex, d.boxes[d.largest()])
             dd = np.linalg.norm(desc[group] - e, axis=1)
             if dd.min() <= a.min_donor_distance:
-                used.update(group[:1])  # this draw's seed donor stays too close to its averages
+                used.add(group[int(np.argmin(dd))])  # this person dominates averages: not drawn again
                 continue
             crop = cv2.warpAffine(tex, similarity_transform(five_points(shape), template(112)), (112, 112), flags=cv2.INTER_AREA)
             lab = cv2.cvtColor(tex, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -284,7 +308,9 @@ def main():
             groups.append(group)
             used.update(group)
             made += 1
-            print(f"{SEXES[sex]} {made}/{want}: tone bin {(made - 1) % a.bins}, nearest donor {dd.min():.2f} (tries {tries})", flush=True)
+            turn += 1
+            print(f"{SEXES[sex]} {made}/{want}: tone {np.mean([donors[i]['tone_l'] for i in group]):.0f}, "
+                  f"nearest donor {dd.min():.2f} (tries {tries})", flush=True)
     dl = np.stack([f["dlib"] for f in faces])
     pair = np.linalg.norm(dl[:, None] - dl[None], axis=2)[np.triu_indices(len(faces), 1)]
     print(f"bank: {len(faces)} faces; nearest-donor distance min {min(f['dd'] for f in faces):.3f}; "
@@ -294,7 +320,7 @@ def main():
                           np.stack([f["tone"] for f in faces]).astype(np.float32), tris,
                           np.array([f["dd"] for f in faces], np.float32),
                           {"k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
-                           "min_donor_distance": a.min_donor_distance, "seed": a.seed})
+                           "min_donor_distance": a.min_donor_distance, "caricature": a.caricature, "seed": a.seed})
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
     # which donors made which face: for the evaluation's donor checks, kept in the cache only

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, five_points, mouth_opening, yaw_share
+from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mouth_opening, yaw_share
 from .face_bank import AnchorFaceBank
 from .warp import identity_shape, mesh, piecewise_affine
 
@@ -31,14 +31,19 @@ _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, 
 
 @dataclass
 class RenderConfig:
-    alpha: float = 1.0  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
+    alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
+    jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
     feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
-    detail: float = 0.0  # share of the target's own fine skin detail added back (0: the anchor's only)
-    detail_sigma: float = 0.02  # fine detail = what a Gaussian of this width (x eye distance) removes
+    mouth_lips: bool = True  # ... with the lips around it (dlib reads pasted lips on an open mouth as closer)
+    # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
+    # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
+    # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
+    detail: float = 1.0
+    detail_sigma: float = 0.6
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
 
 
@@ -77,7 +82,7 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
             c = shape[s].mean(0)
             keep = np.maximum(keep, _poly_mask(hw, c + (shape[s] - c) * cfg.keep_eyes, (x0, y0)))
     if mouth_opening(shape) > cfg.keep_mouth:
-        keep = np.maximum(keep, _poly_mask(hw, shape[INNER_LIPS], (x0, y0)))
+        keep = np.maximum(keep, _poly_mask(hw, shape[LIPS] if cfg.mouth_lips else shape[INNER_LIPS], (x0, y0)))
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
         m = m * (1 - np.clip(keep * 1.5, 0, 1))
@@ -124,7 +129,7 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape))
+        return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
 
     def render(self, rgb: np.ndarray, shape: np.ndarray, index: int) -> np.ndarray:
         cfg, tris = self.cfg, self.bank.triangles
@@ -144,9 +149,11 @@ class AnchorFaceRenderer:
         region = _poly_mask(anchor.shape[:2], cv2.convexHull(new[_MATCH_POINTS])[:, 0], (x0, y0)) > 0.5
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
         anchor = match_colour(anchor, moved, region, cfg.light * iod)
-        if cfg.detail > 0:
+        a_shape = self.bank.shapes[index]
+        scale = iod / float(np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
+        if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
             mf = moved.astype(np.float32)
-            anchor = anchor + cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), max(cfg.detail_sigma * iod, 0.5)))
+            anchor = anchor + cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
         m = blend_mask(cfg, new, box, anchor.shape[:2])[..., None]
         patch = m * anchor + (1 - m) * moved.astype(np.float32)

@@ -42,13 +42,16 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
 
 
 def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
-    """Does the drawn face still match its original? SFace on the output's aligned face, and on
-    still images (or with --verify) also dlib."""
+    """Does the drawn face still match its original, or is it not found again in place? SFace on
+    the output's aligned face, the pipeline's in-place check, and on still images (or with
+    --verify) also dlib."""
     if anon.cfg.fallback == "none":
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
     if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
         return True
+    if hasattr(anon, "_in_place") and not anon._in_place(out, det, still)[0]:
+        return True  # not found again where the original was: treated like a failed anonymization
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         box = det.boxes[0]
         return float(np.linalg.norm(anon._dlib.embed(rgb, box) - anon._dlib.embed(out, box))) < DLIB_MATCH

@@ -115,12 +115,12 @@ def _rotation(shape: np.ndarray) -> np.ndarray:
     return np.array([[e[0], e[1]], [-e[1], e[0]]], np.float32)
 
 
-def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float) -> np.ndarray:
+def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
     nose then move by `alpha` towards it; each eye takes the anchor's contour (by `alpha`) but
-    keeps the target's centre and openness; the nose tip and the whole mouth stay the target's, so
+    keeps the target's centre and openness (the jaw moves by `jaw` x alpha); the nose tip and the whole mouth stay the target's, so
     the 5 key points, the mouth opening and the expression are kept.
     """
     from ..faces.align import similarity_transform
@@ -128,8 +128,8 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float) -> np.n
     m = similarity_transform(five_points(anchor), five_points(target))
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
-    for s in (JAW, BROWS, NOSE):
-        out[s] += alpha * (a[s] - target[s])
+    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
+        out[s] += f * alpha * (a[s] - target[s])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
     for s in (EYE_L, EYE_R):

@@ -1,0 +1,163 @@
+"""Video figures and before/after contact sheets for the anchor-face renderer (issue 16).
+
+    OMP_NUM_THREADS=1 python scripts/realism_video_and_sheets.py [--frames 60] [--sheets docs]
+        [--json runs/realism/video.json]
+
+Video (the shared talking-head clip liveportrait_d13 and the crowd clip): the first --frames
+frames through `VideoStream` (tracking, landmark smoothing, the ITM) with --generator anchor-face
+and with the shipped default generator; per clip the seconds per frame of each, and for d13 the
+mean dlib distance between consecutive frames of the output over the original's (identity
+jitter; the issue asks <= 1.2).
+
+Sheets (PNG, in --sheets): faces before | after at real size (a face larger than 256 px is shown
+as its 256 px centre, 1:1), wild photos, LFW fold-1 faces with open mouths (expression), and
+video frames. Third-party photos: small crops only, as the issue asks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fiva.anonymize.frame import Anonymizer, AnonymizeConfig, VideoStream
+from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
+from fiva.faces.identity import DlibEvaluator
+from fiva.faces.landmarks68 import Landmarker68, mouth_opening
+from fiva.io import read_image
+
+TILE = 256
+
+
+def tile(rgb: np.ndarray, box) -> np.ndarray:
+    """A TILE x TILE view of the face: 1:1 around its centre (real size), padded if small."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = max(box[2] - box[0], box[3] - box[1]) * 1.3
+    half = int(min(side, TILE) / 2)
+    x0, y0 = int(cx) - half, int(cy) - half
+    pad = np.pad(rgb, ((TILE, TILE), (TILE, TILE), (0, 0)))
+    crop = pad[y0 + TILE:y0 + TILE + 2 * half, x0 + TILE:x0 + TILE + 2 * half]
+    out = np.zeros((TILE, TILE, 3), np.uint8)
+    o = (TILE - crop.shape[0]) // 2
+    out[o:o + crop.shape[0], o:o + crop.shape[1]] = crop
+    return out
+
+
+def sheet(pairs: list[tuple[np.ndarray, np.ndarray]], cols: int = 3) -> np.ndarray:
+    cells = [np.concatenate([a, np.full((TILE, 4, 3), 255, np.uint8), b], 1) for a, b in pairs]
+    blank = np.zeros_like(cells[0])
+    cells += [blank] * (-len(cells) % cols)
+    rows = [np.concatenate([np.pad(c, ((4, 4), (8, 8), (0, 0)), constant_values=255) for c in cells[r:r + cols]], 1)
+            for r in range(0, len(cells), cols)]
+    return np.concatenate(rows, 0)
+
+
+def first_frames(path: Path, count: int) -> list[np.ndarray]:
+    """The first `count` consecutive RGB frames (jitter is measured between neighbours)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as inp:
+        for frame in inp.decode(video=0):
+            out.append(frame.to_ndarray(format="rgb24"))
+            if len(out) == count:
+                break
+    return out
+
+
+def run_video(anon: Anonymizer, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    anon.reset()
+    stream = VideoStream(anon)
+    t = time.perf_counter()
+    out = []
+    for f in frames:
+        out += stream.push(f)
+    out += stream.flush()
+    return out, (time.perf_counter() - t) / len(frames)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--videos", default="../shared/data/videos")
+    ap.add_argument("--wild", default="../shared/data/wild")
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--sheets", default="docs")
+    ap.add_argument("--json", default="runs/realism/video.json")
+    a = ap.parse_args()
+    cv2.setNumThreads(1)
+    anchor = Anonymizer(AnonymizeConfig(generator="anchor-face", progress=False))
+    default = Anonymizer(AnonymizeConfig(progress=False))
+    ev = DlibEvaluator()
+    report = {}
+    video_pairs = []
+    for clip in ("liveportrait_d13.mp4", "facenet_pytorch_crowd.mp4"):
+        frames = first_frames(Path(a.videos) / clip, a.frames)
+        out_a, spf_a = run_video(anchor, frames)
+        _, spf_d = run_video(default, frames)
+        r = {"frames": len(frames), "seconds_per_frame_anchor_face": spf_a, "seconds_per_frame_default": spf_d,
+             "stats_anchor_face": dict(anchor.stats)}
+        if clip.startswith("liveportrait"):
+            emb_o, emb_a = [], []
+            for f, g in zip(frames, out_a):
+                d = anchor.detect(f)
+                if len(d) == 0:
+                    emb_o.append(None)
+                    emb_a.append(None)
+                    continue
+                box = d.boxes[d.largest()]
+                emb_o.append(ev.embed(f, box))
+                emb_a.append(ev.embed(g, box))
+            jit = lambda e: [float(np.linalg.norm(x - y)) for x, y in zip(e, e[1:]) if x is not None and y is not None]  # noqa: E731
+            jo, ja = jit(emb_o), jit(emb_a)
+            r.update({"consecutive_dlib_original": float(np.mean(jo)), "consecutive_dlib_output": float(np.mean(ja)),
+                      "jitter_ratio": float(np.mean(ja) / np.mean(jo)),
+                      "dlib_output_vs_original_median": float(np.median([np.linalg.norm(x - y) for x, y in zip(emb_o, emb_a) if x is not None]))})
+            for k in range(0, len(frames), max(len(frames) // 4, 1)):
+                d = anchor.detect(frames[k])
+                if len(d):
+                    box = d.boxes[d.largest()]
+                    video_pairs.append((tile(frames[k], box), tile(out_a[k], box)))
+        report[clip] = r
+        print(clip, json.dumps(r, indent=1), flush=True)
+    sheets = Path(a.sheets)
+    sheets.mkdir(parents=True, exist_ok=True)
+    wild_pairs = []
+    for name in ("portrait_paul_rudd.jpg", "portrait_shea_whigham.jpg", "portrait_angelina_jolie.jpg",
+                 "portrait_kate_siegel.jpg", "retinaface_img11.jpg", "multiface.jpg", "group_t1.jpg", "ivan.jpg"):
+        p = Path(a.wild) / name
+        if not p.exists():
+            continue
+        rgb = read_image(p)
+        anchor.reset()
+        d = anchor.detect(rgb)
+        out = anchor.anonymize_image(rgb, d)
+        for i in np.argsort(-(d.boxes[:, 2] - d.boxes[:, 0]))[:2 if name in ("multiface.jpg", "group_t1.jpg") else 1]:
+            wild_pairs.append((tile(rgb, d.boxes[i]), tile(out, d.boxes[i])))
+    lm = Landmarker68()
+    expr_pairs = []
+    for name in evaluation_identities(Path(a.lfw)):
+        rgb = read_image(image_path(Path(a.lfw), identity_images(Path(a.lfw), name)[0]))
+        d = anchor.detect(rgb)
+        if len(d) == 0:
+            continue
+        i = d.largest()
+        if mouth_opening(lm(rgb, d.landmarks[i:i + 1])[0]) < 0.15:
+            continue
+        anchor.reset()
+        expr_pairs.append((tile(rgb, d.boxes[i]), tile(anchor.anonymize_image(rgb, d), d.boxes[i])))
+        if len(expr_pairs) == 9:
+            break
+    for fname, pairs in (("anchor_face_wild.png", wild_pairs), ("anchor_face_expression.png", expr_pairs),
+                         ("anchor_face_video.png", video_pairs)):
+        if pairs:
+            cv2.imwrite(str(sheets / fname), cv2.cvtColor(sheet(pairs), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
