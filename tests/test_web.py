@@ -173,7 +173,9 @@ def test_a_person_clicked_in_a_video_stays_in_every_frame(server, media):
     job = _run_job(server, up["id"], method="pixelate", mode="keep", faces=[0])
     assert job["state"] == "done", job
     assert job["summary"] == "30 face detection(s) over the frames: 30 left as they are."
-    assert not list((server.root / up["id"]).rglob(".reference*"))  # the reference crops are gone again
+    folder = server.root / up["id"]
+    written = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert written == {".preview.jpg", "clip.mp4", f"{job['id']}/clip_anonymized.mp4"}  # no embeddings, no crops left
 
 
 def test_a_clicked_video_face_that_cannot_be_recognised_is_named(tmp_path):
@@ -198,6 +200,24 @@ def test_a_clicked_video_face_that_cannot_be_recognised_is_named(tmp_path):
         assert job.error == "walk.mp4: face 1 is too small or blurred to be recognised in the other frames; leave it unclicked"
     finally:
         ws.close()
+    assert not ws.root.exists()
+
+
+def test_stopping_mid_video_ends_the_job_and_deletes_everything(media):
+    from fiva.web.workspace import Workspace
+
+    ws = Workspace()
+    uid, path = ws.reserve("clip.mp4")
+    shutil.copy(media / "clip.mp4", path)
+    ws.inspect(uid, path)
+    job = ws.start(uid, "fiva", "keep", [])
+    for _ in range(600):
+        if job.done > 0 or job.state not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert job.state == "running" and 0 < job.done < job.total
+    ws.close()  # what the server does on Ctrl+C: the job stops at its next frame
+    assert job.state == "failed" and job.error == "the server stopped"
     assert not ws.root.exists()
 
 
