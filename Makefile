@@ -9,7 +9,7 @@ $(BIN)/fiva: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[eval,test,web]"
+	$(BIN)/pip install -q -e ".[eval,test,web,cluster]"
 	touch $@
 
 demo: $(BIN)/fiva

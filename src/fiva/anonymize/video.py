@@ -71,7 +71,8 @@ CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvp
 
 
 def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = None, crf: int = 18,
-                  keep_metadata: bool = False, desc: str | None = None) -> VideoInfo:
+                  keep_metadata: bool = False, desc: str | None = None,
+                  on_frame: Callable[[], None] | None = None) -> VideoInfo:
     """Apply `fn` to every frame of `src`, write `dst`. `fn` is a function (RGB uint8 -> RGB uint8,
     same size) or a stream with push(rgb) -> [rgb, ...] and flush() -> [rgb, ...] that may hand
     frames back later than it gets them (in order, one out for each in).
@@ -79,7 +80,8 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
     Video is re-encoded (H.264; VP9 for .webm) at the same resolution with each frame's
     timestamp kept; audio packets are copied when `dst`'s container accepts the codec,
     otherwise re-encoded to AAC (Opus for .webm). Other streams are dropped. AVI holds
-    constant-rate video only, so there frames are put on a 1/fps clock.
+    constant-rate video only, so there frames are put on a 1/fps clock. `on_frame` is called
+    for every frame read (a cluster worker counts frames for the driver's progress bar with it).
     """
     src, dst = Path(src), Path(dst)
     ext = dst.suffix.lower()
@@ -109,7 +111,7 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
                            disable=not progress, desc=desc or src.name)
                 if keep_metadata:
                     out.metadata.update(inp.metadata)
-                info = _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata)
+                info = _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata, on_frame)
             os.replace(tmp, dst)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -117,7 +119,7 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
     return info
 
 
-def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=False) -> VideoInfo:
+def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=False, on_frame=None) -> VideoInfo:
     ivs = inp.streams.video[0]
     ivs.thread_type = "AUTO"
     rate = ivs.average_rate or ivs.guessed_rate or Fraction(25)
@@ -160,6 +162,8 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=F
                 queue.append(pts)
                 n += _encode(out, ovs, stream.push(frame.to_ndarray(format="rgb24")), queue, size, tb)
                 bar.update()
+                if on_frame is not None:
+                    on_frame()
         if ovs is None:
             raise InputError(f"{src}: not a readable video (no decodable frames)")
         n += _encode(out, ovs, stream.flush(), queue, size, tb)
