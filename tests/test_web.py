@@ -221,6 +221,20 @@ def test_stopping_mid_video_ends_the_job_and_deletes_everything(media):
     assert not ws.root.exists()
 
 
+def test_the_pixel_limit_applies_to_uploads(media):
+    from fiva.io import InputError
+    from fiva.web.workspace import Workspace
+
+    ws = Workspace(max_pixels=1000)
+    try:
+        uid, path = ws.reserve("two_people.png")
+        shutil.copy(media / "two_people.png", path)
+        with pytest.raises(InputError, match=r"^two_people.png: image too large \(1024x512 = 524288 pixels, limit 1000"):
+            ws.inspect(uid, path)
+    finally:
+        ws.close()
+
+
 def test_a_port_in_use_is_a_one_line_error(capsys):
     import socket
 

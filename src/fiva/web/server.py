@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..anonymize.frame import METHODS
-from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError
+from ..io import IMAGE_EXTS, MAX_PIXELS, VIDEO_EXTS, InputError
 
 STATIC = Path(__file__).parent / "static"
 # The page may load only from this server: a stray external font or script would be blocked.
@@ -39,6 +39,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port, printed
     max_upload_mb: float = 500.0
+    max_pixels: int = MAX_PIXELS  # photos above this are refused before decoding
     device: str = "cpu"
 
 
@@ -171,7 +172,7 @@ def serve(cfg: ServeConfig) -> int:
         raise ValueError(f"cannot listen on {cfg.host}:{cfg.port} ({e.strerror or e})") from None
     sock.listen(128)  # from here on a browser's connection waits for uvicorn instead of being refused
     port = sock.getsockname()[1]
-    ws = Workspace(device=cfg.device)
+    ws = Workspace(device=cfg.device, max_pixels=cfg.max_pixels)
     host = f"[{cfg.host}]" if family == socket.AF_INET6 else cfg.host
     print(f"fiva: serving on http://{host}:{port}/ (Ctrl+C stops; uploads and results in {ws.root} "
           "are deleted then)", flush=True)

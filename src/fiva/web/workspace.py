@@ -31,7 +31,7 @@ import numpy as np
 from ..anonymize.frame import METHODS, AnonymizeConfig, Anonymizer, VideoStream
 from ..anonymize.video import probe_video, process_video
 from ..faces import Detections
-from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError, read_image_alpha, write_image
+from ..io import IMAGE_EXTS, MAX_PIXELS, VIDEO_EXTS, InputError, read_image_alpha, write_image
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,11 @@ class Closed(RuntimeError):
 
 
 class Workspace:
-    """Uploads and jobs in a temporary folder; `device` runs the models."""
+    """Uploads and jobs in a temporary folder; `device` runs the models; photos over `max_pixels`
+    are refused."""
 
-    def __init__(self, device: str = "cpu"):
-        self.device = device
+    def __init__(self, device: str = "cpu", max_pixels: int = MAX_PIXELS):
+        self.device, self.max_pixels = device, max_pixels
         self.root = Path(tempfile.mkdtemp(prefix="fiva-serve-"))
         self.uploads: dict[str, Upload] = {}
         self.jobs: dict[str, Job] = {}
@@ -128,7 +129,7 @@ class Workspace:
         ext = path.suffix.lower()
         try:
             if ext in IMAGE_EXTS:
-                rgb, _ = read_image_alpha(path)
+                rgb, _ = read_image_alpha(path, self.max_pixels)
                 frames, fps = 0, 0.0
             elif ext in VIDEO_EXTS:
                 info = probe_video(path)
@@ -137,7 +138,8 @@ class Workspace:
                 raise InputError(f"{path}: unsupported file type '{path.suffix}' (photos: {', '.join(sorted(IMAGE_EXTS))}; "
                                  f"videos: {', '.join(sorted(VIDEO_EXTS))})")
             if self._finder is None:  # a baseline Anonymizer: its detector is the pipeline's, no generator loaded
-                self._finder = Anonymizer(AnonymizeConfig(method="blur", device=self.device, progress=False))
+                self._finder = Anonymizer(AnonymizeConfig(method="blur", device=self.device, progress=False,
+                                                          max_pixels=self.max_pixels))
             dets = self._finder.detect(rgb)
             preview = path.with_name(".preview.jpg")  # uploads never start with a dot (safe_name)
             write_image(preview, shrink(rgb), quality=90)
@@ -196,7 +198,7 @@ class Workspace:
     def _anonymizer(self, job: Job, refs: tuple[str, ...] = ()) -> Anonymizer:
         # A fresh Anonymizer per job (~0.3 s): the same file and choices give the same output as a
         # fresh `fiva anonymize` run, whatever ran before (fake identities, noise seeds).
-        cfg = AnonymizeConfig(method=job.method, device=self.device, progress=False,
+        cfg = AnonymizeConfig(method=job.method, device=self.device, progress=False, max_pixels=self.max_pixels,
                               keep=refs if job.mode == "keep" else (), only=refs if job.mode == "only" else ())
         return Anonymizer(cfg)
 
@@ -204,7 +206,7 @@ class Workspace:
         up = job.upload
         anon = self._anonymizer(job)
         start_file(anon, up.name)
-        rgb, alpha = read_image_alpha(up.path)
+        rgb, alpha = read_image_alpha(up.path, self.max_pixels)
         chosen = np.zeros(len(up.dets), bool)
         chosen[list(job.chosen)] = True
         todo = chosen if job.mode == "only" else ~chosen  # boolean: the detector's order is kept
