@@ -233,7 +233,7 @@ class Anonymizer:
             # The finished photo, looked at as a user's next tool would: a generated face not found
             # in place there (obfuscated neighbours and the defense move landmarks a little) is
             # obfuscated too.
-            moved = [i for i, ok in zip(gen, self._in_place(out, dets[np.array(gen)], still=True)) if not ok]
+            moved = [i for i, ok in zip(gen, self._in_place(rgb, out, dets[np.array(gen)], still=True)) if not ok]
             if moved:
                 out = obfuscate(out, dets[np.array(moved)], self.cfg.fallback)
                 for i in moved:
@@ -466,17 +466,18 @@ class Anonymizer:
         cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
         same = 1.0 - cos < self.cfg.threshold
         out = self._paste(rgb, x_a, m, mats, [True] * len(dets))
-        same |= ~self._in_place(out, dets, still)
+        same |= ~self._in_place(rgb, out, dets, still)
         if self._dlib is not None and (still or self.cfg.verify is True):
             for i in np.flatnonzero(~same):
                 d = np.linalg.norm(self._dlib.embed(rgb, dets.boxes[i]) - self._dlib.embed(out, dets.boxes[i]))
                 same[i] = d < DLIB_MATCH
         return same
 
-    def _in_place(self, out: np.ndarray, dets: Detections, still: bool) -> np.ndarray:
+    def _in_place(self, rgb: np.ndarray, out: np.ndarray, dets: Detections, still: bool) -> np.ndarray:
         """Is each generated face found again on the output where the original's was (5-landmark
         error <= IN_PLACE of the eye distance)? Photos: the detector run on the whole output, as a
-        user's next tool would; video frames: the cheaper second look at the face's own crop."""
+        user's next tool would; video frames: the cheaper second look at the face's own crop,
+        before and after."""
         if still:
             found = self.detector(out)
             ok = np.zeros(len(dets), bool)
@@ -485,8 +486,10 @@ class Anonymizer:
                 iod = float(np.linalg.norm(lm[1] - lm[0])) + 1e-6
                 ok[i] = j is not None and np.linalg.norm(found.landmarks[j] - lm, axis=1).mean() / iod <= IN_PLACE
             return ok
-        again, _, err = self.detector.second_look(out, dets.landmarks)
-        return (again >= CONFIRM_SCORE) & (err <= IN_PLACE)
+        _, _, before = self.detector.second_look(rgb, dets.landmarks)
+        again, _, after = self.detector.second_look(out, dets.landmarks)
+        err = np.linalg.norm(after - before, axis=2).mean(1)
+        return (again >= CONFIRM_SCORE) & ~(err > IN_PLACE)  # a face not found again before is judged by `again` alone
 
     def _other_anchor(self, z_id: np.ndarray, used: np.ndarray) -> np.ndarray:
         for _ in range(8):

@@ -105,16 +105,16 @@ class FaceDetector:
         at one scale is rarely found again once it is centred and upright at a comfortable size.
 
         Returns per face the score of the face found again with its landmarks on the template
-        (0 = none), the best score of anything face-like in its cell (0 = nothing), and that face's
-        5-landmark error over the eye distance (inf = none): how far the face found again sits
-        from the landmarks it was looked for at.
+        (0 = none), the best score of anything face-like in its cell (0 = nothing), and the
+        landmarks found again [N,5,2] in units of the template's eye distance (NaN = none), which
+        two looks at the same place (before and after an edit) can compare.
         """
         from .align import ARCFACE_112, similarity_transform
 
         n = len(landmarks)
-        again, seen, err = np.zeros(n, np.float32), np.zeros(n, np.float32), np.full(n, np.inf, np.float32)
+        again, seen, found = np.zeros(n, np.float32), np.zeros(n, np.float32), np.full((n, 5, 2), np.nan, np.float32)
         if n == 0:
-            return again, seen, err
+            return again, seen, found
         tpl = ARCFACE_112 * (cell * 0.7 / 112) + cell * 0.15
         cols = int(np.ceil(np.sqrt(n)))
         rows = int(np.ceil(n / cols))
@@ -134,10 +134,9 @@ class FaceDetector:
                 continue
             seen[i] = max(seen[i], f[14])
             lm = f[4:14].reshape(5, 2) - (c * cell, r * cell)
-            e = np.linalg.norm(lm - tpl, axis=1).mean() / iod
-            if e <= 0.25 and f[14] > again[i]:
-                again[i], err[i] = f[14], e
-        return again, seen, err
+            if np.linalg.norm(lm - tpl, axis=1).mean() <= 0.25 * iod and f[14] > again[i]:
+                again[i], found[i] = f[14], lm / iod
+        return again, seen, found
 
     def _tiled(self, rgb: np.ndarray) -> np.ndarray:
         """YuNet rows [N,15] (x, y, w, h, 5 landmarks, score) for one pass, tile by tile."""
