@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -200,3 +202,22 @@ def test_identity_store_gives_a_person_one_fake_identity_on_every_worker(cluster
     for rec in json.loads(report.read_text())["files"]:
         workers[files[Path(rec["input"])][0]].add(rec["worker"])
     assert any(len(w) == 2 for w in workers.values()), workers  # ... although their files went to both workers
+
+
+def test_sigterm_saves_the_identity_store_and_leaves_no_half_written_file(cluster, corpus, tmp_path):
+    """A scheduler's SIGTERM mid-video: the store is saved (owner-only), the video's temporary
+    file removed, exit code 130. The run joins the module's cluster by its address, as a user does."""
+    src, _, _ = corpus
+    out, store = tmp_path / "out", tmp_path / "ids.safetensors"
+    env = dict(os.environ, RAY_AUTH_MODE="token", OMP_NUM_THREADS="1")  # Ray's token, from ~/.ray, for an address
+    proc = subprocess.Popen([sys.executable, "-m", "fiva.cli", "anonymize", str(src), "-o", str(out), "--identity-store",
+                             str(store), "--ray", ray.get_runtime_context().gcs_address, "--workers", "1", "--no-progress"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.rglob(".walk_anonymized*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert not list(out.rglob(".*")) and not (out / "clips" / "walk_anonymized.mp4").exists()
+    assert store.stat().st_mode & 0o777 == 0o600

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
@@ -184,6 +186,8 @@ def run_cluster(a, cc: ClusterConfig) -> int:
             records[i] = dict(rec, status="failed", error=str(e), faces={}, seconds=0.0)
             print(f"fiva: error: {e}", file=sys.stderr)
     owned = _connect(ray, cc)
+    # A scheduler's SIGTERM ends the run as Ctrl-C does: the store saved, no half-written files.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         run = _ClusterRun(ray, cc, cfg, a, jobs, records, store)
         try:
@@ -191,6 +195,8 @@ def run_cluster(a, cc: ClusterConfig) -> int:
         finally:
             run.close()
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if owned:
             ray.shutdown()
     totals = sum((Counter(r["faces"]) for r in records), Counter())
@@ -233,7 +239,7 @@ class _ClusterRun:
         self.attempts: Counter = Counter()
         self.frames: Counter = Counter()  # frames counted so far per file in flight
         self.itm = self.identities = self.progress = None
-        self.saved = time.monotonic()
+        self.saved, self.unsaved = -SAVE_EVERY, False  # the first file done saves at once, then every SAVE_EVERY s
         show = not a.no_progress
         self.bar = tqdm(total=len(jobs), desc="files", unit="file", disable=not show or len(jobs) < 2)
         self.bar.update(sum(r is not None for r in records))
@@ -292,7 +298,7 @@ class _ClusterRun:
                     self._started(ref)
                 else:
                     self._returned(ref, queue)
-            if self.store is not None and time.monotonic() - self.saved > SAVE_EVERY:
+            if self.unsaved and time.monotonic() - self.saved > SAVE_EVERY:
                 self._save()
 
     def _started(self, ref) -> None:
@@ -345,6 +351,7 @@ class _ClusterRun:
         if tries > 1:
             rec["attempts"] = tries  # workers that took it on (the others died)
         self.records[i] = rec
+        self.unsaved |= self.store is not None and rec["status"] == "done"
         self.bar.update()
 
     def _update_frames(self) -> None:
@@ -354,31 +361,42 @@ class _ClusterRun:
             self.frames[i] += n
             self.frame_bar.update(n)
 
-    def _save(self) -> None:
-        self.itm.set_pairs(*self.ray.get(self.identities.pairs.remote()))
+    def _save(self, timeout: float | None = None) -> None:
+        self.itm.set_pairs(*self.ray.get(self.identities.pairs.remote(), timeout=timeout))
         self.itm.save(self.store)
-        self.saved = time.monotonic()
+        self.saved, self.unsaved = time.monotonic(), False
 
     def close(self) -> None:
-        """End of run or interruption: save the store, stop the workers, remove what they left half-written."""
+        """End of run or interruption: save the store, stop the workers, remove what they left
+        half-written. Best effort once Ray itself is gone (a signal to the whole process group
+        reaches a local Ray's processes too): then the store holds the last periodic save."""
         ray = self.ray
+        in_flight = [i for _, i in self.running.values()]
         try:
             if self.identities is not None:
-                self._save()
-        finally:
-            in_flight = [i for _, i in self.running.values()]
-            workers = [w for w, _ in self.running.values()] + self.idle + list(self.starting.values())
-            for w in workers:
+                self._save(timeout=10)
+        except Exception as e:  # noqa: BLE001 - any failure of a dead cluster; the run is ending anyway
+            print(f"fiva: warning: {self.store}: the identity actor is gone ({_one_line(e)}); the store keeps the "
+                  f"identities of its last save", file=sys.stderr)
+        try:
+            for w in [w for w, _ in self.running.values()] + self.idle + list(self.starting.values()):
                 ray.kill(w)
             if self.running:
                 ray.wait(list(self.running), num_returns=len(self.running), timeout=10)  # until they are gone
-            for i in in_flight:
-                _remove_temporary(self.remote_jobs[i].dst)
             for actor in (self.identities, self.progress):
                 if actor is not None:
                     ray.kill(actor)
+        except Exception:  # noqa: BLE001 - Ray is gone, and its workers with it
+            pass
+        finally:
+            for i in in_flight:
+                _remove_temporary(self.remote_jobs[i].dst)
             self.frame_bar.close()
             self.bar.close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _absolute(p):
