@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -219,6 +220,28 @@ def average(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) 
     return np.clip(acc / len(crops) + 0.5, 0, 255).astype(np.uint8), mean.astype(np.float32)
 
 
+def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.ndarray, float, float]:
+    """Logistic regression P(female | dlib descriptor) on the first-name labels of every scanned
+    training face (classes weighted equally: LFW is ~3/4 men). dlib's descriptor, not SFace's
+    embedding: on held-out identities it tells the sexes apart 96% of the time, SFace's 76%.
+    Returns weights [128], bias and the accuracy on a fifth of the identities held out (by name)."""
+    emb = descriptors(rows, lfw, cache)
+    y = np.array([r["sex"] for r in rows], np.float64)
+    held = np.array([zlib.crc32(r["name"].encode()) % 5 == 0 for r in rows])
+    x = np.c_[emb, np.ones(len(emb))].astype(np.float64)
+    wt = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    w = np.zeros(x.shape[1])
+    xt, yt, wtt = x[~held], y[~held], wt[~held]
+    reg = 1e-2 * len(xt) * np.diag(np.r_[np.ones(x.shape[1] - 1), 0])
+    for _ in range(25):  # Newton steps (IRLS) with a little L2: 129 weights, a few thousand rows
+        p = 1 / (1 + np.exp(-xt @ w))
+        grad = xt.T @ (wtt * (p - yt)) + reg @ w
+        hess = (xt * (wtt * p * (1 - p))[:, None]).T @ xt + reg
+        w -= np.linalg.solve(hess, grad)
+    acc = float(np.mean(((x[held] @ w) > 0) == (y[held] == 1)))
+    return w[:-1].astype(np.float32), float(w[-1]), acc
+
+
 def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np.ndarray, np.ndarray]:
     """Push an average away from its sex's mean face by `gamma` in shape and texture: averaging
     k people regresses towards the mean (k-Same identities look alike); this restores the
@@ -245,6 +268,7 @@ def main():
     ap.add_argument("--cache", default="runs/face_bank")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scan-only", action="store_true")
+    ap.add_argument("--classifier-only", default=None, help="only (re)fit the sex classifier of this bank file")
     a = ap.parse_args()
     cv2.setNumThreads(1)
     lfw, cache = Path(a.lfw), Path(a.cache)
@@ -255,6 +279,15 @@ def main():
           f"({sum(r['sex'] == 0 for r in donors)} men, {sum(r['sex'] == 1 for r in donors)} women)", flush=True)
     desc = descriptors(donors, lfw, cache)
     if a.scan_only:
+        return
+    sex_w, sex_b, acc = fit_sex_classifier(rows, lfw, cache)
+    print(f"sex classifier on dlib descriptors: {acc:.3f} accurate on held-out identities", flush=True)
+    if a.classifier_only:
+        bank = AnchorFaceBank.load(a.classifier_only)
+        bank.sex_w, bank.sex_b = sex_w, sex_b
+        bank.meta["sex_classifier_accuracy"] = f"{acc:.3f}"
+        bank.save(a.classifier_only)
+        print(f"wrote {a.classifier_only}")
         return
     from fiva.faces.identity import DlibEvaluator, load_sface
 
@@ -319,8 +352,9 @@ def main():
                           np.stack([f["sface"] for f in faces]), np.array([f["sex"] for f in faces], np.uint8),
                           np.stack([f["tone"] for f in faces]).astype(np.float32), tris,
                           np.array([f["dd"] for f in faces], np.float32),
-                          {"k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
-                           "min_donor_distance": a.min_donor_distance, "caricature": a.caricature, "seed": a.seed})
+                          {"sex_classifier_accuracy": f"{acc:.3f}", "k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
+                           "min_donor_distance": a.min_donor_distance, "caricature": a.caricature, "seed": a.seed},
+                          sex_w, sex_b)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
     # which donors made which face: for the evaluation's donor checks, kept in the cache only

@@ -100,20 +100,23 @@ def main():
                 shape = lm68(rgb, kps[None])[0]
                 crop, _ = align_faces(rgb, kps[None], 112)
                 z = sface.embed(crop)[0]
+                e0 = ev.embed(rgb, box)
+                sex = space.target_sex = bank.predict_sex(e0)  # as the pipeline does (native.py)
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 out = renderer.render(rgb, shape, b1)
                 dt = time.perf_counter() - t
-                b2 = int(rng.choice([j for j in range(len(bank)) if j != b1]))
+                # a second anchor of the same sex: what a retry or another session would give
+                b2 = int(rng.choice([j for j in range(len(bank)) if j != b1 and (sex is None or bank.sex[j] == sex)]))
                 out2 = renderer.render(rgb, shape, b2)
-                e0, e1, e2 = ev.embed(rgb, box), ev.embed(out, box), ev.embed(out2, box)
+                e1, e2 = ev.embed(out, box), ev.embed(out2, box)
                 d1 = det(out)
                 m = match_face(box, d1.boxes)
                 iod = float(np.linalg.norm(kps[0] - kps[1]))
                 inner = np.concatenate([shape[17:].min(0), shape[17:].max(0)])
                 s1 = lm68(out, (d1.landmarks[m] if m is not None else kps)[None])[0]
                 rows.append({
-                    "file": p.name, "face": int(i), "iod": iod, "bank": b1,
+                    "file": p.name, "face": int(i), "iod": iod, "bank": b1, "sex": sex,
                     "d_orig": float(np.linalg.norm(e0 - e1)), "d_second_anchor": float(np.linalg.norm(e1 - e2)),
                     "d_donor": float(np.linalg.norm(donors[b1] - e1, axis=1).min()) if donors is not None else None,
                     "sface_dist": float(1 - sface.embed(align_faces(out, kps[None], 112)[0])[0] @ z),

@@ -38,16 +38,36 @@ def test_the_shipped_bank_loads_from_safetensors_and_its_anchors_are_its_faces(b
     for i in range(0, n, 7):
         assert bank.index_of(bank.sface[i]) == i
     assert bank.sex[bank.sample(np.random.default_rng(0), sex=1)] == 1
+    # with the target's sex set, Eq. 1 picks among that sex's bank faces only
+    for sex in (0, 1):
+        space.target_sex = sex
+        assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(20)} == {sex}
+
+
+def test_the_sex_classifier_reads_dlib_descriptors_of_the_bank_faces(bank):
+    from fiva.faces.identity import DlibEvaluator
+    from fiva.faces import FaceDetector
+
+    if bank.sex_w is None:
+        pytest.skip("bank without a sex classifier")
+    pytest.importorskip("dlib")
+    ev, det = DlibEvaluator(), FaceDetector()
+    right = []
+    for i in range(0, len(bank), 3):
+        d = det(bank.textures[i])
+        right.append(bank.predict_sex(ev.embed(bank.textures[i], d.boxes[d.largest()])) == bank.sex[i])
+    assert np.mean(right) >= 0.8
 
 
 def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
-                           bank.triangles, bank.donor_distance[:3], {"k": 6})
+                           bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b)
     small.save(tmp_path / "b.safetensors")
     back = AnchorFaceBank.load(tmp_path / "b.safetensors")
     assert np.array_equal(back.shapes, small.shapes) and np.array_equal(back.triangles, small.triangles)
     assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
     assert back.meta["k"] == "6"
+    assert (back.sex_w is None) == (bank.sex_w is None) and back.sex_b == pytest.approx(bank.sex_b)
 
 
 def test_the_identity_shape_keeps_the_five_key_points_and_the_mouth(bank, astronaut_face):

@@ -35,6 +35,7 @@ class RenderConfig:
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
+    forehead: float = 0.35  # the blend region reaches this many eye distances above the brows
     feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
@@ -59,11 +60,12 @@ def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
     return m
 
 
-def face_hull(shape: np.ndarray) -> np.ndarray:
-    """The blend region's outline: the jaw and the brows, raised by a tenth of the eye distance."""
+def face_hull(shape: np.ndarray, forehead: float = 0.1) -> np.ndarray:
+    """The blend region's outline: the jaw and the brows, raised by `forehead` eye distances
+    (along the face's vertical)."""
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
-    brows = shape[26:16:-1].copy()
-    brows[:, 1] -= 0.1 * iod
+    up = shape[27] - shape[8]
+    brows = shape[26:16:-1] + forehead * iod * up / (np.linalg.norm(up) + 1e-6)
     return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
 
 
@@ -73,7 +75,7 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
     x0, y0, x1, y1 = box
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     sig = max(cfg.feather * iod / 2, 0.5)
-    hull = _poly_mask(hw, face_hull(shape), (x0, y0))
+    hull = _poly_mask(hw, face_hull(shape, cfg.forehead), (x0, y0))
     k = max(int(round(2 * sig)) * 2 + 1, 3)
     m = smooth(cv2.erode(hull, np.ones((k, k), np.uint8)), sig) * hull
     keep = np.zeros(hw, np.float32)
@@ -180,9 +182,16 @@ class AnchorFaceGenerator(torch.nn.Module):
         super().__init__()
         from ..faces.landmarks68 import Landmarker68
 
+        from ..faces.identity import DlibEvaluator
+
         self.bank = bank
         self.renderer = AnchorFaceRenderer(bank, config)
         self.landmarker = Landmarker68()
+        self._dlib = DlibEvaluator()
+
+    def descriptor(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """dlib's descriptor of a face: what the bank's sex classifier reads (in memory only)."""
+        return self._dlib.embed(rgb, box)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None):
         """x [B,3,S,S] in [-1,1], z [B,128] unit -> x_a, m [B,1,S,S], x_hat (= x_a: outside the

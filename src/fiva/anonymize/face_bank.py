@@ -42,6 +42,10 @@ class AnchorFaceBank:
     triangles: np.ndarray  # [T,3] int32: the mesh triangulation (warp.py) shared by all faces
     donor_distance: np.ndarray  # [N] float32: smallest dlib distance of the face to its k donors
     meta: dict = field(default_factory=dict)
+    # logistic regression on dlib descriptors, P(female) = sigmoid(d . sex_w + sex_b), fitted on
+    # the first-name labels of LFW training identities: targets get bank faces of their own sex
+    sex_w: np.ndarray | None = None  # [128] float32
+    sex_b: float = 0.0
 
     def __len__(self) -> int:
         return len(self.textures)
@@ -57,7 +61,9 @@ class AnchorFaceBank:
         save_file({"jpeg": np.concatenate(blobs).astype(np.uint8), "jpeg_offsets": offsets,
                    "shapes": self.shapes.astype(np.float32), "sface": self.sface.astype(np.float32),
                    "sex": self.sex.astype(np.uint8), "tone": self.tone.astype(np.float32),
-                   "triangles": self.triangles.astype(np.int32), "donor_distance": self.donor_distance.astype(np.float32)},
+                   "triangles": self.triangles.astype(np.int32), "donor_distance": self.donor_distance.astype(np.float32),
+                   **({} if self.sex_w is None else {"sex_w": self.sex_w.astype(np.float32),
+                                                      "sex_b": np.array([self.sex_b], np.float32)})},
                   str(path), metadata={k: str(v) for k, v in self.meta.items()})
 
     @classmethod
@@ -73,12 +79,22 @@ class AnchorFaceBank:
         off = d["jpeg_offsets"]
         tex = np.stack([cv2.cvtColor(cv2.imdecode(d["jpeg"][off[i]:off[i + 1]], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                         for i in range(len(off) - 1)])
-        return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta)
+        return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta,
+                   d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0)
+
+    def predict_sex(self, descriptor: np.ndarray) -> int | None:
+        """0 (male) or 1 (female) for a face's dlib descriptor, None without a classifier."""
+        if self.sex_w is None:
+            return None
+        return int(float(descriptor @ self.sex_w) + self.sex_b > 0)
 
     def anchor_space(self, margin: float = 0.0, seed: int = 0, candidates: int = 4) -> AnchorSpace:
         """The bank's SFace embeddings as the anchor space S_a of Eq. 1 (few candidates: the
-        bank is small, and ties broken among 4 keep the choice spread)."""
-        return AnchorSpace(self.sface.copy(), margin=margin, candidates=min(candidates, len(self) - 1), seed=seed)
+        bank is small, and ties broken among 4 keep the choice spread). Set its `target_sex`
+        before sampling and Eq. 1 runs over the bank faces of that sex only."""
+        space = SexMatchedAnchorSpace(self.sface.copy(), margin=margin, candidates=min(candidates, len(self) - 1), seed=seed)
+        space.bank = self
+        return space
 
     def index_of(self, anchor: np.ndarray) -> int:
         """The bank face whose embedding an anchor vector is (the ITM hands out vectors)."""
@@ -88,3 +104,22 @@ class AnchorFaceBank:
         """A random bank face index, of one sex if given."""
         pool = np.arange(len(self)) if sex is None else np.flatnonzero(self.sex == sex)
         return int(rng.choice(pool if len(pool) else np.arange(len(self))))
+
+
+class SexMatchedAnchorSpace(AnchorSpace):
+    """Eq. 1 restricted to the bank faces of the target's sex (`target_sex`, set per face by the
+    caller; None: all): a woman given a man's average face, or the reverse, looks wrong whatever
+    the numbers say (the k-Same trial)."""
+
+    bank: AnchorFaceBank
+    target_sex: int | None = None
+
+    def sample(self, z_id: np.ndarray) -> np.ndarray:
+        z = z_id / np.linalg.norm(z_id)
+        pool = np.flatnonzero(self.bank.sex == self.target_sex)
+        if self.target_sex is None or len(pool) < 2:
+            return super().sample(z_id)
+        score = np.abs(np.abs(self.anchors[pool] @ z) - self.margin)
+        k = min(self.candidates, len(pool))
+        best = pool[np.argpartition(score, k - 1)[:k]]
+        return self.anchors[int(self.rng.choice(best))].copy()

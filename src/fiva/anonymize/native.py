@@ -50,7 +50,7 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     crop, _ = align_faces(out, det.landmarks, 112)
     if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
         return True
-    if hasattr(anon, "_in_place") and not anon._in_place(out, det, still)[0]:
+    if not anon._in_place(rgb, out, det, still)[0]:
         return True  # not found again where the original was: treated like a failed anonymization
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         box = det.boxes[0]
@@ -89,9 +89,15 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             z_a[i], failed[i] = st["z_a"], st["failed"]
         else:
             fresh.append(i)
+    space = anon.itm.anchors
+    matched = hasattr(space, "target_sex") and bank.sex_w is not None
+    sexes: dict[int, int | None] = {}
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
+            # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory)
+            if matched:
+                space.target_sex = sexes[i] = bank.predict_sex(anon.generator.descriptor(rgb, dets.boxes[i]))
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
     shapes = shapes68(anon, rgb, dets, tracks)
     out = rgb
@@ -104,6 +110,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 failed[i] = True
             else:
                 anon.stats["retried"] += 1
+                if matched:
+                    space.target_sex = sexes[i]
                 z_a[i] = anon._other_anchor(z_id[i], z_a[i])
                 drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]))
                 failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
