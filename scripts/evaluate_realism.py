@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, local_finder, render_in_place
 from fiva.anonymize.face_bank import AnchorFaceBank
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--set", action="append", default=[], help="RenderConfig field=value")
     ap.add_argument("--json", default="runs/realism/report.json")
     ap.add_argument("--pipeline", action="store_true")
+    ap.add_argument("--in-place", action="store_true", help="render_in_place: a second rendering when YuNet finds the points off")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     cv2.setNumThreads(1)
@@ -104,7 +105,10 @@ def main():
                 sex = space.target_sex = bank.predict_sex(e0)  # as the pipeline does (native.py)
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
-                out = renderer.render(rgb, shape, b1)
+                if a.in_place:
+                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box))
+                else:
+                    out = renderer.render(rgb, shape, b1)
                 dt = time.perf_counter() - t
                 # a second anchor of the same sex: what a retry or another session would give
                 b2 = int(rng.choice([j for j in range(len(bank)) if j != b1 and (sex is None or bank.sex[j] == sex)]))
@@ -146,6 +150,8 @@ def main():
             "mouth_err_max": float(f("mouth_err").max()),
             "eyes_open_closed_kept": float(eyes_same),
             "yunet_found": float(np.mean(f("found"))), "lm5_err_median": float(np.median(f("lm5_err"))),
+            "in_place_0.07": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 for r in rows])),
+            "passes_sface_and_in_place": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 and r["sface_dist"] > 0.66 for r in rows])),
             "seconds_per_face_median": float(np.median(f("seconds"))),
         }
         report["sets"][name] = {"summary": summ, "faces": rows}

@@ -4,7 +4,8 @@ The same contract as `Anonymizer._generate` for the 112 px generators: identitie
 (Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with one retry
 on another anchor, and per face whether it failed (the caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
-is not smoothed away), then `AnchorFaceRenderer.render` on the frame itself, face after face.
+is not smoothed away), then `render_in_place` (the renderer, and a second rendering with the
+texture shifted when YuNet finds the drawn face's points off) on the frame itself, face after face.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
+from .anchor_face import local_finder, render_in_place
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.5  # weight of the previous frame's 68 points (face frame) along a track
@@ -104,7 +106,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
-        drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]))
+        find = local_finder(anon.detector, dets.boxes[i])
+        drawn = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find)
         if i in fresh and _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still):
             if anon.cfg.identity == "own":
                 failed[i] = True
@@ -113,7 +116,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 if matched:
                     space.target_sex = sexes[i]
                 z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]))
+                drawn = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find)
                 failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
