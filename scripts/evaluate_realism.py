@@ -106,7 +106,7 @@ def main():
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 if a.in_place:
-                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box))
+                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box))[0]
                 else:
                     out = renderer.render(rgb, shape, b1)
                 dt = time.perf_counter() - t

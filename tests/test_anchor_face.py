@@ -128,3 +128,18 @@ def test_the_pipeline_with_anchor_faces_gives_a_face_yunet_finds_again(astronaut
     # the same person in a second image keeps the bank face the ITM chose (Algorithm 1)
     again = anon.anonymize_image(astronaut, d)
     assert np.array_equal(again, out) or np.abs(again.astype(int) - out).mean() < 0.5
+
+
+@needs_dlib
+def test_a_tracked_face_keeps_its_bank_face_between_re_checks(astronaut):
+    from fiva import Anonymizer
+
+    anon = Anonymizer(generator="anchor-face", fallback="none", defense="none", progress=False)
+    d = anon.detect(astronaut)
+    tracks = np.array([7])
+    first = anon.anonymize_frame(astronaut, d, tracks)
+    second = anon.anonymize_frame(astronaut, d, tracks)  # not re-identified: the track's state is reused
+    assert anon._tracks[7]["age"] == 2
+    assert np.abs(first.astype(int) - second).mean() < 0.5
+    x1, y1, x2, y2 = d.boxes[0].astype(int)
+    assert np.abs(second[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean() > 3

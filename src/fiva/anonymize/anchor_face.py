@@ -172,11 +172,13 @@ class AnchorFaceRenderer:
 
 
 def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
-                    find, tolerance: float = 0.05, tries: int = 2) -> np.ndarray:
+                    find, tolerance: float = 0.05, tries: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
     """Render, and while a detector finds the 5 key points of the drawn face more than
     `tolerance` eye distances (mean) from the original's `kps` [5,2], render again (up to `tries`
     renderings) with the bank face's texture shifted against the error found so far; keep the
-    closest.
+    closest. Returns the image and the nudge it was drawn with (None: none), which a video can
+    reuse along the track instead of searching again on every frame (a nudge that changes from
+    frame to frame would make the face jitter).
 
     The 5 points of the new shape are the target's by construction, but a detector places them
     by the appearance around them (brows, lids, the nose's shading): a different face shifts them
@@ -188,13 +190,14 @@ def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.nda
     nudge = np.zeros((5, 2), np.float32)
     best, best_err = None, np.inf
     for _ in range(tries):
-        out = renderer.render(rgb, shape, index, nudge=nudge if nudge.any() else None)
+        used = nudge.copy() if nudge.any() else None
+        out = renderer.render(rgb, shape, index, nudge=used)
         got = find(out)
         if got is None:
-            return best if best is not None else out
+            return best if best is not None else (out, used)
         err = float(np.linalg.norm(got - kps, axis=1).mean()) / iod
         if err < best_err:
-            best, best_err = out, err
+            best, best_err = (out, used), err
         if err <= tolerance:
             break
         nudge = np.clip(nudge + (kps - got), -0.2 * iod, 0.2 * iod)

@@ -60,6 +60,10 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     return False
 
 
+def _iod(kps: np.ndarray) -> float:
+    return float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
+
+
 def _noise(anon, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The `noise` defense on the drawn pixels: U(-eps, eps) on a fraction p of them."""
     changed = np.any(before != after, axis=2)
@@ -107,7 +111,12 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
         find = local_finder(anon.detector, dets.boxes[i])
-        drawn = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find)
+        key = ("nudge", int(tracks[i])) if tracks is not None else None
+        if i in fresh or key not in anon._tracks:
+            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find)
+        else:  # between re-checks a track keeps its nudge, in the face's own scale
+            nudge = None if anon._tracks[key] is None else anon._tracks[key] * _iod(dets.landmarks[i])
+            drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]), nudge=nudge)
         if i in fresh and _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still):
             if anon.cfg.identity == "own":
                 failed[i] = True
@@ -116,10 +125,12 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 if matched:
                     space.target_sex = sexes[i]
                 z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                drawn = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find)
+                drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find)
                 failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
+        if key is not None and i in fresh:
+            anon._tracks[key] = None if nudge is None else nudge / _iod(dets.landmarks[i])
         if not failed[i]:
             out = _noise(anon, out, drawn) if anon.cfg.defense == "noise" else drawn
     for i in fresh:
