@@ -45,6 +45,8 @@ class RenderConfig:
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
     detail: float = 1.0
     detail_sigma: float = 0.6
+    chroma: float = 0.5  # share of the bank face's own colour detail kept; the rest: the target's, smoothed
+    chroma_sigma: float = 0.15  # ... over this many eye distances
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
 
 
@@ -102,12 +104,16 @@ def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0) -> np.ndarray:
+def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
+                 chroma: float = 1.0, chroma_sigma: float = 0.0) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
     colour casts. With `light_sigma` > 0 the lightness also takes `ref`'s shading at that scale
-    (pixels): where the light falls on the target's head, not the anchor donors'.
+    (pixels): where the light falls on the target's head, not the anchor donors'. With
+    `chroma` < 1 only that share of the anchor's own colour variation is kept and the rest is the
+    target's colour smoothed over `chroma_sigma` pixels: averaged (and caricatured) faces carry
+    greenish or purple casts around the eyes that no real face has.
     """
     a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -119,6 +125,9 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     a = (a - ma) * np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4) + mb
     if light_sigma > 0:
         a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
+    if chroma < 1 and chroma_sigma > 0:
+        own = a[..., 1:] - smooth(a[..., 1:], chroma_sigma)
+        a[..., 1:] = smooth(b[..., 1:], chroma_sigma) + chroma * own
     return cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
 
 
@@ -156,7 +165,7 @@ class AnchorFaceRenderer:
                                         box=box, border=cv2.BORDER_REPLICATE)
         region = _poly_mask(anchor.shape[:2], cv2.convexHull(new[_MATCH_POINTS])[:, 0], (x0, y0)) > 0.5
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
-        anchor = match_colour(anchor, moved, region, cfg.light * iod)
+        anchor = match_colour(anchor, moved, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod)
         a_shape = self.bank.shapes[index]
         scale = iod / float(np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
         if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
