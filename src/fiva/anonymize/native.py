@@ -18,7 +18,7 @@ from ..faces.identity import to_tensor
 from .anchor_face import local_finder, render_in_place
 
 DLIB_MATCH = 0.6
-SHAPE_SMOOTHING = 0.5  # weight of the previous frame's 68 points (face frame) along a track
+SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
