@@ -44,13 +44,13 @@ def test_the_shipped_bank_loads_from_safetensors_and_its_anchors_are_its_faces(b
         assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(20)} == {sex}
 
 
+@needs_dlib
 def test_the_sex_classifier_reads_dlib_descriptors_of_the_bank_faces(bank):
     from fiva.faces.identity import DlibEvaluator
     from fiva.faces import FaceDetector
 
     if bank.sex_w is None:
         pytest.skip("bank without a sex classifier")
-    pytest.importorskip("dlib")
     ev, det = DlibEvaluator(), FaceDetector()
     right = []
     for i in range(0, len(bank), 3):
@@ -70,6 +70,7 @@ def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     assert (back.sex_w is None) == (bank.sex_w is None) and back.sex_b == pytest.approx(bank.sex_b)
 
 
+@needs_dlib
 def test_the_identity_shape_keeps_the_five_key_points_and_the_mouth(bank, astronaut_face):
     _, target = astronaut_face
     for i, alpha in ((0, 1.0), (5, 1.5), (9, 0.5)):
