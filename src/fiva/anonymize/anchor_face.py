@@ -213,12 +213,17 @@ def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.nda
     return best
 
 
-def local_finder(detector, box: np.ndarray, margin: float = 0.6):
-    """`find` for `render_in_place`: the detector on the face's neighbourhood only (cheap on large
-    frames), the face overlapping `box` best, its 5 points in image pixels."""
+def local_finder(detector, box: np.ndarray, margin: float | None = 0.6):
+    """`find` for `render_in_place`: the detector on the face's neighbourhood only (`margin` face
+    sizes around it: cheap on large frames; None: the whole image), the face overlapping `box`
+    best, its 5 points in image pixels."""
     from ..faces.detect import match_face
 
     def find(img: np.ndarray):
+        if margin is None:
+            d = detector(img)
+            j = match_face(box, d.boxes)
+            return None if j is None else d.landmarks[j]
         w, h = box[2] - box[0], box[3] - box[1]
         x0, y0 = int(max(box[0] - margin * w, 0)), int(max(box[1] - margin * h, 0))
         x1, y1 = int(min(box[2] + margin * w, img.shape[1])), int(min(box[3] + margin * h, img.shape[0]))
