@@ -144,3 +144,21 @@ def test_a_tracked_face_keeps_its_bank_face_between_re_checks(astronaut):
     assert np.abs(first.astype(int) - second).mean() < 0.5
     x1, y1, x2, y2 = d.boxes[0].astype(int)
     assert np.abs(second[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean() > 3
+
+
+@needs_dlib
+def test_the_crop_interface_draws_the_bank_face_chosen_by_z(astronaut):
+    import torch
+
+    from fiva.faces import FaceDetector, align_faces
+    from fiva.faces.identity import to_tensor
+    from fiva.models.registry import load_face_generator
+
+    gen = load_face_generator("anchor-face")
+    crops, _ = align_faces(astronaut, FaceDetector()(astronaut).landmarks[:1], 112)
+    x = to_tensor(crops)
+    z = torch.from_numpy(gen.bank.sface[[2]])
+    x_a, m, x_hat = gen(x, z)
+    assert x_a.shape == x.shape and m.shape == (1, 1, 112, 112) and torch.equal(x_a, x_hat)
+    assert (x_a - x).abs().mean() > 0.02 and 0 < m.mean() < 1
+    assert torch.equal(x_a[m.expand_as(x_a) == 0], x[m.expand_as(x) == 0])  # outside the mask: the input
