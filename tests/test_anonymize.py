@@ -78,7 +78,7 @@ def test_a_second_person_gets_another_fake_identity(astronaut):
     canvas[131:381, 512:762] = other
     anon.anonymize_image(canvas)
     assert len(anon.itm) == 2
-    keys = {anon.itm(z)[1] for z in anon.itm._t_id}
+    keys = {anon.itm(z)[1] for z in anon.itm.pairs()[0]}
     assert keys == {0, 1}
 
 

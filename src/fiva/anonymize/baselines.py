@@ -7,7 +7,7 @@ import numpy as np
 from ..faces import Detections
 
 METHODS = ("blur", "pixelate", "mask")
-BLOCKS = 8  # pixelate: blocks across the face's (grown) width
+BLOCKS = 8  # pixelate: the most blocks across a face's (grown) width
 
 
 def _ellipse_region(shape: tuple[int, int], box: np.ndarray, grow: float) -> tuple[tuple[int, int, int, int], np.ndarray]:
@@ -38,9 +38,9 @@ def obfuscate(rgb: np.ndarray, dets: Detections, method: str = "blur", grow: flo
             small = cv2.resize(roi, (max(1, round(roi.shape[1] / f)), max(1, round(roi.shape[0] / f))), interpolation=cv2.INTER_AREA)
             kk = max(3, int(k / f) | 1)
             new = cv2.resize(cv2.GaussianBlur(small, (kk, kk), 0), (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
-        elif method == "pixelate":  # BLOCKS blocks across the face whatever its size: 10 px blocks left a 1000 px face recognisable
-            n = max(1, round(BLOCKS * roi.shape[0] / max(roi.shape[1], 1)))
-            small = cv2.resize(roi, (BLOCKS, n), interpolation=cv2.INTER_AREA)
+        elif method == "pixelate":  # blocks of 10 px, but never more than BLOCKS across: 10 px blocks left a 1000 px face recognisable
+            bw = max(1, min(BLOCKS, roi.shape[1] // 10))
+            small = cv2.resize(roi, (bw, max(1, round(bw * roi.shape[0] / roi.shape[1]))), interpolation=cv2.INTER_AREA)
             new = cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)
         else:
             new = np.zeros_like(roi)

@@ -288,8 +288,8 @@ class Anonymizer:
         """Per face "yes" (found again, upright and centred, on its aligned crop: it may get a
         generated face), "unsure" (something face-like there, or a confident first detection: it
         gets the fallback obfuscation) or "no" (nothing there and a weak first detection: a false
-        alarm, left untouched). Faces under `min_face` px are too small to judge and count as
-        unsure. Tracked faces are looked at again every `reembed_every` frames."""
+        alarm, left untouched; photos only). Faces under `min_face` px are too small to judge and
+        count as unsure. Tracked faces are looked at again every `reembed_every` frames."""
         sure = np.full(len(dets), "unsure", dtype=object)
         todo = []
         for i in range(len(dets)):
@@ -304,7 +304,10 @@ class Anonymizer:
             sizes = np.minimum(dets.boxes[todo, 2] - dets.boxes[todo, 0], dets.boxes[todo, 3] - dets.boxes[todo, 1])
             for j, i in enumerate(todo):
                 if sizes[j] >= self.cfg.min_face:
-                    sure[i] = "yes" if again[j] >= CONFIRM_SCORE else "unsure" if seen[j] or dets.scores[i] >= SURE_SCORE else "no"
+                    weak = not seen[j] and dets.scores[i] < SURE_SCORE
+                    # A weak candidate of a photo with nothing face-like there again is a false alarm; in a
+                    # video one look decides for `reembed_every` frames of a track, so it is obfuscated instead.
+                    sure[i] = "yes" if again[j] >= CONFIRM_SCORE else "no" if weak and tracks is None else "unsure"
                 if tracks is not None:
                     self._tracks[("look", int(tracks[i]))] = {"sure": sure[i], "age": 1}
         return sure
