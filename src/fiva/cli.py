@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .anonymize.itm import DEFAULT_THRESHOLD
+from .io import MAX_PIXELS
 
 log = logging.getLogger("fiva")
 
@@ -93,7 +94,8 @@ def _add_anonymize(sub, swap: bool = False) -> None:
         p.add_argument("--method", default="fiva", choices=["fiva", "blur", "pixelate", "mask"],
                        help="fiva (the generator pipeline), or a classic baseline on the whole face box (default: fiva)")
     p.add_argument("--generator", default="fiva", help="registered face generator for the pipeline (default: fiva; built in: "
-                                                      "fiva, crop-blur, crop-pixelate, crop-mask; plugins: entry point group fiva.generators)")
+                                                      "fiva, anchor-face (k-Same bank faces drawn at the face's own resolution; needs the [eval] "
+                                                      "extra; --model: a bank file), crop-blur, crop-pixelate, crop-mask; plugins: entry point group fiva.generators)")
     p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped fiva-112)")
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=None, help=f"ITM cosine-distance threshold for 'same person' (default: {DEFAULT_THRESHOLD}, calibrated on LFW pairs)")
@@ -121,9 +123,11 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     p.add_argument("--defense-eps", type=float, default=0.15, help="defense amplitude, in grey levels / 255 (default: 0.15, the paper's)")
     p.add_argument("--defense-p", type=float, default=0.0025, help="noise defense: fraction of the face's pixels (default: 0.0025)")
     p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against (default: the shipped one, for the default generator)")
-    p.add_argument("--keep", nargs="+", metavar="FACE", default=None,
-                   help="reference photos of people never to anonymize (e.g. consenting staff)")
-    p.add_argument("--only", nargs="+", metavar="FACE", default=None, help="reference photos of the only people to anonymize")
+    p.add_argument("--keep", action="append", metavar="FACE", default=None,
+                   help="reference photo (or folder of photos) of a person never to anonymize, e.g. consenting staff; "
+                        "repeat for more people: --keep a.jpg --keep b.jpg (default: none)")
+    p.add_argument("--only", action="append", metavar="FACE", default=None,
+                   help="reference photo (or folder of photos) of a person to anonymize, all others left as they are; repeatable (default: none)")
     p.add_argument("--identity-store", default=None, metavar="PATH",
                    help="keep the ITM's identity pairs in PATH between runs, so a person gets one fake identity across a "
                         "whole dataset. The file holds biometric data (owner-only permissions); delete it with "
@@ -136,7 +140,23 @@ def _add_common(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for fake-identity sampling (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the inputs); without it they are skipped")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse images larger than N pixels, a guard against decompression bombs; raise it for "
+                        f"photos from 200-megapixel phones, e.g. --max-pixels 250000000 (default: {MAX_PIXELS})")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_cluster(p)
+
+
+def _add_cluster(p) -> None:
+    c = p.add_argument_group("on a Ray cluster (needs the [cluster] extra; README: On a cluster)")
+    c.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="spread the files over Ray workers: 'local' starts Ray on this machine, an address (HOST:PORT, or "
+                        "'auto') joins a cluster started with 'ray start'; every node must see the inputs and the output "
+                        "folder at the same paths (default: off, one process)")
+    c.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes, each loading the models once (default: the CPUs of this machine (local) or of "
+                        "the cluster, divided by --worker-threads)")
+    c.add_argument("--worker-threads", type=int, default=None, metavar="T", help="CPU threads per worker (default: 1)")
 
 
 def _add_evaluate(sub) -> None:
@@ -177,6 +197,25 @@ def _add_detect_fake(sub) -> None:
     p.add_argument("--json", default=None, help="also write the per-face results to this JSON file")
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page to anonymize photos and videos, review them and choose who stays "
+                                     "(needs the [web] extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback lets other machines "
+                                                      "reach the page and its uploads (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: 0 = a free one, printed)")
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest accepted upload in MB (default: 500)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse photos larger than N pixels, as fiva anonymize does (default: {MAX_PIXELS})")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def cmd_serve(a) -> int:
+    from .web.server import ServeConfig, serve
+
+    return serve(ServeConfig(host=a.host, port=a.port, max_upload_mb=a.max_upload_mb, max_pixels=a.max_pixels,
+                             device=a.device))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fiva", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -188,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_identities(sub)
     _add_detect_fake(sub)
+    _add_serve(sub)
     return ap
 
 
@@ -259,6 +299,12 @@ def cmd_detect_fake(a) -> int:
 
 
 def cmd_anonymize(a) -> int:
+    if a.ray:
+        from .anonymize.cluster import ClusterConfig, run_cluster
+
+        return run_cluster(a, ClusterConfig(address=a.ray, workers=a.workers, threads=a.worker_threads or 1))
+    if a.workers is not None or a.worker_threads is not None:
+        raise ValueError("--workers and --worker-threads need --ray")
     from .anonymize.runner import run_anonymize
 
     return run_anonymize(a)
@@ -267,7 +313,8 @@ def cmd_anonymize(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate, "identities": cmd_identities, "swap": cmd_anonymize, "detect-fake": cmd_detect_fake}
+    handlers = {"train": cmd_train, "anchors": cmd_anchors, "anonymize": cmd_anonymize, "evaluate": cmd_evaluate, "identities": cmd_identities, "swap": cmd_anonymize, "detect-fake": cmd_detect_fake,
+                "serve": cmd_serve}
     try:
         return handlers[a.command](a)
     except (ValueError, FileNotFoundError) as e:  # bad input or settings: one line, no traceback
