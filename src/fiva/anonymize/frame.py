@@ -263,25 +263,33 @@ class Anonymizer:
             return self.sface.embed(crops)
         return self._embed(to_tensor(crops).to(self.device))
 
+    def recheck(self, tracks: np.ndarray | None, n: int, kind: str | None = None) -> tuple[list[int], dict[int, dict]]:
+        """Which of `n` faces need their `kind` of verdict made now (untracked, new, or due again
+        every `reembed_every` frames), and the remembered state of the others (their age counted)."""
+        todo, known = [], {}
+        for i in range(n):
+            st = self._tracks.get(track_key(tracks[i], kind)) if tracks is not None else None
+            if st is not None and st["age"] < self.cfg.reembed_every:
+                st["age"] += 1
+                known[i] = st
+            else:
+                todo.append(i)
+        return todo, known
+
     def _selected(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
         """Which faces to anonymize under --keep / --only (tracked faces are re-checked every
         `reembed_every` frames)."""
         match = np.zeros(len(dets), bool)
-        todo = []
-        for i in range(len(dets)):
-            st = self._tracks.get(("ref", int(tracks[i]))) if tracks is not None else None
-            if st is not None and st["age"] < self.cfg.reembed_every:
-                st["age"] += 1
-                match[i] = st["match"]
-            else:
-                todo.append(i)
+        todo, known = self.recheck(tracks, len(dets), "ref")
+        for i, st in known.items():
+            match[i] = st["match"]
         if todo:
             crops, _ = align_faces(rgb, dets.landmarks[todo], 112)
             d = 1.0 - self._embed_crops(crops) @ self._refs.T
             match[todo] = d.min(1) < self.cfg.threshold
             for i in todo:
                 if tracks is not None:
-                    self._tracks[("ref", int(tracks[i]))] = {"match": bool(match[i]), "age": 1}
+                    self._tracks[track_key(tracks[i], "ref")] = {"match": bool(match[i]), "age": 1}
         return ~match if self.cfg.keep else match
 
     def second_look(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None = None) -> np.ndarray:
@@ -291,14 +299,9 @@ class Anonymizer:
         alarm, left untouched; photos only). Faces under `min_face` px are too small to judge and
         count as unsure. Tracked faces are looked at again every `reembed_every` frames."""
         sure = np.full(len(dets), "unsure", dtype=object)
-        todo = []
-        for i in range(len(dets)):
-            st = self._tracks.get(("look", int(tracks[i]))) if tracks is not None else None
-            if st is not None and st["age"] < self.cfg.reembed_every:
-                st["age"] += 1
-                sure[i] = st["sure"]
-            else:
-                todo.append(i)
+        todo, known = self.recheck(tracks, len(dets), "look")
+        for i, st in known.items():
+            sure[i] = st["sure"]
         if todo:
             again, seen, _ = self.detector.second_look(rgb, dets.landmarks[todo])
             sizes = np.minimum(dets.boxes[todo, 2] - dets.boxes[todo, 0], dets.boxes[todo, 3] - dets.boxes[todo, 1])
@@ -309,7 +312,7 @@ class Anonymizer:
                     # video one look decides for `reembed_every` frames of a track, so it is obfuscated instead.
                     sure[i] = "yes" if again[j] >= CONFIRM_SCORE else "no" if weak and tracks is None else "unsure"
                 if tracks is not None:
-                    self._tracks[("look", int(tracks[i]))] = {"sure": sure[i], "age": 1}
+                    self._tracks[track_key(tracks[i], "look")] = {"sure": sure[i], "age": 1}
         return sure
 
     def triage(self, shape: tuple[int, int], dets: Detections) -> list[str]:
@@ -363,14 +366,9 @@ class Anonymizer:
         region = self._regions(rgb, dets, mats, size)
         z_a = np.zeros((n, self.itm.anchors.anchors.shape[1]), np.float32)
         failed = np.zeros(n, bool)
-        fresh = []
-        for i in range(n):
-            st = self._tracks.get(int(tracks[i])) if tracks is not None else None
-            if st is not None and st["age"] < self.cfg.reembed_every:
-                st["age"] += 1
-                z_a[i], failed[i] = st["z_a"], st["failed"]
-            else:
-                fresh.append(i)
+        fresh, known = self.recheck(tracks, n)
+        for i, st in known.items():
+            z_a[i], failed[i] = st["z_a"], st["failed"]
         keys: list[int | None] = [None] * n
         z_id = np.zeros_like(z_a)
         if fresh:
@@ -531,6 +529,11 @@ class VideoStream:
 
     def _apply(self, img, tf) -> np.ndarray:
         return self.anon.anonymize_frame(img, tf.dets, tf.tracks)
+
+
+def track_key(track, kind: str | None = None):
+    """The key of a face track's remembered state in `Anonymizer._tracks` (kind None: its identity)."""
+    return int(track) if kind is None else (kind, int(track))
 
 
 def _reference_files(paths) -> list[Path]:

@@ -87,14 +87,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
     failed = np.zeros(n, bool)
-    fresh, keys = [], [None] * n
-    for i in range(n):
-        st = anon._tracks.get(int(tracks[i])) if tracks is not None else None
-        if st is not None and st["age"] < anon.cfg.reembed_every:
-            st["age"] += 1
-            z_a[i], failed[i] = st["z_a"], st["failed"]
-        else:
-            fresh.append(i)
+    keys = [None] * n
+    fresh, known = anon.recheck(tracks, n)
+    for i, st in known.items():
+        z_a[i], failed[i] = st["z_a"], st["failed"]
     space = anon.itm.anchors
     matched = hasattr(space, "target_sex") and bank.sex_w is not None
     sexes: dict[int, int | None] = {}
