@@ -10,7 +10,7 @@ from conftest import SHARED, needs_dlib
 from fiva import Anonymizer
 from fiva.cli import build_parser, main
 from fiva.faces import Detections, FaceDetector
-from fiva.faces.detect import merge_faces
+from fiva.faces.detect import merge_faces, overlap_of_smaller
 from fiva.faces.region import FaceOutline, outline_mask
 from fiva.io import read_image, write_image
 
@@ -22,14 +22,20 @@ def _iod_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_a_big_face_gets_one_detection_with_its_landmarks_on_the_features(astronaut):
-    """At full resolution YuNet splits a ~700 px face into parts with landmarks a mouth-width off;
-    the pyramid finds it once, where the 512 px original puts it."""
+    """At full resolution YuNet splits a ~700 px face into parts with landmarks far off; the pyramid
+    finds it once, where the 512 px original puts it (YuNet's landmarks move by up to ~0.1 of the
+    eye distance between scales; the parts are off by several eye distances)."""
     det = FaceDetector(score_threshold=0.3)
-    ref = det(astronaut)
-    big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    ref = det(astronaut).landmarks[0] * 8
+    big = cv2.resize(astronaut, (4096, 4096), interpolation=cv2.INTER_CUBIC)
+    face = np.array([[1300, 400, 2300, 1500]], np.float32)  # the astronaut's head, 8x
+    raw = det._detect(big)  # one full-resolution pass, as before
+    raw_boxes = np.c_[raw[:, :2], raw[:, :2] + raw[:, 2:4]]
+    assert sum(overlap_of_smaller(face[0], raw_boxes) > 0.5) >= 2  # a duplicate on the face (and parts all over)
     found = det(big)
-    assert len(ref) == 1 and len(found) == 1
-    assert _iod_error(found.landmarks[0], ref.landmarks[0] * 4) < 0.08
+    on_face = overlap_of_smaller(face[0], found.boxes) > 0.5
+    assert on_face.sum() == 1
+    assert _iod_error(found.landmarks[on_face][0], ref) < 0.15
 
 
 def test_duplicates_and_parts_of_a_face_merge_into_one_detection():

@@ -363,7 +363,7 @@ class Anonymizer:
         n, size = len(dets), self.generator.resolution
         crops, mats = align_faces(rgb, dets.landmarks, size)
         x = to_tensor(crops).to(self.device)
-        region = self._regions(rgb, dets, mats, size)
+        region = self._regions(rgb, dets, mats, size, tracks)
         z_a = np.zeros((n, self.itm.anchors.anchors.shape[1]), np.float32)
         failed = np.zeros(n, bool)
         fresh, known = self.recheck(tracks, n)
@@ -425,17 +425,26 @@ class Anonymizer:
                 return tuple(t.float() for t in self.generator(x, z))
         return self.generator(x, z)
 
-    def _regions(self, rgb, dets, mats, size) -> torch.Tensor:
+    def _regions(self, rgb, dets, mats, size, tracks=None) -> torch.Tensor:
         """[N,1,S,S] in [0,1]: where on each aligned crop the face itself is (its outline: jaw line
         and forehead, faces/region.py), so a generated face covers the face, not ears, hair or
-        background, whichever way the head is turned."""
+        background, whichever way the head is turned. In the aligned crop a tracked face's outline
+        changes slowly: it is redrawn every `reembed_every` frames."""
         if self._outline is None:
             from ..faces.region import FaceOutline
 
             self._outline = FaceOutline()
-        outlines = self._outline(rgb, dets.landmarks)
-        masks = [outline_mask(o @ mat[:, :2].T + mat[:, 2], size) for o, mat in zip(outlines, mats)]
-        return torch.from_numpy(np.stack(masks)[:, None]).to(self.device)
+        masks = np.zeros((len(dets), size, size), np.float32)
+        todo, known = self.recheck(tracks, len(dets), "region")
+        for i, st in known.items():
+            masks[i] = st["mask"]
+        if todo:
+            outlines = self._outline(rgb, dets.landmarks[todo])
+            for i, o in zip(todo, outlines):
+                masks[i] = outline_mask(o @ mats[i, :, :2].T + mats[i, :, 2], size)
+                if tracks is not None:
+                    self._tracks[track_key(tracks[i], "region")] = {"mask": masks[i], "age": 1}
+        return torch.from_numpy(masks[:, None]).to(self.device)
 
     def _fit(self, x, x_a, m, x_hat, region):
         """The generated face fitted to the one it replaces: its mask cut to the face's outline, and

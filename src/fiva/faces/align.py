@@ -94,8 +94,7 @@ def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndar
     shift = inv.copy()
     shift[:, 2] -= (x0, y0)
     roi = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(crop, shift, roi, flags=cv2.INTER_CUBIC if scale > 1.5 else cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(crop, shift, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask.astype(np.float32), shift, roi, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
     region = out[y0:y1, x0:x1].astype(np.float32)
     blended = alpha * warped.astype(np.float32) + (1 - alpha) * region

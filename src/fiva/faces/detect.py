@@ -42,7 +42,7 @@ class FaceDetector:
     YuNet places landmarks well on faces of roughly 10-300 px; on a 600 px face it returns parts of
     the face as faces, with landmarks a mouth-width off, and on upscaled photos it takes blurred
     patches for faces. So an image is searched as a pyramid: a coarse pass with the long side at
-    `coarse_side` (big faces, in YuNet's range there), then passes 3x finer up to full resolution,
+    about `coarse_side` (big faces, in YuNet's range there), then passes 3x finer up to full resolution,
     each in tiles of at most `tile` px, keeping from the finer passes only faces up to `max_face`
     px: anything larger is 53+ px in the pass before, where a real face is found too. One face seen
     by several passes, or twice by one, gives one detection: the best-scoring one.
@@ -50,7 +50,7 @@ class FaceDetector:
     Args:
         score_threshold: minimum face score (default 0.6).
         nms_threshold: box overlap above which the weaker box of one pass is dropped (default 0.3).
-        coarse_side: long side of the coarsest pass (default 640).
+        coarse_side: about the long side of the coarsest pass (default 640).
         max_face: largest face, in a pass's pixels, a finer pass may report (default 160).
         tile: largest tile side of a pass (default 1920); tiles overlap by `max_face`.
     Coordinates are always in the original image's pixels.
@@ -68,12 +68,12 @@ class FaceDetector:
         self._size = (320, 320)
 
     def scales(self, h: int, w: int) -> list[float]:
-        """The pyramid's scale factors, coarsest first; the last is 1 (full resolution)."""
-        s = min(1.0, self.coarse_side / max(h, w))
-        out = [s]
-        while s < 1.0:
-            s = min(1.0, s * 3)
-            out.append(s)
+        """The pyramid's scale factors, coarsest first: full resolution, then 3x coarser until the
+        long side is at most `coarse_side` x 1.5 (a 1280 px frame: 1280 and 427 px; 1920: 1920 and
+        640; 2048: 2048 and 683)."""
+        out = [1.0]
+        while max(h, w) * out[0] > self.coarse_side * 1.5:
+            out.insert(0, out[0] / 3)
         return out
 
     def __call__(self, rgb: np.ndarray) -> Detections:
