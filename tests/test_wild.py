@@ -137,3 +137,15 @@ def test_every_face_of_the_wild_photos_is_replaced_in_place_or_obfuscated():
         assert r["change_away"] <= 2.0, path.name
         if path.name == "no_faces.jpg":
             assert r["unchanged"]
+
+
+def test_a_dim_face_gets_a_dim_face(astronaut):
+    """Skin tone and light come from the face replaced: a face in a dim room stays dim."""
+    dim = (astronaut.astype(np.float32) * 0.3).astype(np.uint8)
+    anon = Anonymizer(verify=False, fallback="none", defense="none")
+    dets = anon.detect(dim)
+    out = anon.anonymize_image(dim, dets)
+    inside = outline_mask(FaceOutline()(dim, dets.landmarks)[0], 512, feather=0.0) > 0.5
+    changed = np.abs(out.astype(int) - dim).max(2) > 0
+    assert list(anon.outcomes) == ["generated"] and changed[inside].mean() > 0.5
+    assert np.abs(out[inside].mean(0) - dim[inside].mean(0)).max() < 3  # grey levels per channel (unmatched: 5-7)
