@@ -31,6 +31,7 @@ import numpy as np
 
 from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, local_finder, render_in_place
 from fiva.anonymize.face_bank import AnchorFaceBank
+from fiva.anonymize.native import STILL_TRIES
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
 from fiva.faces.detect import match_face
@@ -60,7 +61,7 @@ def main():
     ap.add_argument("--set", action="append", default=[], help="RenderConfig field=value")
     ap.add_argument("--json", default="runs/realism/report.json")
     ap.add_argument("--pipeline", action="store_true")
-    ap.add_argument("--in-place", action="store_true", help="render_in_place: a second rendering when YuNet finds the points off")
+    ap.add_argument("--in-place", action="store_true", help="render_in_place as on a photo: more renderings while YuNet (whole image) finds the points off")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     cv2.setNumThreads(1)
@@ -106,7 +107,8 @@ def main():
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 if a.in_place:
-                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box))[0]
+                    # as the pipeline draws a photo: the whole image looked at, STILL_TRIES renderings
+                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box, margin=None), tries=STILL_TRIES)[0]
                 else:
                     out = renderer.render(rgb, shape, b1)
                 dt = time.perf_counter() - t
