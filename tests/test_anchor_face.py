@@ -156,6 +156,22 @@ def test_a_photo_is_drawn_against_the_whole_image_look_the_in_place_check_takes(
     assert shown and all(s == astronaut.shape for s in shown)
 
 
+def test_the_video_finder_reads_the_second_look_in_image_pixels(astronaut, astronaut_face):
+    """render_in_place on a video frame aims at the in-place check's second look; its points must
+    come back where the face is, in the frame's pixels, or the texture shifts would be nonsense."""
+    from fiva.anonymize.native import second_look_finder
+    from fiva.faces import FaceDetector
+
+    d, _ = astronaut_face
+    got = second_look_finder(FaceDetector(), d.landmarks[0])(astronaut)
+    iod = np.linalg.norm(d.landmarks[0, 1] - d.landmarks[0, 0])
+    assert got is not None and got.shape == (5, 2)
+    # the crop's look places the points a little differently from the whole image's (0.065 here)
+    assert np.linalg.norm(got - d.landmarks[0], axis=1).mean() / iod < 0.1
+    blank = np.zeros_like(astronaut)
+    assert second_look_finder(FaceDetector(), d.landmarks[0])(blank) is None
+
+
 @needs_dlib
 def test_a_tracked_face_keeps_its_bank_face_between_re_checks(astronaut):
     from fiva import Anonymizer

@@ -9,6 +9,7 @@ texture shifted when YuNet finds the drawn face's points off) on the frame itsel
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -61,6 +62,25 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     return False
 
 
+def second_look_finder(detector, lm: np.ndarray, cell: int = 160):
+    """`find` for `render_in_place` on a video frame: the second look the in-place check takes there
+    (`FaceDetector.second_look`: the face's crop aligned by the original's 5 points `lm` [5,2]), its
+    5 points back in image pixels; None when it finds no face."""
+    from .frame import CONFIRM_SCORE
+
+    tpl = ARCFACE_112 * (cell * 0.7 / 112) + cell * 0.15  # second_look's template in its cell
+    inv = cv2.invertAffineTransform(similarity_transform(lm, tpl))
+    iod = float(np.linalg.norm(tpl[1] - tpl[0]))
+
+    def find(img: np.ndarray):
+        again, _, found = detector.second_look(img, lm[None], cell)
+        if again[0] < CONFIRM_SCORE or np.isnan(found[0]).any():
+            return None
+        return _apply(inv, found[0] * iod).astype(np.float32)
+
+    return find
+
+
 def _iod(kps: np.ndarray) -> float:
     return float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
 
@@ -107,15 +127,19 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
-        # Photos: the whole image, the look the in-place check takes (a crop's pyramid places the
+        # The look the in-place check takes: photos, the whole image (a crop's pyramid places the
         # points differently and shifts found on it do not carry over: 200 LFW faces within 0.07,
         # 52.5% with crops and 2 renderings, 86.5% with the whole image and 3; 12 wild photos take
-        # 1.5x as long). Video: the face's neighbourhood, cheap on every re-check.
-        find = local_finder(anon.detector, dets.boxes[i], margin=None if still else 0.6)
-        tries = STILL_TRIES if still else 2
+        # 1.5x as long); video, the second look, aiming at where it finds the original's points.
+        kps, find, tries = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i], margin=None), STILL_TRIES
+        if not still:
+            find, tries = second_look_finder(anon.detector, dets.landmarks[i]), 2
+            kps = find(rgb) if i in fresh else None
+            if kps is None:  # not seen on the second look before: the face's neighbourhood
+                kps, find = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i])
         key = ("nudge", int(tracks[i])) if tracks is not None else None
         if i in fresh or key not in anon._tracks:
-            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find, tries=tries)
+            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
         else:  # between re-checks a track keeps its nudge, in the face's own scale
             nudge = None if anon._tracks[key] is None else anon._tracks[key] * _iod(dets.landmarks[i])
             drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]), nudge=nudge)
@@ -127,7 +151,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 if matched:
                     space.target_sex = sexes[i]
                 z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), dets.landmarks[i], find, tries=tries)
+                drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
                 failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
