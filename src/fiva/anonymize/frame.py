@@ -169,12 +169,18 @@ class Anonymizer:
                 self.sface = load_sface(self.device)
             self._refs = self._reference_embeddings(cfg.keep or cfg.only)
 
-    def reset(self, identities: bool = True) -> None:
+    def reset(self, identities: bool = True, seed: int | None = None) -> None:
         """A new video or an unrelated image: forget face tracks and (unless `identities` is False,
-        as with an identity store) every tracked identity."""
+        as with an identity store) every tracked identity. With `seed`, the randomness (fake-identity
+        draws, defense noise) starts afresh from it, so a file's output does not depend on what ran
+        before it (runner.file_seed)."""
         self._tracks.clear()
         if self.generator is not None and identities:
             self.itm.reset()
+        if seed is not None:
+            self._rng.manual_seed(seed)
+            if self.generator is not None:
+                self.itm.anchors.rng = np.random.default_rng(seed)
 
     def detect(self, rgb: np.ndarray) -> Detections:
         return self.detector(rgb)

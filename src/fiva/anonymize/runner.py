@@ -211,14 +211,6 @@ def file_seed(seed: int, key: str) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(key.encode())]).generate_state(1)[0])
 
 
-def _reseed(anonymizer, seed: int) -> None:
-    # Every file starts from its own seed, not from where the previous file left the generators:
-    # the same file gives the same output alone, in a resumed run, or on any worker of a cluster.
-    anonymizer._rng.manual_seed(seed)
-    if anonymizer.generator is not None:
-        anonymizer.itm.anchors.rng = np.random.default_rng(seed)
-
-
 def _one(anonymizer, job: FileJob, overwrite: bool, video_options: dict, keep_identities: bool = False) -> dict:
     src, dst = job.src, job.dst
     ext = src.suffix.lower()
@@ -226,16 +218,16 @@ def _one(anonymizer, job: FileJob, overwrite: bool, video_options: dict, keep_id
         log.info("%s: skipped, %s exists", src, dst)
         return {"status": "skipped"}
     # Each file is its own scene (no identity links across files), unless an identity store asks
-    # for one fake identity per person across the whole dataset.
-    anonymizer.reset(identities=not keep_identities)
-    _reseed(anonymizer, file_seed(anonymizer.cfg.seed, job.key))
+    # for one fake identity per person across the whole dataset; and each starts from its own seed,
+    # so it gives the same output alone, in a resumed run, or on any worker of a cluster.
+    anonymizer.reset(identities=not keep_identities, seed=file_seed(anonymizer.cfg.seed, job.key))
     if ext in IMAGE_EXTS:
         rgb, alpha = read_image_alpha(src, anonymizer.cfg.max_pixels)
         out = anonymizer.anonymize_image(rgb)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
         try:
-            write_image(tmp, out, alpha=alpha)
+            write_image(tmp, out, alpha=alpha, source=src if np.array_equal(out, rgb) else None)
             os.replace(tmp, dst)
         finally:
             tmp.unlink(missing_ok=True)

@@ -213,7 +213,7 @@ class Workspace:
         result = anon.anonymize_image(rgb, up.dets[todo])
         anon.stats["faces"] += int((~todo).sum())
         anon.stats["kept"] += int((~todo).sum())
-        write_image(out, result, alpha=alpha)  # as the CLI writes it: same format, no metadata
+        write_image(out, result, alpha=alpha, source=up.path if np.array_equal(result, rgb) else None)  # as the CLI writes it
         job.preview = out.with_name("result.jpg")
         write_image(job.preview, shrink(result), quality=90)
         job.done = 1
@@ -269,13 +269,10 @@ class _Counted:
 
 def start_file(anon: Anonymizer, name: str) -> None:
     """Set `anon` up for a new file as `fiva anonymize` does for a file given by its name: a new
-    scene, and randomness (fake-identity draws, defense noise) seeded by --seed and the name, when
-    the runner seeds per file. Then the page's output is the CLI's for the same file and choices."""
-    from ..anonymize import runner
+    scene, and randomness (fake-identity draws, defense noise) seeded by --seed and the name. Then the page's output is the CLI's for the same file and choices."""
+    from ..anonymize.runner import file_seed
 
-    anon.reset()
-    if hasattr(runner, "file_seed"):  # per-file seeds (runner.py); the hook is the runner's own
-        runner._reseed(anon, runner.file_seed(anon.cfg.seed, name))
+    anon.reset(seed=file_seed(anon.cfg.seed, name))
 
 
 def summarize(stats, fallback: str, video: bool) -> str:
