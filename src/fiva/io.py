@@ -13,6 +13,11 @@ MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding
 _PIL_LIMIT = threading.Lock()  # fiva serve reads uploads on worker threads
 
 
+def files_under(folder: Path, exts: set[str]) -> list[Path]:
+    """The files with one of the extensions `exts` anywhere under `folder`, hidden ones left out, sorted."""
+    return sorted(f for f in Path(folder).rglob("*") if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."))
+
+
 class InputError(ValueError):
     """A bad input file; the message is one line naming the file."""
 

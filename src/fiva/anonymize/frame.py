@@ -19,10 +19,10 @@ import torch
 
 from ..faces import Detections, FaceDetector, align_faces, paste_back
 from ..faces.align import feather_mask
-from ..faces.detect import match_face
+from ..faces.detect import landmark_error, match_face
 from ..faces.region import outline_mask
 from ..faces.identity import load_sface, to_tensor, to_uint8
-from ..io import IMAGE_EXTS, MAX_PIXELS, read_image
+from ..io import IMAGE_EXTS, MAX_PIXELS, files_under, read_image
 from ..weights import DEFAULT_ANCHORS, DEFAULT_ATTACK
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
@@ -499,8 +499,7 @@ class Anonymizer:
             ok = np.zeros(len(dets), bool)
             for i, (box, lm) in enumerate(zip(dets.boxes, dets.landmarks)):
                 j = match_face(box, found.boxes)
-                iod = float(np.linalg.norm(lm[1] - lm[0])) + 1e-6
-                ok[i] = j is not None and np.linalg.norm(found.landmarks[j] - lm, axis=1).mean() / iod <= IN_PLACE
+                ok[i] = j is not None and landmark_error(found.landmarks[j], lm) <= IN_PLACE
             return ok
         _, _, before = self.detector.second_look(rgb, dets.landmarks)
         again, _, after = self.detector.second_look(out, dets.landmarks)
@@ -555,7 +554,7 @@ def _reference_files(paths) -> list[Path]:
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."))
+            found = files_under(p, IMAGE_EXTS)
             if not found:
                 raise ValueError(f"{p}: no reference photos in this folder")
             files += found

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError, read_image_alpha, write_image
+from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError, files_under, read_image_alpha, write_image
 
 log = logging.getLogger("fiva")
 SUFFIX = "_anonymized"
@@ -39,8 +39,7 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path | None]]:
             if not matches:
                 found.append((p, None))  # reported as missing
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
-                           and not _is_output(f) and not f.name.startswith("."))
+            files = [f for f in files_under(p, IMAGE_EXTS | VIDEO_EXTS) if not _is_output(f)]
             found += [(f, p) for f in files]
         else:
             found.append((p, None))

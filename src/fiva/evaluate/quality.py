@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..faces.detect import match_face
+from ..faces.detect import landmark_error, match_face
 from ..faces.identity import DlibEvaluator
 from ..io import read_image
 
@@ -57,8 +57,7 @@ def evaluate_quality(anonymizer, images: list[Path], evaluator: DlibEvaluator | 
         match = match_face(box, d1.boxes)
         if match is not None:
             rep.detected += 1
-            iod = float(np.linalg.norm(lm[0] - lm[1]))
-            rep.landmark_errors.append(float(np.linalg.norm(lm - d1.landmarks[match], axis=1).mean() / iod))
+            rep.landmark_errors.append(landmark_error(d1.landmarks[match], lm))
         out_box = d1.boxes[match] if match is not None else box
         rep.dlib_distances.append(DlibEvaluator.distance(evaluator.embed(rgb, box), evaluator.embed(out, out_box)))
     return rep

@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..faces.detect import Detections, match_face
+from ..faces.detect import Detections, landmark_error, match_face
 from ..faces.identity import DlibEvaluator
 
 IN_PLACE_LANDMARKS = 0.08
@@ -35,8 +35,7 @@ def measure_photo(anonymizer, rgb: np.ndarray, evaluator: DlibEvaluator, marked_
         rec = {"outcome": outcomes[i], "score": float(dets.scores[i]), "size": round(size, 1)}
         j = match_face(box, again.boxes)
         if j is not None:
-            iod = float(np.linalg.norm(lm[1] - lm[0])) + 1e-6
-            rec["landmark_error"] = float(np.linalg.norm(again.landmarks[j] - lm, axis=1).mean() / iod)
+            rec["landmark_error"] = landmark_error(again.landmarks[j], lm)
         if size >= anonymizer.cfg.min_face:
             rec["dlib"] = DlibEvaluator.distance(evaluator.embed(rgb, box), evaluator.embed(out, box))
         rec["in_place"] = (rec["outcome"] == "generated" and "landmark_error" in rec

@@ -181,22 +181,29 @@ def merge_faces(faces: np.ndarray, min_overlap: float = 0.4) -> np.ndarray:
     return faces[kept]
 
 
-def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection of box a [4] with each box of b [N,4] over the smaller of the two areas."""
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / (np.minimum(area(a), area(b)) + 1e-9)
-
-
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of box a [4] with each box of b [N,4] (x1,y1,x2,y2)."""
+    inter, area_a, area_b = _intersections(a, b)
+    return inter / (area_a + area_b - inter + 1e-9)
+
+
+def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection of box a [4] with each box of b [N,4] over the smaller of the two areas."""
+    inter, area_a, area_b = _intersections(a, b)
+    return inter / (np.minimum(area_a, area_b) + 1e-9)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
     x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter + 1e-9)
+    return inter, area(a), area(b)
+
+
+def landmark_error(found: np.ndarray, ref: np.ndarray) -> float:
+    """Mean distance of 5 landmarks [5,2] from the reference ones, over the reference's eye distance."""
+    return float(np.linalg.norm(found - ref, axis=1).mean() / (np.linalg.norm(ref[1] - ref[0]) + 1e-6))
 
 
 def match_face(box: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3) -> int | None:
