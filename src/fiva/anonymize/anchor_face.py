@@ -104,8 +104,18 @@ def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[4,3]: the LAB mean and std of `a` over `region` [h,w] bool, then `b`'s (float LAB [h,w,3])."""
+    out = np.zeros((4, 3), np.float32)
+    m = region.astype(np.uint8)
+    for k, img in enumerate((a, b)):
+        mean, std = cv2.meanStdDev(img, mask=m)  # one pass, no boolean-index copies
+        out[2 * k], out[2 * k + 1] = mean[:, 0], std[:, 0] + 1e-3
+    return out
+
+
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
-                 chroma: float = 1.0, chroma_sigma: float = 0.0) -> np.ndarray:
+                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
@@ -113,14 +123,14 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     (pixels): where the light falls on the target's head, not the anchor donors'. With
     `chroma` < 1 only that share of the anchor's own colour variation is kept and the rest is the
     target's colour smoothed over `chroma_sigma` pixels: averaged (and caricatured) faces carry
-    greenish or purple casts around the eyes that no real face has.
+    greenish or purple casts around the eyes that no real face has. `stats`: a function given the
+    measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
     """
     a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
     if region.sum() < 16:
         return src
-    ma, sa = a[region].mean(0), a[region].std(0) + 1e-3
-    mb, sb = b[region].mean(0), b[region].std(0) + 1e-3
+    ma, sa, mb, sb = lab_stats(a, b, region) if stats is None else stats(lab_stats(a, b, region))
     # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
     a = (a - ma) * np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4) + mb
     if light_sigma > 0:
@@ -143,8 +153,21 @@ class AnchorFaceRenderer:
         return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
 
     def render(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None) -> np.ndarray:
-        """`nudge` [5,2] (pixels): move the bank face's texture, not the target's pixels, by the
-        affine map that shifts its 5 key points so (see `render_in_place`)."""
+        """A copy of `rgb` with the face drawn (`draw`, pasted)."""
+        out = rgb.copy()
+        self.draw(rgb, shape, index, nudge).paste(out)
+        return out
+
+    def draw(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None,
+             colour=None, coarse: bool = False) -> "Drawing":
+        """The face of 68 points `shape` given bank face `index`, as a patch over its mesh's box.
+
+        `nudge` [5,2] (pixels): move the bank face's texture, not the target's pixels, by the
+        affine map that shifts its 5 key points so (see `render_in_place`). `colour`: a function
+        given the colour match's LAB statistics [4,3] (`match_colour`) that returns the ones to
+        use (a video track smooths them along the track). `coarse` (video): a face drawn at f >= 2
+        times the bank's scale takes the bank face and its colour match on a grid f times coarser
+        (its texture has nothing finer), the rest at full size."""
         cfg, tris = self.cfg, self.bank.triangles
         hw = rgb.shape[:2]
         shape = shape.astype(np.float32)
@@ -154,62 +177,134 @@ class AnchorFaceRenderer:
         moved, covered, box = piecewise_affine(rgb, src_mesh, dst_mesh, tris, hw)
         x0, y0, x1, y1 = box
         if x1 - x0 < 4 or y1 - y0 < 4:
-            return rgb.copy()
-        # 3. the bank face on the new shape, over the same box
-        tex = self.bank.textures[index]
+            return Drawing(moved, np.zeros(moved.shape[:2], bool), box)
+        # 3. the bank face on the new shape. It shows only inside the face hull (the blend mask is
+        # 0 outside), so it is warped, coloured and blended over the hull's box alone (a third to a
+        # half of the ring's), with a margin for the colour match's smoothing.
         if nudge is not None:
             k = five_points(new)
             a, *_ = np.linalg.lstsq(np.c_[k, np.ones(5)], k + nudge, rcond=None)  # [3,2] affine
             new = (np.c_[new, np.ones(len(new))] @ a).astype(np.float32)
-        anchor, _, _ = piecewise_affine(tex.astype(np.float32), mesh(self.bank.shapes[index]), mesh(new, ring_of=shape), tris, hw,
-                                        box=box, border=cv2.BORDER_REPLICATE)
-        region = _poly_mask(anchor.shape[:2], cv2.convexHull(new[_MATCH_POINTS])[:, 0], (x0, y0)) > 0.5
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
-        anchor = match_colour(anchor, moved, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod)
-        a_shape = self.bank.shapes[index]
+        hull = face_hull(new, cfg.forehead)
+        pad = 3 * max(cfg.chroma_sigma, cfg.light) * iod + 2
+        lo, hi = np.floor(hull.min(0) - pad).astype(int), np.ceil(hull.max(0) + pad).astype(int)
+        sx0, sy0, sx1, sy1 = max(lo[0], x0), max(lo[1], y0), min(hi[0], x1), min(hi[1], y1)
+        if sx1 - sx0 < 4 or sy1 - sy0 < 4:
+            return Drawing(moved, covered, box)
+        sub = moved[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        tex, a_shape = self.bank.textures[index].astype(np.float32), self.bank.shapes[index]
         scale = iod / float(np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
+        a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
+        h, w = sub.shape[:2]
+        f = max(int(scale), 1) if coarse else 1
+        if f == 1:
+            anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
+            region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
+            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour)
+        else:
+            # Drawn f times larger than the texture: the bank face holds nothing finer than f
+            # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
+            # pixels) and resized up; the target's finer detail is added at full size below.
+            gw, gh = -(-w // f), -(-h // f)
+            k = np.array([gw / w, gh / h], np.float32)
+            small = lambda p: (p - (sx0, sy0) + 0.5) * k - 0.5  # noqa: E731  (cv2.resize's pixel centres)
+            anchor, _, _ = piecewise_affine(tex, a_mesh, small(n_mesh), tris, (gh, gw), box=(0, 0, gw, gh), border=cv2.BORDER_REPLICATE)
+            ref = cv2.resize(sub, (gw, gh), interpolation=cv2.INTER_AREA)
+            region = _poly_mask((gh, gw), small(cv2.convexHull(new[_MATCH_POINTS])[:, 0]), (0, 0)) > 0.5
+            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour)
+            anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
+            # the blend mask too (it is smooth at that scale), cut to the hull at full size
+            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw)), (w, h), interpolation=cv2.INTER_LINEAR)
+            m *= _poly_mask((h, w), hull, (sx0, sy0))
+        mf = sub.astype(np.float32)
         if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
-            mf = moved.astype(np.float32)
-            anchor = anchor + cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
+            anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
-        m = blend_mask(cfg, new, box, anchor.shape[:2])[..., None]
-        patch = m * anchor + (1 - m) * moved.astype(np.float32)
-        out = rgb.copy()
-        region_out = out[y0:y1, x0:x1]
-        region_out[covered] = np.clip(np.rint(patch[covered]), 0, 255).astype(np.uint8)
-        return out
+        if f == 1:
+            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w))
+        m = m[..., None]
+        anchor -= mf
+        anchor *= m
+        anchor += mf
+        sub[...] = np.clip(np.rint(anchor), 0, 255).astype(np.uint8)
+        return Drawing(moved, covered, box)
+
+
+class Drawing:
+    """A drawn face: `patch` [h,w,3] uint8 over `box` (x0, y0, x1, y1), of which the pixels
+    `covered` [h,w] bool are the drawing (the rest of the box is not touched)."""
+
+    def __init__(self, patch: np.ndarray, covered: np.ndarray, box):
+        self.patch, self.covered, self.box = patch, covered, tuple(int(v) for v in box)
+        self.under: np.ndarray | None = None  # the box's pixels before `paste`
+
+    def view(self, img: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        return img[y0:y1, x0:x1]
+
+    def paste(self, img: np.ndarray) -> None:
+        """Draw onto `img` in place, keeping what was under the box (`lift` puts it back)."""
+        v = self.view(img)
+        self.under = v.copy()
+        cv2.copyTo(self.patch, self.covered.view(np.uint8), v)  # in place on the view; ~100x np.copyto(where=)
+
+    def lift(self, img: np.ndarray) -> None:
+        """Undo `paste`."""
+        if self.under is not None:
+            self.view(img)[...] = self.under
+            self.under = None
 
 
 def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
                     find, tolerance: float = 0.05, tries: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
-    """Render, and while a detector finds the 5 key points of the drawn face more than
-    `tolerance` eye distances (mean) from the original's `kps` [5,2], render again (up to `tries`
-    renderings) with the bank face's texture shifted against the error found so far; keep the
-    closest. Returns the image and the nudge it was drawn with (None: none), which a video can
-    reuse along the track instead of searching again on every frame (a nudge that changes from
-    frame to frame would make the face jitter).
+    """A copy of `rgb` with the face drawn by `draw_in_place`, and the nudge it was drawn with."""
+    out = rgb.copy()
+    _, nudge = draw_in_place(renderer, out, shape, index, kps, find, tolerance, tries)
+    return out, nudge
+
+
+def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
+                  find, tolerance: float = 0.05, tries: int = 2, colour=None, coarse: bool = False,
+                  start: np.ndarray | None = None) -> tuple[Drawing, np.ndarray | None]:
+    """Draw on `img` itself (only the face's mesh box changes; `Drawing.lift` takes it back), and
+    while a detector finds the 5 key points of the drawn face more than `tolerance` eye distances
+    (mean) from the original's `kps` [5,2], draw again (up to `tries` renderings) with the bank
+    face's texture shifted against the error found so far; keep the closest. Returns the drawing
+    left on `img` and the nudge it was drawn with (None: none), which a video can reuse along the
+    track instead of searching again on every frame (a nudge that changes from frame to frame
+    would make the face jitter).
 
     The 5 points of the new shape are the target's by construction, but a detector places them
     by the appearance around them (brows, lids, the nose's shading): a different face shifts them
     by ~0.06 eye distances (k-Same trial; YuNet, 40 LFW faces, texture alone). A downstream tool
     (a tracker, a landmark-driven effect) should find the face where it was; this puts it there.
-    `find(image) -> [5,2] or None` is the detector's view of the face.
+    `find(image) -> [5,2] or None` is the detector's view of the face. `start`: the nudge to try
+    first (a video track's, so a re-check that finds it still good does not move the face).
     """
     iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
-    nudge = np.zeros((5, 2), np.float32)
-    best, best_err = None, np.inf
+    nudge = np.zeros((5, 2), np.float32) if start is None else start.astype(np.float32)
+    best, best_err, drawn = None, np.inf, None
     for _ in range(tries):
         used = nudge.copy() if nudge.any() else None
-        out = renderer.render(rgb, shape, index, nudge=used)
-        got = find(out)
+        if drawn is not None:
+            drawn.lift(img)  # every rendering starts from the original pixels
+        drawn = renderer.draw(img, shape, index, nudge=used, colour=colour, coarse=coarse)
+        drawn.paste(img)
+        got = find(img)
         if got is None:
-            return best if best is not None else (out, used)
+            if best is None:
+                return drawn, used
+            break
         err = float(np.linalg.norm(got - kps, axis=1).mean()) / iod
         if err < best_err:
-            best, best_err = (out, used), err
+            best, best_err = (drawn, used), err
         if err <= tolerance:
             break
         nudge = np.clip(nudge + (kps - got), -0.2 * iod, 0.2 * iod)
+    if best[0] is not drawn:
+        drawn.lift(img)
+        best[0].paste(img)
     return best
 
 

@@ -16,11 +16,12 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import local_finder, render_in_place
+from .anchor_face import Drawing, draw_in_place, local_finder
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place); a video frame gets 2
+COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -43,6 +44,38 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
         inv = np.vstack([m, [0, 0, 1]])
         shapes[i] = _apply(np.linalg.inv(inv)[:2], local)
     return shapes
+
+
+class ColourTrack:
+    """The colour match's LAB statistics (`anchor_face.match_colour`) along a face track: each
+    frame's, averaged with the track's running ones (re-measured raw, they flicker with the
+    landmarks and the light: identity jitter). Started afresh when the track's bank face changes.
+    `commit` keeps this frame's once its drawing stays (a frame may render a face several times)."""
+
+    def __init__(self, store: dict, track: int, index: int):
+        self.store, self.key, self.index = store, ("colour", track), index
+        prev = store.get(self.key)
+        self.prev = prev[1] if prev is not None and prev[0] == index else None
+        self.last = None
+
+    def __call__(self, stats: np.ndarray) -> np.ndarray:
+        self.last = stats if self.prev is None else COLOUR_SMOOTHING * self.prev + (1 - COLOUR_SMOOTHING) * stats
+        return self.last
+
+    def commit(self) -> None:
+        if self.last is not None:
+            self.store[self.key] = (self.index, self.last)
+
+
+def _sex(anon, rgb: np.ndarray, box: np.ndarray, track) -> int | None:
+    """The bank's sex prediction for a face (dlib descriptor, in memory only), once per track."""
+    key = None if track is None else ("sex", int(track))
+    if key is not None and key in anon._tracks:
+        return anon._tracks[key]
+    sex = anon.generator.bank.predict_sex(anon.generator.descriptor(rgb, box))
+    if key is not None:
+        anon._tracks[key] = sex
+    return sex
 
 
 def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
@@ -85,17 +118,23 @@ def _iod(kps: np.ndarray) -> float:
     return float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
 
 
-def _noise(anon, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """The `noise` defense on the drawn pixels: U(-eps, eps) on a fraction p of them."""
-    changed = np.any(before != after, axis=2)
+def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
+    """The `noise` defense on the pixels `drawn` changed in `img` (in place): U(-eps, eps) on a
+    fraction p of them. Each pixel of the drawing's box is picked with probability p (positions
+    drawn directly, ~p x the box's pixels of them), and kept where the drawing changed it: a
+    whole-frame pass per face cost more than the drawing on a crowded 1080p frame."""
+    view = drawn.view(img)
+    h, w = view.shape[:2]
     gen = anon._rng
-    pick = changed & (torch.rand(changed.shape, generator=gen).numpy() < anon.cfg.defense_p)
-    if not pick.any():
-        return after
-    noise = (torch.rand((int(pick.sum()), 3), generator=gen).numpy() * 2 - 1) * anon.cfg.defense_eps * 255
-    out = after.copy()
-    out[pick] = np.clip(out[pick].astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    return out
+    count = int(torch.binomial(torch.tensor(float(h * w)), torch.tensor(float(anon.cfg.defense_p)), generator=gen))
+    if count == 0:
+        return
+    flat = np.unique(torch.randint(h * w, (count,), generator=gen).numpy())
+    ys, xs = np.divmod(flat, w)
+    changed = np.any(view[ys, xs] != drawn.under[ys, xs], axis=1)
+    ys, xs = ys[changed], xs[changed]
+    noise = (torch.rand((len(ys), 3), generator=gen).numpy() * 2 - 1) * anon.cfg.defense_eps * 255
+    view[ys, xs] = np.clip(view[ys, xs].astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
@@ -118,12 +157,14 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
-            # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory)
+            # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory,
+            # once per track: dlib takes ~0.1 s a face)
             if matched:
-                space.target_sex = sexes[i] = bank.predict_sex(anon.generator.descriptor(rgb, dets.boxes[i]))
+                sexes[i] = _sex(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
+                space.target_sex = sexes[i]
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
     shapes = shapes68(anon, rgb, dets, tracks)
-    out = rgb
+    out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
@@ -138,12 +179,21 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             if kps is None:  # not seen on the second look before: the face's neighbourhood
                 kps, find = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i])
         key = ("nudge", int(tracks[i])) if tracks is not None else None
+        index = bank.index_of(z_a[i])
+        colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
+        # the track's nudge (texture shift) for its bank face, kept in the face's own scale
+        held = anon._tracks.get(key) if key is not None else None
+        held = None if held is None or held[0] != index else (None if held[1] is None else held[1] * _iod(dets.landmarks[i]))
         if i in fresh or key not in anon._tracks:
-            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
-        else:  # between re-checks a track keeps its nudge, in the face's own scale
-            nudge = None if anon._tracks[key] is None else anon._tracks[key] * _iod(dets.landmarks[i])
-            drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]), nudge=nudge)
-        if i in fresh and _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still):
+            # a re-check starts from the track's nudge, kept while still good: the face does not move
+            drawn, nudge = draw_in_place(renderer, out, shapes[i], index, kps, find, tries=tries, colour=colour,
+                                         coarse=not still, start=held)
+        else:  # between re-checks a track keeps its nudge
+            nudge = held
+            drawn = renderer.draw(out, shapes[i], index, nudge=nudge, colour=colour, coarse=not still)
+            drawn.paste(out)
+        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still):
+            drawn.lift(out)
             if anon.cfg.identity == "own":
                 failed[i] = True
             else:
@@ -151,14 +201,21 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 if matched:
                     space.target_sex = sexes[i]
                 z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
-                failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
+                index = bank.index_of(z_a[i])
+                colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
+                drawn, nudge = draw_in_place(renderer, out, shapes[i], index, kps, find, tries=tries, colour=colour, coarse=not still)
+                failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
         if key is not None and i in fresh:
-            anon._tracks[key] = None if nudge is None else nudge / _iod(dets.landmarks[i])
-        if not failed[i]:
-            out = _noise(anon, out, drawn) if anon.cfg.defense == "noise" else drawn
+            anon._tracks[key] = (index, None if nudge is None else nudge / _iod(dets.landmarks[i]))
+        if failed[i]:
+            drawn.lift(out)
+            continue
+        if anon.cfg.defense == "noise":
+            _noise(anon, out, drawn)
+        if colour is not None:
+            colour.commit()
     for i in fresh:
         if tracks is not None:
             anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}
