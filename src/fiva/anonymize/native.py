@@ -22,6 +22,9 @@ DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place); a video frame gets 2
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
+NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
+RECHECK_TOLERANCE = 0.07  # a re-check keeps the track's nudge while the face is found this close (frame.IN_PLACE)
+RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -44,6 +47,43 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
         inv = np.vstack([m, [0, 0, 1]])
         shapes[i] = _apply(np.linalg.inv(inv)[:2], local)
     return shapes
+
+
+class _Nudges:
+    """A track's texture nudges (`draw_in_place`) for its bank face, in the face's own scale
+    (eye distances): the target found at the last re-check and the one shown, which moves
+    NUDGE_EASING of the way to the target each frame: a new nudge at a re-check would otherwise
+    jump the face (identity jitter)."""
+
+    def __init__(self, store: dict, key, index: int, iod: float):
+        self.store, self.key, self.index, self.iod = store, key, index, iod
+        held = store.get(key) if key is not None else None
+        self.held = held if held is not None and held[0] == index else None
+
+    @property
+    def target(self) -> np.ndarray | None:
+        return None if self.held is None else self.held[1] * self.iod
+
+    def set_target(self, nudge: np.ndarray | None) -> None:
+        rel = np.zeros((5, 2), np.float32) if nudge is None else nudge / self.iod
+        self.held = (self.index, rel, rel if self.held is None else self.held[2])
+        self.store[self.key] = self.held
+
+    def shown(self) -> np.ndarray | None:
+        """This frame's nudge (pixels), one easing step on from the last frame's."""
+        if self.held is None:
+            return None
+        index, target, shown = self.held
+        shown = shown + NUDGE_EASING * (target - shown)
+        self.held = (index, target, shown)
+        self.store[self.key] = self.held
+        return shown * self.iod
+
+
+def _same_nudge(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    a = np.zeros((5, 2)) if a is None else a
+    b = np.zeros((5, 2)) if b is None else b
+    return bool(np.abs(a - b).max() < 0.25)  # pixels
 
 
 class ColourTrack:
@@ -181,16 +221,17 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         key = ("nudge", int(tracks[i])) if tracks is not None else None
         index = bank.index_of(z_a[i])
         colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-        # the track's nudge (texture shift) for its bank face, kept in the face's own scale
-        held = anon._tracks.get(key) if key is not None else None
-        held = None if held is None or held[0] != index else (None if held[1] is None else held[1] * _iod(dets.landmarks[i]))
-        if i in fresh or key not in anon._tracks:
-            # a re-check starts from the track's nudge, kept while still good: the face does not move
+        nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
+        if i in fresh or nudges.target is None:
+            # a re-check starts from the track's nudge and keeps it while the drawn face is found
+            # in place (a search that moves the texture moves the face: identity jitter)
+            recheck = nudges.target is not None
             drawn, nudge = draw_in_place(renderer, out, shapes[i], index, kps, find, tries=tries, colour=colour,
-                                         coarse=not still, start=held)
+                                         coarse=not still, start=nudges.target, tolerance=RECHECK_TOLERANCE if recheck else 0.05,
+                                         step=RECHECK_STEP if recheck else 1.0)
         else:  # between re-checks a track keeps its nudge
-            nudge = held
-            drawn = renderer.draw(out, shapes[i], index, nudge=nudge, colour=colour, coarse=not still)
+            nudge = nudges.target
+            drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
             drawn.paste(out)
         if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still):
             drawn.lift(out)
@@ -207,11 +248,17 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
-        if key is not None and i in fresh:
-            anon._tracks[key] = (index, None if nudge is None else nudge / _iod(dets.landmarks[i]))
         if failed[i]:
             drawn.lift(out)
             continue
+        if key is not None and i in fresh:
+            nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
+            nudges.set_target(nudge)
+            shown = nudges.shown()
+            if not _same_nudge(shown, nudge):  # the face eases to a new nudge over a few frames
+                drawn.lift(out)
+                drawn = renderer.draw(out, shapes[i], index, nudge=shown, colour=colour, coarse=not still)
+                drawn.paste(out)
         if anon.cfg.defense == "noise":
             _noise(anon, out, drawn)
         if colour is not None:
