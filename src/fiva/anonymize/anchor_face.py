@@ -266,7 +266,7 @@ def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.nda
 
 def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
                   find, tolerance: float = 0.05, tries: int = 2, colour=None, coarse: bool = False,
-                  start: np.ndarray | None = None, step: float = 1.0) -> tuple[Drawing, np.ndarray | None]:
+                  start: np.ndarray | None = None, step: float = 1.0, limit: float = 0.2) -> tuple[Drawing, np.ndarray | None]:
     """Draw on `img` itself (only the face's mesh box changes; `Drawing.lift` takes it back), and
     while a detector finds the 5 key points of the drawn face more than `tolerance` eye distances
     (mean) from the original's `kps` [5,2], draw again (up to `tries` renderings) with the bank
@@ -281,7 +281,9 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
     (a tracker, a landmark-driven effect) should find the face where it was; this puts it there.
     `find(image) -> [5,2] or None` is the detector's view of the face. `start`: the nudge to try
     first (a video track's, so a re-check that finds it still good does not move the face); `step`:
-    the share of the error found that each new rendering corrects.
+    the share of the error found that each new rendering corrects; `limit`: the largest shift of
+    a key point, in eye distances (a large one shows: the bank face's brows and lids beside the
+    target's kept eyes).
     """
     iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
     nudge = np.zeros((5, 2), np.float32) if start is None else start.astype(np.float32)
@@ -302,7 +304,7 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
             best, best_err = (drawn, used), err
         if err <= tolerance:
             break
-        nudge = np.clip(nudge + step * (kps - got), -0.2 * iod, 0.2 * iod)
+        nudge = np.clip(nudge + step * (kps - got), -limit * iod, limit * iod)
     if best[0] is not drawn:
         drawn.lift(img)
         best[0].paste(img)

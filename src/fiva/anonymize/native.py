@@ -20,11 +20,14 @@ from .anchor_face import Drawing, draw_in_place, local_finder
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
-STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place); a video frame gets 2
+STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
+VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
 RECHECK_TOLERANCE = 0.07  # a re-check keeps the track's nudge while the face is found this close (frame.IN_PLACE)
 RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
+FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
+VIDEO_NUDGE_LIMIT = 0.1  # largest texture shift of a key point in video, in eye distances
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -214,7 +217,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         # 1.5x as long); video, the second look, aiming at where it finds the original's points.
         kps, find, tries = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i], margin=None), STILL_TRIES
         if not still:
-            find, tries = second_look_finder(anon.detector, dets.landmarks[i]), 2
+            find, tries = second_look_finder(anon.detector, dets.landmarks[i]), int(VIDEO_TRIES)
             kps = find(rgb) if i in fresh else None
             if kps is None:  # not seen on the second look before: the face's neighbourhood
                 kps, find = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i])
@@ -228,7 +231,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             recheck = nudges.target is not None
             drawn, nudge = draw_in_place(renderer, out, shapes[i], index, kps, find, tries=tries, colour=colour,
                                          coarse=not still, start=nudges.target, tolerance=RECHECK_TOLERANCE if recheck else 0.05,
-                                         step=RECHECK_STEP if recheck else 1.0)
+                                         step=RECHECK_STEP if recheck else FIRST_STEP if not still else 1.0,
+                                         limit=0.2 if still else VIDEO_NUDGE_LIMIT)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
