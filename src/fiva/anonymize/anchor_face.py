@@ -209,7 +209,8 @@ class AnchorFaceRenderer:
             gw, gh = -(-w // f), -(-h // f)
             k = np.array([gw / w, gh / h], np.float32)
             small = lambda p: (p - (sx0, sy0) + 0.5) * k - 0.5  # noqa: E731  (cv2.resize's pixel centres)
-            anchor, _, _ = piecewise_affine(tex, a_mesh, small(n_mesh), tris, (gh, gw), box=(0, 0, gw, gh), border=cv2.BORDER_REPLICATE)
+            anchor, _, _ = piecewise_affine(tex, a_mesh, small(n_mesh), tris, (gh, gw), box=(0, 0, gw, gh),
+                                            border=cv2.BORDER_REPLICATE)
             ref = cv2.resize(sub, (gw, gh), interpolation=cv2.INTER_AREA)
             region = _poly_mask((gh, gw), small(cv2.convexHull(new[_MATCH_POINTS])[:, 0]), (0, 0)) > 0.5
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour)

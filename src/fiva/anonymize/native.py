@@ -180,6 +180,17 @@ def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
     view[ys, xs] = np.clip(view[ys, xs].astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
+def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=None):
+    """`draw_in_place` on `out`. In video a track's first search takes half steps, the texture
+    shifted by at most VIDEO_NUDGE_LIMIT; a re-check starts from the track's nudge (`start`) and
+    keeps it while the drawn face is found in place (a search that moves the texture moves the
+    face: identity jitter)."""
+    kw = {} if still else {"step": FIRST_STEP, "limit": VIDEO_NUDGE_LIMIT, "coarse": True}
+    if start is not None:
+        kw.update(start=start, tolerance=RECHECK_TOLERANCE, step=RECHECK_STEP)
+    return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, **kw)
+
+
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
     """Draw, verify (one retry) and return (image, failed [N] bool)."""
     if anon.cfg.defense == "fgsm":
@@ -226,13 +237,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
         nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
         if i in fresh or nudges.target is None:
-            # a re-check starts from the track's nudge and keeps it while the drawn face is found
-            # in place (a search that moves the texture moves the face: identity jitter)
-            recheck = nudges.target is not None
-            drawn, nudge = draw_in_place(renderer, out, shapes[i], index, kps, find, tries=tries, colour=colour,
-                                         coarse=not still, start=nudges.target, tolerance=RECHECK_TOLERANCE if recheck else 0.05,
-                                         step=RECHECK_STEP if recheck else FIRST_STEP if not still else 1.0,
-                                         limit=0.2 if still else VIDEO_NUDGE_LIMIT)
+            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, nudges.target)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
@@ -248,7 +253,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 z_a[i] = anon._other_anchor(z_id[i], z_a[i])
                 index = bank.index_of(z_a[i])
                 colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                drawn, nudge = draw_in_place(renderer, out, shapes[i], index, kps, find, tries=tries, colour=colour, coarse=not still)
+                drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still)
                 failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
