@@ -16,7 +16,7 @@ Images are RGB uint8 [H,W,3]; shapes [68,2] float (x, y) in pixels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -26,12 +26,15 @@ from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mou
 from .face_bank import AnchorFaceBank
 from .warp import identity_shape, mesh, piecewise_affine
 
+NOSE_BASE = slice(31, 36)
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
 
 
 @dataclass
 class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
+    unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
+    nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
@@ -54,6 +57,33 @@ def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
     yaw = yaw_share(five_points(shape))
     t = np.clip((cfg.yaw_zero - yaw) / max(cfg.yaw_zero - cfg.yaw_full, 1e-6), 0.0, 1.0)
     return float(cfg.alpha * t)
+
+
+def _signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    p = pts[tris]  # [T,3,2]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
+def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, steps: int = 8) -> np.ndarray:
+    """`new` [68,2] with the moves of the points of folded mesh triangles (those that turn over
+    between `shape` and `new`) halved until none is folded. The nose tip stays the target's while
+    the bridge and nostrils move by alpha (x1.5), so the triangles 29-30-31 and 29-30-35 turn over on
+    a third of LFW faces: the warp then draws that patch twice, a sharp-edged light triangle beside
+    the nose. Triangles already flat on the target (a closed mouth's inner lips) are left out."""
+    src = mesh(shape)
+    dst = mesh(new, ring_of=shape)
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    a_src = _signed_areas(src, tris)
+    solid = np.abs(a_src) > 0.002 * iod * iod
+    for _ in range(steps):
+        folded = solid & (np.sign(_signed_areas(dst, tris)) != np.sign(a_src))
+        if not folded.any():
+            break
+        idx = np.unique(tris[folded])
+        idx = idx[idx < len(new)]  # the ring is the target's own
+        dst[idx] = src[idx] + 0.5 * (dst[idx] - src[idx])
+    return dst[:len(new)].astype(np.float32)
 
 
 def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
@@ -140,7 +170,10 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
+            new[NOSE_BASE] = shape[NOSE_BASE] + self.cfg.nose_base * (new[NOSE_BASE] - shape[NOSE_BASE])
+        return unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
 
     def render(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None) -> np.ndarray:
         """`nudge` [5,2] (pixels): move the bank face's texture, not the target's pixels, by the
@@ -181,7 +214,8 @@ class AnchorFaceRenderer:
 
 
 def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
-                    find, tolerance: float = 0.05, tries: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
+                    find, tolerance: float = 0.05, tries: int = 2, landmarker=None,
+                    mouth_tolerance: float = 0.04) -> tuple[np.ndarray, np.ndarray | None]:
     """Render, and while a detector finds the 5 key points of the drawn face more than
     `tolerance` eye distances (mean) from the original's `kps` [5,2], render again (up to `tries`
     renderings) with the bank face's texture shifted against the error found so far; keep the
@@ -194,7 +228,42 @@ def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.nda
     by ~0.06 eye distances (k-Same trial; YuNet, 40 LFW faces, texture alone). A downstream tool
     (a tracker, a landmark-driven effect) should find the face where it was; this puts it there.
     `find(image) -> [5,2] or None` is the detector's view of the face.
+
+    With a `landmarker` (68 points, `Landmarker68`: `landmarker(image, kps [1,5,2]) -> [1,68,2]`)
+    the expression is checked too: where the drawn mouth reads more than `mouth_tolerance`
+    (opening / eye distance) off the original's, the face is drawn again by EXPRESSION_STEPS, and
+    of the drawings in place (IN_PLACE) the one whose mouth reads closest is kept. dlib reads a
+    chin and a nose base moved towards the bank face's as a closing mouth (12 LFW faces whose
+    mouth read 0.09-0.37 off: 0.01-0.06 with no geometry moved, the bank face's texture alone).
     """
+    out, used, err, got = _render_nudged(renderer, rgb, shape, index, kps, find, tolerance, tries)
+    if landmarker is None or got is None:
+        return out, used
+    want = mouth_opening(shape)
+    best_key, best = None, (out, used)
+    for step in ({},) + EXPRESSION_STEPS:
+        if step:
+            r = AnchorFaceRenderer(renderer.bank, replace(renderer.cfg, **step))
+            out, used, err, got = _render_nudged(r, rgb, shape, index, kps, find, tolerance, tries)
+            if got is None:
+                continue
+        miss = abs(mouth_opening(landmarker(out, got[None])[0]) - want)
+        key = (err > IN_PLACE, miss)
+        if best_key is None or key < best_key:
+            best_key, best = key, (out, used)
+        if best_key[0] is False and best_key[1] <= mouth_tolerance:
+            break
+    return best
+
+
+# The drawings tried, in turn, while the mouth reads off: the chin and the nose base left where
+# they were (the points around the mouth), then no identity geometry at all.
+EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.0})
+IN_PLACE = 0.07  # frame.IN_PLACE: the pipeline's in-place rule (5-point error / eye distance)
+
+
+def _render_nudged(renderer, rgb, shape, index, kps, find, tolerance, tries):
+    """render_in_place's search: (image, nudge, error, the points found [5,2] or None)."""
     iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
     nudge = np.zeros((5, 2), np.float32)
     best, best_err = None, np.inf
@@ -203,10 +272,10 @@ def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.nda
         out = renderer.render(rgb, shape, index, nudge=used)
         got = find(out)
         if got is None:
-            return best if best is not None else (out, used)
+            return best if best is not None else (out, used, np.inf, None)
         err = float(np.linalg.norm(got - kps, axis=1).mean()) / iod
         if err < best_err:
-            best, best_err = (out, used), err
+            best, best_err = (out, used, err, got), err
         if err <= tolerance:
             break
         nudge = np.clip(nudge + (kps - got), -0.2 * iod, 0.2 * iod)

@@ -1,8 +1,9 @@
 """The per-frame step for renderers that draw at the face's native resolution (anchor-face).
 
 The same contract as `Anonymizer._generate` for the 112 px generators: identities from the ITM
-(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with one retry
-on another anchor, and per face whether it failed (the caller obfuscates those). What differs is
+(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
+on other bank faces (photos 2, video frames 1: `farther_anchor`), and per face whether it failed
+(the caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
 is not smoothed away), then `render_in_place` (the renderer, and more renderings with the
 texture shifted when YuNet finds the drawn face's points off) on the frame itself, face after face.
@@ -21,6 +22,7 @@ from .anchor_face import local_finder, render_in_place
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place); a video frame gets 2
+STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -62,6 +64,22 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     return False
 
 
+def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None) -> int | None:
+    """The bank face for a retry: of the target's `sex` (None: any), not in `tried`, the one whose
+    SFace embedding is farthest (cosine) from the original's `z_id` [128]; None when none is left.
+
+    A failed face is one whose drawing SFace still matched to the original: the target's hair,
+    outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
+    the other way rather than another draw from Eq. 1's near-orthogonal candidates (which mostly
+    fail alike)."""
+    pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
+    pool = np.setdiff1d(pool, tried)
+    if len(pool) == 0:
+        return None
+    cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
+    return int(pool[np.argmin(cos)])
+
+
 def second_look_finder(detector, lm: np.ndarray, cell: int = 160):
     """`find` for `render_in_place` on a video frame: the second look the in-place check takes there
     (`FaceDetector.second_look`: the face's crop aligned by the original's 5 points `lm` [5,2]), its
@@ -99,7 +117,7 @@ def _noise(anon, before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
-    """Draw, verify (one retry) and return (image, failed [N] bool)."""
+    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool)."""
     if anon.cfg.defense == "fgsm":
         raise ValueError("--defense fgsm needs a 112 px generator; the anchor-face renderer supports none and noise")
     n = len(dets)
@@ -138,8 +156,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             if kps is None:  # not seen on the second look before: the face's neighbourhood
                 kps, find = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i])
         key = ("nudge", int(tracks[i])) if tracks is not None else None
+        # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
+        lmk = anon.generator.landmarker if still else None
         if i in fresh or key not in anon._tracks:
-            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
+            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries, landmarker=lmk)
         else:  # between re-checks a track keeps its nudge, in the face's own scale
             nudge = None if anon._tracks[key] is None else anon._tracks[key] * _iod(dets.landmarks[i])
             drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]), nudge=nudge)
@@ -147,12 +167,18 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             if anon.cfg.identity == "own":
                 failed[i] = True
             else:
-                anon.stats["retried"] += 1
-                if matched:
-                    space.target_sex = sexes[i]
-                z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
-                failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
+                tried = [bank.index_of(z_a[i])]
+                for _ in range(STILL_RETRIES if still else 1):
+                    anon.stats["retried"] += 1
+                    pick = farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None)
+                    if pick is None:
+                        break
+                    tried.append(pick)
+                    z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
+                    drawn, nudge = render_in_place(renderer, out, shapes[i], pick, kps, find, tries=tries, landmarker=lmk)
+                    failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
+                    if not failed[i]:
+                        break
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
         if key is not None and i in fresh:
