@@ -272,3 +272,24 @@ def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astro
     assert np.array_equal(out, full)
     # without a landmarker (video frames) the full geometry, as before
     assert np.array_equal(render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1)[0], full)
+
+
+def test_the_bank_face_is_not_drawn_where_its_warp_squashes_or_turns_a_triangle_over(bank):
+    from fiva.anonymize.anchor_face import RenderConfig, blend_mask, squash_weight
+
+    cfg = RenderConfig()
+    src = mesh(bank.shapes[0])
+    assert np.allclose(squash_weight(cfg, src, src * 1.7 + 5, bank.triangles), 1)  # scale alone: drawn in full
+    # the image-left half of the face squashed sideways to a tenth, as on a head turned away
+    dst = src.copy()
+    c = src[30, 0]
+    left = dst[:, 0] < c
+    dst[left, 0] = c - 0.1 * (c - dst[left, 0])
+    w = squash_weight(cfg, src, dst, bank.triangles)
+    centre_x = dst[bank.triangles].mean(1)[:, 0]
+    assert (w[centre_x < c - 1] < 0.2).mean() > 0.8 and (w[centre_x > c + 5] == 1).mean() > 0.8
+    box, hw = (0, 0, bank.size, bank.size), (bank.size, bank.size)
+    shape = dst[:68]
+    plain, aware = blend_mask(cfg, shape, box, hw), blend_mask(cfg, shape, box, hw, squashed=(src, dst, bank.triangles))
+    x, y = np.round(dst[[36, 48]].mean(0)).astype(int)  # the squashed cheek, between eye and mouth corner
+    assert aware.max() <= plain.max() + 1e-6 and aware[y, x] < 0.5 * plain[y, x]

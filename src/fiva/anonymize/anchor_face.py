@@ -38,6 +38,8 @@ class RenderConfig:
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
+    squash_lo: float = 0.15  # bank-face triangles squashed to this share of their area are not drawn
+    squash_hi: float = 0.35  # ... from this share, in full (squash_weight; 0: no such check)
     forehead: float = 0.35  # the blend region reaches this many eye distances above the brows
     feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
@@ -101,9 +103,23 @@ def face_hull(shape: np.ndarray, forehead: float = 0.1) -> np.ndarray:
     return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
 
 
-def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
+def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per mesh triangle [T] in [0,1]: how fully the bank face may be drawn there, by how much the
+    warp from its mesh `src` to the target's `dst` [80,2] squashes the triangle (area ratio over
+    the face's overall one): 1 from `squash_hi`, 0 at `squash_lo` and on triangles turned over.
+    On a turned head the far side of a frontal bank face is squashed into a sliver and folds at
+    the nose: drawn, a smear with a sharp seam down the nose; there the target's own pixels stay."""
+    a_src, a_dst = _signed_areas(src, tris), _signed_areas(dst, tris)
+    scale = np.abs(a_dst).sum() / (np.abs(a_src).sum() + 1e-6)
+    ratio = a_dst / (a_src * scale + np.where(a_src >= 0, 1e-6, -1e-6))  # < 0: turned over
+    return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
+
+
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
-    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it."""
+    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
+    `squashed` (src [80,2], dst [80,2], triangles [T,3]): the bank face's warp, whose squashed
+    triangles are left out too (`squash_weight`)."""
     x0, y0, x1, y1 = box
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     sig = max(cfg.feather * iod / 2, 0.5)
@@ -120,6 +136,15 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
         m = m * (1 - np.clip(keep * 1.5, 0, 1))
+    if squashed is not None and cfg.squash_hi > 0:
+        src, dst, tris = squashed
+        w = squash_weight(cfg, src, dst, tris)
+        if (w < 1).any():
+            full = np.ones(hw, np.float32)
+            for t in np.flatnonzero(w < 1):  # the triangles' own weights, feathered like the hull
+                cv2.fillConvexPoly(full, np.round((dst[tris[t]] - (x0, y0)) * 16).astype(np.int32), float(w[t]),
+                                   lineType=cv2.LINE_AA, shift=4)
+            m = m * np.minimum(smooth(full, sig), 1.0)
     return m
 
 
@@ -205,7 +230,7 @@ class AnchorFaceRenderer:
             mf = moved.astype(np.float32)
             anchor = anchor + cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
-        m = blend_mask(cfg, new, box, anchor.shape[:2])[..., None]
+        m = blend_mask(cfg, new, box, anchor.shape[:2], squashed=(mesh(a_shape), mesh(new, ring_of=shape), tris))[..., None]
         patch = m * anchor + (1 - m) * moved.astype(np.float32)
         out = rgb.copy()
         region_out = out[y0:y1, x0:x1]
