@@ -16,7 +16,7 @@ Images are RGB uint8 [H,W,3]; shapes [68,2] float (x, y) in pixels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -26,15 +26,20 @@ from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mou
 from .face_bank import AnchorFaceBank
 from .warp import identity_shape, mesh, piecewise_affine
 
+NOSE_BASE = slice(31, 36)
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
 
 
 @dataclass
 class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
+    unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
+    nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
+    squash_lo: float = 0.15  # bank-face triangles squashed to this share of their area are not drawn
+    squash_hi: float = 0.35  # ... from this share, in full (squash_weight; 0: no such check)
     forehead: float = 0.35  # the blend region reaches this many eye distances above the brows
     feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
@@ -56,6 +61,33 @@ def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
     return float(cfg.alpha * t)
 
 
+def _signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    p = pts[tris]  # [T,3,2]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
+def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, steps: int = 8) -> np.ndarray:
+    """`new` [68,2] with the moves of the points of folded mesh triangles (those that turn over
+    between `shape` and `new`) halved until none is folded. The nose tip stays the target's while
+    the bridge and nostrils move by alpha (x1.5), so the triangles 29-30-31 and 29-30-35 turn over on
+    a third of LFW faces: the warp then draws that patch twice, a sharp-edged light triangle beside
+    the nose. Triangles already flat on the target (a closed mouth's inner lips) are left out."""
+    src = mesh(shape)
+    dst = mesh(new, ring_of=shape)
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    a_src = _signed_areas(src, tris)
+    solid = np.abs(a_src) > 0.002 * iod * iod
+    for _ in range(steps):
+        folded = solid & (np.sign(_signed_areas(dst, tris)) != np.sign(a_src))
+        if not folded.any():
+            break
+        idx = np.unique(tris[folded])
+        idx = idx[idx < len(new)]  # the ring is the target's own
+        dst[idx] = src[idx] + 0.5 * (dst[idx] - src[idx])
+    return dst[:len(new)].astype(np.float32)
+
+
 def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
     m = np.zeros(shape_hw, np.float32)
     cv2.fillPoly(m, [np.round((pts - offset) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
@@ -71,9 +103,23 @@ def face_hull(shape: np.ndarray, forehead: float = 0.1) -> np.ndarray:
     return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
 
 
-def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
+def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per mesh triangle [T] in [0,1]: how fully the bank face may be drawn there, by how much the
+    warp from its mesh `src` to the target's `dst` [80,2] squashes the triangle (area ratio over
+    the face's overall one): 1 from `squash_hi`, 0 at `squash_lo` and on triangles turned over.
+    On a turned head the far side of a frontal bank face is squashed into a sliver and folds at
+    the nose: drawn, a smear with a sharp seam down the nose; there the target's own pixels stay."""
+    a_src, a_dst = _signed_areas(src, tris), _signed_areas(dst, tris)
+    scale = np.abs(a_dst).sum() / (np.abs(a_src).sum() + 1e-6)
+    ratio = a_dst / (a_src * scale + np.where(a_src >= 0, 1e-6, -1e-6))  # < 0: turned over
+    return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
+
+
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
-    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it."""
+    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
+    `squashed` (src [80,2], dst [80,2], triangles [T,3]): the bank face's warp, whose squashed
+    triangles are left out too (`squash_weight`)."""
     x0, y0, x1, y1 = box
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     sig = max(cfg.feather * iod / 2, 0.5)
@@ -90,6 +136,15 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
         m = m * (1 - np.clip(keep * 1.5, 0, 1))
+    if squashed is not None and cfg.squash_hi > 0:
+        src, dst, tris = squashed
+        w = squash_weight(cfg, src, dst, tris)
+        if (w < 1).any():
+            full = np.ones(hw, np.float32)
+            for t in np.flatnonzero(w < 1):  # the triangles' own weights, feathered like the hull
+                cv2.fillConvexPoly(full, np.round((dst[tris[t]] - (x0, y0)) * 16).astype(np.int32), float(w[t]),
+                                   lineType=cv2.LINE_AA, shift=4)
+            m = m * np.minimum(smooth(full, sig), 1.0)
     return m
 
 
@@ -150,7 +205,10 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
+            new[NOSE_BASE] = shape[NOSE_BASE] + self.cfg.nose_base * (new[NOSE_BASE] - shape[NOSE_BASE])
+        return unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
 
     def render(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None) -> np.ndarray:
         """A copy of `rgb` with the face drawn (`draw`, pasted)."""
@@ -216,14 +274,15 @@ class AnchorFaceRenderer:
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
-            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw)), (w, h), interpolation=cv2.INTER_LINEAR)
+            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris)), (w, h),
+                           interpolation=cv2.INTER_LINEAR)
             m *= _poly_mask((h, w), hull, (sx0, sy0))
         mf = sub.astype(np.float32)
         if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
             anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
         if f == 1:
-            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w))
+            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris))
         m = m[..., None]
         anchor -= mf
         anchor *= m
@@ -258,16 +317,17 @@ class Drawing:
 
 
 def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
-                    find, tolerance: float = 0.05, tries: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
+                    find, tolerance: float = 0.05, tries: int = 2, landmarker=None) -> tuple[np.ndarray, np.ndarray | None]:
     """A copy of `rgb` with the face drawn by `draw_in_place`, and the nudge it was drawn with."""
     out = rgb.copy()
-    _, nudge = draw_in_place(renderer, out, shape, index, kps, find, tolerance, tries)
+    _, nudge = draw_in_place(renderer, out, shape, index, kps, find, tolerance, tries, landmarker=landmarker)
     return out, nudge
 
 
 def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
                   find, tolerance: float = 0.05, tries: int = 2, colour=None, coarse: bool = False,
-                  start: np.ndarray | None = None, step: float = 1.0, limit: float = 0.2) -> tuple[Drawing, np.ndarray | None]:
+                  start: np.ndarray | None = None, step: float = 1.0, limit: float = 0.2, landmarker=None,
+                  mouth_tolerance: float = 0.04) -> tuple[Drawing, np.ndarray | None]:
     """Draw on `img` itself (only the face's mesh box changes; `Drawing.lift` takes it back), and
     while a detector finds the 5 key points of the drawn face more than `tolerance` eye distances
     (mean) from the original's `kps` [5,2], draw again (up to `tries` renderings) with the bank
@@ -285,7 +345,48 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
     the share of the error found that each new rendering corrects; `limit`: the largest shift of
     a key point, in eye distances (a large one shows: the bank face's brows and lids beside the
     target's kept eyes).
+
+    With a `landmarker` (68 points, `Landmarker68`: `landmarker(image, kps [1,5,2]) -> [1,68,2]`)
+    the expression is checked too: where the drawn mouth reads more than `mouth_tolerance`
+    (opening / eye distance) off the original's, the face is drawn again by EXPRESSION_STEPS, and
+    of the drawings in place (IN_PLACE) the one whose mouth reads closest is kept. dlib reads a
+    chin and a nose base moved towards the bank face's as a closing mouth (12 LFW faces whose
+    mouth read 0.09-0.37 off: 0.01-0.06 with no geometry moved, the bank face's texture alone).
     """
+    search = dict(tolerance=tolerance, tries=tries, colour=colour, coarse=coarse, start=start, step=step, limit=limit)
+    drawn, used, err, got = _nudged(renderer, img, shape, index, kps, find, **search)
+    if landmarker is None or got is None:
+        return drawn, used
+    want = mouth_opening(shape)
+
+    def reading(got: np.ndarray, err: float) -> tuple[bool, float]:  # (out of place, mouth off by)
+        return err > IN_PLACE, abs(mouth_opening(landmarker(img, got[None])[0]) - want)
+
+    best, best_key = (drawn, used), reading(got, err)
+    for change in EXPRESSION_STEPS:  # invariant: `best` is what is drawn on img
+        if not best_key[0] and best_key[1] <= mouth_tolerance:
+            break
+        best[0].lift(img)
+        r = AnchorFaceRenderer(renderer.bank, replace(renderer.cfg, **change))
+        drawn, used, err, got = _nudged(r, img, shape, index, kps, find, **search)
+        key = None if got is None else reading(got, err)
+        if key is not None and key < best_key:
+            best, best_key = (drawn, used), key
+        else:
+            drawn.lift(img)
+            best[0].paste(img)
+    return best
+
+
+# The drawings tried, in turn, while the mouth reads off: the chin and the nose base left where
+# they were (the points around the mouth), then no identity geometry at all.
+EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.0})
+IN_PLACE = 0.07  # frame.IN_PLACE: the pipeline's in-place rule (5-point error / eye distance)
+
+
+def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit):
+    """draw_in_place's search for one renderer: (the drawing left on img, its nudge, its error,
+    the points found [5,2] or None)."""
     iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
     nudge = np.zeros((5, 2), np.float32) if start is None else start.astype(np.float32)
     best, best_err, drawn = None, np.inf, None
@@ -298,11 +399,11 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
         got = find(img)
         if got is None:
             if best is None:
-                return drawn, used
+                return drawn, used, np.inf, None
             break
         err = float(np.linalg.norm(got - kps, axis=1).mean()) / iod
         if err < best_err:
-            best, best_err = (drawn, used), err
+            best, best_err = (drawn, used, err, got), err
         if err <= tolerance:
             break
         nudge = np.clip(nudge + step * (kps - got), -limit * iod, limit * iod)

@@ -1,8 +1,9 @@
 """The per-frame step for renderers that draw at the face's native resolution (anchor-face).
 
 The same contract as `Anonymizer._generate` for the 112 px generators: identities from the ITM
-(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with one retry
-on another anchor, and per face whether it failed (the caller obfuscates those). What differs is
+(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
+on other bank faces (photos 2, video frames 1: `farther_anchor`), and per face whether it failed
+(the caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
 is not smoothed away), then `render_in_place` (the renderer, and more renderings with the
 texture shifted when YuNet finds the drawn face's points off) on the frame itself, face after face.
@@ -22,6 +23,7 @@ DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
+STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
 RECHECK_TOLERANCE = 0.07  # a re-check keeps the track's nudge while the face is found this close (frame.IN_PLACE)
@@ -138,6 +140,22 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     return False
 
 
+def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None) -> int | None:
+    """The bank face for a retry: of the target's `sex` (None: any), not in `tried`, the one whose
+    SFace embedding is farthest (cosine) from the original's `z_id` [128]; None when none is left.
+
+    A failed face is one whose drawing SFace still matched to the original: the target's hair,
+    outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
+    the other way rather than another draw from Eq. 1's near-orthogonal candidates (which mostly
+    fail alike)."""
+    pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
+    pool = np.setdiff1d(pool, tried)
+    if len(pool) == 0:
+        return None
+    cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
+    return int(pool[np.argmin(cos)])
+
+
 def second_look_finder(detector, lm: np.ndarray, cell: int = 160):
     """`find` for `render_in_place` on a video frame: the second look the in-place check takes there
     (`FaceDetector.second_look`: the face's crop aligned by the original's 5 points `lm` [5,2]), its
@@ -180,7 +198,7 @@ def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
     view[ys, xs] = np.clip(view[ys, xs].astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
-def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=None):
+def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=None, landmarker=None):
     """`draw_in_place` on `out`. In video a track's first search takes half steps, the texture
     shifted by at most VIDEO_NUDGE_LIMIT; a re-check starts from the track's nudge (`start`) and
     keeps it while the drawn face is found in place (a search that moves the texture moves the
@@ -188,11 +206,11 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     kw = {} if still else {"step": FIRST_STEP, "limit": VIDEO_NUDGE_LIMIT, "coarse": True}
     if start is not None:
         kw.update(start=start, tolerance=RECHECK_TOLERANCE, step=RECHECK_STEP)
-    return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, **kw)
+    return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
 
 
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
-    """Draw, verify (one retry) and return (image, failed [N] bool)."""
+    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool)."""
     if anon.cfg.defense == "fgsm":
         raise ValueError("--defense fgsm needs a 112 px generator; the anchor-face renderer supports none and noise")
     n = len(dets)
@@ -236,8 +254,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         index = bank.index_of(z_a[i])
         colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
         nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
+        # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
+        lmk = anon.generator.landmarker if still else None
         if i in fresh or nudges.target is None:
-            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, nudges.target)
+            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, nudges.target, lmk)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
@@ -247,14 +267,21 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             if anon.cfg.identity == "own":
                 failed[i] = True
             else:
-                anon.stats["retried"] += 1
-                if matched:
-                    space.target_sex = sexes[i]
-                z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                index = bank.index_of(z_a[i])
-                colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still)
-                failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
+                failed[i], tried = True, [index]
+                for _ in range(STILL_RETRIES if still else 1):
+                    pick = farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None)
+                    if pick is None:
+                        break
+                    anon.stats["retried"] += 1
+                    tried.append(pick)
+                    index = pick
+                    z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
+                    colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
+                    drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
+                    failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
+                    if not failed[i]:
+                        break
+                    drawn.lift(out)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
         if failed[i]:
