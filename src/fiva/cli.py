@@ -93,10 +93,11 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     if not swap:
         p.add_argument("--method", default="fiva", choices=["fiva", "blur", "pixelate", "mask"],
                        help="fiva (the generator pipeline), or a classic baseline on the whole face box (default: fiva)")
-    p.add_argument("--generator", default="fiva", help="registered face generator for the pipeline (default: fiva; built in: "
-                                                      "fiva, anchor-face (k-Same bank faces drawn at the face's own resolution; needs the [eval] "
-                                                      "extra; --model: a bank file), crop-blur, crop-pixelate, crop-mask; plugins: entry point group fiva.generators)")
-    p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped fiva-112)")
+    default_gen = "fiva" if swap else "anchor-face"  # swapping needs a generator conditioned on an identity
+    p.add_argument("--generator", default=default_gen, help=f"registered face generator for the pipeline (default: {default_gen}; built in: "
+                                                            "anchor-face (k-Same bank faces drawn at the face's own resolution; --model: a bank file), "
+                                                            "fiva (the 112 px FIVA network), crop-blur, crop-pixelate, crop-mask; plugins: entry point group fiva.generators)")
+    p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped bank for anchor-face, fiva-112 for fiva)")
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=None, help=f"ITM cosine-distance threshold for 'same person' (default: {DEFAULT_THRESHOLD}, calibrated on LFW pairs)")
     p.add_argument("--margin", type=float, default=0.0, help="Eq. 1 margin m: target |cos| between real and fake identity (default: 0)")

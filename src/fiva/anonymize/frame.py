@@ -48,7 +48,9 @@ class AnonymizeConfig:
     """Settings of `fiva anonymize` (and the Python API)."""
 
     method: str = "fiva"
-    generator: str = "fiva"  # registered face generator (models/registry.py) used by method "fiva"
+    # registered face generator (models/registry.py) used by method "fiva": the anchor-face renderer
+    # (k-Same bank faces drawn at the face's own resolution), or "fiva" (the 112 px FIVA network)
+    generator: str = "anchor-face"
     model: str | None = None  # its weights; None = the shipped default
     anchors: str | None = None  # anchor space .safetensors; None = the shipped one
     threshold: float = DEFAULT_THRESHOLD  # ITM cosine distance for "same person"

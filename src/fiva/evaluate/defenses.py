@@ -43,7 +43,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def defense_table(cfg, lfw, probes, attack, attack_path, gallery, gindex, models, thr, faces, detector) -> list[dict]:
     from .run import reconstruct
 
-    base = dict(model=cfg.model, anchors=cfg.anchors, seed=cfg.seed, fallback="none", verify=False, progress=False)
+    base = dict(generator=cfg.generator, model=cfg.model, anchors=cfg.anchors, seed=cfg.seed, fallback="none", verify=False, progress=False)
     undefended = {}
     rows = []
     for conf in sweep_configs():

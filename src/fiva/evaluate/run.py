@@ -64,6 +64,10 @@ class EvalConfig:
     frames: int = 10
     far: float = 0.001
     limit: int | None = None  # quick run: N probes, a gallery of 4N identities, N videos, 10N pairs
+    # The tables measure the 112 px FIVA network (paper §3.1), not `fiva anonymize`'s default
+    # anchor-face renderer: the attack R, FGSM, parameter noise and the swap rows need a generator
+    # that is a differentiable network conditioned on an identity.
+    generator: str = "fiva"
     model: str | None = None
     anchors: str | None = None
     seed: int = 0
@@ -92,7 +96,7 @@ def _anonymizers(cfg: EvalConfig) -> dict[str, Anonymizer | None]:
         if row.settings is None:
             out[row.label] = None
             continue
-        ac = AnonymizeConfig(model=cfg.model, anchors=cfg.anchors, seed=cfg.seed, progress=False)
+        ac = AnonymizeConfig(generator=cfg.generator, model=cfg.model, anchors=cfg.anchors, seed=cfg.seed, progress=False)
         for k, v in row.settings.items():
             setattr(ac, k, v)
         out[row.label] = Anonymizer(ac)
@@ -250,7 +254,7 @@ def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector)
     source itself."""
     n = min(cfg.swap_pairs, len(probes) - 1)
     rows = []
-    anon = Anonymizer(AnonymizeConfig(model=cfg.model, identity="swap", swap_source=str(image_path(lfw, probes[0])),
+    anon = Anonymizer(AnonymizeConfig(generator=cfg.generator, model=cfg.model, identity="swap", swap_source=str(image_path(lfw, probes[0])),
                                       fallback="none", verify=False, progress=False))
     for sign, label in ((-1, "FIVA swap, z = -z_source (fiva swap)"), (1, "FIVA swap, z = +z_source")):
         ids, tgt_ids, poses = [], [], []
