@@ -101,6 +101,21 @@ def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 
     return (src + scale[:, None] * move)[:len(new)].astype(np.float32)
 
 
+def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
+    m = np.zeros(shape_hw, np.float32)
+    cv2.fillPoly(m, [np.round((pts - offset) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    return m
+
+
+def face_hull(shape: np.ndarray, forehead: float = 0.1) -> np.ndarray:
+    """The blend region's outline: the jaw and the brows, raised by `forehead` eye distances
+    (along the face's vertical)."""
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    up = shape[27] - shape[8]
+    brows = shape[26:16:-1] + forehead * iod * up / (np.linalg.norm(up) + 1e-6)
+    return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
+
+
 def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
     """Per mesh triangle [T] in [0,1]: how fully the bank face may be drawn there, by how much the
     warp from its mesh `src` to the target's `dst` [80,2] squashes the triangle (area ratio over
