@@ -225,6 +225,11 @@ def test_no_mesh_triangle_turns_over_when_the_shape_moves(bank, astronaut_face):
     assert 0 < np.linalg.norm(fixed[29] - target[29]) < np.linalg.norm(bad[29] - target[29])
     # a shape with no fold comes back as it was
     assert np.array_equal(unfold(target, target + 0.5, tris)[:17], (target + 0.5)[:17])
+    # and the result moves smoothly with the shape (a video frame's points): no jump where a fold starts
+    steps = np.linspace(0, 1.8, 91)
+    outs = np.array([unfold(target, np.where(np.arange(68)[:, None] == 29, target + k * (bad - target), target), tris)
+                     for k in steps])
+    assert np.abs(np.diff(outs, axis=0)).max() <= 1.5 * np.abs(steps[1] * (bad[29] - target[29])).max() + 1e-3
 
 
 def test_a_retry_takes_the_bank_face_farthest_from_the_original(bank):

@@ -46,21 +46,25 @@ def test_parameter_noise_perturbs_a_copy():
 
 
 def test_anonymizer_defenses(astronaut, tmp_path):
-    plain = Anonymizer(fallback="none", verify=False, defense="none").anonymize_image(astronaut)
-    noisy = Anonymizer(fallback="none", verify=False, defense="noise", defense_p=0.2).anonymize_image(astronaut)
+    """The 112 px network's defenses (the anchor-face renderer's noise: test_anchor_face_video.py)."""
+    net = dict(generator="fiva", fallback="none", verify=False)
+    plain = Anonymizer(**net, defense="none").anonymize_image(astronaut)
+    noisy = Anonymizer(**net, defense="noise", defense_p=0.2).anonymize_image(astronaut)
     diff = np.abs(plain.astype(int) - noisy).sum(2)
     ys, xs = np.nonzero(diff)
     x1, y1, x2, y2 = Anonymizer(method="blur").detect(astronaut).boxes[0]
     assert len(ys) > 100  # only in the face:
     assert y1 - 20 < ys.min() and ys.max() < y2 + 20 and x1 - 20 < xs.min() and xs.max() < x2 + 20
     # by default: the paper's sparse noise, so a few face pixels differ from the undefended output
-    default = Anonymizer(fallback="none", verify=False).anonymize_image(astronaut)
+    default = Anonymizer(**net).anonymize_image(astronaut)
     assert 0 < np.count_nonzero(np.abs(default.astype(int) - plain).sum(2)) < 2000
     save_attack(ReconstructionAttack(), tmp_path / "r.safetensors")
     with pytest.raises(ValueError, match="--attack"):  # weights given explicitly: the shipped R may not fit them
-        Anonymizer(defense="fgsm", model=str(DEFAULT_GENERATOR))
-    assert Anonymizer(defense="fgsm")._attack is not None  # the shipped R, trained against the shipped generator
-    fgsm = Anonymizer(fallback="none", verify=False, defense="fgsm", attack=str(tmp_path / "r.safetensors"))
+        Anonymizer(generator="fiva", defense="fgsm", model=str(DEFAULT_GENERATOR))
+    assert Anonymizer(generator="fiva", defense="fgsm")._attack is not None  # the shipped R, trained against fiva-112
+    with pytest.raises(ValueError, match="112 px generator"):  # the anchor-face renderer has no gradient to step along
+        Anonymizer(defense="fgsm", attack=str(tmp_path / "r.safetensors"))
+    fgsm = Anonymizer(**net, defense="fgsm", attack=str(tmp_path / "r.safetensors"))
     assert not np.array_equal(fgsm.anonymize_image(astronaut), plain)
 
 

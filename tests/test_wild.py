@@ -63,9 +63,10 @@ def test_no_face_is_pasted_where_there_is_none():
     assert anon.stats["generated"] == 0 and not np.array_equal(sure, wall)
 
 
-def test_the_generated_face_stays_inside_the_face_outline(astronaut):
-    """Hair, ears and background are the person's own: nothing changes outside the outline."""
-    anon = Anonymizer(verify=False, fallback="none", defense="none")
+def test_the_112_px_generators_face_stays_inside_the_face_outline(astronaut):
+    """Hair, ears and background are the person's own: nothing changes outside the outline (the
+    anchor-face renderer's region: test_anchor_face.py)."""
+    anon = Anonymizer(generator="fiva", verify=False, fallback="none", defense="none")
     dets = anon.detect(astronaut)
     out = anon.anonymize_image(astronaut, dets)
     assert list(anon.outcomes) == ["generated"]

@@ -67,25 +67,38 @@ def _signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
 
 
-def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, steps: int = 8) -> np.ndarray:
-    """`new` [68,2] with the moves of the points of folded mesh triangles (those that turn over
-    between `shape` and `new`) halved until none is folded. The nose tip stays the target's while
-    the bridge and nostrils move by alpha (x1.5), so the triangles 29-30-31 and 29-30-35 turn over on
-    a third of LFW faces: the warp then draws that patch twice, a sharp-edged light triangle beside
-    the nose. Triangles already flat on the target (a closed mouth's inner lips) are left out."""
+def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 0.1, rounds: int = 4) -> np.ndarray:
+    """`new` [68,2] with the moves of the points of mesh triangles that would turn over (or shrink
+    below `floor` of their area on `shape`) scaled back, each just enough, so none does. The nose
+    tip stays the target's while the bridge and nostrils move by alpha (x1.5), so the triangles
+    29-30-31 and 29-30-35 turn over on a third of LFW faces: the warp then draws that patch twice,
+    a sharp-edged light triangle beside the nose. The scale is the largest that keeps the area
+    (bisection), so it changes smoothly with the shape: no jump from one video frame to the next.
+    Triangles already flat on the target (a closed mouth's inner lips) are left out."""
     src = mesh(shape)
-    dst = mesh(new, ring_of=shape)
+    move = mesh(new, ring_of=shape) - src  # the ring's move is 0
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     a_src = _signed_areas(src, tris)
     solid = np.abs(a_src) > 0.002 * iod * iod
-    for _ in range(steps):
-        folded = solid & (np.sign(_signed_areas(dst, tris)) != np.sign(a_src))
-        if not folded.any():
+    want = floor * a_src  # the least signed area a triangle keeps
+    scale = np.ones(len(src), np.float32)
+    for _ in range(rounds):
+        sign_ok = (_signed_areas(src + scale[:, None] * move, tris) - want) * np.sign(a_src) >= 0
+        bad = np.flatnonzero(solid & ~sign_ok)
+        if len(bad) == 0:
             break
-        idx = np.unique(tris[folded])
-        idx = idx[idx < len(new)]  # the ring is the target's own
-        dst[idx] = src[idx] + 0.5 * (dst[idx] - src[idx])
-    return dst[:len(new)].astype(np.float32)
+        lo, hi = np.zeros(len(bad)), np.ones(len(bad))  # t: the share of the current moves kept
+        for _ in range(12):
+            t = (lo + hi) / 2
+            pts = src[tris[bad]] + (t[:, None, None] * scale[tris[bad]][..., None]) * move[tris[bad]]
+            e1, e2 = pts[:, 1] - pts[:, 0], pts[:, 2] - pts[:, 0]
+            ok = ((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) - want[bad]) * np.sign(a_src[bad]) >= 0
+            lo, hi = np.where(ok, t, lo), np.where(ok, hi, t)
+        cut = scale.copy()
+        for k, tri in enumerate(tris[bad]):  # a point in several such triangles: the least
+            cut[tri] = np.minimum(cut[tri], scale[tri] * lo[k])
+        scale = cut
+    return (src + scale[:, None] * move)[:len(new)].astype(np.float32)
 
 
 def _poly_mask(shape_hw, pts, offset) -> np.ndarray:

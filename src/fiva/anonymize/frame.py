@@ -116,6 +116,8 @@ class Anonymizer:
 
         if cfg.defense not in DEFENSES:
             raise ValueError(f"unknown defense '{cfg.defense}' (choose from {', '.join(DEFENSES)})")
+        if cfg.defense == "fgsm" and cfg.method == "fiva" and cfg.generator == "anchor-face":
+            raise ValueError("--defense fgsm needs a 112 px generator (--generator fiva); 'anchor-face' supports none and noise")
         if cfg.defense == "fgsm" and not cfg.attack:
             if cfg.model is None and cfg.generator == "fiva" and DEFAULT_ATTACK.exists():
                 cfg = replace(cfg, attack=str(DEFAULT_ATTACK))  # the shipped R, trained against the shipped generator

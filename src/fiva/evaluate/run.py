@@ -50,8 +50,8 @@ def default_rows() -> list[Row]:
         Row("FIVA", {**fiva, "identity": "own"}, "conditioned on the face's own identity, no sampling"),
         Row("FIVA + Sampling", {**fiva, "identity": "sample"}, "a new anchor for every face"),
         Row("FIVA + ITM", {**fiva, "identity": "itm"}, "anchor sampling and tracking (Algorithm 1)"),
-        Row("fiva anonymize (default)", {"method": "fiva"},
-            "what the CLI writes: FIVA + ITM, with verification and the pixelate fallback"),
+        Row("fiva anonymize (default)", {"method": "fiva", "generator": AnonymizeConfig.generator},
+            "what the CLI writes: anchor faces + ITM, with verification and the pixelate fallback"),
     ]
 
 
