@@ -59,6 +59,34 @@ def test_the_sex_classifier_reads_dlib_descriptors_of_the_bank_faces(bank):
     assert np.mean(right) >= 0.8
 
 
+def test_the_shipped_bank_has_both_sexes_in_number_and_keeps_its_margin_from_donors(bank):
+    # women are LFW's scarcer sex: the build reuses donors so that they are not a third of the bank
+    assert (bank.sex == 1).sum() >= 0.4 * len(bank) and (bank.sex == 0).sum() >= 0.4 * len(bank)
+    # a drawing mixes the bank face with the target and can land nearer a donor than the bank face
+    # itself: the build keeps a margin over 0.6 on the texture and checks drawings on training faces
+    assert (bank.donor_distance > 0.68).all()
+    assert float(bank.meta["render_donor_distance"]) >= 0.6 and int(bank.meta["render_check_targets"]) >= 8
+
+
+@needs_dlib
+def test_bank_faces_of_one_sex_are_different_people(bank):
+    """A retry or a second session draws another bank face of the target's sex: it has to be
+    someone else, not a near twin of the first."""
+    from fiva.faces.identity import DlibEvaluator
+    from fiva.faces import FaceDetector
+
+    ev, det = DlibEvaluator(), FaceDetector()
+    e = []
+    for t in bank.textures:
+        d = det(t)
+        e.append(ev.embed(t, d.boxes[d.largest()]))
+    e = np.stack(e)
+    for sex in (0, 1):
+        s = e[bank.sex == sex]
+        d = np.linalg.norm(s[:, None] - s[None], axis=2)[np.triu_indices(len(s), 1)]
+        assert np.mean(d > 0.6) >= 0.9
+
+
 def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
                            bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b)
