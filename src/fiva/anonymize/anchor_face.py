@@ -32,7 +32,7 @@ _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, 
 
 @dataclass
 class RenderConfig:
-    alpha: float = 1.8  # how far the identity-bearing geometry moves to the anchor's (frontal faces; 1.5 before the expression check)
+    alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
     unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
     nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
