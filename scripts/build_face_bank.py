@@ -406,7 +406,7 @@ def main():
     ap.add_argument("--reweigh", type=int, default=6, help="times the nearest donor's weight is halved before a group is given up")
     ap.add_argument("--reuse", type=int, default=4, help="the most groups one donor may join")
     ap.add_argument("--pool", type=float, default=2.5, help="candidates made per bank face wanted (the selection keeps the most distinct)")
-    ap.add_argument("--weak", type=int, default=0, help="check targets a bank face's drawing may stay within 0.6 of (a face too weak to change them)")
+    ap.add_argument("--weak", type=int, default=2, help="check targets a bank face's drawing may stay within 0.6 of (a face too weak to change them)")
     ap.add_argument("--targets", type=int, default=12, help="check targets per sex (training faces that are no donors)")
     ap.add_argument("--caricature", type=float, default=1.5, help="push each average away from its sex's mean face by this factor")
     ap.add_argument("--out", default="src/fiva/data/face_bank.safetensors")

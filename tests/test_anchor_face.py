@@ -123,7 +123,8 @@ def test_rendering_changes_only_the_mesh_region_and_keeps_the_key_points(bank, a
     from fiva.faces.detect import match_face
 
     d, shape = astronaut_face
-    out = AnchorFaceRenderer(bank).render(astronaut, shape, 3)
+    # a woman's bank face, as the pipeline gives the astronaut (the sex-matched Eq. 1)
+    out = AnchorFaceRenderer(bank).render(astronaut, shape, int(np.flatnonzero(bank.sex == 1)[0]))
     hull = ring(shape)
     lo, hi = np.floor(hull.min(0)).astype(int) - 1, np.ceil(hull.max(0)).astype(int) + 1
     outside = np.ones(astronaut.shape[:2], bool)

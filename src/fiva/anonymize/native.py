@@ -29,7 +29,7 @@ NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to it
 RECHECK_TOLERANCE = 0.07  # a re-check keeps the track's nudge while the face is found this close (frame.IN_PLACE)
 RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
 FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
-VIDEO_NUDGE_LIMIT = 0.1  # largest texture shift of a key point in video, in eye distances
+VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
