@@ -31,6 +31,9 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
    Of the rest, per sex, a greedy pick of the faces whose drawings on the same target lie
    farthest apart (dlib > 0.6 on most targets) and whose textures are no near twins: a retry or
    a second session then gives another person, not the same one twice.
+5. Review: the faces of --drop (REVIEWED_OUT, chosen by looking at the built bank) are left out:
+   glasses rims, a double face, a wire, a man among the women that the donors' screening let
+   through and the average shows.
 
 Cached under --cache (git-ignored runs/): scan results and donors' dlib descriptors (real identity
 data: kept there, never shipped); the bank itself holds no donor data, only each face's smallest
@@ -55,6 +58,13 @@ from fiva.faces.align import similarity_transform, template
 from fiva.faces.landmarks68 import EYE_L, EYE_R, Landmarker68, eye_openness, five_points, mouth_opening, yaw_share
 
 SIZE = 256
+# Bank faces (their order as this script's defaults select them) removed after looking at the
+# built bank, face by face at 196 px: what the screening of donors let through and an average
+# shows as a ghost: glasses rims, even faint ones (0, 1, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39,
+# 43, 49, 63, 68, 82, 84, 85, 90), a double face (4), a donor's wire across the face (51, 74),
+# a man's face among women's (54, 55, 71, 76), ghosted eyes (67, 77).
+REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54, 55, 63, 67, 68, 71, 74, 76, 77, 82, 84,
+                85, 90)
 
 
 def sex_of(name: str, detector) -> int | None:
@@ -409,6 +419,8 @@ def main():
     ap.add_argument("--weak", type=int, default=2, help="check targets a bank face's drawing may stay within 0.6 of (a face too weak to change them)")
     ap.add_argument("--targets", type=int, default=12, help="check targets per sex (training faces that are no donors)")
     ap.add_argument("--caricature", type=float, default=1.5, help="push each average away from its sex's mean face by this factor")
+    ap.add_argument("--drop", default=",".join(map(str, REVIEWED_OUT)),
+                    help="bank faces (indices as selected) left out after review by eye (default: REVIEWED_OUT; '' keeps all)")
     ap.add_argument("--out", default="src/fiva/data/face_bank.safetensors")
     ap.add_argument("--cache", default="runs/face_bank")
     ap.add_argument("--seed", type=int, default=0)
@@ -468,6 +480,8 @@ def main():
               and cands[c]["weak"] <= a.weak]
         print(f"{SEXES[sex]}: {len(ok)} of {sum(c['sex'] == sex for c in cands)} candidates pass the render check", flush=True)
         faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
+    drop = {int(v) for v in a.drop.split(",") if v.strip()}
+    faces = [f for j, f in enumerate(faces) if j not in drop]
     for f in faces:
         crop = cv2.warpAffine(f["tex"], similarity_transform(five_points(f["shape"]), template(112)), (112, 112), flags=cv2.INTER_AREA)
         lab = cv2.cvtColor(f["tex"], cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -485,7 +499,7 @@ def main():
                           {"sex_classifier_accuracy": f"{acc:.3f}", "k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
                            "min_donor_distance": a.min_donor_distance, "render_donor_distance": a.render_donor_distance,
                            "render_check_targets": a.targets, "reuse": a.reuse, "pool": a.pool,
-                           "caricature": a.caricature, "seed": a.seed},
+                           "caricature": a.caricature, "seed": a.seed, "reviewed_out": a.drop},
                           sex_w, sex_b)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
