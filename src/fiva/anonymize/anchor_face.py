@@ -459,6 +459,10 @@ class AnchorFaceGenerator(torch.nn.Module):
     identity_dim = 128
     identity_encoder = None  # SFace: the bank's anchors are SFace embeddings
     counterfactual = False  # draws the anchor's face; verification checks it left the original
+    # Heads turned further (nose off the eyes' midline by more than this share of the eye
+    # distance, ~30 degrees) get the fallback: a frontal bank face warped onto a three-quarter
+    # view smears and folds where the wild photos' turned heads showed it (group_t1).
+    max_profile = 0.35
 
     def __init__(self, bank: AnchorFaceBank, config: RenderConfig | None = None):
         super().__init__()
