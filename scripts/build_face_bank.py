@@ -1,7 +1,8 @@
 """Build the anchor-face bank (src/fiva/anonymize/face_bank.py) from LFW training identities.
 
     OMP_NUM_THREADS=1 python scripts/build_face_bank.py [--lfw ../shared/data/lfw] [--k 6]
-        [--men 60] [--women 40] [--out src/fiva/data/face_bank.safetensors] [--cache runs/face_bank]
+        [--men 50] [--women 45] [--out src/fiva/data/face_bank.safetensors] [--cache runs/face_bank]
+        [--candidates-from-cache]
 
 Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; offline lexicon).
 
@@ -17,7 +18,22 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
 3. Average: every donor warped to the group's mean 68-point shape, then averaged, then pushed
    away from its sex's mean face by --caricature (shape and texture). Checked: the
    average must be found by YuNet and lie more than --min-donor-distance (dlib) from each of its
-   donors; otherwise the group is redrawn.
+   donors; while it does not, the nearest donor's weight is halved (up to --reweigh times: one
+   donor often dominates an average), then the group is redrawn. A donor joins at most --reuse
+   groups (LFW has too few women for disjoint groups).
+4. Render check and selection: --pool times as many candidates as wanted are made; each is drawn
+   (AnchorFaceRenderer, default RenderConfig) on --targets training faces of its sex that are no
+   donors (people the screening turned away: turned heads, glasses, as users' photos have), and
+   dropped if any drawing comes within --render-donor-distance of one of its donors, or more
+   than --weak drawings within 0.6 of the target they are drawn on (a drawing
+   mixes the bank face with the target: it can land nearer a donor than the bank face itself;
+   about 1 drawing in 20 of an unchecked candidate comes within 0.6).
+   Of the rest, per sex, a greedy pick of the faces whose drawings on the same target lie
+   farthest apart (dlib > 0.6 on most targets) and whose textures are no near twins: a retry or
+   a second session then gives another person, not the same one twice.
+5. Review: the faces of --drop (REVIEWED_OUT, chosen by looking at the built bank) are left out:
+   glasses rims, a double face, a wire, a man among the women that the donors' screening let
+   through and the average shows.
 
 Cached under --cache (git-ignored runs/): scan results and donors' dlib descriptors (real identity
 data: kept there, never shipped); the bank itself holds no donor data, only each face's smallest
@@ -42,6 +58,13 @@ from fiva.faces.align import similarity_transform, template
 from fiva.faces.landmarks68 import EYE_L, EYE_R, Landmarker68, eye_openness, five_points, mouth_opening, yaw_share
 
 SIZE = 256
+# Bank faces (their order as this script's defaults select them) removed after looking at the
+# built bank, face by face at 196 px: what the screening of donors let through and an average
+# shows as a ghost: glasses rims, even faint ones (0, 1, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39,
+# 43, 49, 63, 68, 82, 84, 85, 90), a double face (4), a donor's wire across the face (51, 74),
+# a man's face among women's (54, 55, 71, 76), ghosted eyes (67, 77).
+REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54, 55, 63, 67, 68, 71, 74, 76, 77, 82, 84,
+                85, 90)
 
 
 def sex_of(name: str, detector) -> int | None:
@@ -169,15 +192,16 @@ def screen(rows: list[dict]) -> list[dict]:
     """Drop turned, tilted, closed-eyed, open-mouthed and occluded faces (the worst shares)."""
     q = lambda key, p: float(np.quantile([r[key] for r in rows], p))  # noqa: E731
     lim = {"cap": q("cap", 0.75), "lower": q("lower", 0.85)}
-    # glasses: the largest robust z-score of the four rim measures; the worst 40% of men and 30%
-    # of women go (women wear glasses less often in LFW and are scarce). Precision is modest: on a
+    # glasses: the largest robust z-score of the four rim measures; the worst 50% of men and 35%
+    # of women go (women wear glasses less often in LFW and are scarce; a rim ghosts through an
+    # average and the caricature doubles it). Precision is modest: on a
     # sheet of survivors about 1 in 20 still wears thin-rimmed glasses.
     keys = ("g_temple", "g_under", "g_bridge", "g_side")
     v = np.array([[r[k] for k in keys] for r in rows])
     med, iqr = np.median(v, 0), np.quantile(v, 0.75, 0) - np.quantile(v, 0.25, 0) + 1e-6
     for r, z in zip(rows, ((v - med) / iqr).max(1)):
         r["glasses"] = float(z)
-    glim = {sex: float(np.quantile([r["glasses"] for r in rows if r["sex"] == sex], p)) for sex, p in ((0, 0.6), (1, 0.7))}
+    glim = {sex: float(np.quantile([r["glasses"] for r in rows if r["sex"] == sex], p)) for sex, p in ((0, 0.5), (1, 0.65))}
     keep = [r for r in rows if r["score"] > 0.8 and r["yaw"] < 0.15 and abs(r["roll"]) < 12 and r["eyes"] > 0.2
             and r["mouth"] < 0.2 and r["dark_eyes"] > 0.35 and r["glasses"] < glim[r["sex"]] and r["chroma"] > 3
             and r["cap"] < lim["cap"] and r["lower"] < lim["lower"]]
@@ -208,16 +232,25 @@ def descriptors(rows: list[dict], lfw: Path, cache: Path) -> np.ndarray:
     return np.stack(out)
 
 
-def average(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """k faces, each warped to their mean shape, averaged: texture [S,S,3] uint8 and shape [68,2]."""
+def warp_group(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k faces, each warped to their mean shape: textures [k,S,S,3] float32 and the shape [68,2]."""
     crops = [to_canonical(rgb, s) for rgb, s in zip(rgbs, shapes)]
     mean = np.mean([c[1] for c in crops], 0)
-    acc = np.zeros((SIZE, SIZE, 3), np.float32)
-    for crop, cs in crops:
-        w, _, _ = piecewise_affine(crop.astype(np.float32), mesh(cs, mean), mesh(mean), tris, (SIZE, SIZE),
-                                   box=(0, 0, SIZE, SIZE), border=cv2.BORDER_REFLECT)
-        acc += w
-    return np.clip(acc / len(crops) + 0.5, 0, 255).astype(np.uint8), mean.astype(np.float32)
+    warped = [piecewise_affine(crop.astype(np.float32), mesh(cs, mean), mesh(mean), tris, (SIZE, SIZE),
+                               box=(0, 0, SIZE, SIZE), border=cv2.BORDER_REFLECT)[0] for crop, cs in crops]
+    return np.stack(warped), mean.astype(np.float32)
+
+
+def blend(warped: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The weighted mean [S,S,3] uint8 of warped textures [k,S,S,3] (weights [k], equal if None)."""
+    w = np.full(len(warped), 1 / len(warped)) if weights is None else weights / weights.sum()
+    return np.clip(np.tensordot(w, warped, 1) + 0.5, 0, 255).astype(np.uint8)
+
+
+def average(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k faces, each warped to their mean shape, averaged: texture [S,S,3] uint8 and shape [68,2]."""
+    warped, mean = warp_group(rgbs, shapes, tris)
+    return blend(warped), mean
 
 
 def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.ndarray, float, float]:
@@ -254,19 +287,144 @@ def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np
     return np.clip(t + 0.5, 0, 255).astype(np.uint8), new_shape
 
 
+def make_candidates(donors, desc, lfw, a, rng, tris, ev, det) -> list[dict]:
+    """Per sex, up to --pool x wanted averages of k donors (tone bins taken in turn), each found
+    by YuNet and more than --min-donor-distance from each of its donors."""
+    means = {}
+    for sex in (0, 1):  # each sex's mean face: what averages regress to, and caricature pushes from
+        pool = [i for i, r in enumerate(donors) if r["sex"] == sex]
+        pick = rng.choice(pool, min(len(pool), 150), replace=False)
+        means[sex] = average([read_rgb(lfw / donors[i]["file"]) for i in pick],
+                             [np.array(donors[i]["shape"], np.float32) for i in pick], tris)
+    out, uses = [], np.zeros(len(donors), int)
+    for sex, want in ((0, int(a.men * a.pool)), (1, int(a.women * a.pool))):
+        idx = np.array([i for i, r in enumerate(donors) if r["sex"] == sex])
+        idx = idx[np.argsort([donors[i]["tone_l"] for i in idx])]
+        bins = list(np.array_split(idx, a.bins))
+        made, tries, turn = 0, 0, 0
+        while made < want and tries < want * 30 and bins:
+            tries += 1
+            b = turn % len(bins)
+            # the least-used donors first: a second use only once a bin's first uses run out
+            pool = [i for i in bins[b] if uses[i] < a.reuse]
+            rng.shuffle(pool)
+            pool.sort(key=lambda i: uses[i])
+            group: list[int] = []
+            for i in pool:  # donors far apart: an average near none of them
+                if all(np.linalg.norm(desc[i] - desc[j]) > a.spread for j in group):
+                    group.append(i)
+                if len(group) == a.k:
+                    break
+            if len(group) < a.k:  # this tone bin is used up
+                bins.pop(b)
+                continue
+            warped, mean_shape = warp_group([read_rgb(lfw / donors[i]["file"]) for i in group],
+                                            [np.array(donors[i]["shape"], np.float32) for i in group], tris)
+            # one donor often dominates an average (dlib finds the face near them): their weight is
+            # halved, up to --reweigh times, until the average is far enough from every donor
+            w, dd = np.ones(a.k), None
+            for _ in range(a.reweigh + 1):
+                tex, shape = blend(warped, w), mean_shape
+                if a.caricature != 1:
+                    tex, shape = caricature(tex, shape, *means[sex], a.caricature, tris)
+                d = det(tex)
+                if len(d) == 0:
+                    break
+                e = ev.embed(tex, d.boxes[d.largest()])
+                dd = np.linalg.norm(desc[group] - e, axis=1)
+                if dd.min() > a.min_donor_distance:
+                    break
+                w[int(np.argmin(dd))] *= 0.5
+            if dd is None or len(d) == 0:
+                continue
+            if dd.min() <= a.min_donor_distance:
+                uses[group[int(np.argmin(dd))]] += 1  # this person dominates averages: drawn less
+                continue
+            out.append({"tex": tex, "shape": shape, "sex": sex, "dd": float(dd.min()), "dlib": e, "group": group})
+            uses[group] += 1
+            made += 1
+            turn += 1
+            if made % 10 == 0:
+                print(f"{SEXES[sex]} {made}/{want} candidates ({tries} tries)", flush=True)
+        print(f"{SEXES[sex]}: {made} candidates of {want} wanted, {tries} tries, "
+              f"nearest donor min {min([c['dd'] for c in out if c['sex'] == sex] or [np.nan]):.3f}", flush=True)
+    return out
+
+
+def check_targets(rows, donors, lfw, n, rng) -> list[dict]:
+    """n training faces per sex that are nobody's donor: people the screening turned away (a
+    turned head, glasses, a beard: what users' photos have), YuNet-sure and not in profile."""
+    names = {r["name"] for r in donors}
+    out, seen = [], set()
+    for sex in (0, 1):
+        pool = [r for r in rows if r["sex"] == sex and r["name"] not in names and r["score"] > 0.85 and r["yaw"] < 0.35]
+        for j in rng.permutation(len(pool)):
+            if pool[j]["name"] not in seen and sum(t["sex"] == sex for t in out) < n:
+                seen.add(pool[j]["name"])
+                out.append(pool[j])
+    return out
+
+
+def render_check(cands, targets, lfw, tris, ev) -> np.ndarray:
+    """Each candidate drawn on each target of its sex (default RenderConfig); returns the drawings'
+    dlib descriptors [C,T,128] (NaN for the other sex's targets)."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer
+
+    tmp = AnchorFaceBank(np.stack([c["tex"] for c in cands]), np.stack([c["shape"] for c in cands]),
+                         np.zeros((len(cands), 128), np.float32), np.array([c["sex"] for c in cands], np.uint8),
+                         np.zeros((len(cands), 6), np.float32), tris, np.zeros(len(cands), np.float32))
+    renderer = AnchorFaceRenderer(tmp)
+    out = np.full((len(cands), len(targets), 128), np.nan, np.float32)
+    t0 = time.time()
+    for t, r in enumerate(targets):
+        rgb, shape = read_rgb(lfw / r["file"]), np.array(r["shape"], np.float32)
+        for c, cand in enumerate(cands):
+            if cand["sex"] == r["sex"]:
+                out[c, t] = ev.embed(renderer.render(rgb, shape, c), np.array(r["box"]))
+        print(f"render check: target {t + 1}/{len(targets)}, {time.time() - t0:.0f} s", flush=True)
+    return out
+
+
+def select(cands, drawn, want: int) -> list[int]:
+    """Greedy: the candidate whose drawings lie > 0.6 from the others' on the most targets
+    first, then each next one the one adding the most such pairs to those already chosen, less
+    one for each chosen face its own texture lies within 0.6 of (a near twin in the bank)."""
+    t = ~np.isnan(drawn[0, :, 0])
+    far = (np.linalg.norm(drawn[:, None, t] - drawn[None, :, t], axis=3) > 0.6).mean(2)  # [C,C]
+    e = np.stack([c["dlib"] for c in cands])
+    twin = np.linalg.norm(e[:, None] - e[None], axis=2) <= 0.6
+    np.fill_diagonal(far, 0)
+    chosen = [int(np.argmax(far.sum(1)))]
+    while len(chosen) < min(want, len(cands)):
+        gain = far[:, chosen].sum(1) - twin[:, chosen].sum(1)
+        gain[chosen] = -np.inf
+        chosen.append(int(np.argmax(gain)))
+    return chosen
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--k", type=int, default=6)
-    ap.add_argument("--men", type=int, default=60)
-    ap.add_argument("--women", type=int, default=40)
+    ap.add_argument("--men", type=int, default=50)
+    ap.add_argument("--women", type=int, default=45)
     ap.add_argument("--bins", type=int, default=4, help="skin-tone bins per sex")
     ap.add_argument("--spread", type=float, default=0.75, help="smallest dlib distance between two donors of a group")
-    ap.add_argument("--min-donor-distance", type=float, default=0.64, help="each bank face's dlib distance to each donor must exceed this")
+    ap.add_argument("--min-donor-distance", type=float, default=0.68, help="each bank face's dlib distance to each donor must exceed this")
+    ap.add_argument("--render-donor-distance", type=float, default=0.6,
+                    help="each drawing of a bank face on a check target must lie farther than this from each of its donors")
+    ap.add_argument("--reweigh", type=int, default=6, help="times the nearest donor's weight is halved before a group is given up")
+    ap.add_argument("--reuse", type=int, default=4, help="the most groups one donor may join")
+    ap.add_argument("--pool", type=float, default=2.5, help="candidates made per bank face wanted (the selection keeps the most distinct)")
+    ap.add_argument("--weak", type=int, default=2, help="check targets a bank face's drawing may stay within 0.6 of (a face too weak to change them)")
+    ap.add_argument("--targets", type=int, default=12, help="check targets per sex (training faces that are no donors)")
     ap.add_argument("--caricature", type=float, default=1.5, help="push each average away from its sex's mean face by this factor")
+    ap.add_argument("--drop", default=",".join(map(str, REVIEWED_OUT)),
+                    help="bank faces (indices as selected) left out after review by eye (default: REVIEWED_OUT; '' keeps all)")
     ap.add_argument("--out", default="src/fiva/data/face_bank.safetensors")
     ap.add_argument("--cache", default="runs/face_bank")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--candidates-from-cache", action="store_true", help="reuse the last build's candidates and render check")
     ap.add_argument("--scan-only", action="store_true")
     ap.add_argument("--classifier-only", default=None, help="only (re)fit the sex classifier of this bank file")
     a = ap.parse_args()
@@ -295,69 +453,58 @@ def main():
     rng = np.random.default_rng(a.seed)
     ref = np.mean([r["cshape"] for r in donors], 0).astype(np.float32)
     tris = triangulate(mesh(ref))
-    faces, groups, used = [], [], set()
-    means = {}
-    for sex in (0, 1):  # each sex's mean face: what averages regress to, and caricature pushes from
-        pool = [i for i, r in enumerate(donors) if r["sex"] == sex]
-        pick = rng.choice(pool, min(len(pool), 150), replace=False)
-        means[sex] = average([read_rgb(lfw / donors[i]["file"]) for i in pick],
-                             [np.array(donors[i]["shape"], np.float32) for i in pick], tris)
+    cand_file = cache / "candidates.npz"  # the slow part (minutes), kept to try other selections
+    if a.candidates_from_cache and cand_file.exists():
+        c = np.load(cand_file)
+        cands = [{"tex": c["tex"][j], "shape": c["shape"][j], "sex": int(c["sex"][j]), "dd": float(c["dd"][j]),
+                  "dlib": c["dlib"][j], "group": list(c["group"][j])} for j in range(len(c["sex"]))]
+        drawn = c["drawn"]
+        targets = [next(r for r in rows if r["file"] == f) for f in c["target_files"]]
+    else:
+        cands = make_candidates(donors, desc, lfw, a, rng, tris, ev, det)
+        targets = check_targets(rows, donors, lfw, a.targets, rng)
+        drawn = render_check(cands, targets, lfw, tris, ev)
+        np.savez(cand_file, tex=np.stack([c["tex"] for c in cands]), shape=np.stack([c["shape"] for c in cands]),
+                 sex=np.array([c["sex"] for c in cands]), dd=np.array([c["dd"] for c in cands]),
+                 dlib=np.stack([c["dlib"] for c in cands]), group=np.array([c["group"] for c in cands]), drawn=drawn,
+                 target_files=np.array([t["file"] for t in targets]))
+    tdesc = descriptors(targets, lfw, cache)  # the check targets' own descriptors (cached with the rest)
+    for c, cand in enumerate(cands):
+        t = ~np.isnan(drawn[c, :, 0])
+        # each drawing's distance to the nearest of its bank face's donors, and to the target itself
+        cand["rdd"] = float(np.linalg.norm(drawn[c, t][:, None] - desc[cand["group"]][None], axis=2).min())
+        cand["weak"] = int(np.sum(np.linalg.norm(drawn[c, t] - tdesc[t], axis=1) <= 0.6))
+    faces = []
     for sex, want in ((0, a.men), (1, a.women)):
-        idx = np.array([i for i, r in enumerate(donors) if r["sex"] == sex])
-        idx = idx[np.argsort([donors[i]["tone_l"] for i in idx])]
-        bins = list(np.array_split(idx, a.bins))
-        made, tries, turn = 0, 0, 0
-        while made < want and tries < want * 30 and bins:
-            tries += 1
-            b = turn % len(bins)
-            pool = [i for i in bins[b] if i not in used]
-            rng.shuffle(pool)
-            group: list[int] = []
-            for i in pool:  # donors far apart: an average near none of them
-                if all(np.linalg.norm(desc[i] - desc[j]) > a.spread for j in group):
-                    group.append(i)
-                if len(group) == a.k:
-                    break
-            if len(group) < a.k:  # this tone bin is used up
-                bins.pop(b)
-                continue
-            tex, shape = average([read_rgb(lfw / donors[i]["file"]) for i in group],
-                                 [np.array(donors[i]["shape"], np.float32) for i in group], tris)
-            if a.caricature != 1:
-                tex, shape = caricature(tex, shape, *means[sex], a.caricature, tris)
-            d = det(tex)
-            if len(d) == 0:
-                continue
-            e = ev.embed(tex, d.boxes[d.largest()])
-            dd = np.linalg.norm(desc[group] - e, axis=1)
-            if dd.min() <= a.min_donor_distance:
-                used.add(group[int(np.argmin(dd))])  # this person dominates averages: not drawn again
-                continue
-            crop = cv2.warpAffine(tex, similarity_transform(five_points(shape), template(112)), (112, 112), flags=cv2.INTER_AREA)
-            lab = cv2.cvtColor(tex, cv2.COLOR_RGB2LAB).astype(np.float32)
-            cheeks = np.concatenate([lab[y0:y1, x0:x1].reshape(-1, 3) for k, (x0, y0, x1, y1) in regions(shape).items() if k.startswith("cheek")])
-            faces.append({"tex": tex, "shape": shape, "sface": sface.embed(crop[None])[0], "sex": sex,
-                          "tone": np.concatenate([cheeks.mean(0), cheeks.std(0)]), "dd": dd.min(), "dlib": e})
-            groups.append(group)
-            used.update(group)
-            made += 1
-            turn += 1
-            print(f"{SEXES[sex]} {made}/{want}: tone {np.mean([donors[i]['tone_l'] for i in group]):.0f}, "
-                  f"nearest donor {dd.min():.2f} (tries {tries})", flush=True)
+        ok = [c for c in range(len(cands)) if cands[c]["sex"] == sex and cands[c]["rdd"] > a.render_donor_distance
+              and cands[c]["weak"] <= a.weak]
+        print(f"{SEXES[sex]}: {len(ok)} of {sum(c['sex'] == sex for c in cands)} candidates pass the render check", flush=True)
+        faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
+    drop = {int(v) for v in a.drop.split(",") if v.strip()}
+    faces = [f for j, f in enumerate(faces) if j not in drop]
+    for f in faces:
+        crop = cv2.warpAffine(f["tex"], similarity_transform(five_points(f["shape"]), template(112)), (112, 112), flags=cv2.INTER_AREA)
+        lab = cv2.cvtColor(f["tex"], cv2.COLOR_RGB2LAB).astype(np.float32)
+        cheeks = np.concatenate([lab[y0:y1, x0:x1].reshape(-1, 3) for k, (x0, y0, x1, y1) in regions(f["shape"]).items() if k.startswith("cheek")])
+        f["sface"], f["tone"] = sface.embed(crop[None])[0], np.concatenate([cheeks.mean(0), cheeks.std(0)])
     dl = np.stack([f["dlib"] for f in faces])
     pair = np.linalg.norm(dl[:, None] - dl[None], axis=2)[np.triu_indices(len(faces), 1)]
-    print(f"bank: {len(faces)} faces; nearest-donor distance min {min(f['dd'] for f in faces):.3f}; "
+    print(f"bank: {len(faces)} faces ({sum(f['sex'] == 0 for f in faces)} men, {sum(f['sex'] == 1 for f in faces)} women); "
+          f"nearest-donor distance min {min(f['dd'] for f in faces):.3f}, of a drawing {min(f['rdd'] for f in faces):.3f}; "
           f"pairs of bank faces > 0.6 apart: {np.mean(pair > 0.6):.3f} (median {np.median(pair):.3f})")
     bank = AnchorFaceBank(np.stack([f["tex"] for f in faces]), np.stack([f["shape"] for f in faces]),
                           np.stack([f["sface"] for f in faces]), np.array([f["sex"] for f in faces], np.uint8),
                           np.stack([f["tone"] for f in faces]).astype(np.float32), tris,
                           np.array([f["dd"] for f in faces], np.float32),
                           {"sex_classifier_accuracy": f"{acc:.3f}", "k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
-                           "min_donor_distance": a.min_donor_distance, "caricature": a.caricature, "seed": a.seed},
+                           "min_donor_distance": a.min_donor_distance, "render_donor_distance": a.render_donor_distance,
+                           "render_check_targets": a.targets, "reuse": a.reuse, "pool": a.pool,
+                           "caricature": a.caricature, "seed": a.seed, "reviewed_out": a.drop},
                           sex_w, sex_b)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
     # which donors made which face: for the evaluation's donor checks, kept in the cache only
+    groups = [f["group"] for f in faces]
     np.savez(cache / "groups.npz", groups=np.array(groups), bank_dlib=dl,
              donor_files=np.array([donors[i]["file"] for g in groups for i in g]))
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")

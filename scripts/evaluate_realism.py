@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--json", default="runs/realism/report.json")
     ap.add_argument("--pipeline", action="store_true")
     ap.add_argument("--in-place", action="store_true", help="render_in_place as on a photo: more renderings while YuNet (whole image) finds the points off")
+    ap.add_argument("--no-expression", dest="expression", action="store_false", help="with --in-place: no expression check (as before)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     cv2.setNumThreads(1)
@@ -108,7 +109,9 @@ def main():
                 t = time.perf_counter()
                 if a.in_place:
                     # as the pipeline draws a photo: the whole image looked at, STILL_TRIES renderings
-                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box, margin=None), tries=STILL_TRIES)[0]
+                    # and the expression checked with dlib's 68 points (the measure below reads the same)
+                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box, margin=None), tries=STILL_TRIES,
+                                          landmarker=lm68 if a.expression else None)[0]
                 else:
                     out = renderer.render(rgb, shape, b1)
                 dt = time.perf_counter() - t
@@ -155,6 +158,10 @@ def main():
             "in_place_0.07": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 for r in rows])),
             "passes_sface_and_in_place": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 and r["sface_dist"] > 0.66 for r in rows])),
             "seconds_per_face_median": float(np.median(f("seconds"))),
+            # the faces to look at first
+            "worst_mouth": [f"{r['file']}:{r['face']} {r['mouth_err']:.3f}" for r in sorted(rows, key=lambda r: -r["mouth_err"])[:5]],
+            "eyes_changed": [f"{r['file']}:{r['face']}" for r in rows if (r["eyes_before"] > 0.18) != (r["eyes_after"] > 0.18)][:5],
+            "nearest_original": [f"{r['file']}:{r['face']} {r['d_orig']:.3f}" for r in sorted(rows, key=lambda r: r["d_orig"])[:5]],
         }
         report["sets"][name] = {"summary": summ, "faces": rows}
         print(name, json.dumps(summ, indent=1), flush=True)

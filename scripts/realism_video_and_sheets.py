@@ -7,7 +7,8 @@ Video (the shared talking-head clip liveportrait_d13 and the crowd clip): the fi
 frames through `VideoStream` (tracking, landmark smoothing, the ITM) with --generator anchor-face
 and with the shipped default generator; per clip the seconds per frame of each, and for d13 the
 mean dlib distance between consecutive frames of the output over the original's (identity
-jitter; the issue asks <= 1.2).
+jitter; the issue asks <= 1.2), and the spread of their pairwise cosine distances (Eq. 7's
+M_tc^sigma, as `fiva evaluate` computes it) over the original's.
 
 Sheets (PNG, in --sheets): faces before | after, each as the whole face (shrunk to 200 px when
 larger) and its centre at real size (1:1), wild photos, LFW fold-1 faces with open mouths (expression), and
@@ -25,6 +26,7 @@ import numpy as np
 
 from fiva.anonymize.frame import Anonymizer, AnonymizeConfig, VideoStream
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
+from fiva.evaluate.metrics import temporal_consistency
 from fiva.faces.identity import DlibEvaluator
 from fiva.faces.landmarks68 import Landmarker68, mouth_opening
 from fiva.io import read_image
@@ -131,6 +133,13 @@ def main():
                 emb_g.append(ev.embed(h, box))
             jit = lambda e: [float(np.linalg.norm(x - y)) for x, y in zip(e, e[1:]) if x is not None and y is not None]  # noqa: E731
             jo, ja, jg = jit(emb_o), jit(emb_a), jit(emb_g)
+            # Eq. 7 (fiva evaluate's M_tc) on the same consecutive frames: spread of the pairwise
+            # cosine distances of the output's descriptors over the original's
+            tc = {k: temporal_consistency(np.stack([x for x in e if x is not None]))[:2]
+                  for k, e in (("original", emb_o), ("output", emb_a), ("drawing_alone", emb_g))}
+            r.update({f"Mtc_{k}": {"mu": v[0], "sigma": v[1]} for k, v in tc.items()})
+            r.update({"Mtc_sigma_ratio": tc["output"][1] / tc["original"][1],
+                      "Mtc_sigma_ratio_drawing_alone": tc["drawing_alone"][1] / tc["original"][1]})
             r.update({"consecutive_dlib_original": float(np.mean(jo)), "consecutive_dlib_output": float(np.mean(ja)),
                       "jitter_ratio": float(np.mean(ja) / np.mean(jo)), "jitter_ratio_drawing_alone": float(np.mean(jg) / np.mean(jo)),
                       "dlib_drawing_alone_vs_original_median": float(np.median([np.linalg.norm(x - y) for x, y in zip(emb_o, emb_g) if x is not None])),

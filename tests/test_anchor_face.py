@@ -59,6 +59,34 @@ def test_the_sex_classifier_reads_dlib_descriptors_of_the_bank_faces(bank):
     assert np.mean(right) >= 0.8
 
 
+def test_the_shipped_bank_has_both_sexes_in_number_and_keeps_its_margin_from_donors(bank):
+    # women are LFW's scarcer sex: the build reuses donors so that they are not a third of the bank
+    assert (bank.sex == 1).sum() >= 0.4 * len(bank) and (bank.sex == 0).sum() >= 0.4 * len(bank)
+    # a drawing mixes the bank face with the target and can land nearer a donor than the bank face
+    # itself: the build keeps a margin over 0.6 on the texture and checks drawings on training faces
+    assert (bank.donor_distance > 0.68).all()
+    assert float(bank.meta["render_donor_distance"]) >= 0.6 and int(bank.meta["render_check_targets"]) >= 8
+
+
+@needs_dlib
+def test_bank_faces_of_one_sex_are_different_people(bank):
+    """A retry or a second session draws another bank face of the target's sex: it has to be
+    someone else, not a near twin of the first."""
+    from fiva.faces.identity import DlibEvaluator
+    from fiva.faces import FaceDetector
+
+    ev, det = DlibEvaluator(), FaceDetector()
+    e = []
+    for t in bank.textures:
+        d = det(t)
+        e.append(ev.embed(t, d.boxes[d.largest()]))
+    e = np.stack(e)
+    for sex in (0, 1):
+        s = e[bank.sex == sex]
+        d = np.linalg.norm(s[:, None] - s[None], axis=2)[np.triu_indices(len(s), 1)]
+        assert np.mean(d > 0.6) >= 0.9
+
+
 def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
                            bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b)
@@ -95,7 +123,8 @@ def test_rendering_changes_only_the_mesh_region_and_keeps_the_key_points(bank, a
     from fiva.faces.detect import match_face
 
     d, shape = astronaut_face
-    out = AnchorFaceRenderer(bank).render(astronaut, shape, 3)
+    # a woman's bank face, as the pipeline gives the astronaut (the sex-matched Eq. 1)
+    out = AnchorFaceRenderer(bank).render(astronaut, shape, int(np.flatnonzero(bank.sex == 1)[0]))
     hull = ring(shape)
     lo, hi = np.floor(hull.min(0)).astype(int) - 1, np.ceil(hull.max(0)).astype(int) + 1
     outside = np.ones(astronaut.shape[:2], bool)
@@ -203,3 +232,98 @@ def test_the_crop_interface_draws_the_bank_face_chosen_by_z(astronaut):
     assert x_a.shape == x.shape and m.shape == (1, 1, 112, 112) and torch.equal(x_a, x_hat)
     assert (x_a - x).abs().mean() > 0.02 and 0 < m.mean() < 1
     assert torch.equal(x_a[m.expand_as(x_a) == 0], x[m.expand_as(x) == 0])  # outside the mask: the input
+
+
+@needs_dlib
+def test_no_mesh_triangle_turns_over_when_the_shape_moves(bank, astronaut_face):
+    from fiva.anonymize.anchor_face import _signed_areas, unfold
+
+    _, target = astronaut_face
+    tris = bank.triangles
+    iod = np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0))
+    before = _signed_areas(mesh(target), tris)
+    solid = np.abs(before) > 0.002 * iod * iod
+    # the nose bridge pulled below the kept nose tip: the triangles 29-30-31/35 turn over
+    bad = target.copy()
+    bad[29] = target[30] + (target[30] - target[29]) * 0.8
+    assert (solid & (np.sign(_signed_areas(mesh(bad, ring_of=target), tris)) != np.sign(before))).any()
+    fixed = unfold(target, bad, tris)
+    assert not (solid & (np.sign(_signed_areas(mesh(fixed, ring_of=target), tris)) != np.sign(before))).any()
+    # only the folded triangles' points gave up part of their move; the rest kept theirs
+    assert np.array_equal(fixed[:17], bad[:17]) and np.array_equal(fixed[LIPS], bad[LIPS])
+    assert 0 < np.linalg.norm(fixed[29] - target[29]) < np.linalg.norm(bad[29] - target[29])
+    # a shape with no fold comes back as it was
+    assert np.array_equal(unfold(target, target + 0.5, tris)[:17], (target + 0.5)[:17])
+    # and the result moves smoothly with the shape (a video frame's points): no jump where a fold starts
+    steps = np.linspace(0, 1.8, 91)
+    outs = np.array([unfold(target, np.where(np.arange(68)[:, None] == 29, target + k * (bad - target), target), tris)
+                     for k in steps])
+    assert np.abs(np.diff(outs, axis=0)).max() <= 1.5 * np.abs(steps[1] * (bad[29] - target[29])).max() + 1e-3
+
+
+def test_a_retry_takes_the_bank_face_farthest_from_the_original(bank):
+    from fiva.anonymize.native import farther_anchor
+
+    z = bank.sface[0] + 0.3 * bank.sface[1]
+    for sex in (0, 1, None):
+        pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
+        pick = farther_anchor(bank, z, [], sex)
+        assert pick in pool
+        cos = bank.sface[pool] @ (z / np.linalg.norm(z))
+        assert bank.sface[pick] @ (z / np.linalg.norm(z)) == pytest.approx(cos.min())
+        # a second retry takes another, and none is left once all were tried
+        assert farther_anchor(bank, z, [pick], sex) not in (pick, None)
+        assert farther_anchor(bank, z, list(pool), sex) is None
+
+
+@needs_dlib
+def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astronaut_face):
+    """render_in_place with a landmarker: where the drawn mouth reads closed, the face is drawn
+    again with less identity geometry and the drawing whose mouth reads right is kept; where it
+    reads right at once, the full geometry stays."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, render_in_place
+
+    d, shape = astronaut_face
+    kps = d.landmarks[0]
+    target = shape.copy()  # the original's mouth: open
+    target[[65, 66, 67]] += [0, 0.2 * np.linalg.norm(kps[1] - kps[0])]
+    assert mouth_opening(target) > 0.15
+    closed = target.copy()
+    closed[60:68] = closed[60:68].mean(0)
+    full = AnchorFaceRenderer(bank).render(astronaut, target, 3)
+    none = AnchorFaceRenderer(bank, RenderConfig(alpha=0.0)).render(astronaut, target, 3)
+    assert not np.array_equal(full, none)
+    find = lambda img: kps.copy()  # noqa: E731  (every drawing in place)
+
+    def reads_open_only_without_geometry(img, _):  # moved geometry reads as a closed mouth
+        return (target if np.array_equal(img, none) else closed)[None]
+
+    out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
+                             landmarker=reads_open_only_without_geometry)
+    assert np.array_equal(out, none)
+    out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
+                             landmarker=lambda img, _: target[None])
+    assert np.array_equal(out, full)
+    # without a landmarker (video frames) the full geometry, as before
+    assert np.array_equal(render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1)[0], full)
+
+
+def test_the_bank_face_is_not_drawn_where_its_warp_squashes_or_turns_a_triangle_over(bank):
+    from fiva.anonymize.anchor_face import RenderConfig, blend_mask, squash_weight
+
+    cfg = RenderConfig()
+    src = mesh(bank.shapes[0])
+    assert np.allclose(squash_weight(cfg, src, src * 1.7 + 5, bank.triangles), 1)  # scale alone: drawn in full
+    # the image-left half of the face squashed sideways to a tenth, as on a head turned away
+    dst = src.copy()
+    c = src[30, 0]
+    left = dst[:, 0] < c
+    dst[left, 0] = c - 0.1 * (c - dst[left, 0])
+    w = squash_weight(cfg, src, dst, bank.triangles)
+    centre_x = dst[bank.triangles].mean(1)[:, 0]
+    assert (w[centre_x < c - 1] < 0.2).mean() > 0.8 and (w[centre_x > c + 5] == 1).mean() > 0.8
+    box, hw = (0, 0, bank.size, bank.size), (bank.size, bank.size)
+    shape = dst[:68]
+    plain, aware = blend_mask(cfg, shape, box, hw), blend_mask(cfg, shape, box, hw, squashed=(src, dst, bank.triangles))
+    x, y = np.round(dst[[36, 48]].mean(0)).astype(int)  # the squashed cheek, between eye and mouth corner
+    assert aware.max() <= plain.max() + 1e-6 and aware[y, x] < 0.5 * plain[y, x]

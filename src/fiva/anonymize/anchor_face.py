@@ -16,7 +16,7 @@ Images are RGB uint8 [H,W,3]; shapes [68,2] float (x, y) in pixels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -26,15 +26,20 @@ from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mou
 from .face_bank import AnchorFaceBank
 from .warp import identity_shape, mesh, piecewise_affine
 
+NOSE_BASE = slice(31, 36)
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
 
 
 @dataclass
 class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
+    unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
+    nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
+    squash_lo: float = 0.15  # bank-face triangles squashed to this share of their area are not drawn
+    squash_hi: float = 0.35  # ... from this share, in full (squash_weight; 0: no such check)
     forehead: float = 0.35  # the blend region reaches this many eye distances above the brows
     feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
@@ -56,6 +61,46 @@ def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
     return float(cfg.alpha * t)
 
 
+def _signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    p = pts[tris]  # [T,3,2]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
+def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 0.1, rounds: int = 4) -> np.ndarray:
+    """`new` [68,2] with the moves of the points of mesh triangles that would turn over (or shrink
+    below `floor` of their area on `shape`) scaled back, each just enough, so none does. The nose
+    tip stays the target's while the bridge and nostrils move by alpha (x1.5), so the triangles
+    29-30-31 and 29-30-35 turn over on a third of LFW faces: the warp then draws that patch twice,
+    a sharp-edged light triangle beside the nose. The scale is the largest that keeps the area
+    (bisection), so it changes smoothly with the shape: no jump from one video frame to the next.
+    Triangles already flat on the target (a closed mouth's inner lips) are left out."""
+    src = mesh(shape)
+    move = mesh(new, ring_of=shape) - src  # the ring's move is 0
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    a_src = _signed_areas(src, tris)
+    solid = np.abs(a_src) > 0.002 * iod * iod
+    want = floor * a_src  # the least signed area a triangle keeps
+    scale = np.ones(len(src), np.float32)
+    for _ in range(rounds):
+        sign_ok = (_signed_areas(src + scale[:, None] * move, tris) - want) * np.sign(a_src) >= 0
+        bad = np.flatnonzero(solid & ~sign_ok)
+        if len(bad) == 0:
+            break
+        lo, hi = np.zeros(len(bad)), np.ones(len(bad))  # t: the share of the current moves kept
+        for _ in range(12):
+            t = (lo + hi) / 2
+            pts = src[tris[bad]] + (t[:, None, None] * scale[tris[bad]][..., None]) * move[tris[bad]]
+            e1, e2 = pts[:, 1] - pts[:, 0], pts[:, 2] - pts[:, 0]
+            ok = ((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) - want[bad]) * np.sign(a_src[bad]) >= 0
+            lo, hi = np.where(ok, t, lo), np.where(ok, hi, t)
+        cut = scale.copy()
+        for k, tri in enumerate(tris[bad]):  # a point in several such triangles: the least
+            cut[tri] = np.minimum(cut[tri], scale[tri] * lo[k])
+        scale = cut
+    return (src + scale[:, None] * move)[:len(new)].astype(np.float32)
+
+
 def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
     m = np.zeros(shape_hw, np.float32)
     cv2.fillPoly(m, [np.round((pts - offset) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
@@ -71,9 +116,23 @@ def face_hull(shape: np.ndarray, forehead: float = 0.1) -> np.ndarray:
     return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
 
 
-def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
+def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per mesh triangle [T] in [0,1]: how fully the bank face may be drawn there, by how much the
+    warp from its mesh `src` to the target's `dst` [80,2] squashes the triangle (area ratio over
+    the face's overall one): 1 from `squash_hi`, 0 at `squash_lo` and on triangles turned over.
+    On a turned head the far side of a frontal bank face is squashed into a sliver and folds at
+    the nose: drawn, a smear with a sharp seam down the nose; there the target's own pixels stay."""
+    a_src, a_dst = _signed_areas(src, tris), _signed_areas(dst, tris)
+    scale = np.abs(a_dst).sum() / (np.abs(a_src).sum() + 1e-6)
+    ratio = a_dst / (a_src * scale + np.where(a_src >= 0, 1e-6, -1e-6))  # < 0: turned over
+    return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
+
+
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
-    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it."""
+    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
+    `squashed` (src [80,2], dst [80,2], triangles [T,3]): the bank face's warp, whose squashed
+    triangles are left out too (`squash_weight`)."""
     x0, y0, x1, y1 = box
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     sig = max(cfg.feather * iod / 2, 0.5)
@@ -90,6 +149,15 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw) -> np.ndarray:
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
         m = m * (1 - np.clip(keep * 1.5, 0, 1))
+    if squashed is not None and cfg.squash_hi > 0:
+        src, dst, tris = squashed
+        w = squash_weight(cfg, src, dst, tris)
+        if (w < 1).any():
+            full = np.ones(hw, np.float32)
+            for t in np.flatnonzero(w < 1):  # the triangles' own weights, feathered like the hull
+                cv2.fillConvexPoly(full, np.round((dst[tris[t]] - (x0, y0)) * 16).astype(np.int32), float(w[t]),
+                                   lineType=cv2.LINE_AA, shift=4)
+            m = m * np.minimum(smooth(full, sig), 1.0)
     return m
 
 
@@ -104,8 +172,18 @@ def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[4,3]: the LAB mean and std of `a` over `region` [h,w] bool, then `b`'s (float LAB [h,w,3])."""
+    out = np.zeros((4, 3), np.float32)
+    m = region.astype(np.uint8)
+    for k, img in enumerate((a, b)):
+        mean, std = cv2.meanStdDev(img, mask=m)  # one pass, no boolean-index copies
+        out[2 * k], out[2 * k + 1] = mean[:, 0], std[:, 0] + 1e-3
+    return out
+
+
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
-                 chroma: float = 1.0, chroma_sigma: float = 0.0) -> np.ndarray:
+                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
@@ -113,14 +191,14 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     (pixels): where the light falls on the target's head, not the anchor donors'. With
     `chroma` < 1 only that share of the anchor's own colour variation is kept and the rest is the
     target's colour smoothed over `chroma_sigma` pixels: averaged (and caricatured) faces carry
-    greenish or purple casts around the eyes that no real face has.
+    greenish or purple casts around the eyes that no real face has. `stats`: a function given the
+    measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
     """
     a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
     if region.sum() < 16:
         return src
-    ma, sa = a[region].mean(0), a[region].std(0) + 1e-3
-    mb, sb = b[region].mean(0), b[region].std(0) + 1e-3
+    ma, sa, mb, sb = lab_stats(a, b, region) if stats is None else stats(lab_stats(a, b, region))
     # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
     a = (a - ma) * np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4) + mb
     if light_sigma > 0:
@@ -140,11 +218,27 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        return identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
+            new[NOSE_BASE] = shape[NOSE_BASE] + self.cfg.nose_base * (new[NOSE_BASE] - shape[NOSE_BASE])
+        return unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
 
     def render(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None) -> np.ndarray:
-        """`nudge` [5,2] (pixels): move the bank face's texture, not the target's pixels, by the
-        affine map that shifts its 5 key points so (see `render_in_place`)."""
+        """A copy of `rgb` with the face drawn (`draw`, pasted)."""
+        out = rgb.copy()
+        self.draw(rgb, shape, index, nudge).paste(out)
+        return out
+
+    def draw(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None,
+             colour=None, coarse: bool = False) -> "Drawing":
+        """The face of 68 points `shape` given bank face `index`, as a patch over its mesh's box.
+
+        `nudge` [5,2] (pixels): move the bank face's texture, not the target's pixels, by the
+        affine map that shifts its 5 key points so (see `render_in_place`). `colour`: a function
+        given the colour match's LAB statistics [4,3] (`match_colour`) that returns the ones to
+        use (a video track smooths them along the track). `coarse` (video): a face drawn at f >= 2
+        times the bank's scale takes the bank face and its colour match on a grid f times coarser
+        (its texture has nothing finer), the rest at full size."""
         cfg, tris = self.cfg, self.bank.triangles
         hw = rgb.shape[:2]
         shape = shape.astype(np.float32)
@@ -154,62 +248,181 @@ class AnchorFaceRenderer:
         moved, covered, box = piecewise_affine(rgb, src_mesh, dst_mesh, tris, hw)
         x0, y0, x1, y1 = box
         if x1 - x0 < 4 or y1 - y0 < 4:
-            return rgb.copy()
-        # 3. the bank face on the new shape, over the same box
-        tex = self.bank.textures[index]
+            return Drawing(moved, np.zeros(moved.shape[:2], bool), box)
+        # 3. the bank face on the new shape. It shows only inside the face hull (the blend mask is
+        # 0 outside), so it is warped, coloured and blended over the hull's box alone (a third to a
+        # half of the ring's), with a margin for the colour match's smoothing.
         if nudge is not None:
             k = five_points(new)
             a, *_ = np.linalg.lstsq(np.c_[k, np.ones(5)], k + nudge, rcond=None)  # [3,2] affine
             new = (np.c_[new, np.ones(len(new))] @ a).astype(np.float32)
-        anchor, _, _ = piecewise_affine(tex.astype(np.float32), mesh(self.bank.shapes[index]), mesh(new, ring_of=shape), tris, hw,
-                                        box=box, border=cv2.BORDER_REPLICATE)
-        region = _poly_mask(anchor.shape[:2], cv2.convexHull(new[_MATCH_POINTS])[:, 0], (x0, y0)) > 0.5
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
-        anchor = match_colour(anchor, moved, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod)
-        a_shape = self.bank.shapes[index]
+        hull = face_hull(new, cfg.forehead)
+        pad = 3 * max(cfg.chroma_sigma, cfg.light) * iod + 2
+        lo, hi = np.floor(hull.min(0) - pad).astype(int), np.ceil(hull.max(0) + pad).astype(int)
+        sx0, sy0, sx1, sy1 = max(lo[0], x0), max(lo[1], y0), min(hi[0], x1), min(hi[1], y1)
+        if sx1 - sx0 < 4 or sy1 - sy0 < 4:
+            return Drawing(moved, covered, box)
+        sub = moved[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        tex, a_shape = self.bank.textures[index].astype(np.float32), self.bank.shapes[index]
         scale = iod / float(np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
+        a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
+        h, w = sub.shape[:2]
+        f = max(int(scale), 1) if coarse else 1
+        if f == 1:
+            anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
+            region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
+            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour)
+        else:
+            # Drawn f times larger than the texture: the bank face holds nothing finer than f
+            # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
+            # pixels) and resized up; the target's finer detail is added at full size below.
+            gw, gh = -(-w // f), -(-h // f)
+            k = np.array([gw / w, gh / h], np.float32)
+            small = lambda p: (p - (sx0, sy0) + 0.5) * k - 0.5  # noqa: E731  (cv2.resize's pixel centres)
+            anchor, _, _ = piecewise_affine(tex, a_mesh, small(n_mesh), tris, (gh, gw), box=(0, 0, gw, gh),
+                                            border=cv2.BORDER_REPLICATE)
+            ref = cv2.resize(sub, (gw, gh), interpolation=cv2.INTER_AREA)
+            region = _poly_mask((gh, gw), small(cv2.convexHull(new[_MATCH_POINTS])[:, 0]), (0, 0)) > 0.5
+            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour)
+            anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
+            # the blend mask too (it is smooth at that scale), cut to the hull at full size
+            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris)), (w, h),
+                           interpolation=cv2.INTER_LINEAR)
+            m *= _poly_mask((h, w), hull, (sx0, sy0))
+        mf = sub.astype(np.float32)
         if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
-            mf = moved.astype(np.float32)
-            anchor = anchor + cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
+            anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
-        m = blend_mask(cfg, new, box, anchor.shape[:2])[..., None]
-        patch = m * anchor + (1 - m) * moved.astype(np.float32)
-        out = rgb.copy()
-        region_out = out[y0:y1, x0:x1]
-        region_out[covered] = np.clip(np.rint(patch[covered]), 0, 255).astype(np.uint8)
-        return out
+        if f == 1:
+            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris))
+        m = m[..., None]
+        anchor -= mf
+        anchor *= m
+        anchor += mf
+        sub[...] = np.clip(np.rint(anchor), 0, 255).astype(np.uint8)
+        return Drawing(moved, covered, box)
+
+
+class Drawing:
+    """A drawn face: `patch` [h,w,3] uint8 over `box` (x0, y0, x1, y1), of which the pixels
+    `covered` [h,w] bool are the drawing (the rest of the box is not touched)."""
+
+    def __init__(self, patch: np.ndarray, covered: np.ndarray, box):
+        self.patch, self.covered, self.box = patch, covered, tuple(int(v) for v in box)
+        self.under: np.ndarray | None = None  # the box's pixels before `paste`
+
+    def view(self, img: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        return img[y0:y1, x0:x1]
+
+    def paste(self, img: np.ndarray) -> None:
+        """Draw onto `img` in place, keeping what was under the box (`lift` puts it back)."""
+        v = self.view(img)
+        self.under = v.copy()
+        cv2.copyTo(self.patch, self.covered.view(np.uint8), v)  # in place on the view; ~100x np.copyto(where=)
+
+    def lift(self, img: np.ndarray) -> None:
+        """Undo `paste`."""
+        if self.under is not None:
+            self.view(img)[...] = self.under
+            self.under = None
 
 
 def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
-                    find, tolerance: float = 0.05, tries: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
-    """Render, and while a detector finds the 5 key points of the drawn face more than
-    `tolerance` eye distances (mean) from the original's `kps` [5,2], render again (up to `tries`
-    renderings) with the bank face's texture shifted against the error found so far; keep the
-    closest. Returns the image and the nudge it was drawn with (None: none), which a video can
-    reuse along the track instead of searching again on every frame (a nudge that changes from
-    frame to frame would make the face jitter).
+                    find, tolerance: float = 0.05, tries: int = 2, landmarker=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A copy of `rgb` with the face drawn by `draw_in_place`, and the nudge it was drawn with."""
+    out = rgb.copy()
+    _, nudge = draw_in_place(renderer, out, shape, index, kps, find, tolerance, tries, landmarker=landmarker)
+    return out, nudge
+
+
+def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
+                  find, tolerance: float = 0.05, tries: int = 2, colour=None, coarse: bool = False,
+                  start: np.ndarray | None = None, step: float = 1.0, limit: float = 0.2, landmarker=None,
+                  mouth_tolerance: float = 0.04) -> tuple[Drawing, np.ndarray | None]:
+    """Draw on `img` itself (only the face's mesh box changes; `Drawing.lift` takes it back), and
+    while a detector finds the 5 key points of the drawn face more than `tolerance` eye distances
+    (mean) from the original's `kps` [5,2], draw again (up to `tries` renderings) with the bank
+    face's texture shifted against the error found so far; keep the closest. Returns the drawing
+    left on `img` and the nudge it was drawn with (None: none), which a video can reuse along the
+    track instead of searching again on every frame (a nudge that changes from frame to frame
+    would make the face jitter).
 
     The 5 points of the new shape are the target's by construction, but a detector places them
     by the appearance around them (brows, lids, the nose's shading): a different face shifts them
     by ~0.06 eye distances (k-Same trial; YuNet, 40 LFW faces, texture alone). A downstream tool
     (a tracker, a landmark-driven effect) should find the face where it was; this puts it there.
-    `find(image) -> [5,2] or None` is the detector's view of the face.
+    `find(image) -> [5,2] or None` is the detector's view of the face. `start`: the nudge to try
+    first (a video track's, so a re-check that finds it still good does not move the face); `step`:
+    the share of the error found that each new rendering corrects; `limit`: the largest shift of
+    a key point, in eye distances (a large one shows: the bank face's brows and lids beside the
+    target's kept eyes).
+
+    With a `landmarker` (68 points, `Landmarker68`: `landmarker(image, kps [1,5,2]) -> [1,68,2]`)
+    the expression is checked too: where the drawn mouth reads more than `mouth_tolerance`
+    (opening / eye distance) off the original's, the face is drawn again by EXPRESSION_STEPS, and
+    of the drawings in place (IN_PLACE) the one whose mouth reads closest is kept. dlib reads a
+    chin and a nose base moved towards the bank face's as a closing mouth (12 LFW faces whose
+    mouth read 0.09-0.37 off: 0.01-0.06 with no geometry moved, the bank face's texture alone).
     """
+    search = dict(tolerance=tolerance, tries=tries, colour=colour, coarse=coarse, start=start, step=step, limit=limit)
+    drawn, used, err, got = _nudged(renderer, img, shape, index, kps, find, **search)
+    if landmarker is None or got is None:
+        return drawn, used
+    want = mouth_opening(shape)
+
+    def reading(got: np.ndarray, err: float) -> tuple[bool, float]:  # (out of place, mouth off by)
+        return err > IN_PLACE, abs(mouth_opening(landmarker(img, got[None])[0]) - want)
+
+    best, best_key = (drawn, used), reading(got, err)
+    for change in EXPRESSION_STEPS:  # invariant: `best` is what is drawn on img
+        if not best_key[0] and best_key[1] <= mouth_tolerance:
+            break
+        best[0].lift(img)
+        r = AnchorFaceRenderer(renderer.bank, replace(renderer.cfg, **change))
+        drawn, used, err, got = _nudged(r, img, shape, index, kps, find, **search)
+        key = None if got is None else reading(got, err)
+        if key is not None and key < best_key:
+            best, best_key = (drawn, used), key
+        else:
+            drawn.lift(img)
+            best[0].paste(img)
+    return best
+
+
+# The drawings tried, in turn, while the mouth reads off: the chin and the nose base left where
+# they were (the points around the mouth), then no identity geometry at all.
+EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.0})
+IN_PLACE = 0.07  # frame.IN_PLACE: the pipeline's in-place rule (5-point error / eye distance)
+
+
+def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit):
+    """draw_in_place's search for one renderer: (the drawing left on img, its nudge, its error,
+    the points found [5,2] or None)."""
     iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
-    nudge = np.zeros((5, 2), np.float32)
-    best, best_err = None, np.inf
+    nudge = np.zeros((5, 2), np.float32) if start is None else start.astype(np.float32)
+    best, best_err, drawn = None, np.inf, None
     for _ in range(tries):
         used = nudge.copy() if nudge.any() else None
-        out = renderer.render(rgb, shape, index, nudge=used)
-        got = find(out)
+        if drawn is not None:
+            drawn.lift(img)  # every rendering starts from the original pixels
+        drawn = renderer.draw(img, shape, index, nudge=used, colour=colour, coarse=coarse)
+        drawn.paste(img)
+        got = find(img)
         if got is None:
-            return best if best is not None else (out, used)
+            if best is None:
+                return drawn, used, np.inf, None
+            break
         err = float(np.linalg.norm(got - kps, axis=1).mean()) / iod
         if err < best_err:
-            best, best_err = (out, used), err
+            best, best_err = (drawn, used, err, got), err
         if err <= tolerance:
             break
-        nudge = np.clip(nudge + (kps - got), -0.2 * iod, 0.2 * iod)
+        nudge = np.clip(nudge + step * (kps - got), -limit * iod, limit * iod)
+    if best[0] is not drawn:
+        drawn.lift(img)
+        best[0].paste(img)
     return best
 
 
@@ -246,6 +459,10 @@ class AnchorFaceGenerator(torch.nn.Module):
     identity_dim = 128
     identity_encoder = None  # SFace: the bank's anchors are SFace embeddings
     counterfactual = False  # draws the anchor's face; verification checks it left the original
+    # Heads turned further (nose off the eyes' midline by more than this share of the eye
+    # distance, ~30 degrees) get the fallback: a frontal bank face warped onto a three-quarter
+    # view smears and folds where the wild photos' turned heads showed it (group_t1).
+    max_profile = 0.35
 
     def __init__(self, bank: AnchorFaceBank, config: RenderConfig | None = None):
         super().__init__()

@@ -1,7 +1,9 @@
 """The anchor-face bank: synthetic identities as faces, not only as vectors (k-Same).
 
 Each bank face is the average of k aligned training faces of k different people of one sex, each
-first warped to the group's mean 68-point shape (Newton, Sweeney and Malin 2005). It is stored
+first warped to the group's mean 68-point shape (Newton, Sweeney and Malin 2005; a donor that
+dominates the average is weighted down), and kept only if it and its drawings on a set of other
+training faces lie more than 0.6 (dlib) from each of its donors. It is stored
 with its 68-point shape, its SFace embedding (an anchor of Eq. 1: `anchor_space()` gives the ITM
 the bank's own anchors, so the fake identity it picks is a face that can be drawn), its sex label
 and its skin-tone statistics. scripts/build_face_bank.py builds it from LFW training identities;
@@ -40,7 +42,7 @@ class AnchorFaceBank:
     sex: np.ndarray  # [N] uint8, index into SEXES
     tone: np.ndarray  # [N,6] float32: LAB mean and std over the cheeks (OpenCV 8-bit LAB)
     triangles: np.ndarray  # [T,3] int32: the mesh triangulation (warp.py) shared by all faces
-    donor_distance: np.ndarray  # [N] float32: smallest dlib distance of the face to its k donors
+    donor_distance: np.ndarray  # [N] float32: smallest dlib distance of the face (its texture) to its k donors
     meta: dict = field(default_factory=dict)
     # logistic regression on dlib descriptors, P(female) = sigmoid(d . sex_w + sex_b), fitted on
     # the first-name labels of LFW training identities: targets get bank faces of their own sex

@@ -331,6 +331,8 @@ class Anonymizer:
             return ["ok"] * len(dets)
         h, w = shape
         kinds = []
+        # a generator may serve a narrower range of head turns than the configured one
+        max_profile = min(self.cfg.max_profile, getattr(self.generator, "max_profile", np.inf))
         for box, lm in zip(dets.boxes, dets.landmarks):
             bw, bh = box[2] - box[0], box[3] - box[1]
             inside = max(0.0, min(box[2], w) - max(box[0], 0)) * max(0.0, min(box[3], h) - max(box[1], 0))
@@ -341,7 +343,7 @@ class Anonymizer:
                 kinds.append("small")
             elif 1 - inside / max(bw * bh, 1e-6) > self.cfg.max_outside:
                 kinds.append("border")
-            elif off > self.cfg.max_profile:
+            elif off > max_profile:
                 kinds.append("profile")
             else:
                 kinds.append("ok")

@@ -1,8 +1,9 @@
 """The per-frame step for renderers that draw at the face's native resolution (anchor-face).
 
 The same contract as `Anonymizer._generate` for the 112 px generators: identities from the ITM
-(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with one retry
-on another anchor, and per face whether it failed (the caller obfuscates those). What differs is
+(Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
+on other bank faces (photos 2, video frames 1: `farther_anchor`), and per face whether it failed
+(the caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
 is not smoothed away), then `render_in_place` (the renderer, and more renderings with the
 texture shifted when YuNet finds the drawn face's points off) on the frame itself, face after face.
@@ -16,11 +17,19 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import local_finder, render_in_place
+from .anchor_face import Drawing, draw_in_place, local_finder
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
-STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place); a video frame gets 2
+STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
+VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
+STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
+COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
+NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
+RECHECK_TOLERANCE = 0.07  # a re-check keeps the track's nudge while the face is found this close (frame.IN_PLACE)
+RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
+FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
+VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -45,6 +54,75 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
     return shapes
 
 
+class _Nudges:
+    """A track's texture nudges (`draw_in_place`) for its bank face, in the face's own scale
+    (eye distances): the target found at the last re-check and the one shown, which moves
+    NUDGE_EASING of the way to the target each frame: a new nudge at a re-check would otherwise
+    jump the face (identity jitter)."""
+
+    def __init__(self, store: dict, key, index: int, iod: float):
+        self.store, self.key, self.index, self.iod = store, key, index, iod
+        held = store.get(key) if key is not None else None
+        self.held = held if held is not None and held[0] == index else None
+
+    @property
+    def target(self) -> np.ndarray | None:
+        return None if self.held is None else self.held[1] * self.iod
+
+    def set_target(self, nudge: np.ndarray | None) -> None:
+        rel = np.zeros((5, 2), np.float32) if nudge is None else nudge / self.iod
+        self.held = (self.index, rel, rel if self.held is None else self.held[2])
+        self.store[self.key] = self.held
+
+    def shown(self) -> np.ndarray | None:
+        """This frame's nudge (pixels), one easing step on from the last frame's."""
+        if self.held is None:
+            return None
+        index, target, shown = self.held
+        shown = shown + NUDGE_EASING * (target - shown)
+        self.held = (index, target, shown)
+        self.store[self.key] = self.held
+        return shown * self.iod
+
+
+def _same_nudge(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    a = np.zeros((5, 2)) if a is None else a
+    b = np.zeros((5, 2)) if b is None else b
+    return bool(np.abs(a - b).max() < 0.25)  # pixels
+
+
+class ColourTrack:
+    """The colour match's LAB statistics (`anchor_face.match_colour`) along a face track: each
+    frame's, averaged with the track's running ones (re-measured raw, they flicker with the
+    landmarks and the light: identity jitter). Started afresh when the track's bank face changes.
+    `commit` keeps this frame's once its drawing stays (a frame may render a face several times)."""
+
+    def __init__(self, store: dict, track: int, index: int):
+        self.store, self.key, self.index = store, ("colour", track), index
+        prev = store.get(self.key)
+        self.prev = prev[1] if prev is not None and prev[0] == index else None
+        self.last = None
+
+    def __call__(self, stats: np.ndarray) -> np.ndarray:
+        self.last = stats if self.prev is None else COLOUR_SMOOTHING * self.prev + (1 - COLOUR_SMOOTHING) * stats
+        return self.last
+
+    def commit(self) -> None:
+        if self.last is not None:
+            self.store[self.key] = (self.index, self.last)
+
+
+def _sex(anon, rgb: np.ndarray, box: np.ndarray, track) -> int | None:
+    """The bank's sex prediction for a face (dlib descriptor, in memory only), once per track."""
+    key = None if track is None else ("sex", int(track))
+    if key is not None and key in anon._tracks:
+        return anon._tracks[key]
+    sex = anon.generator.bank.predict_sex(anon.generator.descriptor(rgb, box))
+    if key is not None:
+        anon._tracks[key] = sex
+    return sex
+
+
 def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
     """Does the drawn face still match its original, or is it not found again in place? SFace on
     the output's aligned face, the pipeline's in-place check, and on still images (or with
@@ -60,6 +138,22 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
         box = det.boxes[0]
         return float(np.linalg.norm(anon._dlib.embed(rgb, box) - anon._dlib.embed(out, box))) < DLIB_MATCH
     return False
+
+
+def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None) -> int | None:
+    """The bank face for a retry: of the target's `sex` (None: any), not in `tried`, the one whose
+    SFace embedding is farthest (cosine) from the original's `z_id` [128]; None when none is left.
+
+    A failed face is one whose drawing SFace still matched to the original: the target's hair,
+    outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
+    the other way rather than another draw from Eq. 1's near-orthogonal candidates (which mostly
+    fail alike)."""
+    pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
+    pool = np.setdiff1d(pool, tried)
+    if len(pool) == 0:
+        return None
+    cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
+    return int(pool[np.argmin(cos)])
 
 
 def second_look_finder(detector, lm: np.ndarray, cell: int = 160):
@@ -85,21 +179,38 @@ def _iod(kps: np.ndarray) -> float:
     return float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
 
 
-def _noise(anon, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """The `noise` defense on the drawn pixels: U(-eps, eps) on a fraction p of them."""
-    changed = np.any(before != after, axis=2)
+def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
+    """The `noise` defense on the pixels `drawn` changed in `img` (in place): U(-eps, eps) on a
+    fraction p of them. Each pixel of the drawing's box is picked with probability p (positions
+    drawn directly, ~p x the box's pixels of them), and kept where the drawing changed it: a
+    whole-frame pass per face cost more than the drawing on a crowded 1080p frame."""
+    view = drawn.view(img)
+    h, w = view.shape[:2]
     gen = anon._rng
-    pick = changed & (torch.rand(changed.shape, generator=gen).numpy() < anon.cfg.defense_p)
-    if not pick.any():
-        return after
-    noise = (torch.rand((int(pick.sum()), 3), generator=gen).numpy() * 2 - 1) * anon.cfg.defense_eps * 255
-    out = after.copy()
-    out[pick] = np.clip(out[pick].astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    return out
+    count = int(torch.binomial(torch.tensor(float(h * w)), torch.tensor(float(anon.cfg.defense_p)), generator=gen))
+    if count == 0:
+        return
+    flat = np.unique(torch.randint(h * w, (count,), generator=gen).numpy())
+    ys, xs = np.divmod(flat, w)
+    changed = np.any(view[ys, xs] != drawn.under[ys, xs], axis=1)
+    ys, xs = ys[changed], xs[changed]
+    noise = (torch.rand((len(ys), 3), generator=gen).numpy() * 2 - 1) * anon.cfg.defense_eps * 255
+    view[ys, xs] = np.clip(view[ys, xs].astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=None, landmarker=None):
+    """`draw_in_place` on `out`. In video a track's first search takes half steps, the texture
+    shifted by at most VIDEO_NUDGE_LIMIT; a re-check starts from the track's nudge (`start`) and
+    keeps it while the drawn face is found in place (a search that moves the texture moves the
+    face: identity jitter)."""
+    kw = {} if still else {"step": FIRST_STEP, "limit": VIDEO_NUDGE_LIMIT, "coarse": True}
+    if start is not None:
+        kw.update(start=start, tolerance=RECHECK_TOLERANCE, step=RECHECK_STEP)
+    return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
 
 
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
-    """Draw, verify (one retry) and return (image, failed [N] bool)."""
+    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool)."""
     if anon.cfg.defense == "fgsm":
         raise ValueError("--defense fgsm needs a 112 px generator; the anchor-face renderer supports none and noise")
     n = len(dets)
@@ -118,12 +229,14 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
-            # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory)
+            # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory,
+            # once per track: dlib takes ~0.1 s a face)
             if matched:
-                space.target_sex = sexes[i] = bank.predict_sex(anon.generator.descriptor(rgb, dets.boxes[i]))
+                sexes[i] = _sex(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
+                space.target_sex = sexes[i]
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
     shapes = shapes68(anon, rgb, dets, tracks)
-    out = rgb
+    out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
@@ -133,32 +246,59 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         # 1.5x as long); video, the second look, aiming at where it finds the original's points.
         kps, find, tries = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i], margin=None), STILL_TRIES
         if not still:
-            find, tries = second_look_finder(anon.detector, dets.landmarks[i]), 2
+            find, tries = second_look_finder(anon.detector, dets.landmarks[i]), int(VIDEO_TRIES)
             kps = find(rgb) if i in fresh else None
             if kps is None:  # not seen on the second look before: the face's neighbourhood
                 kps, find = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i])
         key = ("nudge", int(tracks[i])) if tracks is not None else None
-        if i in fresh or key not in anon._tracks:
-            drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
-        else:  # between re-checks a track keeps its nudge, in the face's own scale
-            nudge = None if anon._tracks[key] is None else anon._tracks[key] * _iod(dets.landmarks[i])
-            drawn = renderer.render(out, shapes[i], bank.index_of(z_a[i]), nudge=nudge)
-        if i in fresh and _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still):
+        index = bank.index_of(z_a[i])
+        colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
+        nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
+        # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
+        lmk = anon.generator.landmarker if still else None
+        if i in fresh or nudges.target is None:
+            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, nudges.target, lmk)
+        else:  # between re-checks a track keeps its nudge
+            nudge = nudges.target
+            drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
+            drawn.paste(out)
+        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still):
+            drawn.lift(out)
             if anon.cfg.identity == "own":
                 failed[i] = True
             else:
-                anon.stats["retried"] += 1
-                if matched:
-                    space.target_sex = sexes[i]
-                z_a[i] = anon._other_anchor(z_id[i], z_a[i])
-                drawn, nudge = render_in_place(renderer, out, shapes[i], bank.index_of(z_a[i]), kps, find, tries=tries)
-                failed[i] = _still_same(anon, rgb, drawn, dets[i:i + 1], z_id[i], still)
+                failed[i], tried = True, [index]
+                for _ in range(STILL_RETRIES if still else 1):
+                    pick = farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None)
+                    if pick is None:
+                        break
+                    anon.stats["retried"] += 1
+                    tried.append(pick)
+                    index = pick
+                    z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
+                    colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
+                    drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
+                    failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
+                    if not failed[i]:
+                        break
+                    drawn.lift(out)
                 if not failed[i] and keys[i] is not None:
                     anon.itm.reassign(keys[i], z_a[i])
+        if failed[i]:
+            drawn.lift(out)
+            continue
         if key is not None and i in fresh:
-            anon._tracks[key] = None if nudge is None else nudge / _iod(dets.landmarks[i])
-        if not failed[i]:
-            out = _noise(anon, out, drawn) if anon.cfg.defense == "noise" else drawn
+            nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
+            nudges.set_target(nudge)
+            shown = nudges.shown()
+            if not _same_nudge(shown, nudge):  # the face eases to a new nudge over a few frames
+                drawn.lift(out)
+                drawn = renderer.draw(out, shapes[i], index, nudge=shown, colour=colour, coarse=not still)
+                drawn.paste(out)
+        if anon.cfg.defense == "noise":
+            _noise(anon, out, drawn)
+        if colour is not None:
+            colour.commit()
     for i in fresh:
         if tracks is not None:
             anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}

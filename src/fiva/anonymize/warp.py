@@ -74,15 +74,17 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
     label = np.zeros((gh, gw), np.int32)
     mats = np.zeros((len(tris) + 1, 2, 3), np.float32)
     shift = 4  # sub-pixel triangle corners
-    for t, tri in enumerate(tris, start=1):
-        d = dst_pts[tri].astype(np.float32)
-        s = src_pts[tri].astype(np.float32)
-        area = (d[1, 0] - d[0, 0]) * (d[2, 1] - d[0, 1]) - (d[2, 0] - d[0, 0]) * (d[1, 1] - d[0, 1])
-        if abs(area) < 1e-3:
-            continue
-        mats[t] = cv2.getAffineTransform(d, s)
-        poly = np.round(to_grid(d) * (1 << shift)).astype(np.int32)
-        cv2.fillConvexPoly(label, poly, t, lineType=cv2.LINE_8, shift=shift)
+    # every triangle's affine map (destination -> source) at once: S [3 corners] = M [D; 1]
+    d_all, s_all = dst_pts[tris].astype(np.float64), src_pts[tris].astype(np.float64)  # [T,3,2]
+    area = ((d_all[:, 1, 0] - d_all[:, 0, 0]) * (d_all[:, 2, 1] - d_all[:, 0, 1])
+            - (d_all[:, 2, 0] - d_all[:, 0, 0]) * (d_all[:, 1, 1] - d_all[:, 0, 1]))
+    ok = np.abs(area) >= 1e-3
+    dh = np.concatenate([d_all, np.ones((len(tris), 3, 1))], 2).transpose(0, 2, 1)  # [T,3,3] columns (x, y, 1)
+    dh[~ok] = np.eye(3)
+    mats[1:] = np.where(ok[:, None, None], s_all.transpose(0, 2, 1) @ np.linalg.inv(dh), 0)
+    polys = np.round(to_grid(d_all) * (1 << shift)).astype(np.int32)
+    for t in np.flatnonzero(ok):
+        cv2.fillConvexPoly(label, polys[t], int(t) + 1, lineType=cv2.LINE_8, shift=shift)
     if step > 1:  # grow triangles by a grid cell so the resized map covers their edges
         grown = cv2.dilate(label.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
         label = np.where(label > 0, label, grown)
