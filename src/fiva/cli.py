@@ -109,7 +109,7 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     p.add_argument("--min-face", type=int, default=24, help="faces whose box is smaller than this many pixels get the fallback (default: 24)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check each generated face with the independent dlib evaluator too (~0.1 s a face); "
-                        "default: on for images when the [eval] extra is installed, off for videos")
+                        "default: on for images, off for videos")
     p.add_argument("--codec", default=None, choices=["h264", "h265", "hevc", "vp9", "av1"],
                    help="video codec (default: h264; vp9 for .webm)")
     p.add_argument("--crf", type=int, default=18, help="video quality, lower is better and larger (default: 18)")
@@ -161,7 +161,7 @@ def _add_cluster(p) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="the paper's privacy and consistency tables on LFW and videos (needs the [eval] extra)")
+    p = sub.add_parser("evaluate", help="the paper's privacy and consistency tables on LFW and videos (needs the [eval] extra: matplotlib)")
     p.add_argument("--lfw", default="../shared/data/lfw", help="LFW folder with images/, pairs.txt, people.txt (default: ../shared/data/lfw)")
     p.add_argument("--videos", default="../shared/data/videos", help="folder of videos for temporal consistency; '' for none (default: ../shared/data/videos)")
     p.add_argument("-o", "--out", default="runs/evaluate", help="report folder: report.md, report.json, plots (default: runs/evaluate)")

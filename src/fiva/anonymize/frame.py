@@ -71,8 +71,8 @@ class AnonymizeConfig:
     min_face: int = 24  # shorter side of the face box in pixels below which a face is "too small"
     max_profile: float = 0.7  # nose off the eyes' midline by more than this share of the eye distance (~60° yaw)
     max_outside: float = 0.2  # share of the face box outside the frame above which it is "cut by the border"
-    # Second check with the independent dlib evaluator ([eval] extra), ~0.1 s a face: None = on for
-    # still images when dlib is installed, off for video frames.
+    # Second check with the independent dlib evaluator, ~0.1 s a face: None = on for
+    # still images, off for video frames.
     verify: bool | None = None
     reembed_every: int = 10  # video: a tracked face is re-identified and re-verified every N frames
     # Selective anonymization: reference photos of people never to anonymize (consenting staff),
@@ -581,6 +581,6 @@ def _try_dlib(required: bool):
         return DlibEvaluator()
     except ImportError:
         if required:
-            raise ValueError("--verify needs the dlib evaluator: pip install 'fiva[eval]'") from None
+            raise ValueError("--verify needs the dlib evaluator: pip install dlib-bin face-recognition-models (fiva's dependencies)") from None
         log.debug("dlib evaluator not installed: verification uses SFace only")
         return None

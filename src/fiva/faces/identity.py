@@ -192,8 +192,8 @@ class DlibEvaluator:
     def __init__(self):
         try:
             import dlib
-        except ImportError as e:  # pragma: no cover - depends on the [eval] extra
-            raise ImportError("the dlib evaluator needs the [eval] extra: pip install 'fiva[eval]'") from e
+        except ImportError as e:  # pragma: no cover - a broken install
+            raise ImportError("the dlib evaluator needs dlib: pip install dlib-bin face-recognition-models (fiva's dependencies)") from e
         rec, sp = dlib_model_paths()
         self._dlib = dlib
         self._rec = dlib.face_recognition_model_v1(str(rec))

@@ -73,8 +73,8 @@ class Landmarker68:
     def __init__(self):
         try:
             import dlib
-        except ImportError as e:  # pragma: no cover - depends on the [eval] extra
-            raise ImportError("68-point landmarks need dlib: pip install 'fiva[eval]'") from e
+        except ImportError as e:  # pragma: no cover - a broken install
+            raise ImportError("68-point landmarks need dlib: pip install dlib-bin face-recognition-models (fiva's dependencies)") from e
         self._dlib = dlib
         self._sp = dlib.shape_predictor(str(predictor_68_path()))
 

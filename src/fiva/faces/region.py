@@ -2,7 +2,7 @@
 
 A fixed ellipse in template space lands on ears, hair and background as soon as a head turns. The
 outline here follows the face: its jaw line and a band above the brows, from dlib's 68-point
-landmarks where the [eval] extra is installed, else from a mean 68-point outline mapped onto the
+landmarks where dlib loads, else from a mean 68-point outline mapped onto the
 face's 5 key points by a least-squares affine map (which, unlike the alignment's similarity,
 narrows the outline as the head turns).
 """

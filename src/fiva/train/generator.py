@@ -120,8 +120,8 @@ def _pad_for_detection(crop: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def quick_validate(G, sface, val: torch.Tensor, detector, dlib=None) -> dict[str, float]:
     """Fast check on held-out aligned crops: SFace similarity to the original, face detection rate
-    and landmark error on the output (padded, so YuNet sees context), mask mean, and, with the
-    [eval] extra, the independent dlib evaluator's distance to the original (the core target: > 0.6).
+    and landmark error on the output (padded, so YuNet sees context), mask mean, and the
+    independent dlib evaluator's distance to the original (the core target: > 0.6).
     The authoritative numbers come from `fiva evaluate` / scripts/evaluate_default.py."""
     G.eval()
     x = val.permute(0, 3, 1, 2).float().div(127.5).sub(1)
@@ -197,7 +197,7 @@ def train(cfg: TrainConfig) -> Path:
 
             dlib = DlibEvaluator()
         except ImportError:
-            pass  # validation without the independent evaluator ([eval] extra)
+            pass  # validation without the independent evaluator (a broken dlib install)
     sface = load_sface(device)
     G, D = FIVAGenerator(gcfg).to(device), Discriminator(S).to(device)
     pool = None
