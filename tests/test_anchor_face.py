@@ -327,3 +327,19 @@ def test_the_bank_face_is_not_drawn_where_its_warp_squashes_or_turns_a_triangle_
     plain, aware = blend_mask(cfg, shape, box, hw), blend_mask(cfg, shape, box, hw, squashed=(src, dst, bank.triangles))
     x, y = np.round(dst[[36, 48]].mean(0)).astype(int)  # the squashed cheek, between eye and mouth corner
     assert aware.max() <= plain.max() + 1e-6 and aware[y, x] < 0.5 * plain[y, x]
+
+
+@needs_dlib
+def test_heads_turned_past_the_bank_faces_range_get_the_fallback():
+    """A frontal bank face warped onto a three-quarter view folds (group_t1): anchor faces serve
+    heads turned up to 0.35 of the eye distance, the 112 px network up to max_profile (0.7)."""
+    from fiva import Anonymizer
+    from fiva.faces import Detections
+
+    def face(off: float) -> Detections:
+        lm = np.array([[100, 100], [160, 100], [130 + off * 60, 130], [108, 160], [152, 160]], np.float32)
+        return Detections(np.array([[70, 60, 190, 200]], np.float32), np.array([0.9], np.float32), lm[None])
+
+    anchor, net = Anonymizer(generator="anchor-face", progress=False), Anonymizer(generator="fiva", progress=False)
+    assert anchor.triage((300, 300), face(0.3)) == ["ok"] and anchor.triage((300, 300), face(0.45)) == ["profile"]
+    assert net.triage((300, 300), face(0.45)) == ["ok"] and net.triage((300, 300), face(0.8)) == ["profile"]
