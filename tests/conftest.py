@@ -36,6 +36,25 @@ def astronaut() -> np.ndarray:
     return data.astronaut()  # 512x512 RGB, one face (public domain, NASA)
 
 
+@pytest.fixture(scope="session")
+def bank():
+    """The shipped anchor-face bank."""
+    from fiva.anonymize.face_bank import AnchorFaceBank
+    from fiva.weights import DEFAULT_FACE_BANK
+
+    return AnchorFaceBank.load(DEFAULT_FACE_BANK)
+
+
+@pytest.fixture(scope="session")
+def astronaut_face(astronaut):
+    """The astronaut's detection and its 68 points [68,2]."""
+    from fiva.faces import FaceDetector
+    from fiva.faces.landmarks68 import Landmarker68
+
+    d = FaceDetector()(astronaut)
+    return d, Landmarker68()(astronaut, d.landmarks[:1])[0]
+
+
 def lfw_image(name: str, n: int = 1) -> np.ndarray:
     from fiva.io import read_image
 

@@ -3,27 +3,10 @@ drawing can be taken back), the coarse video drawing looks like the photo one, t
 stays on the drawn pixels, and a tracked face stays steady from frame to frame."""
 import cv2
 import numpy as np
-import pytest
 
-from fiva.anonymize.face_bank import AnchorFaceBank
 from fiva.anonymize.warp import ring
-from fiva.weights import DEFAULT_FACE_BANK
 
 from conftest import needs_dlib
-
-
-@pytest.fixture(scope="module")
-def bank():
-    return AnchorFaceBank.load(DEFAULT_FACE_BANK)
-
-
-@pytest.fixture(scope="module")
-def face(astronaut):
-    from fiva.faces import FaceDetector
-    from fiva.faces.landmarks68 import Landmarker68
-
-    d = FaceDetector()(astronaut)
-    return d, Landmarker68()(astronaut, d.landmarks[:1])[0]
 
 
 def outside_ring(hw, shape) -> np.ndarray:
@@ -36,10 +19,10 @@ def outside_ring(hw, shape) -> np.ndarray:
 
 
 @needs_dlib
-def test_a_drawing_pasted_in_place_touches_only_the_mesh_ring_and_lifts_back(bank, astronaut, face):
+def test_a_drawing_pasted_in_place_touches_only_the_mesh_ring_and_lifts_back(bank, astronaut, astronaut_face):
     from fiva.anonymize.anchor_face import AnchorFaceRenderer
 
-    _, shape = face
+    _, shape = astronaut_face
     renderer = AnchorFaceRenderer(bank)
     img = astronaut.copy()
     drawn = renderer.draw(img, shape, 3)
@@ -53,12 +36,12 @@ def test_a_drawing_pasted_in_place_touches_only_the_mesh_ring_and_lifts_back(ban
 
 
 @needs_dlib
-def test_the_coarse_video_drawing_of_a_large_face_looks_like_the_photo_drawing(bank, astronaut, face):
+def test_the_coarse_video_drawing_of_a_large_face_looks_like_the_photo_drawing(bank, astronaut, astronaut_face):
     """A face drawn 3x the bank's scale: the bank face on a 3x coarser grid (video) gives what the
     full-size drawing gives, up to the soft edges of the kept eyes and mouth."""
     from fiva.anonymize.anchor_face import AnchorFaceRenderer
 
-    d, shape = face
+    d, shape = astronaut_face
     big = cv2.resize(astronaut, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
     shape3 = (shape + 0.5) * 3 - 0.5
     renderer = AnchorFaceRenderer(bank)
@@ -89,10 +72,10 @@ def test_a_tracks_colour_statistics_are_averaged_until_its_bank_face_changes():
 
 
 @needs_dlib
-def test_a_video_frame_changes_nothing_outside_the_face_and_its_noise_stays_on_the_drawing(astronaut, face):
+def test_a_video_frame_changes_nothing_outside_the_face_and_its_noise_stays_on_the_drawing(astronaut, astronaut_face):
     from fiva import Anonymizer
 
-    d, shape = face
+    d, shape = astronaut_face
     plain = Anonymizer(generator="anchor-face", fallback="none", defense="none", progress=False)
     noisy = Anonymizer(generator="anchor-face", fallback="none", defense_p=0.01, progress=False)
     a = plain.anonymize_frame(astronaut, d, np.array([0]))
@@ -106,13 +89,13 @@ def test_a_video_frame_changes_nothing_outside_the_face_and_its_noise_stays_on_t
 
 
 @needs_dlib
-def test_a_tracked_face_stays_steady_from_frame_to_frame(astronaut, face):
+def test_a_tracked_face_stays_steady_from_frame_to_frame(astronaut, astronaut_face):
     """The same face with its detected points jittering by a pixel, as a detector's do: along a
     track (68 points and colour statistics smoothed, the texture's nudge held) the drawn face
     changes far less between frames than when each frame is drawn on its own."""
     from fiva import Anonymizer
 
-    d, _ = face
+    d, _ = astronaut_face
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(5):

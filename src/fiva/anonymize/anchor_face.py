@@ -24,7 +24,9 @@ import torch
 
 from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mouth_opening, yaw_share
 from .face_bank import AnchorFaceBank
-from .warp import identity_shape, mesh, piecewise_affine
+from ..faces.detect import landmark_error
+from .frame import IN_PLACE
+from .warp import identity_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
@@ -61,12 +63,6 @@ def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
     return float(cfg.alpha * t)
 
 
-def _signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    p = pts[tris]  # [T,3,2]
-    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-
-
 def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 0.1, rounds: int = 4) -> np.ndarray:
     """`new` [68,2] with the moves of the points of mesh triangles that would turn over (or shrink
     below `floor` of their area on `shape`) scaled back, each just enough, so none does. The nose
@@ -78,12 +74,12 @@ def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 
     src = mesh(shape)
     move = mesh(new, ring_of=shape) - src  # the ring's move is 0
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
-    a_src = _signed_areas(src, tris)
+    a_src = signed_areas(src[tris])
     solid = np.abs(a_src) > 0.002 * iod * iod
     want = floor * a_src  # the least signed area a triangle keeps
     scale = np.ones(len(src), np.float32)
     for _ in range(rounds):
-        sign_ok = (_signed_areas(src + scale[:, None] * move, tris) - want) * np.sign(a_src) >= 0
+        sign_ok = (signed_areas((src + scale[:, None] * move)[tris]) - want) * np.sign(a_src) >= 0
         bad = np.flatnonzero(solid & ~sign_ok)
         if len(bad) == 0:
             break
@@ -91,8 +87,7 @@ def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 
         for _ in range(12):
             t = (lo + hi) / 2
             pts = src[tris[bad]] + (t[:, None, None] * scale[tris[bad]][..., None]) * move[tris[bad]]
-            e1, e2 = pts[:, 1] - pts[:, 0], pts[:, 2] - pts[:, 0]
-            ok = ((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) - want[bad]) * np.sign(a_src[bad]) >= 0
+            ok = (signed_areas(pts) - want[bad]) * np.sign(a_src[bad]) >= 0
             lo, hi = np.where(ok, t, lo), np.where(ok, hi, t)
         cut = scale.copy()
         for k, tri in enumerate(tris[bad]):  # a point in several such triangles: the least
@@ -122,7 +117,7 @@ def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.
     the face's overall one): 1 from `squash_hi`, 0 at `squash_lo` and on triangles turned over.
     On a turned head the far side of a frontal bank face is squashed into a sliver and folds at
     the nose: drawn, a smear with a sharp seam down the nose; there the target's own pixels stay."""
-    a_src, a_dst = _signed_areas(src, tris), _signed_areas(dst, tris)
+    a_src, a_dst = signed_areas(src[tris]), signed_areas(dst[tris])
     scale = np.abs(a_dst).sum() / (np.abs(a_src).sum() + 1e-6)
     ratio = a_dst / (a_src * scale + np.where(a_src >= 0, 1e-6, -1e-6))  # < 0: turned over
     return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
@@ -362,7 +357,7 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
     With a `landmarker` (68 points, `Landmarker68`: `landmarker(image, kps [1,5,2]) -> [1,68,2]`)
     the expression is checked too: where the drawn mouth reads more than `mouth_tolerance`
     (opening / eye distance) off the original's, the face is drawn again by EXPRESSION_STEPS, and
-    of the drawings in place (IN_PLACE) the one whose mouth reads closest is kept. dlib reads a
+    of the drawings in place (frame.IN_PLACE) the one whose mouth reads closest is kept. dlib reads a
     chin and a nose base moved towards the bank face's as a closing mouth (12 LFW faces whose
     mouth read 0.09-0.37 off: 0.01-0.06 with no geometry moved, the bank face's texture alone).
     """
@@ -394,7 +389,6 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
 # The drawings tried, in turn, while the mouth reads off: the chin and the nose base left where
 # they were (the points around the mouth), then no identity geometry at all.
 EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.0})
-IN_PLACE = 0.07  # frame.IN_PLACE: the pipeline's in-place rule (5-point error / eye distance)
 
 
 def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit):
@@ -414,7 +408,7 @@ def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, co
             if best is None:
                 return drawn, used, np.inf, None
             break
-        err = float(np.linalg.norm(got - kps, axis=1).mean()) / iod
+        err = landmark_error(got, kps)
         if err < best_err:
             best, best_err = (drawn, used, err, got), err
         if err <= tolerance:

@@ -116,13 +116,6 @@ class Anonymizer:
 
         if cfg.defense not in DEFENSES:
             raise ValueError(f"unknown defense '{cfg.defense}' (choose from {', '.join(DEFENSES)})")
-        if cfg.defense == "fgsm" and cfg.method == "fiva" and cfg.generator == "anchor-face":
-            raise ValueError("--defense fgsm needs a 112 px generator (--generator fiva); 'anchor-face' supports none and noise")
-        if cfg.defense == "fgsm" and not cfg.attack:
-            if cfg.model is None and cfg.generator == "fiva" and DEFAULT_ATTACK.exists():
-                cfg = replace(cfg, attack=str(DEFAULT_ATTACK))  # the shipped R, trained against the shipped generator
-            else:
-                raise ValueError("--defense fgsm needs the attack model it defends against (--attack PATH)")
         if cfg.keep and cfg.only:
             raise ValueError("--keep and --only exclude each other")
         self.cfg = cfg
@@ -156,6 +149,13 @@ class Anonymizer:
         self._rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._attack = None
         if cfg.defense == "fgsm":
+            if getattr(self.generator, "renderer", None) is not None:  # draws with no network to step along
+                raise ValueError(f"--defense fgsm needs a 112 px generator (--generator fiva); '{cfg.generator}' supports none and noise")
+            if not cfg.attack:
+                if cfg.model is None and cfg.generator == "fiva" and DEFAULT_ATTACK.exists():
+                    self.cfg = cfg = replace(cfg, attack=str(DEFAULT_ATTACK))  # the shipped R, trained against fiva-112
+                else:
+                    raise ValueError("--defense fgsm needs the attack model it defends against (--attack PATH)")
             from ..models.attack import load_attack
 
             self._attack = load_attack(cfg.attack, self.device).requires_grad_(False)

@@ -18,6 +18,7 @@ from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
 from .anchor_face import Drawing, draw_in_place, local_finder
+from .frame import CONFIRM_SCORE, IN_PLACE
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
@@ -26,7 +27,7 @@ VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-ch
 STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
-RECHECK_TOLERANCE = 0.07  # a re-check keeps the track's nudge while the face is found this close (frame.IN_PLACE)
+RECHECK_TOLERANCE = IN_PLACE  # a re-check keeps the track's nudge while the face is found in place
 RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
 FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
 VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
@@ -160,8 +161,6 @@ def second_look_finder(detector, lm: np.ndarray, cell: int = 160):
     """`find` for `render_in_place` on a video frame: the second look the in-place check takes there
     (`FaceDetector.second_look`: the face's crop aligned by the original's 5 points `lm` [5,2]), its
     5 points back in image pixels; None when it finds no face."""
-    from .frame import CONFIRM_SCORE
-
     tpl = ARCFACE_112 * (cell * 0.7 / 112) + cell * 0.15  # second_look's template in its cell
     inv = cv2.invertAffineTransform(similarity_transform(lm, tpl))
     iod = float(np.linalg.norm(tpl[1] - tpl[0]))
@@ -211,8 +210,6 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
 
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
     """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool)."""
-    if anon.cfg.defense == "fgsm":
-        raise ValueError("--defense fgsm needs a 112 px generator; the anchor-face renderer supports none and noise")
     n = len(dets)
     bank, renderer = anon.generator.bank, anon.generator.renderer
     crops, _ = align_faces(rgb, dets.landmarks, 112)

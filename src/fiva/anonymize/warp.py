@@ -49,6 +49,13 @@ def triangulate(points: np.ndarray) -> np.ndarray:
     return np.array(tris, np.int32)
 
 
+def signed_areas(corners: np.ndarray) -> np.ndarray:
+    """Twice the signed area [T] of triangles given by their corners [T,3,2]: its sign flips when a
+    triangle turns over."""
+    e1, e2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
 def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, tris: np.ndarray,
                      out_hw: tuple[int, int], box: tuple[int, int, int, int] | None = None,
                      border: int = cv2.BORDER_REFLECT) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
@@ -76,9 +83,7 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
     shift = 4  # sub-pixel triangle corners
     # every triangle's affine map (destination -> source) at once: S [3 corners] = M [D; 1]
     d_all, s_all = dst_pts[tris].astype(np.float64), src_pts[tris].astype(np.float64)  # [T,3,2]
-    area = ((d_all[:, 1, 0] - d_all[:, 0, 0]) * (d_all[:, 2, 1] - d_all[:, 0, 1])
-            - (d_all[:, 2, 0] - d_all[:, 0, 0]) * (d_all[:, 1, 1] - d_all[:, 0, 1]))
-    ok = np.abs(area) >= 1e-3
+    ok = np.abs(signed_areas(d_all)) >= 1e-3
     dh = np.concatenate([d_all, np.ones((len(tris), 3, 1))], 2).transpose(0, 2, 1)  # [T,3,3] columns (x, y, 1)
     dh[~ok] = np.eye(3)
     mats[1:] = np.where(ok[:, None, None], s_all.transpose(0, 2, 1) @ np.linalg.inv(dh), 0)
