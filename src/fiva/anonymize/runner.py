@@ -171,12 +171,11 @@ def describe_stats(stats, fallback: str) -> str:
            "unsure": "not confirmed as faces on a second look", "verify": "still matched their original or were not found in place"}
     parts = [f"{stats['generated']} generated"] if stats.get("generated") else []
     parts += [f"{stats[k]} {k}" for k in ("blur", "pixelate", "mask") if stats.get(k)]
-    parts += [f"{stats['fallback_' + k]} {v}" for k, v in why.items() if stats.get("fallback_" + k)]
+    fell_back = [f"{stats['fallback_' + k]} {v}" for k, v in why.items() if stats.get("fallback_" + k)]
+    parts += [", ".join(fell_back) + f" (obfuscated with '{fallback}')"] if fell_back else []
     parts += [f"{stats['kept']} left as they are (--keep/--only)"] if stats.get("kept") else []
     parts += [f"{stats['rejected']} false alarm(s) left untouched"] if stats.get("rejected") else []
     text = f"; {stats['faces']} face(s): " + ", ".join(parts)
-    if any(stats.get("fallback_" + k) for k in why):
-        text += f" (those obfuscated with '{fallback}')"
     if stats.get("filled"):
         text += f"; {stats['filled']} face(s) filled in over missed detections"
     return text
