@@ -79,3 +79,10 @@ def test_corrupt_video_gets_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert any(str(bad) in ln and ln.startswith("fiva: error:") for ln in err.splitlines())
     assert not (tmp_path / "bad_anonymized.mp4").exists()
+
+
+def test_summary_says_which_faces_were_obfuscated():
+    from fiva.anonymize.runner import describe_stats
+
+    text = describe_stats({"faces": 4, "generated": 2, "fallback_small": 1, "rejected": 1}, "pixelate")
+    assert text == "; 4 face(s): 2 generated, 1 too small (obfuscated with 'pixelate'), 1 false alarm(s) left untouched"
