@@ -55,6 +55,8 @@ class RenderConfig:
     chroma: float = 0.5  # share of the bank face's own colour detail kept; the rest: the target's, smoothed
     chroma_sigma: float = 0.15  # ... over this many eye distances
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
+    tone: float = 1.0  # share of the way the LAB mean and std go to the target's (a swap keeps some of the source's skin)
+    expression_steps: bool = True  # draw_in_place may redraw with less geometry moved while the mouth reads off
 
 
 def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
@@ -178,7 +180,7 @@ def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
-                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None) -> np.ndarray:
+                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
@@ -195,7 +197,10 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
         return src
     ma, sa, mb, sb = lab_stats(a, b, region) if stats is None else stats(lab_stats(a, b, region))
     # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
-    a = (a - ma) * np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4) + mb
+    ratio = np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4)
+    if tone != 1.0:
+        ratio, mb = 1 + tone * (ratio - 1), ma + tone * (mb - ma)
+    a = (a - ma) * ratio + mb
     if light_sigma > 0:
         a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
     if chroma < 1 and chroma_sigma > 0:
@@ -267,7 +272,7 @@ class AnchorFaceRenderer:
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
-            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour)
+            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour, tone=cfg.tone)
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -279,7 +284,7 @@ class AnchorFaceRenderer:
                                             border=cv2.BORDER_REPLICATE)
             ref = cv2.resize(sub, (gw, gh), interpolation=cv2.INTER_AREA)
             region = _poly_mask((gh, gw), small(cv2.convexHull(new[_MATCH_POINTS])[:, 0]), (0, 0)) > 0.5
-            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour)
+            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour, tone=cfg.tone)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
             m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris)), (w, h),
@@ -371,7 +376,7 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
         return err > IN_PLACE, abs(mouth_opening(landmarker(img, got[None])[0]) - want)
 
     best, best_key = (drawn, used), reading(got, err)
-    for change in EXPRESSION_STEPS:  # invariant: `best` is what is drawn on img
+    for change in EXPRESSION_STEPS if renderer.cfg.expression_steps else ():  # invariant: `best` is what is drawn on img
         if not best_key[0] and best_key[1] <= mouth_tolerance:
             break
         best[0].lift(img)
