@@ -47,6 +47,7 @@ class RenderConfig:
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
     mouth_lips: bool = True  # ... with the lips around it (dlib reads pasted lips on an open mouth as closer)
+    keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
     # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
     # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
@@ -56,7 +57,28 @@ class RenderConfig:
     chroma_sigma: float = 0.15  # ... over this many eye distances
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
     tone: float = 1.0  # share of the way the LAB mean and std go to the target's (a swap keeps some of the source's skin)
-    expression_steps: bool = True  # draw_in_place may redraw with less geometry moved while the mouth reads off
+    # while the drawn mouth reads off (or the face out of place), draw_in_place draws again with these
+    # changes in turn (default EXPRESSION_STEPS: the chin and nose base kept, then no geometry moved)
+    expression_steps: tuple | None = None
+    # Above the brows (from `skin_band` eye distances up; 0: off) the drawing shows only where both
+    # it and the target are skin (colour near their own cheeks'): a real source face brings its own
+    # fringe, cap or headband there, and a target's hair over the forehead stays in front.
+    skin_band: float = 0.0
+    keypoints: float = 0.0  # share of the way the eyes, nose tip and mouth (the 5 key points) move to the anchor's too
+    # the search that puts a photo's drawn face in place (draw_in_place): renderings, the error
+    # (eye distances) it stops at and the largest texture shift of a key point (eye distances)
+    still_tries: int = 3  # native.STILL_TRIES
+    still_tolerance: float = 0.05
+    still_limit: float = 0.2
+
+
+def _move_by_two(pts: np.ndarray, p0, p1, q0, q1) -> np.ndarray:
+    """`pts` [P,2] under the similarity taking p0 -> q0 and p1 -> q1."""
+    zp, zq = complex(*(p1 - p0)), complex(*(q1 - q0))
+    k = zq / zp if abs(zp) > 1e-6 else 1
+    z = (pts[:, 0] - p0[0]) + 1j * (pts[:, 1] - p0[1])
+    w = z * k
+    return np.stack([w.real + q0[0], w.imag + q0[1]], 1).astype(np.float32)
 
 
 def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
@@ -125,11 +147,12 @@ def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.
     return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
 
 
-def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> np.ndarray:
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anchor_open: bool = False) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
     and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
     `squashed` (src [80,2], dst [80,2], triangles [T,3]): the bank face's warp, whose squashed
-    triangles are left out too (`squash_weight`)."""
+    triangles are left out too (`squash_weight`). `anchor_open`: the anchor's own mouth is open (a
+    real source face's teeth would be drawn over the target's lips): the target's mouth stays too."""
     x0, y0, x1, y1 = box
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     sig = max(cfg.feather * iod / 2, 0.5)
@@ -141,7 +164,7 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> 
         for s in (EYE_L, EYE_R):
             c = shape[s].mean(0)
             keep = np.maximum(keep, _poly_mask(hw, c + (shape[s] - c) * cfg.keep_eyes, (x0, y0)))
-    if mouth_opening(shape) > cfg.keep_mouth:
+    if mouth_opening(shape) > cfg.keep_mouth or anchor_open:
         keep = np.maximum(keep, _poly_mask(hw, shape[LIPS] if cfg.mouth_lips else shape[INNER_LIPS], (x0, y0)))
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
@@ -156,6 +179,29 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> 
                                    lineType=cv2.LINE_AA, shift=4)
             m = m * np.minimum(smooth(full, sig), 1.0)
     return m
+
+
+def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[h,w] in [0,1]: how near each pixel's colour (RGB, uint8 or float) is to the skin of `region`
+    [h,w] bool (the cheeks and nose): 1 within ~2.5 of its spreads (LAB; lightness weighted half,
+    spreads floored so a flat-lit face does not reject its own shading), 0 from ~4."""
+    lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean, std = cv2.meanStdDev(lab, mask=region.astype(np.uint8))
+    std = np.maximum(std[:, 0], (12.0, 4.0, 4.0)) * (2.0, 1.0, 1.0)
+    d = np.sqrt((((lab - mean[:, 0]) / std) ** 2).sum(-1))
+    return np.clip((4.0 - d) / 1.5, 0.0, 1.0)
+
+
+def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarray, target: np.ndarray,
+                     region: np.ndarray) -> np.ndarray:
+    """[h,w] in [0,1] over `box`: 1 below the band `cfg.skin_band` eye distances above the brows,
+    above it the product of the drawing's and the target's `skin_likeness`, smoothed."""
+    x0, y0, x1, y1 = box
+    hw = drawn.shape[:2]
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    low = smooth(_poly_mask(hw, face_hull(shape, cfg.skin_band), (x0, y0)), max(0.05 * iod, 0.5))
+    skin = smooth(skin_likeness(drawn, region) * skin_likeness(target, region), max(0.03 * iod, 0.5))
+    return low + (1 - low) * skin
 
 
 def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -219,6 +265,21 @@ class AnchorFaceRenderer:
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
         new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (eye distance, eyes to mouth)
+            from ..faces.align import similarity_transform
+
+            a = self.bank.shapes[index]
+            m = similarity_transform(five_points(a), five_points(shape))
+            a = a @ m[:, :2].T + m[:, 2]
+            t = self.cfg.keypoints
+            for s in (EYE_L, EYE_R):
+                new[s] += t * (a[s].mean(0) - new[s].mean(0))
+            # the mouth keeps its own shape (the expression: opening, smile), moved and scaled so
+            # its corners go to the anchor's
+            c0, c1 = new[48], new[54]
+            d0, d1 = c0 + t * (a[48] - c0), c1 + t * (a[54] - c1)
+            new[48:68] = _move_by_two(new[48:68], c0, c1, d0, d1)
+            new[30] += t * (a[30] - new[30])
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
             new[NOSE_BASE] = shape[NOSE_BASE] + self.cfg.nose_base * (new[NOSE_BASE] - shape[NOSE_BASE])
         return unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
@@ -269,6 +330,7 @@ class AnchorFaceRenderer:
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
+        anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
@@ -287,7 +349,8 @@ class AnchorFaceRenderer:
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour, tone=cfg.tone)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
-            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris)), (w, h),
+            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),
+                                      anchor_open=anchor_open), (w, h),
                            interpolation=cv2.INTER_LINEAR)
             m *= _poly_mask((h, w), hull, (sx0, sy0))
         mf = sub.astype(np.float32)
@@ -295,7 +358,10 @@ class AnchorFaceRenderer:
             anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
         if f == 1:
-            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris))
+            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris), anchor_open=anchor_open)
+        if cfg.skin_band > 0:
+            region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
+            m = m * skin_band_weight(cfg, new, (sx0, sy0, sx1, sy1), anchor, sub, region)
         m = m[..., None]
         anchor -= mf
         anchor *= m
@@ -376,7 +442,8 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
         return err > IN_PLACE, abs(mouth_opening(landmarker(img, got[None])[0]) - want)
 
     best, best_key = (drawn, used), reading(got, err)
-    for change in EXPRESSION_STEPS if renderer.cfg.expression_steps else ():  # invariant: `best` is what is drawn on img
+    steps = EXPRESSION_STEPS if renderer.cfg.expression_steps is None else renderer.cfg.expression_steps
+    for change in steps:  # invariant: `best` is what is drawn on img
         if not best_key[0] and best_key[1] <= mouth_tolerance:
             break
         best[0].lift(img)

@@ -24,9 +24,25 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points
 from .anchor_face import RenderConfig
 from .face_bank import AnchorFaceBank, canonical_template
 
-# Drawn as a swap: the target's 68-point geometry takes the source's in full (alpha 1: the bank's
-# 1.5 caricatures an average face; a real face needs none), the jaw included; ...
-SWAP_RENDER = RenderConfig(alpha=1.0, jaw=1.0, chroma=1.0)
+# Drawn as a swap (RenderConfig; measured on LFW pairs, scripts/evaluate_swap.py, MODEL_CARD.md):
+# - the identity-bearing geometry moves fully to the source's (alpha 1: the bank's 1.5 caricatures
+#   an average face, a real one needs none), and so do the proportions the 5 key points carry (eye
+#   distance, eyes to nose and mouth: `keypoints`; the mouth keeps its own shape, so its opening
+#   and smile stay the target's): with the target's 5 points kept, dlib put the output 0.50 from
+#   the source photo; with the source's, 0.43;
+# - the chin moves half way (jaw 0.5): YuNet places the 5 points partly by the outline, and the
+#   pose read from them drifts (3.3 degrees with the full chin, 2.7 with half);
+# - the source's own eyes (keep_eyes 0; the lid gap is still the target's), its forehead up to 0.9
+#   eye distances above the brows where both faces show skin there (skin_band: no fringe, cap or
+#   headband of either pasted over the other), its colour detail in full (chroma 1) and half of
+#   its skin tone (tone 0.5: all the target's made the face a stranger's to dlib, none of it a mask);
+# - the target's mouth stays where either mouth is open (teeth over lips look doubled);
+# - a finer search for the drawn face's place (6 renderings down to 0.03 eye distances), and while
+#   the mouth reads off, redrawn with the chin, then the nose base, then half the geometry kept
+#   (never none: that is the target's face again).
+SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.5, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
+                           tone=0.5, feather=0.08, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03,
+                           expression_steps=({"jaw": 0.0}, {"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.5, "jaw": 0.0}))
 MAX_SIZE = 512  # side of the source texture's canonical frame at most (a bank face's: 256)
 
 
@@ -81,7 +97,10 @@ def use_source(generator, rgb: np.ndarray, detector, sface, config: RenderConfig
     source's unit SFace embedding [128] (in memory only): the `z` every target face is given."""
     from .anchor_face import AnchorFaceRenderer
 
-    bank = source_bank(rgb, detector, generator.landmarker, generator.bank, sface)
+    if not hasattr(generator, "full_bank"):
+        generator.full_bank = generator.bank
+    bank = source_bank(rgb, detector, generator.landmarker, generator.full_bank, sface)
     generator.bank = bank
     generator.renderer = AnchorFaceRenderer(bank, config or SWAP_RENDER)
     return bank.sface[0]
+
