@@ -194,12 +194,19 @@ def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarray, target: np.ndarray,
                      region: np.ndarray) -> np.ndarray:
-    """[h,w] in [0,1] over `box`: 1 below the band `cfg.skin_band` eye distances above the brows,
-    above it the product of the drawing's and the target's `skin_likeness`, smoothed."""
+    """[h,w] in [0,1] over `box`: 1 over the inner face (brows raised by `cfg.skin_band` eye
+    distances, eyes, nose and mouth, and a margin of 0.1 eye distances), outside it the product of
+    the drawing's and the target's `skin_likeness`, smoothed: forehead, temples and cheeks show
+    the drawing only where both are skin."""
     x0, y0, x1, y1 = box
     hw = drawn.shape[:2]
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
-    low = smooth(_poly_mask(hw, face_hull(shape, cfg.skin_band), (x0, y0)), max(0.05 * iod, 0.5))
+    up = shape[27] - shape[8]
+    brows = shape[17:27] + cfg.skin_band * iod * up / (np.linalg.norm(up) + 1e-6)
+    inner = cv2.convexHull(np.concatenate([brows, shape[27:68]]).astype(np.float32))[:, 0]
+    c = inner.mean(0)
+    inner = c + (inner - c) * (1 + 0.1 * iod / (np.linalg.norm(inner - c, axis=1, keepdims=True) + 1e-6))
+    low = smooth(_poly_mask(hw, inner, (x0, y0)), max(0.05 * iod, 0.5))
     skin = smooth(skin_likeness(drawn, region) * skin_likeness(target, region), max(0.03 * iod, 0.5))
     return low + (1 - low) * skin
 

@@ -40,9 +40,9 @@ from .face_bank import AnchorFaceBank, canonical_template
 # - a finer search for the drawn face's place (6 renderings down to 0.03 eye distances), and while
 #   the mouth reads off, redrawn with the chin, then the nose base, then half the geometry kept
 #   (never none: that is the target's face again).
-SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.5, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
-                           tone=0.5, feather=0.08, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03,
-                           expression_steps=({"jaw": 0.0}, {"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.5, "jaw": 0.0}))
+SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
+                           tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03,
+                           expression_steps=({"jaw": 0.0},))
 MAX_SIZE = 512  # side of the source texture's canonical frame at most (a bank face's: 256)
 
 
