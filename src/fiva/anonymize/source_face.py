@@ -24,22 +24,23 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points
 from .anchor_face import RenderConfig
 from .face_bank import AnchorFaceBank, canonical_template
 
-# Drawn as a swap (RenderConfig; measured on LFW pairs, scripts/evaluate_swap.py, MODEL_CARD.md):
+# Drawn as a swap (RenderConfig; LFW pairs of `fiva evaluate`'s Table 4, scripts/evaluate_swap.py;
+# "dlib" is the output's mean distance to the source photo):
 # - the identity-bearing geometry moves fully to the source's (alpha 1: the bank's 1.5 caricatures
 #   an average face, a real one needs none), and so do the proportions the 5 key points carry (eye
 #   distance, eyes to nose and mouth: `keypoints`; the mouth keeps its own shape, so its opening
-#   and smile stay the target's): with the target's 5 points kept, dlib put the output 0.50 from
-#   the source photo; with the source's, 0.43;
-# - the chin moves half way (jaw 0.5): YuNet places the 5 points partly by the outline, and the
-#   pose read from them drifts (3.3 degrees with the full chin, 2.7 with half);
+#   and smile stay the target's): with the target's 5 points kept, dlib 0.50 (40 pairs), with the
+#   source's 0.43-0.45;
+# - the chin moves 0.3 of the way: YuNet places the 5 points partly by the outline, and the pose
+#   read from them drifts (60 pairs: 2.96 degrees with half the chin, 2.48 with 0.3);
 # - the source's own eyes (keep_eyes 0; the lid gap is still the target's), its forehead up to 0.9
-#   eye distances above the brows where both faces show skin there (skin_band: no fringe, cap or
-#   headband of either pasted over the other), its colour detail in full (chroma 1) and half of
-#   its skin tone (tone 0.5: all the target's made the face a stranger's to dlib, none of it a mask);
-# - the target's mouth stays where either mouth is open (teeth over lips look doubled);
-# - a finer search for the drawn face's place (6 renderings down to 0.03 eye distances), and while
-#   the mouth reads off, redrawn with the chin, then the nose base, then half the geometry kept
-#   (never none: that is the target's face again).
+#   eye distances above the brows, and outside the inner features only where both faces show skin
+#   (skin_band: no fringe, cap or headband of either pasted over the other), its colour detail in
+#   full (chroma 1) and half its skin tone (tone 0.5; 0.25 measured the same, 100 pairs);
+# - the target's mouth stays where either mouth is open (a source's teeth over closed lips);
+# - a finer search for the drawn face's place (6 renderings, down to 0.03 eye distances), and while
+#   the mouth reads off, one redrawing with the chin kept (the bank's further steps, the nose base
+#   and then all geometry kept, gave the target's face back: ID (source) 0.76 -> 0.83, 100 pairs).
 SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
                            tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03,
                            expression_steps=({"jaw": 0.0},))
