@@ -128,7 +128,7 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     """Does the drawn face still match its original, or is it not found again in place? SFace on
     the output's aligned face, the pipeline's in-place check, and on still images (or with
     --verify) also dlib."""
-    if anon.cfg.fallback == "none":
+    if anon.cfg.fallback == "none" or anon.cfg.identity == "swap":  # a swap wants to look like its source, not unlike its original
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
     if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
