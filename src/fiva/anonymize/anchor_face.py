@@ -26,7 +26,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mou
 from .face_bank import AnchorFaceBank
 from ..faces.detect import landmark_error
 from .frame import IN_PLACE
-from .warp import identity_shape, mesh, piecewise_affine, signed_areas
+from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
@@ -60,9 +60,10 @@ class RenderConfig:
     # while the drawn mouth reads off (or the face out of place), draw_in_place draws again with these
     # changes in turn (default EXPRESSION_STEPS: the chin and nose base kept, then no geometry moved)
     expression_steps: tuple | None = None
-    # Above the brows (from `skin_band` eye distances up; 0: off) the drawing shows only where both
-    # it and the target are skin (colour near their own cheeks'): a real source face brings its own
-    # fringe, cap or headband there, and a target's hair over the forehead stays in front.
+    # Outside the inner features (brows raised by `skin_band` eye distances, eyes, nose, mouth; 0:
+    # off) the drawing shows only where both it and the target are skin (colour near their own
+    # cheeks'): a real source face brings its own fringe, cap or headband, and a target's hair over
+    # the forehead or temples stays in front (`skin_band_weight`).
     skin_band: float = 0.0
     keypoints: float = 0.0  # share of the way the eyes, nose tip and mouth (the 5 key points) move to the anchor's too
     # the search that puts a photo's drawn face in place (draw_in_place): renderings, the error
@@ -70,15 +71,6 @@ class RenderConfig:
     still_tries: int = 3  # native.STILL_TRIES
     still_tolerance: float = 0.05
     still_limit: float = 0.2
-
-
-def _move_by_two(pts: np.ndarray, p0, p1, q0, q1) -> np.ndarray:
-    """`pts` [P,2] under the similarity taking p0 -> q0 and p1 -> q1."""
-    zp, zq = complex(*(p1 - p0)), complex(*(q1 - q0))
-    k = zq / zp if abs(zp) > 1e-6 else 1
-    z = (pts[:, 0] - p0[0]) + 1j * (pts[:, 1] - p0[1])
-    w = z * k
-    return np.stack([w.real + q0[0], w.imag + q0[1]], 1).astype(np.float32)
 
 
 def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
@@ -272,21 +264,8 @@ class AnchorFaceRenderer:
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
         new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
-        if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (eye distance, eyes to mouth)
-            from ..faces.align import similarity_transform
-
-            a = self.bank.shapes[index]
-            m = similarity_transform(five_points(a), five_points(shape))
-            a = a @ m[:, :2].T + m[:, 2]
-            t = self.cfg.keypoints
-            for s in (EYE_L, EYE_R):
-                new[s] += t * (a[s].mean(0) - new[s].mean(0))
-            # the mouth keeps its own shape (the expression: opening, smile), moved and scaled so
-            # its corners go to the anchor's
-            c0, c1 = new[48], new[54]
-            d0, d1 = c0 + t * (a[48] - c0), c1 + t * (a[54] - c1)
-            new[48:68] = _move_by_two(new[48:68], c0, c1, d0, d1)
-            new[30] += t * (a[30] - new[30])
+        if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
+            new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
             new[NOSE_BASE] = shape[NOSE_BASE] + self.cfg.nose_base * (new[NOSE_BASE] - shape[NOSE_BASE])
         return unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
