@@ -109,7 +109,7 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
         assert cal["same"] > 0 and cal["different"] > 0 and 0 < cal["tar"] <= 1, name
     assert 0.3 < result["calibration"]["dlib"]["threshold"] < 0.9
     assert {"FIVA", "FIVA + Sampling", "FIVA + ITM"} <= set(rows)
-    assert [r["pairs"] for r in result["swap"]] == [1, 1]
+    assert [r["pairs"] for r in result["swap"]] == [1, 1, 1]  # Table 4: anchor-face and both network conditionings, limit 2 -> one pair
     for name in ("FIVA", "FIVA + ITM"):  # an attack that changes nothing retrieves what ID retrieves
         assert rows[name]["RA"] == rows[name]["ID"]
     assert np.isnan(rows["Blur"]["RA"]) and np.isnan(real["RA"])  # no generator to attack
@@ -117,7 +117,7 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     assert table3[("none", None)]["psnr_db"] == float("inf")  # undefended against itself
     assert table3[("noise", 1.0)]["psnr_db"] < table3[("noise", 0.0025)]["psnr_db"]  # more noise, more cost
     fd = result["fake_detection"]
-    assert {"FIVA + ITM", "Blur"} <= set(fd) and 0.0 <= fd["FIVA + ITM"]["auc"] <= 1.0  # Table 4: both conditionings, limit 2 -> one pair
+    assert {"FIVA + ITM", "Blur"} <= set(fd) and 0.0 <= fd["FIVA + ITM"]["auc"] <= 1.0
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
         assert (out / f).stat().st_size > 0, f
     assert "| FIVA + ITM |" in bench.read_text()

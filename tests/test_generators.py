@@ -72,4 +72,7 @@ def test_fiva_swap_writes_a_swapped_copy(tmp_path, astronaut):
     assert main(["swap", "--source", str(source), str(target), "--no-progress"]) == 0
     out = tmp_path / "target_swapped.png"
     assert out.is_file() and read_image(out).shape == astronaut.shape
+    # the 112 px network still swaps on request
+    assert main(["swap", "--source", str(source), str(target), "--generator", "fiva", "--no-progress", "--overwrite"]) == 0
+    assert read_image(out).shape == astronaut.shape
     assert main(["swap", "--source", str(tmp_path / "missing.png"), str(target), "--no-progress", "--overwrite"]) == 2

@@ -93,9 +93,9 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     if not swap:
         p.add_argument("--method", default="fiva", choices=["fiva", "blur", "pixelate", "mask"],
                        help="fiva (the generator pipeline), or a classic baseline on the whole face box (default: fiva)")
-    default_gen = "fiva" if swap else "anchor-face"  # swapping needs a generator conditioned on an identity
-    p.add_argument("--generator", default=default_gen, help=f"registered face generator for the pipeline (default: {default_gen}; built in: "
-                                                            "anchor-face (k-Same bank faces drawn at the face's own resolution; --model: a bank file), "
+    p.add_argument("--generator", default="anchor-face", help="registered face generator for the pipeline (default: anchor-face; built in: "
+                                                            + ("anchor-face (the source's own face drawn on each target at its own resolution), "
+                                                               if swap else "anchor-face (k-Same bank faces drawn at the face's own resolution; --model: a bank file), ") +
                                                             "fiva (the 112 px FIVA network), crop-blur, crop-pixelate, crop-mask; plugins: entry point group fiva.generators)")
     p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped bank for anchor-face, fiva-112 for fiva)")
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")

@@ -26,7 +26,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, five_points, mou
 from .face_bank import AnchorFaceBank
 from ..faces.detect import landmark_error
 from .frame import IN_PLACE
-from .warp import identity_shape, mesh, piecewise_affine, signed_areas
+from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
@@ -47,6 +47,7 @@ class RenderConfig:
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
     mouth_lips: bool = True  # ... with the lips around it (dlib reads pasted lips on an open mouth as closer)
+    keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
     # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
     # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
@@ -55,6 +56,21 @@ class RenderConfig:
     chroma: float = 0.5  # share of the bank face's own colour detail kept; the rest: the target's, smoothed
     chroma_sigma: float = 0.15  # ... over this many eye distances
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
+    tone: float = 1.0  # share of the way the LAB mean and std go to the target's (a swap keeps some of the source's skin)
+    # while the drawn mouth reads off (or the face out of place), draw_in_place draws again with these
+    # changes in turn (default EXPRESSION_STEPS: the chin and nose base kept, then no geometry moved)
+    expression_steps: tuple | None = None
+    # Outside the inner features (brows raised by `skin_band` eye distances, eyes, nose, mouth; 0:
+    # off) the drawing shows only where both it and the target are skin (colour near their own
+    # cheeks'): a real source face brings its own fringe, cap or headband, and a target's hair over
+    # the forehead or temples stays in front (`skin_band_weight`).
+    skin_band: float = 0.0
+    keypoints: float = 0.0  # share of the way the eyes, nose tip and mouth (the 5 key points) move to the anchor's too
+    # the search that puts a photo's drawn face in place (draw_in_place): renderings, the error
+    # (eye distances) it stops at and the largest texture shift of a key point (eye distances)
+    still_tries: int = 3  # native.STILL_TRIES
+    still_tolerance: float = 0.05
+    still_limit: float = 0.2
 
 
 def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
@@ -123,11 +139,12 @@ def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.
     return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
 
 
-def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> np.ndarray:
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anchor_open: bool = False) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
     and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
     `squashed` (src [80,2], dst [80,2], triangles [T,3]): the bank face's warp, whose squashed
-    triangles are left out too (`squash_weight`)."""
+    triangles are left out too (`squash_weight`). `anchor_open`: the anchor's own mouth is open (a
+    real source face's teeth would be drawn over the target's lips): the target's mouth stays too."""
     x0, y0, x1, y1 = box
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     sig = max(cfg.feather * iod / 2, 0.5)
@@ -139,7 +156,7 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> 
         for s in (EYE_L, EYE_R):
             c = shape[s].mean(0)
             keep = np.maximum(keep, _poly_mask(hw, c + (shape[s] - c) * cfg.keep_eyes, (x0, y0)))
-    if mouth_opening(shape) > cfg.keep_mouth:
+    if mouth_opening(shape) > cfg.keep_mouth or anchor_open:
         keep = np.maximum(keep, _poly_mask(hw, shape[LIPS] if cfg.mouth_lips else shape[INNER_LIPS], (x0, y0)))
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
@@ -154,6 +171,36 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None) -> 
                                    lineType=cv2.LINE_AA, shift=4)
             m = m * np.minimum(smooth(full, sig), 1.0)
     return m
+
+
+def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[h,w] in [0,1]: how near each pixel's colour (RGB, uint8 or float) is to the skin of `region`
+    [h,w] bool (the cheeks and nose): 1 within ~2.5 of its spreads (LAB; lightness weighted half,
+    spreads floored so a flat-lit face does not reject its own shading), 0 from ~4."""
+    lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean, std = cv2.meanStdDev(lab, mask=region.astype(np.uint8))
+    std = np.maximum(std[:, 0], (12.0, 4.0, 4.0)) * (2.0, 1.0, 1.0)
+    d = np.sqrt((((lab - mean[:, 0]) / std) ** 2).sum(-1))
+    return np.clip((4.0 - d) / 1.5, 0.0, 1.0)
+
+
+def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarray, target: np.ndarray,
+                     region: np.ndarray) -> np.ndarray:
+    """[h,w] in [0,1] over `box`: 1 over the inner face (brows raised by `cfg.skin_band` eye
+    distances, eyes, nose and mouth, and a margin of 0.1 eye distances), outside it the product of
+    the drawing's and the target's `skin_likeness`, smoothed: forehead, temples and cheeks show
+    the drawing only where both are skin."""
+    x0, y0, x1, y1 = box
+    hw = drawn.shape[:2]
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    up = shape[27] - shape[8]
+    brows = shape[17:27] + cfg.skin_band * iod * up / (np.linalg.norm(up) + 1e-6)
+    inner = cv2.convexHull(np.concatenate([brows, shape[27:68]]).astype(np.float32))[:, 0]
+    c = inner.mean(0)
+    inner = c + (inner - c) * (1 + 0.1 * iod / (np.linalg.norm(inner - c, axis=1, keepdims=True) + 1e-6))
+    low = smooth(_poly_mask(hw, inner, (x0, y0)), max(0.05 * iod, 0.5))
+    skin = smooth(skin_likeness(drawn, region) * skin_likeness(target, region), max(0.03 * iod, 0.5))
+    return low + (1 - low) * skin
 
 
 def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -178,7 +225,7 @@ def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
-                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None) -> np.ndarray:
+                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
@@ -195,7 +242,10 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
         return src
     ma, sa, mb, sb = lab_stats(a, b, region) if stats is None else stats(lab_stats(a, b, region))
     # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
-    a = (a - ma) * np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4) + mb
+    ratio = np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4)
+    if tone != 1.0:
+        ratio, mb = 1 + tone * (ratio - 1), ma + tone * (mb - ma)
+    a = (a - ma) * ratio + mb
     if light_sigma > 0:
         a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
     if chroma < 1 and chroma_sigma > 0:
@@ -214,6 +264,8 @@ class AnchorFaceRenderer:
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
         new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
+            new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
             new[NOSE_BASE] = shape[NOSE_BASE] + self.cfg.nose_base * (new[NOSE_BASE] - shape[NOSE_BASE])
         return unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
@@ -264,10 +316,11 @@ class AnchorFaceRenderer:
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
+        anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
-            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour)
+            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour, tone=cfg.tone)
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -279,10 +332,11 @@ class AnchorFaceRenderer:
                                             border=cv2.BORDER_REPLICATE)
             ref = cv2.resize(sub, (gw, gh), interpolation=cv2.INTER_AREA)
             region = _poly_mask((gh, gw), small(cv2.convexHull(new[_MATCH_POINTS])[:, 0]), (0, 0)) > 0.5
-            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour)
+            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour, tone=cfg.tone)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
-            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris)), (w, h),
+            m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),
+                                      anchor_open=anchor_open), (w, h),
                            interpolation=cv2.INTER_LINEAR)
             m *= _poly_mask((h, w), hull, (sx0, sy0))
         mf = sub.astype(np.float32)
@@ -290,7 +344,10 @@ class AnchorFaceRenderer:
             anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
         if f == 1:
-            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris))
+            m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris), anchor_open=anchor_open)
+        if cfg.skin_band > 0:
+            region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
+            m = m * skin_band_weight(cfg, new, (sx0, sy0, sx1, sy1), anchor, sub, region)
         m = m[..., None]
         anchor -= mf
         anchor *= m
@@ -371,7 +428,8 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
         return err > IN_PLACE, abs(mouth_opening(landmarker(img, got[None])[0]) - want)
 
     best, best_key = (drawn, used), reading(got, err)
-    for change in EXPRESSION_STEPS:  # invariant: `best` is what is drawn on img
+    steps = EXPRESSION_STEPS if renderer.cfg.expression_steps is None else renderer.cfg.expression_steps
+    for change in steps:  # invariant: `best` is what is drawn on img
         if not best_key[0] and best_key[1] <= mouth_tolerance:
             break
         best[0].lift(img)

@@ -163,15 +163,32 @@ class Anonymizer:
         if cfg.identity == "swap":
             if self.generator is None or not cfg.swap_source:
                 raise ValueError("face swapping needs the generator and a source photo (--source)")
-            z = self._reference_embeddings([cfg.swap_source])[0]
-            # A counterfactually trained generator (FIVA, Eq. 4) moves away from the identity it is
-            # given, so it is given the source's opposite; a classic swapper gets the source itself.
-            self._swap_z = -z if getattr(self.generator, "counterfactual", False) else z
+            self.set_swap_source(read_image(cfg.swap_source, cfg.max_pixels))
         self._refs = None
         if cfg.keep or cfg.only:
             if self.generator is None:
                 self.sface = load_sface(self.device)
             self._refs = self._reference_embeddings(cfg.keep or cfg.only)
+
+    def set_swap_source(self, rgb: np.ndarray, render=None, sign: int | None = None) -> None:
+        """Swap from now on to the identity of the main face of `rgb` (identity "swap"). The
+        anchor-face renderer takes that face itself as its one bank face (source_face.py; `render`:
+        its RenderConfig, default SWAP_RENDER); a network is conditioned on its SFace embedding,
+        times `sign` (default: -1 for a counterfactually trained generator, which moves away from
+        the identity it is given (FIVA, Eq. 4), +1 for a classic swapper). Kept in memory only."""
+        if getattr(self.generator, "renderer", None) is not None:
+            from .source_face import use_source
+
+            self._swap_z = use_source(self.generator, rgb, self.detector, self.sface, render)
+            return
+        d = self.detect(rgb)
+        if len(d) == 0:
+            raise ValueError("no face found in the source photo")
+        crops, _ = align_faces(rgb, d.landmarks[d.largest()][None], 112)
+        z = self._embed_crops(crops)[0]
+        if sign is None:
+            sign = -1 if getattr(self.generator, "counterfactual", False) else 1
+        self._swap_z = sign * z
 
     def reset(self, identities: bool = True, seed: int | None = None) -> None:
         """A new video or an unrelated image: forget face tracks and (unless `identities` is False,

@@ -21,8 +21,8 @@ from .anchor_face import Drawing, draw_in_place, local_finder
 from .frame import CONFIRM_SCORE, IN_PLACE
 
 DLIB_MATCH = 0.6
+STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
-STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
@@ -128,7 +128,7 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     """Does the drawn face still match its original, or is it not found again in place? SFace on
     the output's aligned face, the pipeline's in-place check, and on still images (or with
     --verify) also dlib."""
-    if anon.cfg.fallback == "none":
+    if anon.cfg.fallback == "none" or anon.cfg.identity == "swap":  # a swap wants to look like its source, not unlike its original
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
     if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
@@ -202,7 +202,8 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     shifted by at most VIDEO_NUDGE_LIMIT; a re-check starts from the track's nudge (`start`) and
     keeps it while the drawn face is found in place (a search that moves the texture moves the
     face: identity jitter)."""
-    kw = {} if still else {"step": FIRST_STEP, "limit": VIDEO_NUDGE_LIMIT, "coarse": True}
+    c = renderer.cfg
+    kw = {"tolerance": c.still_tolerance, "limit": c.still_limit} if still else {"step": FIRST_STEP, "limit": VIDEO_NUDGE_LIMIT, "coarse": True}
     if start is not None:
         kw.update(start=start, tolerance=RECHECK_TOLERANCE, step=RECHECK_STEP)
     return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
@@ -241,7 +242,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         # points differently and shifts found on it do not carry over: 200 LFW faces within 0.07,
         # 52.5% with crops and 2 renderings, 86.5% with the whole image and 3; 12 wild photos take
         # 1.5x as long); video, the second look, aiming at where it finds the original's points.
-        kps, find, tries = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i], margin=None), STILL_TRIES
+        kps, find, tries = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i], margin=None), renderer.cfg.still_tries
         if not still:
             find, tries = second_look_finder(anon.detector, dets.landmarks[i]), int(VIDEO_TRIES)
             kps = find(rgb) if i in fresh else None

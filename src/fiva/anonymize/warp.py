@@ -150,3 +150,30 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
         mix -= mix.mean(0)
         out[s] = tc + mix @ rot
     return out
+
+
+def _move_by_two(pts: np.ndarray, p0, p1, q0, q1) -> np.ndarray:
+    """`pts` [P,2] under the similarity taking p0 -> q0 and p1 -> q1."""
+    zp, zq = complex(*(p1 - p0)), complex(*(q1 - q0))
+    k = zq / zp if abs(zp) > 1e-6 else 1
+    w = ((pts[:, 0] - p0[0]) + 1j * (pts[:, 1] - p0[1])) * k
+    return np.stack([w.real + q0[0], w.imag + q0[1]], 1).astype(np.float32)
+
+
+def keypoint_shape(shape: np.ndarray, anchor: np.ndarray, t: float, target: np.ndarray | None = None) -> np.ndarray:
+    """`shape` [68,2] with its eyes, nose tip and mouth moved `t` of the way to the anchor's (similarity-
+    aligned on the 5 key points of `target`, default `shape`): the proportions those points carry
+    (eye distance, eyes to nose and mouth) become the anchor's. Each eye moves whole (its openness
+    stays); the mouth keeps its own shape (opening, smile), moved and scaled so its corners go to
+    the anchor's."""
+    from ..faces.align import similarity_transform
+
+    m = similarity_transform(five_points(anchor), five_points(shape if target is None else target))
+    a = anchor @ m[:, :2].T + m[:, 2]
+    out = shape.astype(np.float32).copy()
+    for s in (EYE_L, EYE_R):
+        out[s] += t * (a[s].mean(0) - out[s].mean(0))
+    c0, c1 = out[48], out[54]
+    out[48:68] = _move_by_two(out[48:68], c0, c1, c0 + t * (a[48] - c0), c1 + t * (a[54] - c1))
+    out[NOSE_TIP] += t * (a[NOSE_TIP] - out[NOSE_TIP])
+    return out

@@ -66,11 +66,7 @@ def markdown_tables(result: dict) -> str:
         lines.append(f"| {r['method']} | {_f(r['detection_rate'])} | {_f(r['landmark_error'])} | {_f(r['pose_error_deg'], 2)} | "
                      f"{_f(r['dlib_distance_mean'])} | {_f(r['beyond_dlib_threshold'])} |")
     if result.get("swap"):
-        lines += ["", "Face swapping (Table 4): the face of one probe gets the identity of the next probe. ID (source): "
-                  "share retrieved as the source identity (higher is better); ID (target): still retrieved as the target.", "",
-                  "| Method | pairs | ID (source) ↑ | ID (target) ↓ | pose error (°) ↓ |", "|---|---|---|---|---|"]
-        for r in result["swap"]:
-            lines.append(f"| {r['method']} | {r['pairs']} | {_f(r['ID_source'])} | {_f(r['ID_target'])} | {_f(r['pose_error_deg'], 2)} |")
+        lines += [""] + swap_lines(result["swap"])
     if result.get("defenses"):
         lines += ["", "Defenses against the reconstruction attack (Table 3, Figure 3): RA after each defense, ID of the "
                   "defended output (should stay at its floor), and the image cost: PSNR / SSIM of the face against the "
@@ -258,3 +254,17 @@ def _contact_sheet(out: Path, sheet: dict[str, list]) -> Path | None:
     p = out / "contact_sheet.png"
     cv2.imwrite(str(p), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     return p
+
+
+def swap_lines(rows: list[dict]) -> list[str]:
+    """Table 4 in Markdown: the rows of `run._swap_table`."""
+    lines = ["Face swapping (Table 4): the face of one probe gets the identity of the next probe. ID (source): "
+             "share retrieved as the source identity (higher is better; the source photo itself is left out of the "
+             "gallery where the person has another); ID (target): still retrieved as the target; dlib: mean distance "
+             "of the output to the source photo and to the target photo.", "",
+             "| Method | pairs | ID (source) ↑ | ID (target) ↓ | pose error (°) ↓ | dlib to source | dlib to target |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['pairs']} | {_f(r['ID_source'])} | {_f(r['ID_target'])} | {_f(r['pose_error_deg'], 2)} | "
+                     f"{_f(r.get('dlib_to_source'))} | {_f(r.get('dlib_to_target'))} |")
+    return lines

@@ -103,20 +103,40 @@ def _anonymizers(cfg: EvalConfig) -> dict[str, Anonymizer | None]:
     return out
 
 
-def evaluate(cfg: EvalConfig) -> dict:
-    t_start = time.time()
-    lfw, out = Path(cfg.lfw), Path(cfg.out)
+@dataclass
+class Prepared:
+    """What every section of an evaluation measures against: identity models and their calibrated
+    thresholds, the gallery (embeddings in memory only) and the probes."""
+
+    lfw: Path
+    models: dict
+    detector: FaceDetector
+    pairs: list
+    cals: dict
+    thr: dict[str, float]
+    faces: dict
+    gallery: Gallery
+    gindex: dict
+    probes: list
+    gallery_ids: list
+    gkeys: list
+
+
+def prepare(cfg: EvalConfig, model_names=("dlib", "sface"), thresholds: dict[str, float] | None = None) -> Prepared:
+    """Steps 1-2 of the evaluation: calibration (cached; skipped for the models `thresholds` gives),
+    the gallery's embeddings and the probes."""
+    lfw = Path(cfg.lfw)
     for need in (lfw / "pairs.txt", lfw / "people.txt", lfw / "images"):
         if not need.exists():
             raise FileNotFoundError(f"{need}: LFW data not found (see --lfw)")
-    out.mkdir(parents=True, exist_ok=True)
-    models = load_models()
+    models = load_models(model_names)
     detector = FaceDetector()
 
     # 1. Calibration (cached: thresholds and pair distances, never embeddings).
     pairs = subsample_pairs(read_pairs(lfw / "pairs.txt"), 10 * cfg.limit if cfg.limit else None)
     pair_key = [[list(a), list(b), s] for a, b, s in pairs]
-    cals = {n: C.load_cached(n, pair_key, cfg.far) for n in models}
+    given = thresholds or {}
+    cals = {n: C.load_cached(n, pair_key, cfg.far) for n in models if n not in given}
     probe_ids, gallery_ids = _probe_plan(cfg, lfw)
     gallery_keys = [k for name in gallery_ids for k in identity_images(lfw, name)]
     paths = [image_path(lfw, k) for k in gallery_keys]
@@ -124,11 +144,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         paths += [image_path(lfw, k) for a, b, _ in pairs for k in (a, b)]
     faces = embed_images(paths, models, cfg.workers, cfg.progress)
     for n, m in models.items():
+        if n in given:
+            continue
         if cals[n] is None:
             cals[n] = C.calibrate(m, pairs, faces, lfw, cfg.far)
             C.save_cached(cals[n], pair_key)
         log.info("%s threshold %.4f at FAR %.4f (TAR %.4f)", n, cals[n].threshold, cfg.far, cals[n].tar)
-    thr = {n: c.threshold for n, c in cals.items()}
+    thr = {**{n: c.threshold for n, c in cals.items()}, **given}
 
     # 2. Gallery and probes.
     gkeys = [k for k in gallery_keys if faces.get(image_path(lfw, k)) is not None]
@@ -140,6 +162,16 @@ def evaluate(cfg: EvalConfig) -> dict:
         keys = [k for k in identity_images(lfw, name) if k in gindex]
         if keys:
             probes.append(keys[0])
+    return Prepared(lfw, models, detector, pairs, cals, thr, faces, gallery, gindex, probes, gallery_ids, gkeys)
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    t_start = time.time()
+    out = Path(cfg.out)
+    P = prepare(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    lfw, models, detector, pairs, cals, thr, faces = P.lfw, P.models, P.detector, P.pairs, P.cals, P.thr, P.faces
+    gallery, gindex, probes, gallery_ids, gkeys = P.gallery, P.gindex, P.probes, P.gallery_ids, P.gkeys
     anonymizers = _anonymizers(cfg)
     per_row = {r.label: {"id_dlib": [], "id_sface": [], "neg_id": [], "detected": [], "lmk": [], "pose": [],
                          "dist_dlib": [], "dist_sface": [], "ra": []} for r in cfg.rows}
@@ -247,35 +279,47 @@ def evaluate(cfg: EvalConfig) -> dict:
     return result
 
 
-def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector) -> list[dict]:
+# Table 4's rows: (label, generator, conditioning sign for a network; None: the generator's own)
+SWAP_ROWS = (
+    ("fiva swap (anchor-face: the source's face drawn on the target)", "anchor-face", None),
+    ("fiva swap --generator fiva (112 px network, z = -z_source)", "fiva", -1),
+    ("112 px network, z = +z_source", "fiva", 1),
+)
+
+
+def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector, rows=SWAP_ROWS, render=None) -> list[dict]:
     """Table 4: ID = share of swapped faces whose nearest gallery identity is the SOURCE (higher is
-    better), at the calibrated dlib threshold; pose error against the target. Both conditionings of
-    the counterfactually trained generator: the source's opposite (what `fiva swap` uses) and the
-    source itself."""
+    better; the source photo itself is left out of the gallery where the person has another), at
+    the calibrated dlib threshold; ID (target): still retrieved as the target; pose error against
+    the target. One row per (label, generator, sign) of `rows`, run as `fiva swap` writes (no
+    fallback, no defense); `render`: the anchor-face renderer's RenderConfig (default SWAP_RENDER)."""
     n = min(cfg.swap_pairs, len(probes) - 1)
-    rows = []
-    anon = Anonymizer(AnonymizeConfig(generator=cfg.generator, model=cfg.model, identity="swap", swap_source=str(image_path(lfw, probes[0])),
-                                      fallback="none", verify=False, progress=False))
-    for sign, label in ((-1, "FIVA swap, z = -z_source (fiva swap)"), (1, "FIVA swap, z = +z_source")):
-        ids, tgt_ids, poses = [], [], []
+    out = []
+    for label, generator, sign in rows:
+        model = cfg.model if generator == cfg.generator else None
+        anon = Anonymizer(AnonymizeConfig(generator=generator, model=model, identity="swap", swap_source=str(image_path(lfw, probes[0])),
+                                          fallback="none", verify=False, defense="none", progress=False))
+        ids, tgt_ids, poses, d_src, d_tgt = [], [], [], [], []
         for i in range(n):
             src_key, tgt_key = probes[i + 1], probes[i]
-            anon._swap_z = sign * anon._reference_embeddings([image_path(lfw, src_key)])[0]
+            anon.set_swap_source(read_image(image_path(lfw, src_key)), render=render, sign=sign)
             rgb = read_image(image_path(lfw, tgt_key))
             orig = faces[image_path(lfw, tgt_key)]
-            out = anon.anonymize_image(rgb, detector(rgb))
-            d1 = detector(out)
+            out_img = anon.anonymize_image(rgb, detector(rgb))
+            d1 = detector(out_img)
             j = match_face(orig.box, d1.boxes)
             box, lm = (d1.boxes[j], d1.landmarks[j]) if j is not None else (orig.box, orig.landmarks)
             if j is not None:
                 poses.append(pose_error(orig.landmarks, lm, rgb.shape[:2]))
-            e = models["dlib"].embed(out, box, lm)
+            e = models["dlib"].embed(out_img, box, lm)
             src_excl = np.arange(len(gallery.names)) == gindex[src_key] if (gallery.names == src_key[0]).sum() > 1 else None
             ids.append(retrieved(models["dlib"], e, src_key[0], gallery, thr["dlib"], src_excl))
             tgt_ids.append(retrieved(models["dlib"], e, tgt_key[0], gallery, thr["dlib"], None))
-        rows.append({"method": label, "pairs": n, "ID_source": _mean(ids), "ID_target": _mean(tgt_ids),
-                     "pose_error_deg": _mean(poses)})
-    return rows
+            d_src.append(float(models["dlib"].distances(e, faces[image_path(lfw, src_key)].emb["dlib"][None])[0]))
+            d_tgt.append(float(models["dlib"].distances(e, orig.emb["dlib"][None])[0]))
+        out.append({"method": label, "pairs": n, "ID_source": _mean(ids), "ID_target": _mean(tgt_ids),
+                    "pose_error_deg": _mean(poses), "dlib_to_source": _mean(d_src), "dlib_to_target": _mean(d_tgt)})
+    return out
 
 
 def _fake_detection(scores: dict[str, list[float]]) -> dict:

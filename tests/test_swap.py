@@ -1,0 +1,80 @@
+"""Face swapping with the anchor-face renderer (anonymize/source_face.py, `fiva swap`)."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import LFW, needs_dlib, needs_lfw
+
+
+def test_source_bank_holds_the_source_face_in_the_bank_frame(astronaut, bank):
+    from fiva.anonymize.face_bank import canonical_template
+    from fiva.anonymize.source_face import source_bank
+    from fiva.faces import FaceDetector
+    from fiva.faces.identity import load_sface
+    from fiva.faces.landmarks68 import Landmarker68, five_points
+
+    one = source_bank(astronaut, FaceDetector(), Landmarker68(), bank, load_sface())
+    assert len(one) == 1 and one.size >= bank.size and one.size % 64 == 0
+    assert np.array_equal(one.triangles, bank.triangles)  # drawn with the bank's mesh
+    # the face's 5 key points sit on the canonical template, as a bank face's do
+    assert np.abs(five_points(one.shapes[0]) - canonical_template(one.size)).max() < 0.08 * one.size
+    assert abs(np.linalg.norm(one.sface[0]) - 1) < 1e-5
+    # the texture is the photo's face, not a bank face: its colour is the astronaut's skin
+    assert np.abs(one.textures[0].astype(float).mean((0, 1)) - bank.textures.astype(float).mean((0, 1, 2))).max() > 1
+    with pytest.raises(ValueError, match="no face"):
+        source_bank(np.zeros((200, 200, 3), np.uint8), FaceDetector(), Landmarker68(), bank, load_sface())
+
+
+def test_skin_band_keeps_what_is_not_skin_above_the_brows(astronaut, astronaut_face, bank):
+    """A band of blue painted over the forehead (a cap, a headband) is not drawn over, the cheeks are."""
+    from fiva.anonymize.anchor_face import _MATCH_POINTS, RenderConfig, _poly_mask, skin_band_weight
+
+    import cv2
+
+    _, shape = astronaut_face
+    img = astronaut.copy()
+    brow_y = int(shape[17:27, 1].min())
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    img[brow_y - int(0.6 * iod):brow_y - int(0.3 * iod)] = (20, 40, 200)
+    box = (0, 0, img.shape[1], img.shape[0])
+    region = _poly_mask(img.shape[:2], cv2.convexHull(shape[_MATCH_POINTS])[:, 0], (0, 0)) > 0.5
+    w = skin_band_weight(RenderConfig(skin_band=0.12), shape, box, img, img, region)
+    cx = int(shape[27, 0])
+    assert w[brow_y - int(0.45 * iod), cx] < 0.1  # the blue band stays the target's
+    assert w[int(shape[30, 1]), int(shape[2, 0] + shape[30, 0]) // 2] > 0.99  # a cheek is drawn
+
+
+@needs_lfw
+@needs_dlib
+def test_fiva_swap_puts_the_source_identity_on_the_target(tmp_path):
+    """`fiva swap` on a real pair: the output is nearer (dlib) to the source than to the target,
+    also to another photo of the source, and neither input file changes."""
+    from fiva.cli import main
+    from fiva.faces import FaceDetector
+    from fiva.faces.identity import DlibEvaluator
+    from fiva.io import read_image
+
+    source, target = tmp_path / "source.jpg", tmp_path / "target.jpg"
+    shutil.copy(LFW / "George_W_Bush" / "George_W_Bush_0001.jpg", source)
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0001.jpg", target)
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (source, target)}
+    assert main(["swap", "--source", str(source), str(target), "--no-progress"]) == 0
+    out = tmp_path / "target_swapped.jpg"
+    assert out.is_file()
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (source, target)} == digest
+    det, ev = FaceDetector(), DlibEvaluator()
+
+    def emb(rgb):
+        d = det(rgb)
+        return ev.embed(rgb, d.boxes[d.largest()])
+
+    e = emb(read_image(out))
+    to_source = np.linalg.norm(e - emb(read_image(source)))
+    to_other_source = np.linalg.norm(e - emb(read_image(LFW / "George_W_Bush" / "George_W_Bush_0002.jpg")))
+    to_target = np.linalg.norm(e - emb(read_image(target)))
+    assert to_source < to_target and to_other_source < to_target
+    assert to_other_source < 0.6  # dlib's "same person"
