@@ -51,7 +51,7 @@ class AttackConfig:
     model: str | None = None  # ... and its weights (default: the shipped one)
     pairs: str | None = None  # ... or a folder of stored pairs (train/pairs.py); then `data` is not read
     real_share: float = 0.0  # share of each batch that is a real face to give back unchanged
-    reload_every: int = 200  # pairs: look for new shards every N steps
+    reload_every: int = 50  # pairs: look for new shards every N steps (a rendering may still be adding them)
     anchors: str | None = None
     steps: int = 1000
     batch: int = 16
