@@ -207,6 +207,9 @@ def _add_detect_fake(sub) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="score above which a face is called fake (default: the one stored with the attack model)")
     p.add_argument("--frames", type=int, default=10, help="frames looked at per video (default: 10)")
+    p.add_argument("--score", choices=("identity", "residual"), default=None,
+                   help="fake score: identity distance between X and R(X) (the paper's), or how much R changes the face "
+                        "(residual) (default: the one stored with the attack model)")
     p.add_argument("--json", default=None, help="also write the per-face results to this JSON file")
 
 
@@ -311,7 +314,7 @@ def cmd_detect_fake(a) -> int:
     from .evaluate.fakes import detect_fakes
     from .weights import DEFAULT_ATTACK
 
-    results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames)
+    results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames, a.score)
     for msg in errors:
         print(f"fiva: error: {msg}", file=sys.stderr)
     text = json.dumps(results, indent=2)
