@@ -54,6 +54,7 @@ def _add_train(sub) -> None:
     a.add_argument("--model", default=None, help="its weights (default: the shipped fiva-112)")
     a.add_argument("--pairs", default=None, help="train on stored pairs from `fiva train pairs` (what fiva anonymize writes, e.g. with "
                    "the default anchor-face renderer) instead of running --generator in the loop; --data is then not read (default: none)")
+    a.add_argument("--lr", type=float, default=1e-4, help="R's Adam learning rate (default: 1e-4)")
     a.add_argument("--real-share", type=float, default=0.0, help="share of each batch that is an untouched real face R must give back "
                    "unchanged (sharpens R as a deepfake detector, Section 3.6) (default: 0)")
     r = tsub.add_parser("pairs", help="render training pairs for the attack R with fiva anonymize's default pipeline (generated faces only)")
@@ -260,7 +261,7 @@ def cmd_train(a) -> int:
         if not (a.data or a.pairs):
             raise SystemExit("fiva train attack: give --data (a generator in the loop) or --pairs (stored pairs)")
 
-        print(train_attack(AttackConfig(data=a.data, out=a.out, generator=a.generator, model=a.model, pairs=a.pairs, real_share=a.real_share,
+        print(train_attack(AttackConfig(data=a.data, out=a.out, generator=a.generator, model=a.model, pairs=a.pairs, real_share=a.real_share, lr=a.lr,
                                         steps=a.steps, batch=a.batch,
                                         resume=a.resume, sample_every=a.sample_every, save_every=a.save_every,
                                         time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress)))
