@@ -243,3 +243,33 @@ def test_prior_face_is_the_mean_of_a_seeded_draw_of_faces():
     for bad in (7, -1):
         with pytest.raises(ValueError, match=f"{bad} faces"):
             prior_face(crops, bad)
+
+
+def test_attack_pairs_are_what_fiva_anonymize_draws_and_train_r(face_folder, tmp_path):
+    """`fiva train pairs` stores (original, anchor-face output) aligned by the original's points,
+    generated faces only; `fiva train attack --pairs` trains R on them (and on real faces kept as they are)."""
+    import torch
+
+    from fiva.models.attack import load_attack
+    from fiva.train.pairs import load_pairs
+
+    pairs = tmp_path / "pairs"
+    assert main(["train", "pairs", "--data", str(face_folder), "--out", str(pairs), "--max-pairs", "2", "--no-progress"]) == 0
+    x_t, x_c, names = load_pairs(pairs)
+    assert x_t.shape == x_c.shape == (2, 112, 112, 3) and x_t.dtype == np.uint8
+    assert all(n.startswith("person/") for n in names)
+    # the face was redrawn (not pixelated, not untouched), the background around it kept
+    inner = np.abs(x_t[:, 40:90, 30:82].astype(int) - x_c[:, 40:90, 30:82]).mean((1, 2, 3))
+    assert (inner > 8).all()
+    assert np.abs(x_t[:, :6].astype(int) - x_c[:, :6]).mean() < 3
+    assert main(["train", "pairs", "--data", str(face_folder), "--out", str(pairs), "--max-pairs", "3", "--no-progress"]) == 0
+    assert len(load_pairs(pairs)[2]) == 3 and len(set(load_pairs(pairs)[2])) == 3  # resumed, no image twice
+    out = tmp_path / "attack"
+    assert main(["train", "attack", "--pairs", str(pairs), "--out", str(out), "--batch", "2", "--steps", "2",
+                 "--real-share", "0.5", "--save-every", "2", "--no-progress"]) == 0
+    with safe_open(str(out / "attack.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert "anchor-face" in meta["trained_against"] and len(meta["face_bank_sha256"]) == 64
+    R = load_attack(out / "attack.safetensors")
+    x = torch.rand(1, 3, 112, 112) * 2 - 1
+    assert not torch.allclose(R(x), x)

@@ -49,13 +49,26 @@ def _add_train(sub) -> None:
     for name, what, kind in LOSS_FLAGS:
         w.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
     a = tsub.add_parser("attack", help="train the reconstruction attack R against an anonymizer (black-box; paper Eq. 5-6)")
-    _add_training_common(a, "runs/attack")
+    _add_training_common(a, "runs/attack", data_required=False)
     a.add_argument("--generator", default="fiva", help="the attacked generator (default: fiva)")
     a.add_argument("--model", default=None, help="its weights (default: the shipped fiva-112)")
+    a.add_argument("--pairs", default=None, help="train on stored pairs from `fiva train pairs` (what fiva anonymize writes, e.g. with "
+                   "the default anchor-face renderer) instead of running --generator in the loop; --data is then not read (default: none)")
+    a.add_argument("--lr", type=float, default=1e-4, help="R's Adam learning rate (default: 1e-4)")
+    a.add_argument("--real-share", type=float, default=0.0, help="share of each batch that is an untouched real face R must give back "
+                   "unchanged (sharpens R as a deepfake detector, Section 3.6) (default: 0)")
+    r = tsub.add_parser("pairs", help="render training pairs for the attack R with fiva anonymize's default pipeline (generated faces only)")
+    r.add_argument("--data", required=True, help="folder of face images, e.g. runs/lfw/train (LFW training identities: scripts/prepare_lfw.py)")
+    r.add_argument("--out", default="runs/attack_pairs", help="pairs folder (shards pairs-NNNN.npz; resumes) (default: runs/attack_pairs)")
+    r.add_argument("--max-pairs", type=int, default=4000, help="stop after this many pairs in the folder (default: 4000)")
+    r.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds (default: 0 = no limit)")
+    r.add_argument("--generator", default="anchor-face", help="the anonymizer's generator (default: anchor-face, fiva anonymize's default)")
+    r.add_argument("--seed", type=int, default=0, help="image order and anonymizer seed (default: 0)")
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _add_training_common(p, out: str) -> None:
-    p.add_argument("--data", required=True, help="folder of face images (aligned once and cached) or a crop pack .npz")
+def _add_training_common(p, out: str, data_required: bool = True) -> None:
+    p.add_argument("--data", required=data_required, help="folder of face images (aligned once and cached) or a crop pack .npz")
     p.add_argument("--out", default=out, help=f"output folder: checkpoints, log.csv, sample grids (default: {out})")
     p.add_argument("--steps", type=int, default=1000, help="train until this global step (default: 1000)")
     p.add_argument("--batch", type=int, default=16, help="batch size per process (default: 16)")
@@ -195,6 +208,9 @@ def _add_detect_fake(sub) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="score above which a face is called fake (default: the one stored with the attack model)")
     p.add_argument("--frames", type=int, default=10, help="frames looked at per video (default: 10)")
+    p.add_argument("--score", choices=("identity", "residual"), default=None,
+                   help="fake score: identity distance between X and R(X) (the paper's), or how much R changes the face "
+                        "(residual) (default: the one stored with the attack model)")
     p.add_argument("--json", default=None, help="also write the per-face results to this JSON file")
 
 
@@ -233,10 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a) -> int:
+    if a.what == "pairs":
+        from .train.pairs import PairsConfig, render_pairs
+
+        print(render_pairs(PairsConfig(data=a.data, out=a.out, max_pairs=a.max_pairs, time_limit=a.time_limit, generator=a.generator,
+                                       seed=a.seed, progress=not a.no_progress)))
+        return 0
     if a.what == "attack":
         from .train.attack import AttackConfig, train_attack
 
-        print(train_attack(AttackConfig(data=a.data, out=a.out, generator=a.generator, model=a.model, steps=a.steps, batch=a.batch,
+        if not (a.data or a.pairs):
+            raise SystemExit("fiva train attack: give --data (a generator in the loop) or --pairs (stored pairs)")
+
+        print(train_attack(AttackConfig(data=a.data, out=a.out, generator=a.generator, model=a.model, pairs=a.pairs, real_share=a.real_share, lr=a.lr,
+                                        steps=a.steps, batch=a.batch,
                                         resume=a.resume, sample_every=a.sample_every, save_every=a.save_every,
                                         time_limit=a.time_limit, device=a.device, seed=a.seed, progress=not a.no_progress)))
         return 0
@@ -289,7 +315,7 @@ def cmd_detect_fake(a) -> int:
     from .evaluate.fakes import detect_fakes
     from .weights import DEFAULT_ATTACK
 
-    results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames)
+    results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames, a.score)
     for msg in errors:
         print(f"fiva: error: {msg}", file=sys.stderr)
     text = json.dumps(results, indent=2)

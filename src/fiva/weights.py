@@ -12,6 +12,7 @@ PACKAGE_DATA = Path(__file__).parent / "data"
 DEFAULT_GENERATOR = PACKAGE_DATA / "fiva-112.safetensors"
 DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
 DEFAULT_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the shipped generator
+FIVA112_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the 112 px network (--generator fiva)
 DEFAULT_FACE_BANK = PACKAGE_DATA / "face_bank.safetensors"  # k-Same anchor faces (scripts/build_face_bank.py)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +38,28 @@ def fgsm_defense(attack, encoder, x_c: torch.Tensor, z_t: torch.Tensor, eps: flo
     cos = F.cosine_similarity(encoder(rec), z_t, dim=1).sum()
     (grad,) = torch.autograd.grad(cos, x)
     return (x_c - 2 * eps * grad.sign()).clamp(-1, 1).detach()
+
+
+def fgsm_in_image(attack, encoder, rgb: np.ndarray, out: np.ndarray, landmarks: np.ndarray, z_t: torch.Tensor,
+                  eps: float) -> np.ndarray:
+    """`fgsm_defense` on faces drawn at their own resolution (anchor-face): each face of `out` is
+    aligned as R sees it (by the original's 5 points `landmarks` [N,5,2]), stepped on there, and
+    only the step is warped back, onto the pixels the drawing changed (`out` != `rgb`) inside the
+    inner-face ellipse. Returns a new image."""
+    from ..faces import align_faces, paste_back
+    from ..faces.identity import to_tensor, to_uint8
+    from ..models.generator import face_ellipse
+
+    crops, mats = align_faces(out, landmarks, attack.resolution)
+    x = to_tensor(crops).to(z_t.device)
+    stepped = to_uint8(fgsm_defense(attack, encoder, x, z_t, eps))
+    mask = face_ellipse(attack.resolution, attack.cfg)[0, 0].numpy()
+    res = out.astype(np.int16)
+    drawn = np.any(out != rgb, axis=2)
+    for crop, step, mat in zip(crops, stepped, mats):
+        change = paste_back(out, step, mat, mask).astype(np.int16) - paste_back(out, crop, mat, mask)
+        res += np.where(drawn[..., None], change, 0).astype(np.int16)
+    return np.clip(res, 0, 255).astype(np.uint8)
 
 
 def parameter_noise(model: torch.nn.Module, sigma: float, seed: int = 0) -> torch.nn.Module:

@@ -149,13 +149,13 @@ class Anonymizer:
         self._rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._attack = None
         if cfg.defense == "fgsm":
-            if getattr(self.generator, "renderer", None) is not None:  # draws with no network to step along
-                raise ValueError(f"--defense fgsm needs a 112 px generator (--generator fiva); '{cfg.generator}' supports none and noise")
+            if self.generator is None:
+                raise ValueError("--defense fgsm defends generated faces: it needs --method fiva")
             if not cfg.attack:
-                if cfg.model is None and cfg.generator == "fiva" and DEFAULT_ATTACK.exists():
-                    self.cfg = cfg = replace(cfg, attack=str(DEFAULT_ATTACK))  # the shipped R, trained against fiva-112
-                else:
+                shipped = _shipped_attack(cfg)
+                if shipped is None:
                     raise ValueError("--defense fgsm needs the attack model it defends against (--attack PATH)")
+                self.cfg = cfg = replace(cfg, attack=str(shipped))
             from ..models.attack import load_attack
 
             self._attack = load_attack(cfg.attack, self.device).requires_grad_(False)
@@ -388,7 +388,16 @@ class Anonymizer:
         if getattr(self.generator, "renderer", None) is not None:  # draws at native resolution (anchor-face)
             from .native import generate_native
 
-            return generate_native(self, rgb, dets, tracks, still)
+            out, failed = generate_native(self, rgb, dets, tracks, still)
+            if self.cfg.defense == "fgsm" and (~failed).any():  # noise is added by the drawing itself
+                from .defense import fgsm_in_image
+
+                keep = np.flatnonzero(~failed)
+                crops, _ = align_faces(rgb, dets.landmarks[keep], 112)
+                z_id = torch.from_numpy(self._embed(to_tensor(crops).to(self.device))).to(self.device)  # in memory only
+                with torch.enable_grad():
+                    out = fgsm_in_image(self._attack, self._encoder, rgb, out, dets.landmarks[keep], z_id, self.cfg.defense_eps)
+            return out, failed
         n, size = len(dets), self.generator.resolution
         crops, mats = align_faces(rgb, dets.landmarks, size)
         x = to_tensor(crops).to(self.device)
@@ -589,6 +598,23 @@ def _reference_files(paths) -> list[Path]:
 def _check_rgb(rgb) -> None:
     if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
         raise ValueError("expected an RGB uint8 array [H,W,3]")
+
+
+def _shipped_attack(cfg: AnonymizeConfig) -> Path | None:
+    """The shipped attack R trained against this config's generator (its shipped weights), if any."""
+    from safetensors import safe_open
+
+    from ..weights import FIVA112_ATTACK
+
+    if cfg.model is not None or cfg.method != "fiva":
+        return None  # other weights: the shipped R may not fit them
+    for path in dict.fromkeys((DEFAULT_ATTACK, FIVA112_ATTACK)):
+        if path.exists():
+            with safe_open(str(path), "pt") as f:
+                against = (f.metadata() or {}).get("trained_against", "fiva")  # R from before stored pairs: fiva-112
+            if ("anchor-face" in against) == (cfg.generator == "anchor-face") and cfg.generator in ("anchor-face", "fiva"):
+                return path
+    return None
 
 
 def _try_dlib(required: bool):

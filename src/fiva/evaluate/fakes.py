@@ -1,9 +1,14 @@
 """The reconstruction attack as a deepfake detector (paper Section 3.6).
 
 R undoes the trace an identity-replacing generator leaves; on an untouched face it has nothing to
-undo. So the identity distance between a face X and R(X), measured with the independent evaluator,
-is a fake score: high for faces the attacked generator made, low for real ones. It says nothing
-about manipulations R was not trained on (other generators, blur): measure before trusting it.
+undo. Two fake scores, high for faces the attacked anonymizer made and low for real ones:
+- "identity" (the paper's): the identity distance between X and R(X), measured with the
+  independent evaluator (dlib, cosine distance);
+- "residual": how much R changes the face, the mean |R(X) - X| inside the inner-face ellipse of the
+  aligned crop, in 8-bit levels (the paper's premise taken literally: R leaves real faces alone).
+Which one a shipped R uses, and its threshold, are stored with its weights (`fake_score`,
+`fake_threshold`; chosen by scripts/evaluate_detect_fake.py). Neither says anything about
+manipulations R was not trained on (other generators, blur): measure before trusting it.
 """
 from __future__ import annotations
 
@@ -14,6 +19,37 @@ import numpy as np
 from ..faces import FaceDetector
 from ..faces.identity import DlibEvaluator
 from ..io import IMAGE_EXTS, VIDEO_EXTS, InputError, read_image
+
+
+SCORES = ("identity", "residual")
+
+
+def residual_scores(attack, rgb: np.ndarray, dets) -> np.ndarray:
+    """Per face: mean |R(X) - X| over the inner-face ellipse of its aligned crop, in 8-bit levels."""
+    import torch
+
+    from ..faces import align_faces
+    from ..faces.identity import to_tensor
+    from ..models.generator import face_ellipse
+
+    if len(dets) == 0:
+        return np.zeros(0)
+    crops, _ = align_faces(rgb, dets.landmarks, attack.resolution)
+    x = to_tensor(crops)
+    with torch.no_grad():
+        r = attack(x)
+    w = face_ellipse(attack.resolution, attack.cfg)
+    diff = (r - x).abs().mean(1, keepdim=True)
+    return ((diff * w).sum((1, 2, 3)) / w.sum() * 127.5).numpy().astype(float)
+
+
+def scores(kind: str, attack, rgb: np.ndarray, dets, evaluator: DlibEvaluator | None = None) -> np.ndarray:
+    """Per face: the fake score `kind` (SCORES)."""
+    if kind == "residual":
+        return residual_scores(attack, rgb, dets)
+    if kind == "identity":
+        return fake_scores(attack, rgb, dets, evaluator)
+    raise ValueError(f"unknown fake score '{kind}' (choose from {', '.join(SCORES)})")
 
 
 def fake_scores(attack, rgb: np.ndarray, dets, evaluator: DlibEvaluator) -> np.ndarray:
@@ -46,24 +82,30 @@ def roc(real: np.ndarray, fake: np.ndarray, calib: np.ndarray | None = None) -> 
             "calibration_real": len(ref) if calib is not None else 0}
 
 
-def detect_fakes(paths: list, attack_path: str, threshold: float | None = None, frames: int = 10) -> tuple[list[dict], list[str]]:
+def detect_fakes(paths: list, attack_path: str, threshold: float | None = None, frames: int = 10,
+                 score: str | None = None) -> tuple[list[dict], list[str]]:
     """Per face of each input (images; videos: `frames` frames spread over them): score and verdict,
-    and one error line per input that could not be read. The threshold defaults to the one stored
-    with the attack model (chosen on held-out data)."""
+    and one error line per input that could not be read. The score kind and threshold default to
+    the ones stored with the attack model (chosen on held-out data)."""
     from safetensors import safe_open
 
     from ..anonymize.video import read_frames
     from ..models.attack import load_attack
 
     attack = load_attack(attack_path)
+    with safe_open(str(attack_path), "pt") as f:
+        meta = f.metadata() or {}
+    stored_kind = meta.get("fake_score", "identity")  # weights from before the residual score: the paper's
+    kind = score or stored_kind
+    if kind not in SCORES:
+        raise ValueError(f"unknown fake score '{kind}' (choose from {', '.join(SCORES)})")
     if threshold is None:
-        with safe_open(str(attack_path), "pt") as f:
-            stored = (f.metadata() or {}).get("fake_threshold")
+        stored = meta.get("fake_threshold") if kind == stored_kind else None
         if stored is None:
-            raise ValueError(f"{attack_path}: no fake threshold stored with this attack model; pass --threshold "
-                             "(fiva evaluate --attack measures one)")
+            raise ValueError(f"{attack_path}: no fake threshold for the {kind} score stored with this attack model; pass "
+                             "--threshold (scripts/evaluate_detect_fake.py measures one)")
         threshold = float(stored)
-    det, evaluator = FaceDetector(), DlibEvaluator()
+    det, evaluator = FaceDetector(), (DlibEvaluator() if kind == "identity" else None)
     results, errors = [], []
     for p in map(Path, paths):
         ext = p.suffix.lower()
@@ -76,8 +118,8 @@ def detect_fakes(paths: list, attack_path: str, threshold: float | None = None, 
             continue
         for i, rgb in enumerate(images):
             d = det(rgb)
-            for box, score in zip(d.boxes, fake_scores(attack, rgb, d, evaluator)):
+            for box, score in zip(d.boxes, scores(kind, attack, rgb, d, evaluator)):
                 results.append({"file": str(p), **({"frame_sample": i} if ext in VIDEO_EXTS else {}),
                                 "box": [round(float(c), 1) for c in box], "score": round(float(score), 4),
-                                "fake": bool(score > threshold), "threshold": threshold})
+                                "score_kind": kind, "fake": bool(score > threshold), "threshold": threshold})
     return results, errors

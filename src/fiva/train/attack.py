@@ -1,14 +1,22 @@
 """Training the reconstruction attack R against an anonymizer (paper Section 3.4, Eq. 5-6).
 
-Black-box: the anonymizer is only asked for outputs. Each step samples a fake identity for each
-training face as fiva would (Eq. 1 anchors), anonymizes it with the frozen generator (quantised
-to 8 bits, as written to disk), and trains R to give the original back:
+Black-box: the anonymizer is only asked for outputs. Two sources of them:
+- a 112 px generator in the loop (`generator`): each step samples a fake identity for each training
+  face as fiva would (Eq. 1 anchors), anonymizes it with the frozen generator (quantised to 8 bits,
+  as written to disk);
+- stored pairs (`pairs`, from `fiva train pairs`): what `fiva anonymize` wrote with its default
+  pipeline (the anchor-face renderer, which draws at the face's own resolution and is no network to
+  run in the loop), read back as aligned crops. New shards are picked up while the run goes on.
+With `real_share`, that share of each batch is an untouched real face given back as it is
+(X_c = X_t): R learns to leave real faces alone, which makes its residual a fake detector (Section 3.6).
+R is trained to give the original back:
   L1 reconstruction (Eq. 5) + identity loss 1 - cos(I(X_t), I(R(X_c))) (Eq. 6, SFace)
   + IFSR + non-saturating adversarial loss (with lazy R1 on the discriminator).
 Resumable checkpoints, CSV log, sample grids, time limit, torchrun/DDP: the generator's machinery.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,17 +37,21 @@ from ..models.registry import load_face_generator
 from ..weights import DEFAULT_ANCHORS
 from . import losses as L
 from .checkpoint import save_checkpoint, save_optim
-from .common import CsvLog, discriminator_step, load_crops, out_of_time, random_batch, resume_training, start_run, wrap_ddp
+from .common import CsvLog, as_batch, discriminator_step, load_crops, out_of_time, random_batch, resume_training, start_run, wrap_ddp
+from .pairs import load_pairs, shards
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class AttackConfig:
-    data: str
+    data: str | None = None  # face images for the generator in the loop (not read with `pairs`)
     out: str = "runs/attack"
     generator: str = "fiva"  # the attacked anonymizer (registered generator) ...
     model: str | None = None  # ... and its weights (default: the shipped one)
+    pairs: str | None = None  # ... or a folder of stored pairs (train/pairs.py); then `data` is not read
+    real_share: float = 0.0  # share of each batch that is a real face to give back unchanged
+    reload_every: int = 50  # pairs: look for new shards every N steps (a rendering may still be adding them)
     anchors: str | None = None
     steps: int = 1000
     batch: int = 16
@@ -70,33 +82,92 @@ def anonymize_crops(G, sface, anchors: AnchorSpace, x_t: torch.Tensor) -> torch.
     return to_tensor(to_uint8(x_hat)).to(x_t.device)
 
 
+class _InLoop:
+    """Pairs made by a 112 px generator in the training loop."""
+
+    def __init__(self, cfg: AttackConfig, out: Path, rank: int, world: int, device, sface):
+        self.G = load_face_generator(cfg.generator, cfg.model, device).requires_grad_(False)
+        self.crops = load_crops(cfg.data, self.G.resolution, out, rank, world, device)
+        self.anchors = AnchorSpace.load(cfg.anchors or DEFAULT_ANCHORS, seed=cfg.seed + rank)
+        self.sface = sface
+        self.resolution = self.G.resolution
+        self.cfg = getattr(self.G, "cfg", None) or GeneratorConfig(resolution=self.resolution)
+        self.meta = {"trained_against": f"{cfg.generator} ({cfg.model or 'shipped weights'}), in the loop"}
+
+    def batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x_t = random_batch(self.crops, n, gen)
+        return x_t, anonymize_crops(self.G, self.sface, self.anchors, x_t)
+
+    def reals(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return random_batch(self.crops, n, gen)
+
+    def reload(self) -> None:
+        pass
+
+
+class _Stored:
+    """Stored pairs (X_t, X_c) of `fiva train pairs`, both mirrored alike."""
+
+    def __init__(self, folder: str, device):
+        self.folder, self.device, self.count = folder, device, -1
+        self.reload()
+        self.resolution = int(self.x_t.shape[1])
+        self.cfg = GeneratorConfig(resolution=self.resolution)
+        meta = Path(folder) / "meta.json"
+        info = json.loads(meta.read_text()) if meta.exists() else {}
+        gen = info.get("anonymizer", {}).get("generator", "unknown")
+        self.meta = {"trained_against": f"fiva anonymize, generator {gen} (stored pairs, generated faces only)",
+                     **({"face_bank_sha256": info["face_bank_sha256"]} if info.get("face_bank_sha256") else {})}
+
+    def reload(self) -> None:
+        n = len(shards(self.folder))
+        if n == self.count:
+            return
+        x_t, x_c, _ = load_pairs(self.folder)
+        self.x_t, self.x_c = torch.from_numpy(x_t).to(self.device), torch.from_numpy(x_c).to(self.device)
+        self.count = n
+        log.info("%d stored pairs from %d shards", len(self.x_t), n)
+
+    def batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.x_t), (n,), generator=gen, device=self.device)
+        flip = torch.rand(n, device=self.device, generator=gen) < 0.5
+        return as_batch(self.x_t[idx], flip), as_batch(self.x_c[idx], flip)
+
+    def reals(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return random_batch(self.x_t, n, gen)
+
+
+def with_reals(x_t: torch.Tensor, x_c: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """X_c with a `share` of its faces replaced by their untouched originals (R must keep those)."""
+    if share <= 0:
+        return x_c
+    keep = torch.rand(len(x_c), device=x_c.device, generator=gen) < share
+    return torch.where(keep[:, None, None, None], x_t, x_c)
+
+
 def train_attack(cfg: AttackConfig) -> Path:
     out = Path(cfg.out)
     rank, world, device, gen = start_run(cfg.device, out, cfg.seed)
     main = rank == 0
-    G = load_face_generator(cfg.generator, cfg.model, device).requires_grad_(False)
-    S = G.resolution
-    crops = load_crops(cfg.data, S, out, rank, world, device)
-    anchors = AnchorSpace.load(cfg.anchors or DEFAULT_ANCHORS, seed=cfg.seed + rank)
     sface = load_sface(device)
-    R = ReconstructionAttack(getattr(G, "cfg", None) or GeneratorConfig(resolution=S)).to(device)
+    source = _Stored(cfg.pairs, device) if cfg.pairs else _InLoop(cfg, out, rank, world, device, sface)
+    S = source.resolution
+    R = ReconstructionAttack(source.cfg).to(device)
     D = Discriminator(S).to(device)
     opt_r = torch.optim.Adam(R.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     step = resume_training(cfg.resume, out, R, D, opt_r, opt_d)
     R_train, D_train = wrap_ddp(world, device, R, D)
 
-    fixed_t = random_batch(crops, 8, torch.Generator(device=device).manual_seed(1))
-    fixed_c = anonymize_crops(G, sface, anchors, fixed_t)
+    fixed_t, fixed_c = source.batch(8, torch.Generator(device=device).manual_seed(1))
     csv_log = CsvLog(out / "log.csv") if main else None
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (main and cfg.progress), desc="train attack", unit="step")
     while step < cfg.steps:
-        x_t = random_batch(crops, cfg.batch, gen)
-        x_c = anonymize_crops(G, sface, anchors, x_t)
-        x_r = R_train(x_c)
+        x_t, x_c = source.batch(cfg.batch, gen)
+        x_r = R_train(with_reals(x_t, x_c, cfg.real_share, gen))
 
-        real = random_batch(crops, cfg.batch, gen).requires_grad_(step % cfg.r1_every == 0)
+        real = source.reals(cfg.batch, gen).requires_grad_(step % cfg.r1_every == 0)
         loss_d, _ = discriminator_step(D_train, opt_d, real, x_r, cfg.r1, cfg.r1_every)
 
         D.requires_grad_(False)
@@ -114,6 +185,8 @@ def train_attack(cfg: AttackConfig) -> Path:
         D.requires_grad_(True)
         step += 1
         bar.update(1)
+        if step % cfg.reload_every == 0:
+            source.reload()
         over_time = out_of_time(t0, cfg.time_limit, world, device)
         if not main:
             if over_time:
@@ -127,12 +200,13 @@ def train_attack(cfg: AttackConfig) -> Path:
         if step % cfg.sample_every == 0:
             _grid(R, fixed_t, fixed_c, out / f"sample_{step:07d}.png")
         if step % cfg.save_every == 0:  # the last step's save comes after the loop
-            _save(out, R, D, opt_r, opt_d, step)
+            _save(out, R, D, opt_r, opt_d, step, source.meta)
+
         if over_time:
             break
     bar.close()
     if main:
-        _save(out, R, D, opt_r, opt_d, step)
+        _save(out, R, D, opt_r, opt_d, step, source.meta)
         csv_log.close()
     if world > 1:
         dist.destroy_process_group()
@@ -149,7 +223,7 @@ def _grid(R, x_t, x_c, path: Path) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def _save(out: Path, R, D, opt_r, opt_d, step: int) -> None:
+def _save(out: Path, R, D, opt_r, opt_d, step: int, meta: dict) -> None:
     save_checkpoint(out / "checkpoint.safetensors", R, D, step)
     save_optim(out / "optim.safetensors", {"G": opt_r, "D": opt_d})
-    save_attack(R, out / "attack.safetensors", extra={"step": step})
+    save_attack(R, out / "attack.safetensors", extra={"step": step, **meta})

@@ -1,0 +1,162 @@
+"""`fiva detect-fake` measured: real faces against what `fiva anonymize` writes and against blur (issue 17).
+
+    python scripts/evaluate_detect_fake.py --attack runs/attack_anchor/attack.safetensors \
+        [--lfw ../shared/data/lfw] [--wild ../shared/data/wild] [--calib 300] [--test 200] [--out runs/detect_fake]
+
+Data (never trained on by R, whose pairs come from LFW training identities):
+- calibration: one photo each of half of the LFW evaluation identities (fold 1): real faces only;
+  the threshold of each score is their (1 - fpr)-quantile (default 2% false positives);
+- test: one photo each of the other half. Real: the photo; anonymized: `fiva anonymize` with its
+  defaults (anchor-face, noise defense, verification), the faces it drew (fallback-obfuscated ones
+  are counted apart); blur: `--method blur`. As `fiva detect-fake` runs: faces are detected afresh
+  on each image (a face not found counts as not flagged);
+- wild: every face of ../shared/data/wild that the pipeline drew, real vs anonymized vs blurred.
+Per score (identity, residual; fakes.py): ROC AUC, and at the threshold the false-positive rate on
+the test reals, the true-positive rate and the accuracy over real + anonymized faces.
+Anonymized and blurred images are cached in OUT/cache (they do not depend on R). Writes OUT/report.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fiva.anonymize.frame import Anonymizer
+from fiva.anonymize.runner import file_seed
+from fiva.evaluate.fakes import SCORES, roc, scores
+from fiva.evaluate.lfw import identity_images, image_path, read_folds
+from fiva.faces import FaceDetector
+from fiva.faces.detect import match_face
+from fiva.faces.identity import DlibEvaluator
+from fiva.io import IMAGE_EXTS, read_image, write_image
+from fiva.models.attack import load_attack
+
+
+def lfw_split(lfw: Path, n_calib: int, n_test: int, seed: int = 0):
+    """One image each of LFW evaluation identities: (calibration keys, test keys), disjoint people."""
+    ids = sorted(read_folds(lfw / "people.txt")[0])
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    half = len(order) // 2
+    pick = lambda names, n: [identity_images(lfw, x)[0] for x in names[:n]]  # noqa: E731
+    return pick(order[:half], n_calib), pick(order[half:], n_test)
+
+
+def cached(cache: Path, name: str, make):
+    p = cache / name
+    if p.exists():
+        return read_image(p)
+    img = make()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_image(p, img)
+    return img
+
+
+class Scorer:
+    def __init__(self, attack, detector, evaluator):
+        self.attack, self.det, self.ev = attack, detector, evaluator
+
+    def __call__(self, img: np.ndarray, box: np.ndarray) -> dict | None:
+        """Both scores of the face found on `img` at `box` (detected afresh), None if not found."""
+        d = self.det(img)
+        j = match_face(box, d.boxes)
+        if j is None:
+            return None
+        one = d[np.array([j])]
+        return {k: float(scores(k, self.attack, img, one, self.ev)[0]) for k in SCORES}
+
+
+def summarise(real: list, fake: list, calib: list, fpr: float, extra: dict | None = None) -> dict:
+    """Per score: AUC, threshold from `calib` at `fpr`, FPR/TPR/accuracy on real + fake (missing = not flagged)."""
+    out = {}
+    for k in SCORES:
+        r = np.array([s[k] for s in real if s is not None])
+        f = np.array([s[k] if s is not None else -np.inf for s in fake])
+        c = np.array([s[k] for s in calib if s is not None])
+        thr = float(np.quantile(c, 1 - fpr))
+        ro = roc(r, f[np.isfinite(f)])
+        tp, fp = int((f > thr).sum()), int((r > thr).sum())
+        out[k] = {"auc": round(ro["auc"], 4), "threshold": round(thr, 6), "fpr": round(fp / len(r), 4),
+                  "tpr": round(tp / len(f), 4), "accuracy": round((tp + len(r) - fp) / (len(r) + len(f)), 4),
+                  "real": len(r), "fake": len(f), "fake_not_found": int((~np.isfinite(f)).sum()),
+                  "median_real": round(float(np.median(r)), 4), "median_fake": round(float(np.median(f[np.isfinite(f)])), 4)}
+    return {**out, **(extra or {})}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attack", required=True)
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--wild", default="../shared/data/wild")
+    ap.add_argument("--calib", type=int, default=300)
+    ap.add_argument("--test", type=int, default=200)
+    ap.add_argument("--fpr", type=float, default=0.02, help="false-positive rate the threshold is chosen for on calibration reals")
+    ap.add_argument("--out", default="runs/detect_fake")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    lfw, out = Path(a.lfw), Path(a.out)
+    cache = out / "cache"
+    det, ev = FaceDetector(), DlibEvaluator()
+    score = Scorer(load_attack(a.attack), det, ev)
+    anon, blur = Anonymizer(progress=False, seed=a.seed), Anonymizer(method="blur", progress=False)
+
+    calib_keys, test_keys = lfw_split(lfw, a.calib, a.test, a.seed)
+    calib = []
+    for k in tqdm(calib_keys, desc="calibration reals"):
+        rgb = read_image(image_path(lfw, k))
+        d = det(rgb)
+        if len(d):
+            calib.append(score(rgb, d.boxes[d.largest()]))
+
+    def faces_of(name: str, rgb: np.ndarray, drawn_only: bool, largest: bool):
+        """Scores of the image's faces: real, anonymized (drawn faces), blurred; and the fallbacks."""
+        d = det(rgb)
+        if len(d) == 0:
+            return [], 0
+        anon.reset(seed=file_seed(a.seed, name))
+        fake_img = cached(cache, f"anon/{name}.png", lambda: anon.anonymize_image(rgb, d))
+        if not (cache / f"anon/{name}.json").exists():
+            (cache / f"anon/{name}.json").write_text(json.dumps(list(anon.outcomes)))
+        outcomes = json.loads((cache / f"anon/{name}.json").read_text())
+        blur_img = cached(cache, f"blur/{name}.png", lambda: blur.anonymize_image(rgb, d))
+        idx = [d.largest()] if largest else range(len(d))
+        rows, fallbacks = [], 0
+        for i in idx:
+            if outcomes[i] != "generated":
+                fallbacks += outcomes[i] not in ("rejected", "kept")
+                if drawn_only:
+                    continue
+            box = d.boxes[i]
+            rows.append((score(rgb, box), score(fake_img, box), score(blur_img, box)))
+        return rows, fallbacks
+
+    lfw_rows, lfw_fallbacks = [], 0
+    for k in tqdm(test_keys, desc="LFW test"):
+        rows, fb = faces_of(f"lfw/{k[0]}_{k[1]:04d}", read_image(image_path(lfw, k)), True, True)
+        lfw_rows += rows
+        lfw_fallbacks += fb
+    wild_rows, wild_fallbacks = [], 0
+    for p in tqdm(sorted(q for q in Path(a.wild).iterdir() if q.suffix.lower() in IMAGE_EXTS), desc="wild"):
+        rows, fb = faces_of(f"wild/{p.stem}", read_image(p), True, False)
+        wild_rows += rows
+        wild_fallbacks += fb
+
+    report = {"attack": str(a.attack), "fpr_target": a.fpr, "calibration_reals": len([c for c in calib if c is not None])}
+    for name, rows, fb in (("lfw", lfw_rows, lfw_fallbacks), ("wild", wild_rows, wild_fallbacks)):
+        real = [r[0] for r in rows]
+        report[name] = {"anonymized": summarise(real, [r[1] for r in rows], calib, a.fpr, {"fallback_faces_left_out": fb}),
+                        "blur": summarise(real, [r[2] for r in rows], calib, a.fpr)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    for name in ("lfw", "wild"):
+        for vs in ("anonymized", "blur"):
+            for k in SCORES:
+                s = report[name][vs][k]
+                print(f"{name:4s} real vs {vs:10s} {k:8s} AUC {s['auc']:.3f}  thr {s['threshold']:.4f}  FPR {s['fpr']:.3f}  "
+                      f"TPR {s['tpr']:.3f}  acc {s['accuracy']:.3f}  (real {s['real']}, fake {s['fake']}, not found {s['fake_not_found']})")
+
+
+if __name__ == "__main__":
+    main()
