@@ -109,6 +109,8 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
         assert cal["same"] > 0 and cal["different"] > 0 and 0 < cal["tar"] <= 1, name
     assert 0.3 < result["calibration"]["dlib"]["threshold"] < 0.9
     assert {"FIVA", "FIVA + Sampling", "FIVA + ITM"} <= set(rows)
+    assert result["models"]["generator"]["name"] == "anchor-face"  # the tables measure what `fiva anonymize` draws with
+    assert result["models"]["attack"]["file"] == "identity_attack.safetensors"
     assert [r["pairs"] for r in result["swap"]] == [1, 1, 1]  # Table 4: anchor-face and both network conditionings, limit 2 -> one pair
     for name in ("FIVA", "FIVA + ITM"):  # an attack that changes nothing retrieves what ID retrieves
         assert rows[name]["RA"] == rows[name]["ID"]

@@ -183,7 +183,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--far", type=float, default=0.001, help="false acceptance rate the thresholds are calibrated at (default: 0.001)")
     p.add_argument("--limit", type=int, default=None,
                    help="quick run: N probes, a gallery of 4N identities, N videos, 10N calibration pairs (default: full run)")
-    p.add_argument("--model", default=None, help="generator weights .safetensors (default: the shipped fiva-112)")
+    p.add_argument("--generator", default="anchor-face", choices=["anchor-face", "fiva"],
+                   help="what the FIVA rows, RA, the defense sweep and the fake detection measure: the anchor-face renderer "
+                        "`fiva anonymize` draws with, or the 112 px network (default: anchor-face)")
+    p.add_argument("--model", default=None, help="generator weights .safetensors for --generator fiva (default: the shipped fiva-112)")
     p.add_argument("--anchors", default=None, help="anchor space .safetensors (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="seed for probe choice and identity sampling (default: 0)")
     p.add_argument("--workers", type=int, default=None, help="processes for embedding the LFW originals (default: all cores)")
@@ -293,7 +296,7 @@ def cmd_evaluate(a) -> int:
     from .evaluate.run import EvalConfig, evaluate
 
     cfg = EvalConfig(lfw=a.lfw, videos=a.videos, out=a.out, probes=a.probes, frames=a.frames, far=a.far, limit=a.limit,
-                     model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack, defense_probes=a.defense_probes,
+                     generator=a.generator, model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack, defense_probes=a.defense_probes,
                      progress=not a.no_progress)
     result = evaluate(cfg)
     print(markdown_tables(result))

@@ -50,6 +50,8 @@ def defense_table(cfg, lfw, probes, attack, attack_path, gallery, gindex, models
         kind = conf["defense"]
         settings = {k: v for k, v in conf.items() if k.startswith("defense")} if kind in ("noise", "fgsm") else {}
         anon = Anonymizer(AnonymizeConfig(**base, **settings, attack=attack_path if kind == "fgsm" else None))
+        if kind == "parameter noise" and getattr(anon.generator, "renderer", None) is not None:
+            continue  # the anchor-face renderer has no network weights to perturb
         if kind == "parameter noise":
             anon.generator = parameter_noise(anon.generator, conf["sigma"], seed=cfg.seed)
         ra, ids, psnrs, ssims = [], [], [], []

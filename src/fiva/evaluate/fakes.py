@@ -52,6 +52,17 @@ def scores(kind: str, attack, rgb: np.ndarray, dets, evaluator: DlibEvaluator | 
     raise ValueError(f"unknown fake score '{kind}' (choose from {', '.join(SCORES)})")
 
 
+def stored_score(attack_path) -> tuple[str, float | None]:
+    """The fake score kind and threshold stored with an attack model's weights (chosen on held-out
+    real faces); weights from before the residual score use the paper's identity score."""
+    from safetensors import safe_open
+
+    with safe_open(str(attack_path), "pt") as f:
+        meta = f.metadata() or {}
+    threshold = meta.get("fake_threshold")
+    return meta.get("fake_score", "identity"), None if threshold is None else float(threshold)
+
+
 def fake_scores(attack, rgb: np.ndarray, dets, evaluator: DlibEvaluator) -> np.ndarray:
     """Per face: cosine distance between the evaluator's embeddings of X and of R(X)."""
     from .run import reconstruct
@@ -87,20 +98,16 @@ def detect_fakes(paths: list, attack_path: str, threshold: float | None = None, 
     """Per face of each input (images; videos: `frames` frames spread over them): score and verdict,
     and one error line per input that could not be read. The score kind and threshold default to
     the ones stored with the attack model (chosen on held-out data)."""
-    from safetensors import safe_open
-
     from ..anonymize.video import read_frames
     from ..models.attack import load_attack
 
     attack = load_attack(attack_path)
-    with safe_open(str(attack_path), "pt") as f:
-        meta = f.metadata() or {}
-    stored_kind = meta.get("fake_score", "identity")  # weights from before the residual score: the paper's
+    stored_kind, stored_threshold = stored_score(attack_path)
     kind = score or stored_kind
     if kind not in SCORES:
         raise ValueError(f"unknown fake score '{kind}' (choose from {', '.join(SCORES)})")
     if threshold is None:
-        stored = meta.get("fake_threshold") if kind == stored_kind else None
+        stored = stored_threshold if kind == stored_kind else None
         if stored is None:
             raise ValueError(f"{attack_path}: no fake threshold for the {kind} score stored with this attack model; pass "
                              "--threshold (scripts/evaluate_detect_fake.py measures one)")

@@ -64,10 +64,9 @@ class EvalConfig:
     frames: int = 10
     far: float = 0.001
     limit: int | None = None  # quick run: N probes, a gallery of 4N identities, N videos, 10N pairs
-    # The tables measure the 112 px FIVA network (paper §3.1), not `fiva anonymize`'s default
-    # anchor-face renderer: the attack R, FGSM, parameter noise and the swap rows need a generator
-    # that is a differentiable network conditioned on an identity.
-    generator: str = "fiva"
+    # The FIVA rows, RA, the defense sweep and the fake detection measure this generator: by
+    # default what `fiva anonymize` draws with (anchor faces); "fiva": the 112 px network.
+    generator: str = AnonymizeConfig.generator
     model: str | None = None
     anchors: str | None = None
     seed: int = 0
@@ -181,9 +180,10 @@ def evaluate(cfg: EvalConfig) -> dict:
 
         attack = load_attack(cfg.attack)
         from ..faces.identity import DlibEvaluator
-        from .fakes import fake_scores
+        from .fakes import scores as fake_score, stored_score
 
         dlib_eval = DlibEvaluator()
+        score_kind, shipped_threshold = stored_score(cfg.attack)
     detect_scores: dict[str, list[float]] = {}
     sheet: dict[str, list] = {r.label: [] for r in cfg.rows}
     for k in tqdm(probes, desc="probes", unit="face", disable=not cfg.progress):
@@ -215,7 +215,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             if attack is not None and row.label in ("Real Data", "Blur", "FIVA + ITM"):  # R as a fake detector
                 one = dets[np.array([dets.largest()])] if len(dets) else dets
                 if len(one):
-                    detect_scores.setdefault(row.label, []).append(float(fake_scores(attack, img, one, dlib_eval)[0]))
+                    detect_scores.setdefault(row.label, []).append(float(fake_score(score_kind, attack, img, one, dlib_eval)[0]))
             if attack is not None and anon is not None and anon.generator is not None:
                 # RA: the attacker runs R on the anonymized face, then searches the gallery.
                 rec = reconstruct(attack, img, lm)
@@ -259,7 +259,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "table": table,
         "swap": swap,
         "defenses": defenses,
-        "fake_detection": _fake_detection(detect_scores),
+        "fake_detection": _fake_detection(detect_scores, score_kind, shipped_threshold) if attack is not None else {},
         "calibration": {n: c.summary() for n, c in cals.items()},
         "data": {
             "lfw": str(lfw), "probes": len(probes), "probe_split": "LFW evaluation identities (fold 1 of people.txt)",
@@ -322,10 +322,12 @@ def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector,
     return out
 
 
-def _fake_detection(scores: dict[str, list[float]]) -> dict:
-    """ROC of the R-based fake score: real probes against FIVA's outputs (what R was trained on) and
-    against blurred ones (a manipulation it was not trained on). The threshold is chosen on every
-    other real probe and its false-positive rate measured on the rest (held out from that choice)."""
+def _fake_detection(scores: dict[str, list[float]], kind: str, shipped: float | None) -> dict:
+    """ROC of the R-based fake score `kind`: real probes against FIVA's outputs (what R was trained
+    on) and against blurred ones (a manipulation it was not trained on). The threshold is chosen on
+    every other real probe and its false-positive rate measured on the rest (held out from that
+    choice). With the threshold stored with R (`shipped`, what `fiva detect-fake` uses): the share
+    of real and manipulated faces it calls right, over all probes (none of them chose it)."""
     from .fakes import roc
 
     if "Real Data" not in scores:
@@ -333,6 +335,13 @@ def _fake_detection(scores: dict[str, list[float]]) -> dict:
     real = np.asarray(scores["Real Data"], float)
     calib, test = (real[0::2], real[1::2]) if len(real) >= 4 else (None, real)
     out = {name: roc(test, scores[name], calib) for name in ("FIVA + ITM", "Blur") if name in scores}
+    if shipped is not None:
+        for name in out:
+            fake = np.asarray(scores[name], float)
+            out[name]["shipped_threshold"] = shipped
+            out[name]["accuracy_at_shipped"] = float((np.sum(real <= shipped) + np.sum(fake > shipped)) / (len(real) + len(fake)))
+            out[name]["fpr_at_shipped"] = float(np.mean(real > shipped))
+    out["score"] = kind
     out["scores"] = {k: [round(v, 4) for v in vals] for k, vals in scores.items()}
     return out
 
@@ -409,16 +418,30 @@ def _model_versions(cfg: EvalConfig) -> dict:
 
     from safetensors import safe_open
 
-    from ..weights import DEFAULT_ANCHORS, DEFAULT_GENERATOR, dlib_model_paths, sface_onnx_path, yunet_path
+    from ..weights import DEFAULT_ANCHORS, DEFAULT_FACE_BANK, DEFAULT_GENERATOR, dlib_model_paths, sface_onnx_path, yunet_path
 
     def sha(p: Path) -> str:
         return hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
 
-    gen = Path(cfg.model) if cfg.model else DEFAULT_GENERATOR
-    with safe_open(str(gen), "pt") as f:
-        meta = f.metadata() or {}
+    def meta_of(p: Path) -> dict:
+        with safe_open(str(p), "pt") as f:
+            return f.metadata() or {}
+
+    if cfg.generator == "anchor-face":
+        gen = Path(DEFAULT_FACE_BANK)
+        generator = {"name": "anchor-face", "file": gen.name, "sha256": sha(gen), "step": None}
+    else:
+        gen = Path(cfg.model) if cfg.model else DEFAULT_GENERATOR
+        generator = {"name": cfg.generator, "file": gen.name, "sha256": sha(gen), "step": meta_of(gen).get("step")}
+    attack = {}
+    if cfg.attack:
+        meta = meta_of(cfg.attack)
+        attack = {"file": Path(cfg.attack).name, "sha256": sha(cfg.attack), "step": meta.get("step"),
+                  "trained_against": meta.get("trained_against")}
     return {
-        "generator": {"file": gen.name, "sha256": sha(gen), "step": meta.get("step")},
+        "generator": generator,
+        "attack": attack,
+        "date": time.strftime("%Y-%m-%d"),
         "anchors": {"file": Path(cfg.anchors or DEFAULT_ANCHORS).name, "sha256": sha(cfg.anchors or DEFAULT_ANCHORS)},
         "detector": {"file": yunet_path().name, "sha256": sha(yunet_path())},
         "sface": {"file": sface_onnx_path().name, "sha256": sha(sface_onnx_path())},
