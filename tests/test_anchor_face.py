@@ -329,3 +329,48 @@ def test_heads_turned_past_the_bank_faces_range_get_the_fallback():
     anchor, net = Anonymizer(generator="anchor-face", progress=False), Anonymizer(generator="fiva", progress=False)
     assert anchor.triage((300, 300), face(0.3)) == ["ok"] and anchor.triage((300, 300), face(0.45)) == ["profile"]
     assert net.triage((300, 300), face(0.45)) == ["ok"] and net.triage((300, 300), face(0.8)) == ["profile"]
+
+
+@needs_dlib
+def test_a_face_whose_68_points_are_not_its_own_gets_the_fallback(astronaut, astronaut_face):
+    """dlib's 68 points on a tilted head looking down (group_t1) or on a neighbour's face disagree
+    with YuNet's 5: the bank face drawn on them is grotesque, so such a face is obfuscated."""
+    from fiva import Anonymizer
+    from fiva.anonymize.anchor_face import AnchorFaceGenerator, fit_error
+
+    d, shape = astronaut_face
+    kps = d.landmarks[0]
+    assert fit_error(shape, kps) < 0.15  # a frontal face's own fit
+    iod = float(np.linalg.norm(kps[1] - kps[0]))
+    assert fit_error(shape + np.float32([0.5 * iod, 0]), kps) > AnchorFaceGenerator.max_fit
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    lm68 = anon.generator.landmarker
+    anon.generator.landmarker = lambda rgb, k: lm68(rgb, k) + np.float32([0.5 * iod, 0])  # a fit beside the face
+    out = anon.anonymize_image(astronaut, d[:1])
+    assert list(anon.outcomes) == ["verify"] and anon.stats["misfit"] == 1
+    assert not np.array_equal(out, astronaut)  # obfuscated, not left as it was
+
+
+@needs_dlib
+def test_a_fallback_dlib_still_recognises_is_obfuscated_again_stronger(astronaut, astronaut_face):
+    """Photos: a pixelated face within dlib's 0.6 of the original (hair, glasses and outline carry
+    it) is pixelated again with fewer blocks over a wider region."""
+    from fiva import Anonymizer
+    from fiva.anonymize.baselines import obfuscate
+
+    d, _ = astronaut_face
+    anon = Anonymizer(generator="anchor-face", fallback="pixelate", progress=False)
+    ev = anon._dlib
+    plain = obfuscate(astronaut, d[:1], "pixelate")
+    out = anon._fallback(astronaut, astronaut, d, [0], still=True)
+    dist = lambda img: float(np.linalg.norm(ev.embed(astronaut, d.boxes[0]) - ev.embed(img, d.boxes[0])))  # noqa: E731
+    if dist(plain) >= 0.6:  # the plain fallback is enough here: nothing more is done
+        assert np.array_equal(out, plain) and anon.stats["fallback_stronger"] == 0
+    else:
+        assert anon.stats["fallback_stronger"] >= 1 and dist(out) > dist(plain)
+    # stronger pixelation: fewer, larger blocks over a wider ellipse
+    strong = obfuscate(astronaut, d[:1], "pixelate", grow=1.6, strength=2)
+    x0, y0, x1, y1 = d.boxes[0].astype(int)
+    row = strong[(y0 + y1) // 2, x0:x1]
+    runs = 1 + np.count_nonzero(np.any(row[1:] != row[:-1], axis=1))
+    assert runs <= 5 and (strong != astronaut).any(2).sum() > (plain != astronaut).any(2).sum()

@@ -17,7 +17,7 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import Drawing, draw_in_place, local_finder
+from .anchor_face import Drawing, draw_in_place, fit_error, local_finder
 from .frame import CONFIRM_SCORE, IN_PLACE
 
 DLIB_MATCH = 0.6
@@ -237,6 +237,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
+        if i in fresh and fit_error(shapes[i], dets.landmarks[i]) > getattr(anon.generator, "max_fit", np.inf):
+            failed[i] = True  # dlib's 68 points are not this face's: the fallback, nothing drawn
+            anon.stats["misfit"] += 1
+            continue
         # The look the in-place check takes: photos, the whole image (a crop's pyramid places the
         # points differently and shifts found on it do not carry over: 200 LFW faces within 0.07,
         # 52.5% with crops and 2 renderings, 86.5% with the whole image and 3; 12 wild photos take
