@@ -105,6 +105,7 @@ def main():
                 z = sface.embed(crop)[0]
                 e0 = ev.embed(rgb, box)
                 sex = space.target_sex = bank.predict_sex(e0)  # as the pipeline does (native.py)
+                space.target_descriptor = e0  # ... and the bank faces farthest from it (in memory only)
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 if a.in_place:
