@@ -374,3 +374,25 @@ def test_a_fallback_dlib_still_recognises_is_obfuscated_again_stronger(astronaut
     row = strong[(y0 + y1) // 2, x0:x1]
     runs = 1 + np.count_nonzero(np.any(row[1:] != row[:-1], axis=1))
     assert runs <= 5 and (strong != astronaut).any(2).sum() > (plain != astronaut).any(2).sum()
+
+
+def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(bank):
+    """The bank carries its faces' own dlib descriptors; given a target's, Eq. 1 draws among the
+    FAR_CANDIDATES bank faces of its sex that lie farthest from it, and a retry takes the
+    farthest one not yet tried."""
+    from fiva.anonymize.face_bank import FAR_CANDIDATES
+    from fiva.anonymize.native import farther_anchor
+
+    assert bank.dlib is not None and bank.dlib.shape == (len(bank), 128)
+    space = bank.anchor_space(seed=0)
+    z = np.random.default_rng(1).normal(size=128).astype(np.float32)
+    for sex in (0, 1):
+        target = bank.dlib[np.flatnonzero(bank.sex == sex)[0]] + 0.01  # a face like one bank face
+        pool = np.flatnonzero(bank.sex == sex)
+        far = pool[np.argsort(-np.linalg.norm(bank.dlib[pool] - target, axis=1))[:FAR_CANDIDATES]]
+        space.target_sex, space.target_descriptor = sex, target
+        picks = {bank.index_of(space.sample(z)) for _ in range(30)}
+        assert picks <= set(far.tolist()) and len(picks) >= 2
+        assert farther_anchor(bank, z, [int(far[0])], sex, target) == int(far[1])
+    space.target_descriptor = None  # without it: Eq. 1 on SFace as before
+    assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(10)} == {1}
