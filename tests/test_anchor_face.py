@@ -378,8 +378,8 @@ def test_a_fallback_dlib_still_recognises_is_obfuscated_again_stronger(astronaut
 
 def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(bank):
     """The bank carries its faces' own dlib descriptors; given a target's, Eq. 1 draws among the
-    FAR_CANDIDATES bank faces of its sex that lie farthest from it, and a retry takes the
-    farthest one not yet tried."""
+    FAR_CANDIDATES bank faces of its sex that lie farthest from it, and a retry takes, of the
+    half farthest by dlib not yet tried, the one farthest by SFace."""
     from fiva.anonymize.face_bank import FAR_CANDIDATES
     from fiva.anonymize.native import farther_anchor
 
@@ -393,6 +393,71 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         space.target_sex, space.target_descriptor = sex, target
         picks = {bank.index_of(space.sample(z)) for _ in range(30)}
         assert picks <= set(far.tolist()) and len(picks) >= 2
-        assert farther_anchor(bank, z, [int(far[0])], sex, target) == int(far[1])
+        # a retry: of the half farthest by dlib (not yet tried), the one farthest by SFace
+        left = pool[pool != far[0]]
+        half = left[np.argsort(-np.linalg.norm(bank.dlib[left] - target, axis=1))[:(len(left) + 1) // 2]]
+        want = int(half[np.argmin(bank.sface[half] @ (z / np.linalg.norm(z)))])
+        assert farther_anchor(bank, z, [int(far[0])], sex, target) == want
     space.target_descriptor = None  # without it: Eq. 1 on SFace as before
     assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(10)} == {1}
+
+
+def test_eq1_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
+    """A dark bank face colour-matched onto a light target looks grey and dirty: with the target's
+    cheek lightness, the candidates are bank faces within TONE_MAX of it."""
+    from fiva.anonymize.face_bank import FAR_CANDIDATES, TONE_MAX, cheek_lightness
+
+    i = int(np.argmax(bank.tone[:, 0]))  # the lightest bank face
+    assert abs(cheek_lightness(bank.textures[i], bank.shapes[i]) - bank.tone[i, 0]) < 2  # the bank's own measure
+    space = bank.anchor_space(seed=0)
+    sex = int(bank.sex[i])
+    space.target_sex, space.target_descriptor, space.target_tone = sex, bank.dlib[i] + 0.01, float(bank.tone[i, 0])
+    z = np.random.default_rng(2).normal(size=128).astype(np.float32)
+    picks = [bank.index_of(space.sample(z)) for _ in range(20)]
+    pool = np.flatnonzero(bank.sex == sex)
+    near = pool[np.abs(bank.tone[pool, 0] - bank.tone[i, 0]) <= TONE_MAX]
+    assert set(picks) <= set(near.tolist()) or len(near) < FAR_CANDIDATES
+    assert all(abs(bank.tone[p, 0] - bank.tone[i, 0]) <= TONE_MAX for p in picks)
+
+
+def test_dark_sockets_of_the_bank_face_are_lifted_towards_the_target():
+    """`lift_sockets` brightens a bank face darker than the target around the eyes, and only there."""
+    from fiva.anonymize.anchor_face import lift_sockets
+
+    shape = np.zeros((68, 2), np.float32)
+    shape[36:42] = [60, 80]
+    shape[42:48] = [140, 80]
+    ref = np.full((200, 200, 3), 180, np.float32)
+    anchor = ref.copy()
+    anchor[60:100, 40:80] = 100  # a dark socket around the first eye
+    out = anchor.copy()
+    lift_sockets(out, ref, shape, iod=80.0)
+    assert out[80, 60].mean() > anchor[80, 60].mean() + 20  # lifted
+    assert np.allclose(out[150:, :], anchor[150:, :]) and np.allclose(out[80, 140], anchor[80, 140])  # elsewhere untouched
+    bright = ref.copy()
+    bright[60:100, 40:80] = 230  # a socket lighter than the target is not darkened
+    kept = bright.copy()
+    lift_sockets(kept, ref, shape, iod=80.0)
+    assert np.allclose(kept, bright)
+
+
+def test_colour_match_gives_darker_patches_the_targets_saturation():
+    """Where the bank face is darker than the target, the target's skin colour of that lightness
+    (more saturated), not its mean: without it such patches read grey (group_t1)."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import match_colour
+
+    h = w = 64
+    L = np.tile(np.linspace(90, 200, w, dtype=np.float32), (h, 1))
+    lab = np.stack([L, 128 + 0.25 * (200 - L), 128 + 0.3 * (200 - L)], 2)  # darker skin: redder and yellower
+    ref = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    src_lab = np.stack([np.tile(np.linspace(200, 90, w, dtype=np.float32), (h, 1)), np.full((h, w), 135, np.float32),
+                        np.full((h, w), 138, np.float32)], 2)  # the shading reversed
+    src = cv2.cvtColor(src_lab.astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+    region = np.ones((h, w), bool)
+    out = cv2.cvtColor(match_colour(src, ref, region, chroma=0.5, chroma_sigma=3.0).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    dark, light = out[:, -8:], out[:, :8]  # the output is dark on the right, where the target is light
+    assert dark[..., 0].mean() < light[..., 0].mean() - 30
+    # redder and yellower than the target's own colour there (its light, pale skin)
+    assert dark[..., 1].mean() > lab[:, -8:, 1].mean() + 3 and dark[..., 2].mean() > lab[:, -8:, 2].mean() + 3

@@ -27,6 +27,7 @@ from .anchors import AnchorSpace
 
 SEXES = ("male", "female")
 FAR_CANDIDATES = 3  # Eq. 1's candidates with a target descriptor: the bank faces farthest from it (dlib)
+TONE_MAX = 60.0  # ... among the bank faces whose cheeks are within this LAB lightness of the target's
 
 
 def canonical_template(size: int) -> np.ndarray:
@@ -104,6 +105,13 @@ class AnchorFaceBank:
         space.bank = self
         return space
 
+    def nearest_tone(self, lightness: float, pool: np.ndarray, max_diff: float = TONE_MAX) -> np.ndarray:
+        """The bank faces of `pool` whose cheeks' lightness (`tone`, LAB L) is within `max_diff`
+        of `lightness`; the FAR_CANDIDATES nearest if fewer are."""
+        diff = np.abs(self.tone[pool, 0] - lightness)
+        ok = pool[diff <= max_diff]
+        return ok if len(ok) >= FAR_CANDIDATES else pool[np.argsort(diff)[:FAR_CANDIDATES]]
+
     def farthest(self, descriptor: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
         """The `k` bank faces of `pool` whose textures dlib reads farthest from a target's
         `descriptor` [128] (in memory only), farthest first."""
@@ -118,6 +126,20 @@ class AnchorFaceBank:
         """A random bank face index, of one sex if given."""
         pool = np.arange(len(self)) if sex is None else np.flatnonzero(self.sex == sex)
         return int(rng.choice(pool if len(pool) else np.arange(len(self))))
+
+
+def cheek_lightness(rgb: np.ndarray, shape: np.ndarray) -> float:
+    """Mean LAB lightness (OpenCV 8-bit) over a face's two cheek boxes, placed by its 68 points
+    `shape` as the bank's `tone` is (scripts/build_face_bank.py `regions`)."""
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    h, w = rgb.shape[:2]
+    vals = []
+    for c in (shape[[1, 2, 31, 41]].mean(0), shape[[15, 14, 35, 46]].mean(0)):
+        x0, y0 = int(max(c[0] - 0.14 * iod, 0)), int(max(c[1] - 0.12 * iod, 0))
+        x1, y1 = int(min(c[0] + 0.14 * iod, w)), int(min(c[1] + 0.12 * iod, h))
+        if x1 > x0 and y1 > y0:
+            vals.append(cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)[..., 0].reshape(-1))
+    return float(np.concatenate(vals).mean()) if vals else 128.0
 
 
 def bank_descriptors(textures: np.ndarray, detector, evaluator) -> np.ndarray:
@@ -158,13 +180,18 @@ class SexMatchedAnchorSpace(AnchorSpace):
     bank that has its faces' own, the candidates are the `candidates` bank faces dlib reads
     farthest from the target rather than the ones nearest orthogonal to it by SFace: what stays
     of the target (hair, outline, kept eyes and mouth) pulls the drawing back towards it, and a
-    bank face far from it to start with lands farthest. 31 LFW faces drawn with each of their
-    sex's bank faces: the SFace candidates left 3.0% within dlib's 0.6 of the original, the 3
-    farthest by dlib none (median distance 0.72 -> 0.77)."""
+    bank face far from it to start with lands farthest. With the target's cheek lightness too
+    (`target_tone`, `cheek_lightness`), only bank faces within TONE_MAX of it are candidates:
+    dlib reads skin tone strongly, and a dark bank face colour-matched onto a light target (or
+    the reverse) looks grey and dirty. 60 LFW faces drawn with each of their sex's bank faces:
+    the SFace candidates left 3.0% within dlib's 0.6 of the original, the 3 farthest by dlib
+    none (lightness differences up to 122), within 60 of the target's lightness 0.6% (the
+    tone-nearest half: 1.7%)."""
 
     bank: AnchorFaceBank
     target_sex: int | None = None
     target_descriptor: np.ndarray | None = None
+    target_tone: float | None = None
 
     def sample(self, z_id: np.ndarray) -> np.ndarray:
         z = z_id / np.linalg.norm(z_id)
@@ -172,6 +199,8 @@ class SexMatchedAnchorSpace(AnchorSpace):
         if self.target_sex is None or len(pool) < 2:
             pool = np.arange(len(self.bank))
         if self.target_descriptor is not None and self.bank.dlib is not None:
+            if self.target_tone is not None:
+                pool = self.bank.nearest_tone(self.target_tone, pool)
             best = self.bank.farthest(self.target_descriptor, pool, FAR_CANDIDATES)
             return self.anchors[int(self.rng.choice(best))].copy()
         if self.target_sex is None or len(pool) == len(self.bank):

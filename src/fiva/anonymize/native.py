@@ -18,6 +18,7 @@ from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
 from .anchor_face import Drawing, draw_in_place, fit_error, local_finder
+from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE
 
 DLIB_MATCH = 0.6
@@ -145,9 +146,9 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
 
 def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, descriptor: np.ndarray | None = None) -> int | None:
     """The bank face for a retry: of the target's `sex` (None: any), not in `tried`, the one whose
-    texture dlib reads farthest from the target's `descriptor` (given, and the bank has its
-    faces' own), else the one whose SFace embedding is farthest (cosine) from the original's
-    `z_id` [128]; None when none is left.
+    SFace embedding is farthest (cosine) from the original's `z_id` [128], of the half that dlib
+    reads farthest from the target's `descriptor` (given, and the bank has its faces' own: both
+    checks of verification pass); None when none is left.
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
     outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
@@ -158,7 +159,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     if len(pool) == 0:
         return None
     if descriptor is not None and bank.dlib is not None:
-        return int(bank.farthest(descriptor, pool, 1)[0])
+        pool = bank.farthest(descriptor, pool, max(1, (len(pool) + 1) // 2))
     cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
     return int(pool[np.argmin(cos)])
 
@@ -230,6 +231,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     matched = hasattr(space, "target_sex") and bank.sex_w is not None
     sexes: dict[int, int | None] = {}
     descriptors: dict[int, np.ndarray] = {}
+    shapes = shapes68(anon, rgb, dets, tracks)
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
@@ -238,8 +240,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             if matched:
                 sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
                 space.target_sex, space.target_descriptor = sexes[i], descriptors[i]
+                space.target_tone = cheek_lightness(rgb, shapes[i])
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
-    shapes = shapes68(anon, rgb, dets, tracks)
     out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
         if i not in fresh and failed[i]:
