@@ -50,7 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fiva.anonymize.face_bank import SEXES, AnchorFaceBank, canonical_template
+from fiva.anonymize.face_bank import SEXES, AnchorFaceBank, add_descriptors, bank_descriptors, canonical_template
 from fiva.anonymize.warp import mesh, piecewise_affine, triangulate
 from fiva.evaluate.lfw import read_folds
 from fiva.faces import FaceDetector
@@ -427,8 +427,14 @@ def main():
     ap.add_argument("--candidates-from-cache", action="store_true", help="reuse the last build's candidates and render check")
     ap.add_argument("--scan-only", action="store_true")
     ap.add_argument("--classifier-only", default=None, help="only (re)fit the sex classifier of this bank file")
+    ap.add_argument("--descriptors-only", default=None, help="only add the bank faces' own dlib descriptors to this bank file")
     a = ap.parse_args()
     cv2.setNumThreads(1)
+    if a.descriptors_only:
+        from fiva.faces.identity import DlibEvaluator
+
+        add_descriptors(a.descriptors_only, FaceDetector(score_threshold=0.5), DlibEvaluator())
+        return
     lfw, cache = Path(a.lfw), Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)
     rows = scan(lfw, cache)
@@ -500,7 +506,7 @@ def main():
                            "min_donor_distance": a.min_donor_distance, "render_donor_distance": a.render_donor_distance,
                            "render_check_targets": a.targets, "reuse": a.reuse, "pool": a.pool,
                            "caricature": a.caricature, "seed": a.seed, "reviewed_out": a.drop},
-                          sex_w, sex_b)
+                          sex_w, sex_b, bank_descriptors(np.stack([f["tex"] for f in faces]), det, ev))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
     # which donors made which face: for the evaluation's donor checks, kept in the cache only

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, local_finder, render_in_place
-from fiva.anonymize.face_bank import AnchorFaceBank
+from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
 from fiva.anonymize.native import STILL_TRIES
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
@@ -105,6 +105,8 @@ def main():
                 z = sface.embed(crop)[0]
                 e0 = ev.embed(rgb, box)
                 sex = space.target_sex = bank.predict_sex(e0)  # as the pipeline does (native.py)
+                space.target_descriptor = e0  # ... and the bank faces farthest from it (in memory only)
+                space.target_tone = cheek_lightness(rgb, shape)  # ... of the nearer half in skin tone
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 if a.in_place:

@@ -329,3 +329,135 @@ def test_heads_turned_past_the_bank_faces_range_get_the_fallback():
     anchor, net = Anonymizer(generator="anchor-face", progress=False), Anonymizer(generator="fiva", progress=False)
     assert anchor.triage((300, 300), face(0.3)) == ["ok"] and anchor.triage((300, 300), face(0.45)) == ["profile"]
     assert net.triage((300, 300), face(0.45)) == ["ok"] and net.triage((300, 300), face(0.8)) == ["profile"]
+
+
+@needs_dlib
+def test_a_face_whose_68_points_are_not_its_own_gets_the_fallback(astronaut, astronaut_face):
+    """dlib's 68 points on a tilted head looking down (group_t1) or on a neighbour's face disagree
+    with YuNet's 5: the bank face drawn on them is grotesque, so such a face is obfuscated."""
+    from fiva import Anonymizer
+    from fiva.anonymize.anchor_face import AnchorFaceGenerator, fit_error
+
+    d, shape = astronaut_face
+    kps = d.landmarks[0]
+    assert fit_error(shape, kps) < 0.15  # a frontal face's own fit
+    iod = float(np.linalg.norm(kps[1] - kps[0]))
+    assert fit_error(shape + np.float32([0.5 * iod, 0]), kps) > AnchorFaceGenerator.max_fit
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    lm68 = anon.generator.landmarker
+    anon.generator.landmarker = lambda rgb, k: lm68(rgb, k) + np.float32([0.5 * iod, 0])  # a fit beside the face
+    out = anon.anonymize_image(astronaut, d[:1])
+    assert list(anon.outcomes) == ["verify"] and anon.stats["misfit"] == 1
+    assert not np.array_equal(out, astronaut)  # obfuscated, not left as it was
+
+
+@needs_dlib
+def test_a_fallback_dlib_still_recognises_is_obfuscated_again_stronger(astronaut, astronaut_face):
+    """Photos: a pixelated face within dlib's 0.6 of the original (hair, glasses and outline carry
+    it) is pixelated again with fewer blocks over a wider region (within the face's 1.5x box)."""
+    from fiva import Anonymizer
+    from fiva.anonymize.baselines import obfuscate
+
+    d, _ = astronaut_face
+    anon = Anonymizer(generator="anchor-face", fallback="pixelate", progress=False)
+    ev = anon._dlib
+    plain = obfuscate(astronaut, d[:1], "pixelate")
+    out = anon._fallback(astronaut, astronaut, d, [0], still=True)
+    dist = lambda img: float(np.linalg.norm(ev.embed(astronaut, d.boxes[0]) - ev.embed(img, d.boxes[0])))  # noqa: E731
+    if dist(plain) >= 0.6:  # the plain fallback is enough here: nothing more is done
+        assert np.array_equal(out, plain) and anon.stats["fallback_stronger"] == 0
+    else:
+        assert anon.stats["fallback_stronger"] >= 1 and dist(out) > dist(plain)
+    # stronger pixelation: fewer, larger blocks over a wider ellipse
+    strong = obfuscate(astronaut, d[:1], "pixelate", grow=1.5, strength=2)
+    x0, y0, x1, y1 = d.boxes[0].astype(int)
+    row = strong[(y0 + y1) // 2, x0:x1]
+    runs = 1 + np.count_nonzero(np.any(row[1:] != row[:-1], axis=1))
+    assert runs <= 5 and (strong != astronaut).any(2).sum() > (plain != astronaut).any(2).sum()
+
+
+def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(bank):
+    """The bank carries its faces' own dlib descriptors; given a target's, Eq. 1 draws among the
+    FAR_CANDIDATES bank faces of its sex that lie farthest from it, and a retry takes, of the
+    half farthest by dlib not yet tried, the one farthest by SFace."""
+    from fiva.anonymize.face_bank import FAR_CANDIDATES
+    from fiva.anonymize.native import farther_anchor
+
+    assert bank.dlib is not None and bank.dlib.shape == (len(bank), 128)
+    space = bank.anchor_space(seed=0)
+    z = np.random.default_rng(1).normal(size=128).astype(np.float32)
+    for sex in (0, 1):
+        target = bank.dlib[np.flatnonzero(bank.sex == sex)[0]] + 0.01  # a face like one bank face
+        pool = np.flatnonzero(bank.sex == sex)
+        far = pool[np.argsort(-np.linalg.norm(bank.dlib[pool] - target, axis=1))[:FAR_CANDIDATES]]
+        space.target_sex, space.target_descriptor = sex, target
+        picks = {bank.index_of(space.sample(z)) for _ in range(30)}
+        assert picks <= set(far.tolist()) and len(picks) >= 2
+        # a retry: of the half farthest by dlib (not yet tried), the one farthest by SFace
+        left = pool[pool != far[0]]
+        half = left[np.argsort(-np.linalg.norm(bank.dlib[left] - target, axis=1))[:(len(left) + 1) // 2]]
+        want = int(half[np.argmin(bank.sface[half] @ (z / np.linalg.norm(z)))])
+        assert farther_anchor(bank, z, [int(far[0])], sex, target) == want
+    space.target_descriptor = None  # without it: Eq. 1 on SFace as before
+    assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(10)} == {1}
+
+
+def test_eq1_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
+    """A dark bank face colour-matched onto a light target looks grey and dirty: with the target's
+    cheek lightness, the candidates are bank faces within TONE_MAX of it."""
+    from fiva.anonymize.face_bank import FAR_CANDIDATES, TONE_MAX, cheek_lightness
+
+    i = int(np.argmax(bank.tone[:, 0]))  # the lightest bank face
+    assert abs(cheek_lightness(bank.textures[i], bank.shapes[i]) - bank.tone[i, 0]) < 2  # the bank's own measure
+    space = bank.anchor_space(seed=0)
+    sex = int(bank.sex[i])
+    space.target_sex, space.target_descriptor, space.target_tone = sex, bank.dlib[i] + 0.01, float(bank.tone[i, 0])
+    z = np.random.default_rng(2).normal(size=128).astype(np.float32)
+    picks = [bank.index_of(space.sample(z)) for _ in range(20)]
+    pool = np.flatnonzero(bank.sex == sex)
+    near = pool[np.abs(bank.tone[pool, 0] - bank.tone[i, 0]) <= TONE_MAX]
+    assert set(picks) <= set(near.tolist()) or len(near) < FAR_CANDIDATES
+    assert all(abs(bank.tone[p, 0] - bank.tone[i, 0]) <= TONE_MAX for p in picks)
+
+
+def test_dark_sockets_of_the_bank_face_are_lifted_towards_the_target():
+    """`lift_sockets` brightens a bank face darker than the target around the eyes, and only there."""
+    from fiva.anonymize.anchor_face import lift_sockets
+
+    shape = np.zeros((68, 2), np.float32)
+    shape[36:42] = [60, 80]
+    shape[42:48] = [140, 80]
+    ref = np.full((200, 200, 3), 180, np.float32)
+    anchor = ref.copy()
+    anchor[60:100, 40:80] = 100  # a dark socket around the first eye
+    out = anchor.copy()
+    lift_sockets(out, ref, shape, iod=80.0)
+    assert out[80, 60].mean() > anchor[80, 60].mean() + 20  # lifted
+    assert np.allclose(out[150:, :], anchor[150:, :]) and np.allclose(out[80, 140], anchor[80, 140])  # elsewhere untouched
+    bright = ref.copy()
+    bright[60:100, 40:80] = 230  # a socket lighter than the target is not darkened
+    kept = bright.copy()
+    lift_sockets(kept, ref, shape, iod=80.0)
+    assert np.allclose(kept, bright)
+
+
+def test_colour_match_gives_darker_patches_the_targets_saturation():
+    """Where the bank face is darker than the target, the target's skin colour of that lightness
+    (more saturated), not its mean: without it such patches read grey (group_t1)."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import match_colour
+
+    h = w = 64
+    L = np.tile(np.linspace(90, 200, w, dtype=np.float32), (h, 1))
+    lab = np.stack([L, 128 + 0.25 * (200 - L), 128 + 0.3 * (200 - L)], 2)  # darker skin: redder and yellower
+    ref = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    src_lab = np.stack([np.tile(np.linspace(200, 90, w, dtype=np.float32), (h, 1)), np.full((h, w), 135, np.float32),
+                        np.full((h, w), 138, np.float32)], 2)  # the shading reversed
+    src = cv2.cvtColor(src_lab.astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+    region = np.ones((h, w), bool)
+    out = cv2.cvtColor(match_colour(src, ref, region, chroma=0.5, chroma_sigma=3.0).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    dark, light = out[:, -8:], out[:, :8]  # the output is dark on the right, where the target is light
+    assert dark[..., 0].mean() < light[..., 0].mean() - 30
+    # redder and yellower than the target's own colour there (its light, pale skin)
+    assert dark[..., 1].mean() > lab[:, -8:, 1].mean() + 3 and dark[..., 2].mean() > lab[:, -8:, 2].mean() + 3

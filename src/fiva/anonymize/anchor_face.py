@@ -71,6 +71,8 @@ class RenderConfig:
     still_tries: int = 3  # native.STILL_TRIES
     still_tolerance: float = 0.05
     still_limit: float = 0.2
+    shade_chroma: float = 1.0  # share of the target's colour-with-lightness slope given to the bank face's shading (`chroma_slope`)
+    sockets: float = 1.0  # share of the way a bank face darker than the target around the eyes is lifted to it (`lift_sockets`)
 
 
 def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
@@ -224,8 +226,21 @@ def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
     return out
 
 
+def chroma_slope(lab: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[2]: how the a and b of float LAB `lab` change with L over `region` [h,w] bool (least
+    squares), kept within [-0.3, 0.1]: skin turns more saturated as it darkens."""
+    m = region.astype(np.uint8)
+    mean, std = cv2.meanStdDev(lab, mask=m)
+    if std[0, 0] < 1.0:
+        return np.zeros(2, np.float32)
+    px = lab[region]
+    cov = ((px[:, 1:] - mean[1:, 0]) * (px[:, :1] - mean[0, 0])).mean(0)
+    return np.clip(cov / std[0, 0] ** 2, -0.3, 0.1).astype(np.float32)
+
+
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
-                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0) -> np.ndarray:
+                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0,
+                 shade_chroma: float = 1.0) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
@@ -251,7 +266,36 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     if chroma < 1 and chroma_sigma > 0:
         own = a[..., 1:] - smooth(a[..., 1:], chroma_sigma)
         a[..., 1:] = smooth(b[..., 1:], chroma_sigma) + chroma * own
+        # The target's smoothed colour belongs to its own shading: where the bank face is darker
+        # than the target there (its averaged shading), skin keeps the target's colour of a darker
+        # patch, which is more saturated; without it those patches read grey (group_t1).
+        a[..., 1:] += shade_chroma * chroma_slope(b, region) * np.clip(a[..., 0] - smooth(b[..., 0], chroma_sigma), -20, 20)[..., None]
     return cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+
+
+def lift_sockets(anchor: np.ndarray, ref: np.ndarray, shape: np.ndarray, iod: float, strength: float = 1.0,
+                 sigma: float = 0.12) -> None:
+    """Where the bank face `anchor` (float RGB [h,w,3], in place) is darker than the target `ref`
+    around the eyes, raise it towards the target by `strength` (a gain on all three channels, so
+    the shading's own colour stays): averages of six donors have dark, hollow sockets (their lids and lashes never
+    line up), which a person reads as sunken or tired eyes (Shea Whigham, Zakayev, Kate Siegel).
+    Both are compared smoothed over `sigma` eye distances, so only the shading changes, not the
+    bank face's detail; the lift is added alike to R, G and B (grey light, no colour cast); `shape` [68,2] is the drawn shape in the patch's pixels."""
+    h, w = anchor.shape[:2]
+    rx, ry = 0.6 * iod, 0.42 * iod  # the socket: lids, the brow's underside and the upper cheek
+    for s in (EYE_L, EYE_R):
+        c = shape[s].mean(0)
+        x0, y0 = int(max(c[0] - rx, 0)), int(max(c[1] - ry, 0))
+        x1, y1 = int(min(c[0] + rx + 1, w)), int(min(c[1] + ry + 1, h))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        a, b = anchor[y0:y1, x0:x1], ref[y0:y1, x0:x1]
+        la = smooth(a.mean(2), sigma * iod) + 1.0
+        lb = smooth(b.mean(2), sigma * iod) + 1.0
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        ell = np.clip(1.0 - ((xx - c[0]) / rx) ** 2 - ((yy - c[1]) / ry) ** 2, 0, 1)  # 1 at the centre, 0 at the rim
+        gain = strength * ell * (np.clip(lb / la, 1.0, 1.6) - 1.0)
+        a += (gain * la)[..., None]  # the same on all three channels: a multiplied one turns lids orange
 
 
 class AnchorFaceRenderer:
@@ -320,7 +364,8 @@ class AnchorFaceRenderer:
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
-            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour, tone=cfg.tone)
+            anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour,
+                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma)
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -332,7 +377,8 @@ class AnchorFaceRenderer:
                                             border=cv2.BORDER_REPLICATE)
             ref = cv2.resize(sub, (gw, gh), interpolation=cv2.INTER_AREA)
             region = _poly_mask((gh, gw), small(cv2.convexHull(new[_MATCH_POINTS])[:, 0]), (0, 0)) > 0.5
-            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour, tone=cfg.tone)
+            anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour,
+                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
             m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),
@@ -340,6 +386,8 @@ class AnchorFaceRenderer:
                            interpolation=cv2.INTER_LINEAR)
             m *= _poly_mask((h, w), hull, (sx0, sy0))
         mf = sub.astype(np.float32)
+        if cfg.sockets > 0:
+            lift_sockets(anchor, mf, new - (sx0, sy0), iod, cfg.sockets)
         if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
             anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
@@ -445,8 +493,10 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
 
 
 # The drawings tried, in turn, while the mouth reads off: the chin and the nose base left where
-# they were (the points around the mouth), then no identity geometry at all.
-EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"alpha": 0.0})
+# they were (the points around the mouth), then also the target's own lips (a closed mouth too:
+# a bank face's parted lips read as an open mouth), then no identity geometry at all.
+EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"jaw": 0.0, "nose_base": 0.0, "keep_mouth": -1.0},
+                    {"alpha": 0.0, "keep_mouth": -1.0})
 
 
 def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit):
@@ -476,6 +526,15 @@ def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, co
         drawn.lift(img)
         best[0].paste(img)
     return best
+
+
+def fit_error(shape: np.ndarray, kps: np.ndarray) -> float:
+    """How far the 5 key points of a 68-point `shape` lie from the detector's `kps` [5,2] (mean,
+    in eye distances). Near 0.06 on frontal faces (the eye centres are defined differently); large
+    where dlib's fit has failed: a tilted head looking down (the 5 points show no pitch) or another
+    face under the box."""
+    iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
+    return float(np.linalg.norm(five_points(shape) - kps, axis=1).mean()) / iod
 
 
 def local_finder(detector, box: np.ndarray, margin: float | None = 0.6):
@@ -515,6 +574,10 @@ class AnchorFaceGenerator(torch.nn.Module):
     # distance, ~30 degrees) get the fallback: a frontal bank face warped onto a three-quarter
     # view smears and folds where the wild photos' turned heads showed it (group_t1).
     max_profile = 0.35
+    # Faces whose 68 points disagree with the detector's 5 by more than this (`fit_error`) get the
+    # fallback: dlib's fit has failed (a head tilted and looking down, group_t1; a neighbour's face
+    # under the box), and the bank face drawn on it is grotesque. LFW fold 1: 99th percentile 0.24.
+    max_fit = 0.3
 
     def __init__(self, bank: AnchorFaceBank, config: RenderConfig | None = None):
         super().__init__()

@@ -22,8 +22,9 @@ def _ellipse_region(shape: tuple[int, int], box: np.ndarray, grow: float) -> tup
     return (X1, Y1, X2, Y2), mask.astype(bool)
 
 
-def obfuscate(rgb: np.ndarray, dets: Detections, method: str = "blur", grow: float = 1.3) -> np.ndarray:
-    """Return a copy of `rgb` with an ellipse over each face (box grown by `grow`) obfuscated."""
+def obfuscate(rgb: np.ndarray, dets: Detections, method: str = "blur", grow: float = 1.3, strength: int = 1) -> np.ndarray:
+    """Return a copy of `rgb` with an ellipse over each face (box grown by `grow`) obfuscated;
+    `strength` > 1: blur's kernel that many times wider, pixelate's blocks that many times fewer."""
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     out = rgb.copy()
@@ -33,13 +34,13 @@ def obfuscate(rgb: np.ndarray, dets: Detections, method: str = "blur", grow: flo
         if roi.size == 0:
             continue
         if method == "blur":  # a kernel a third of the face, applied at a scale where it is <= 15 px
-            k = max(3, max(roi.shape[:2]) // 3)
+            k = max(3, max(roi.shape[:2]) * strength // 3)
             f = max(1.0, k / 15)
             small = cv2.resize(roi, (max(1, round(roi.shape[1] / f)), max(1, round(roi.shape[0] / f))), interpolation=cv2.INTER_AREA)
             kk = max(3, int(k / f) | 1)
             new = cv2.resize(cv2.GaussianBlur(small, (kk, kk), 0), (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
         elif method == "pixelate":  # blocks of 10 px, but never more than BLOCKS across: 10 px blocks left a 1000 px face recognisable
-            bw = max(1, min(BLOCKS, roi.shape[1] // 10))
+            bw = max(1, min(BLOCKS // strength, roi.shape[1] // 10))
             small = cv2.resize(roi, (bw, max(1, round(bw * roi.shape[0] / roi.shape[1]))), interpolation=cv2.INTER_AREA)
             new = cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)
         else:

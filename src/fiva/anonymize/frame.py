@@ -41,6 +41,9 @@ CONFIRM_SCORE = 0.5  # second look: a face found again at this score on its alig
 IN_PLACE = 0.07
 SURE_SCORE = 0.6  # a first detection this confident is obfuscated even when the second look finds nothing
 DLIB_MATCH = 0.6  # dlib's own "same person" distance
+# (strength, grow) of the fallback where dlib still knows a face (photos): half the blocks, then one
+# (the mean colour), within the 1.5x box the in-the-wild check counts as the face's (change away)
+STRONGER = ((2, 1.5), (8, 1.5))
 
 
 @dataclass
@@ -254,7 +257,7 @@ class Anonymizer:
                     kinds[i] = "verify"
         bad = [i for i, k in enumerate(kinds) if k != "ok"]
         if bad:
-            out = obfuscate(out, dets[np.array(bad)], self.cfg.fallback)
+            out = self._fallback(rgb, out, dets, bad, still)
         gen = [i for i, k in enumerate(kinds) if k == "ok"]
         if still and gen and self.cfg.fallback != "none":
             # The finished photo, looked at as a user's next tool would: a generated face not found
@@ -262,7 +265,7 @@ class Anonymizer:
             # obfuscated too.
             moved = [i for i, ok in zip(gen, self._in_place(rgb, out, dets[np.array(gen)], still=True)) if not ok]
             if moved:
-                out = obfuscate(out, dets[np.array(moved)], self.cfg.fallback)
+                out = self._fallback(rgb, out, dets, moved, still)
                 for i in moved:
                     kinds[i] = "verify"
                 bad += moved
@@ -270,6 +273,25 @@ class Anonymizer:
             self.stats[f"fallback_{kinds[i]}"] += 1
             self.outcomes[idx[i]] = kinds[i]
         self.stats["generated"] += len(dets) - len(bad)
+        return out
+
+    def _fallback(self, rgb: np.ndarray, out: np.ndarray, dets: Detections, idx: list[int], still: bool) -> np.ndarray:
+        """The fallback obfuscation on faces `idx`. On photos, with dlib, a face it still recognises
+        (within DLIB_MATCH of the original) is obfuscated again, stronger and wider (STRONGER):
+        8 pixelation blocks over 1.3x the box left two of 200 LFW faces at dlib 0.55 and 0.60
+        (hair, glasses and outline at the image's edge carry them); of the four nearest, 4 blocks
+        over 1.5x left one at 0.59, one block (the mean colour) none (0.62-0.68). Only faces that
+        got the full 8 blocks (grown width >= 80 px) are checked; smaller ones get fewer already."""
+        out = obfuscate(out, dets[np.array(idx)], self.cfg.fallback)
+        if not still or self._dlib is None or self.cfg.fallback == "mask":
+            return out
+        left = [i for i in idx if (dets.boxes[i, 2] - dets.boxes[i, 0]) * 1.3 >= 80]
+        for strength, grow in STRONGER:
+            left = [i for i in left if np.linalg.norm(self._dlib.embed(rgb, dets.boxes[i]) - self._dlib.embed(out, dets.boxes[i])) < DLIB_MATCH]
+            if not left:
+                break
+            self.stats["fallback_stronger"] += len(left)
+            out = obfuscate(out, dets[np.array(left)], self.cfg.fallback, grow=grow, strength=strength)
         return out
 
     def _reference_embeddings(self, paths) -> np.ndarray:

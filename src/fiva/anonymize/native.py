@@ -17,7 +17,8 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import Drawing, draw_in_place, local_finder
+from .anchor_face import Drawing, draw_in_place, fit_error, local_finder
+from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE
 
 DLIB_MATCH = 0.6
@@ -113,15 +114,17 @@ class ColourTrack:
             self.store[self.key] = (self.index, self.last)
 
 
-def _sex(anon, rgb: np.ndarray, box: np.ndarray, track) -> int | None:
-    """The bank's sex prediction for a face (dlib descriptor, in memory only), once per track."""
+def _target(anon, rgb: np.ndarray, box: np.ndarray, track) -> tuple[int | None, np.ndarray]:
+    """The bank's sex prediction for a face and its dlib descriptor (in memory only), once per
+    track: Eq. 1 takes bank faces of that sex, farthest from the descriptor."""
     key = None if track is None else ("sex", int(track))
     if key is not None and key in anon._tracks:
         return anon._tracks[key]
-    sex = anon.generator.bank.predict_sex(anon.generator.descriptor(rgb, box))
+    d = anon.generator.descriptor(rgb, box)
+    got = anon.generator.bank.predict_sex(d), d
     if key is not None:
-        anon._tracks[key] = sex
-    return sex
+        anon._tracks[key] = got
+    return got
 
 
 def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
@@ -141,9 +144,11 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     return False
 
 
-def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None) -> int | None:
+def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, descriptor: np.ndarray | None = None) -> int | None:
     """The bank face for a retry: of the target's `sex` (None: any), not in `tried`, the one whose
-    SFace embedding is farthest (cosine) from the original's `z_id` [128]; None when none is left.
+    SFace embedding is farthest (cosine) from the original's `z_id` [128], of the half that dlib
+    reads farthest from the target's `descriptor` (given, and the bank has its faces' own: both
+    checks of verification pass); None when none is left.
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
     outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
@@ -153,6 +158,8 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None) ->
     pool = np.setdiff1d(pool, tried)
     if len(pool) == 0:
         return None
+    if descriptor is not None and bank.dlib is not None:
+        pool = bank.farthest(descriptor, pool, max(1, (len(pool) + 1) // 2))
     cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
     return int(pool[np.argmin(cos)])
 
@@ -224,20 +231,26 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     space = anon.itm.anchors
     matched = hasattr(space, "target_sex") and bank.sex_w is not None
     sexes: dict[int, int | None] = {}
+    descriptors: dict[int, np.ndarray] = {}
+    shapes = shapes68(anon, rgb, dets, tracks)
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
             # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory,
             # once per track: dlib takes ~0.1 s a face)
             if matched:
-                sexes[i] = _sex(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
-                space.target_sex = sexes[i]
+                sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
+                space.target_sex, space.target_descriptor = sexes[i], descriptors[i]
+                space.target_tone = cheek_lightness(rgb, shapes[i])
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
-    shapes = shapes68(anon, rgb, dets, tracks)
     out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
+        if i in fresh and fit_error(shapes[i], dets.landmarks[i]) > getattr(anon.generator, "max_fit", np.inf):
+            failed[i] = True  # dlib's 68 points are not this face's: the fallback, nothing drawn
+            anon.stats["misfit"] += 1
+            continue
         # The look the in-place check takes: photos, the whole image (a crop's pyramid places the
         # points differently and shifts found on it do not carry over: 200 LFW faces within 0.07,
         # 52.5% with crops and 2 renderings, 86.5% with the whole image and 3; 12 wild photos take
@@ -267,7 +280,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             else:
                 failed[i], tried = True, [index]
                 for _ in range(STILL_RETRIES if still else 1):
-                    pick = farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None)
+                    pick = farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None, descriptors.get(i))
                     if pick is None:
                         break
                     anon.stats["retried"] += 1

@@ -168,7 +168,7 @@ def describe_stats(stats, fallback: str) -> str:
     if not stats.get("faces"):
         return "; no faces found"
     why = {"small": "too small", "profile": "in profile", "border": "cut by the border",
-           "unsure": "not confirmed as faces on a second look", "verify": "still matched their original or were not found in place"}
+           "unsure": "not confirmed as faces on a second look", "verify": "still matched their original, were not found in place or their 68 points did not fit"}
     parts = [f"{stats['generated']} generated"] if stats.get("generated") else []
     parts += [f"{stats[k]} {k}" for k in ("blur", "pixelate", "mask") if stats.get(k)]
     fell_back = [f"{stats['fallback_' + k]} {v}" for k, v in why.items() if stats.get("fallback_" + k)]
