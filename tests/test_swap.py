@@ -78,3 +78,42 @@ def test_fiva_swap_puts_the_source_identity_on_the_target(tmp_path):
     to_target = np.linalg.norm(e - emb(read_image(target)))
     assert to_source < to_target and to_other_source < to_target
     assert to_other_source < 0.6  # dlib's "same person"
+
+
+def test_keypoint_shape_takes_the_anchors_proportions_and_keeps_the_expression(astronaut_face, bank):
+    """t = 1: the 5 key points are the anchor's (aligned on the target's); the eyes' openness and the
+    mouth's shape (its opening over its width) are the target's."""
+    from fiva.anonymize.warp import keypoint_shape
+    from fiva.faces.align import similarity_transform
+    from fiva.faces.landmarks68 import eye_openness, five_points, mouth_opening
+
+    _, shape = astronaut_face
+    anchor = bank.shapes[0]
+    out = keypoint_shape(shape, anchor, 1.0)
+    m = similarity_transform(five_points(anchor), five_points(shape))
+    want = five_points(anchor) @ m[:, :2].T + m[:, 2]
+    iod = float(np.linalg.norm(want[1] - want[0]))
+    assert np.abs(five_points(out) - want).max() < 1e-3 * iod
+    assert np.abs(five_points(shape) - want).max() > 0.02 * iod  # the proportions did differ
+    def shape_of_mouth(s):
+        return mouth_opening(s) * float(np.linalg.norm(s[36:42].mean(0) - s[42:48].mean(0))) / float(np.linalg.norm(s[54] - s[48]))
+
+    assert abs(shape_of_mouth(out) - shape_of_mouth(shape)) < 1e-4
+    assert abs(eye_openness(out) - eye_openness(shape)) < 1e-4
+    assert np.array_equal(keypoint_shape(shape, anchor, 0.0), shape.astype(np.float32))
+
+
+@needs_lfw
+def test_a_swap_leaves_unconfirmed_detections_alone():
+    """LFW's Simon_Larose_0001: a fist beside the head is detected (score ~0.5) but not confirmed by
+    the second look; the swap draws the source on the head only."""
+    from fiva import Anonymizer
+
+    from conftest import lfw_image
+
+    anon = Anonymizer(identity="swap", swap_source=str(LFW / "George_W_Bush" / "George_W_Bush_0001.jpg"),
+                      fallback="none", verify=False, defense="none", progress=False)
+    rgb = lfw_image("Simon_Larose")
+    out = anon.anonymize_image(rgb)
+    assert sorted(anon.outcomes) == ["generated", "unsure"]
+    assert not np.array_equal(out, rgb)

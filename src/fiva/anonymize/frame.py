@@ -240,6 +240,11 @@ class Anonymizer:
         sure = self.second_look(rgb, dets, tracks)
         drop(sure != "no", "rejected")  # not a face after all: left as it is
         sure = sure[sure != "no"]
+        if self._swap_z is not None and len(dets):
+            # a swap draws only on faces found again: an unsure one (a hand, a pattern) is left as it
+            # is, not given the source's face
+            drop(sure == "yes", "unsure")
+            sure = sure[sure == "yes"]
         if len(dets) == 0:
             return rgb.copy()
         if self.generator is None:

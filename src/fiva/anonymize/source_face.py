@@ -5,8 +5,9 @@ design (issue 16) draws a bank face onto a target at the target's own resolution
 expression and light; for a swap the bank is one face, built on the fly from the source photo the
 way scripts/build_face_bank.py stores a bank face: the main face found (YuNet), its 68 points
 (dlib), its texture warped to the bank's canonical frame (`canonical_template`) and its shape
-carried along. Drawn with `SWAP_RENDER`, the identity-bearing geometry (jaw, brows, nose, eye
-contours) moves fully to the source's, and the source's texture covers the inner face.
+carried along. Drawn with `SWAP_RENDER`, the identity-bearing geometry (brows, nose, eye contours,
+part of the jaw) and the proportions of the 5 key points move to the source's, and the source's
+texture covers the face inside the jaw and up the forehead (where both faces show skin).
 
 The source's SFace embedding is biometric: it lives in the returned bank, in memory only, and is
 never written anywhere (`AnchorFaceBank.save` is not called on a source bank).
@@ -40,7 +41,8 @@ from .face_bank import AnchorFaceBank, canonical_template
 # - the target's mouth stays where either mouth is open (a source's teeth over closed lips);
 # - a finer search for the drawn face's place (6 renderings, down to 0.03 eye distances), and while
 #   the mouth reads off, one redrawing with the chin kept (the bank's further steps, the nose base
-#   and then all geometry kept, gave the target's face back: ID (source) 0.76 -> 0.83, 100 pairs).
+#   and then all geometry kept, gave the target's face back: ID (source) 0.76 -> 0.83, 100 pairs;
+#   0.82 at 2.52 degrees as shipped).
 SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
                            tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03,
                            expression_steps=({"jaw": 0.0},))
@@ -98,7 +100,7 @@ def use_source(generator, rgb: np.ndarray, detector, sface, config: RenderConfig
     source's unit SFace embedding [128] (in memory only): the `z` every target face is given."""
     from .anchor_face import AnchorFaceRenderer
 
-    if not hasattr(generator, "full_bank"):
+    if not hasattr(generator, "full_bank"):  # the shipped bank, kept for its frame and mesh (a new source: a new bank)
         generator.full_bank = generator.bank
     bank = source_bank(rgb, detector, generator.landmarker, generator.full_bank, sface)
     generator.bank = bank
