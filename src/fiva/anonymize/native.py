@@ -18,7 +18,7 @@ from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
 from .anchor_face import Drawing, draw_in_place, local_finder
-from .frame import CONFIRM_SCORE, IN_PLACE
+from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
@@ -31,6 +31,7 @@ RECHECK_TOLERANCE = IN_PLACE  # a re-check keeps the track's nudge while the fac
 RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
 FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
 VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
+HELD_IN_PLACE = 2 * IN_PLACE  # a re-check of a track's held bank face finds it in place within this
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -124,16 +125,17 @@ def _sex(anon, rgb: np.ndarray, box: np.ndarray, track) -> int | None:
     return sex
 
 
-def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
-    """Does the drawn face still match its original, or is it not found again in place? SFace on
-    the output's aligned face, the pipeline's in-place check, and on still images (or with
-    --verify) also dlib."""
+def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool,
+                place: float = IN_PLACE) -> bool:
+    """Does the drawn face still match its original, or is it not found again in place (within
+    `place` eye distances)? SFace on the output's aligned face, the pipeline's in-place check, and
+    on still images (or with --verify) also dlib."""
     if anon.cfg.fallback == "none":
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
     if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
         return True
-    if not anon._in_place(rgb, out, det, still)[0]:
+    if not anon._in_place(rgb, out, det, still, place)[0]:
         return True  # not found again where the original was: treated like a failed anonymization
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         box = det.boxes[0]
@@ -208,8 +210,23 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
 
 
+def held_face(anon, track) -> np.ndarray | None:
+    """The anchor z_a of the bank face a video track holds: the one its last re-check verified on
+    it (None: none yet, or that check failed). A track keeps it for as long as it lasts (the ITM's
+    one fake identity per person, without a look-up at every re-check that could land elsewhere):
+    a new bank face mid-clip is a new person on the same head."""
+    st = None if track is None else anon._tracks.get(track_key(track))
+    return st["z_a"] if st is not None and st.get("held") else None
+
+
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
-    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool)."""
+    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool).
+
+    A video track's re-check keeps its held bank face (`held_face`) and its in-place check allows
+    HELD_IN_PLACE: a face that passed before and now reads a hair off (0.072 eye distances on
+    liveportrait_d13's frame 10) once took a retry's other bank face, an identity switch. A held
+    face that fails its re-check (still the original by SFace, or far off) gets the fallback until
+    the next re-check, which starts afresh (ITM look-up, then retries on other bank faces)."""
     n = len(dets)
     bank, renderer = anon.generator.bank, anon.generator.renderer
     crops, _ = align_faces(rgb, dets.landmarks, 112)
@@ -218,6 +235,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     failed = np.zeros(n, bool)
     keys = [None] * n
     fresh, known = anon.recheck(tracks, n)
+    held = np.zeros(n, bool)
     for i, st in known.items():
         z_a[i], failed[i] = st["z_a"], st["failed"]
     space = anon.itm.anchors
@@ -228,6 +246,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         for i in fresh:
             # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory,
             # once per track: dlib takes ~0.1 s a face)
+            kept = held_face(anon, None if tracks is None else tracks[i])
+            if kept is not None:
+                z_a[i], held[i] = kept, True
+                continue
             if matched:
                 sexes[i] = _sex(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
                 space.target_sex = sexes[i]
@@ -259,9 +281,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             nudge = nudges.target
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
             drawn.paste(out)
-        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still):
+        place = HELD_IN_PLACE if held[i] else IN_PLACE
+        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place):
             drawn.lift(out)
-            if anon.cfg.identity == "own":
+            if anon.cfg.identity == "own" or held[i]:
                 failed[i] = True
             else:
                 failed[i], tried = True, [index]
@@ -298,5 +321,6 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             colour.commit()
     for i in fresh:
         if tracks is not None:
-            anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}
+            anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i],
+                                            "held": not failed[i]}
     return out, failed
