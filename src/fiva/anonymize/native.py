@@ -21,7 +21,7 @@ from .anchor_face import Drawing, draw_in_place, local_finder
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 
 DLIB_MATCH = 0.6
-SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
+SHAPE_SMOOTHING = 0.9  # weight of the previous frame's 68 points (face frame) along a track
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
@@ -31,6 +31,7 @@ RECHECK_TOLERANCE = IN_PLACE  # a re-check keeps the track's nudge while the fac
 RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
 FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
 VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
+HELD_TRIES = 1  # renderings at a re-check of a track's held bank face: its nudge is kept (each new search moved it on)
 HELD_IN_PLACE = 2 * IN_PLACE  # a re-check of a track's held bank face finds it in place within this
 
 
@@ -39,8 +40,10 @@ def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
-    """68 points [N,68,2] per face; along a track, averaged with the last frame's in the frame of
-    the face's 5 key points (raw dlib points jitter from frame to frame: identity jitter)."""
+    """68 points [N,68,2] per face; along a track, averaged with the last frame's (SHAPE_SMOOTHING)
+    in the frame of the face's 5 key points, so head motion is not smoothed away: raw dlib points
+    jitter from frame to frame, and a bank face drawn on them slides over a still head (identity
+    jitter)."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:
         return shapes
@@ -276,7 +279,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
         lmk = anon.generator.landmarker if still else None
         if i in fresh or nudges.target is None:
-            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, nudges.target, lmk)
+            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, HELD_TRIES if held[i] else tries, colour, still,
+                                   nudges.target, lmk)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
