@@ -10,6 +10,8 @@ texture shifted when YuNet finds the drawn face's points off) on the frame itsel
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import Drawing, draw_in_place, local_finder
+from .anchor_face import AnchorFaceRenderer, Drawing, draw_in_place, local_finder
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 
 DLIB_MATCH = 0.6
@@ -33,6 +35,10 @@ FIRST_STEP = 0.5  # a track's first search corrects this share of the error each
 VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
 HELD_TRIES = 1  # renderings at a re-check of a track's held bank face: its nudge is kept (each new search moved it on)
 HELD_IN_PLACE = 2 * IN_PLACE  # a re-check of a track's held bank face finds it in place within this
+# Video frames add a narrower band of the target's own detail (RenderConfig.detail_sigma, photos
+# 0.6): the wider band carries the target's nostril and brow outlines, which show as a second nose
+# on the bank face and move with the speaking head (identity jitter; d13, 60 frames: 1.39x -> 1.28x)
+VIDEO_RENDER = {"detail_sigma": 0.3}
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -232,6 +238,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     the next re-check, which starts afresh (ITM look-up, then retries on other bank faces)."""
     n = len(dets)
     bank, renderer = anon.generator.bank, anon.generator.renderer
+    if not still:
+        renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **VIDEO_RENDER))
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
