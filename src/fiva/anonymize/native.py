@@ -35,10 +35,14 @@ FIRST_STEP = 0.5  # a track's first search corrects this share of the error each
 VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
 HELD_TRIES = 1  # renderings at a re-check of a track's held bank face: its nudge is kept (each new search moved it on)
 HELD_IN_PLACE = 2 * IN_PLACE  # a re-check of a track's held bank face finds it in place within this
-# Video frames add a narrower band of the target's own detail (RenderConfig.detail_sigma, photos
-# 0.6): the wider band carries the target's nostril and brow outlines, which show as a second nose
-# on the bank face and move with the speaking head (identity jitter; d13, 60 frames: 1.39x -> 1.28x)
-VIDEO_RENDER = {"detail_sigma": 0.3}
+# Video frames draw with two changes to the photos' RenderConfig, each against identity jitter
+# (the target's own pixels kept on a bank face move with the speaking head; the bank face alone
+# jitters 0.74x the original's): a narrower band of the target's own detail (detail_sigma 0.6 ->
+# 0.3: the wide band carries the target's nostril and brow outlines, a second nose on the bank
+# face; d13, drawing alone, 60 frames: 1.39x -> 1.28x), and a kept mouth of the lips' inner 30%
+# (mouth_lips 1 -> 0.3: teeth, tongue and the lips' inner edge stay the target's, their outer
+# edge and the skin around it, stubble included, the bank face's; 1.28x -> 1.18x).
+VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3}
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
