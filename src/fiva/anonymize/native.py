@@ -23,7 +23,9 @@ from .anchor_face import AnchorFaceRenderer, Drawing, draw_in_place, local_finde
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 
 DLIB_MATCH = 0.6
-SHAPE_SMOOTHING = 0.9  # weight of the previous frame's 68 points (face frame) along a track
+SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
+SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
+_RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
@@ -49,20 +51,31 @@ def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
+    """The previous frame's weight in a track's 68 points (face frame, [68,2] each): SHAPE_SMOOTHING's
+    first on a still face (dlib's points jitter by ~0.02 eye distances, and a bank face drawn on
+    them slides over a still head: identity jitter), falling to its second as the outline, brows
+    and nose move from the last frame's by more than SHAPE_MOVING (a turning head: a lagging
+    outline would be drawn beside the real one)."""
+    d = float(np.linalg.norm(raw[_RIGID] - prev[_RIGID], axis=1).mean()) / iod
+    t = np.clip((d - SHAPE_MOVING[0]) / (SHAPE_MOVING[1] - SHAPE_MOVING[0]), 0.0, 1.0)
+    return float(SHAPE_SMOOTHING[0] + t * (SHAPE_SMOOTHING[1] - SHAPE_SMOOTHING[0]))
+
+
 def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
-    """68 points [N,68,2] per face; along a track, averaged with the last frame's (SHAPE_SMOOTHING)
-    in the frame of the face's 5 key points, so head motion is not smoothed away: raw dlib points
-    jitter from frame to frame, and a bank face drawn on them slides over a still head (identity
-    jitter)."""
+    """68 points [N,68,2] per face; along a track, averaged with the last frame's (`shape_weight`)
+    in the frame of the face's 5 key points, so head motion is not smoothed away."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:
         return shapes
+    iod = float(np.linalg.norm(ARCFACE_112[1] - ARCFACE_112[0]))
     for i, t in enumerate(tracks):
         m = similarity_transform(dets.landmarks[i], ARCFACE_112)
         local = _apply(m, shapes[i])
         prev = anon._tracks.get(("shape68", int(t)))
         if prev is not None:
-            local = SHAPE_SMOOTHING * prev + (1 - SHAPE_SMOOTHING) * local
+            w = shape_weight(local, prev, iod)
+            local = w * prev + (1 - w) * local
         anon._tracks[("shape68", int(t))] = local
         inv = np.vstack([m, [0, 0, 1]])
         shapes[i] = _apply(np.linalg.inv(inv)[:2], local)
