@@ -26,6 +26,7 @@ DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
 SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
 _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
+_FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
 STILL_TRIES = 3  # renderings per anchor on a photo (render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
@@ -64,21 +65,25 @@ def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
 
 def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
     """68 points [N,68,2] per face; along a track, averaged with the last frame's (`shape_weight`)
-    in the frame of the face's 5 key points, so head motion is not smoothed away."""
+    in the face's own frame, so head motion is not smoothed away. The frame is the similarity that
+    lays this frame's nose and eye corners (`_FRAME`) on the track's averaged ones: the 5 key points'
+    frame jitters with the detector, and the averaged points carried back through it jitter alike."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:
         return shapes
     iod = float(np.linalg.norm(ARCFACE_112[1] - ARCFACE_112[0]))
     for i, t in enumerate(tracks):
-        m = similarity_transform(dets.landmarks[i], ARCFACE_112)
-        local = _apply(m, shapes[i])
         prev = anon._tracks.get(("shape68", int(t)))
-        if prev is not None:
+        if prev is None:  # the track's frame: its first face's 5 key points on ARCFACE_112
+            m = similarity_transform(dets.landmarks[i], ARCFACE_112)
+            local = _apply(m, shapes[i])
+        else:
+            m = similarity_transform(shapes[i][_FRAME], prev[_FRAME])
+            local = _apply(m, shapes[i])
             w = shape_weight(local, prev, iod)
             local = w * prev + (1 - w) * local
         anon._tracks[("shape68", int(t))] = local
-        inv = np.vstack([m, [0, 0, 1]])
-        shapes[i] = _apply(np.linalg.inv(inv)[:2], local)
+        shapes[i] = _apply(cv2.invertAffineTransform(m), local)
     return shapes
 
 
