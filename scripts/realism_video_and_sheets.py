@@ -1,11 +1,11 @@
 """Video figures and before/after contact sheets for the anchor-face renderer (issue 16).
 
     OMP_NUM_THREADS=1 python scripts/realism_video_and_sheets.py [--frames 60] [--sheets docs]
-        [--json runs/realism/video.json]
+        [--json runs/realism/video.json] [--no-fiva112] [--no-sheets] [--clips liveportrait_d13.mp4]
 
 Video (the shared talking-head clip liveportrait_d13 and the crowd clip): the first --frames
 frames through `VideoStream` (tracking, landmark smoothing, the ITM) with --generator anchor-face
-and with the 112 px network (--generator fiva); per clip the seconds per frame of each, and for d13 the
+and with the 112 px network (--generator fiva; not with --no-fiva112); per clip the seconds per frame of each, and for d13 the
 mean dlib distance between consecutive frames of the output over the original's (identity
 jitter; the issue asks <= 1.2), and the spread of their pairwise cosine distances (Eq. 7's
 M_tc^sigma, as `fiva evaluate` computes it) over the original's.
