@@ -46,7 +46,7 @@ class RenderConfig:
     feather: float = 0.12  # width of the blend's soft edge, as a share of the eye distance
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
-    mouth_lips: bool = True  # ... with the lips around it (dlib reads pasted lips on an open mouth as closer)
+    mouth_lips: float = 1.0  # ... with this share of the lips' thickness around it (1: the whole lips; dlib reads pasted lips on an open mouth as closer)
     keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
     # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
     # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
@@ -141,6 +141,25 @@ def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.
     return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
 
 
+def kept_lips(shape: np.ndarray, share: float) -> np.ndarray:
+    """The outline of the kept mouth: the inner lips (share 0), the outer (1), or between, each
+    outer point moved towards the nearest point of the inner outline (the lips thinned, the
+    corners kept)."""
+    if share >= 1:
+        return shape[LIPS]
+    inner = shape[INNER_LIPS]
+    if share <= 0:
+        return inner
+    a, b = inner, np.roll(inner, -1, axis=0)  # the inner outline's segments
+    out = shape[LIPS].copy()
+    for k, p in enumerate(out):
+        t = np.clip(((p - a) * (b - a)).sum(1) / (((b - a) ** 2).sum(1) + 1e-9), 0, 1)
+        near = a + t[:, None] * (b - a)
+        q = near[np.argmin(np.linalg.norm(near - p, axis=1))]
+        out[k] = q + share * (p - q)
+    return out
+
+
 def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anchor_open: bool = False) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
     and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
@@ -159,7 +178,7 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anc
             c = shape[s].mean(0)
             keep = np.maximum(keep, _poly_mask(hw, c + (shape[s] - c) * cfg.keep_eyes, (x0, y0)))
     if mouth_opening(shape) > cfg.keep_mouth or anchor_open:
-        keep = np.maximum(keep, _poly_mask(hw, shape[LIPS] if cfg.mouth_lips else shape[INNER_LIPS], (x0, y0)))
+        keep = np.maximum(keep, _poly_mask(hw, kept_lips(shape, float(cfg.mouth_lips)), (x0, y0)))
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
         m = m * (1 - np.clip(keep * 1.5, 0, 1))

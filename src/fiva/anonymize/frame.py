@@ -548,9 +548,10 @@ class Anonymizer:
                 same[i] = d < DLIB_MATCH
         return same
 
-    def _in_place(self, rgb: np.ndarray, out: np.ndarray, dets: Detections, still: bool) -> np.ndarray:
+    def _in_place(self, rgb: np.ndarray, out: np.ndarray, dets: Detections, still: bool,
+                  tolerance: float = IN_PLACE) -> np.ndarray:
         """Is each generated face found again on the output where the original's was (5-landmark
-        error <= IN_PLACE of the eye distance)? Photos: the detector run on the whole output, as a
+        error <= `tolerance` of the eye distance)? Photos: the detector run on the whole output, as a
         user's next tool would; video frames: the cheaper second look at the face's own crop,
         before and after."""
         if still:
@@ -558,12 +559,12 @@ class Anonymizer:
             ok = np.zeros(len(dets), bool)
             for i, (box, lm) in enumerate(zip(dets.boxes, dets.landmarks)):
                 j = match_face(box, found.boxes)
-                ok[i] = j is not None and landmark_error(found.landmarks[j], lm) <= IN_PLACE
+                ok[i] = j is not None and landmark_error(found.landmarks[j], lm) <= tolerance
             return ok
         _, _, before = self.detector.second_look(rgb, dets.landmarks)
         again, _, after = self.detector.second_look(out, dets.landmarks)
         err = np.linalg.norm(after - before, axis=2).mean(1)
-        return (again >= CONFIRM_SCORE) & ~(err > IN_PLACE)  # a face not found again before is judged by `again` alone
+        return (again >= CONFIRM_SCORE) & ~(err > tolerance)  # a face not found again before is judged by `again` alone
 
     def _other_anchor(self, z_id: np.ndarray, used: np.ndarray) -> np.ndarray:
         for _ in range(8):

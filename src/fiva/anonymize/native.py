@@ -10,6 +10,8 @@ texture shifted when YuNet finds the drawn face's points off) on the frame itsel
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import torch
@@ -17,13 +19,16 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import Drawing, draw_in_place, fit_error, local_finder
+from .anchor_face import AnchorFaceRenderer, Drawing, draw_in_place, fit_error, local_finder
 from .face_bank import cheek_lightness
-from .frame import CONFIRM_SCORE, IN_PLACE
+from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 
 DLIB_MATCH = 0.6
+SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
+SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
+_RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
+_FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
 STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
-SHAPE_SMOOTHING = 0.75  # weight of the previous frame's 68 points (face frame) along a track
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
@@ -32,27 +37,54 @@ RECHECK_TOLERANCE = IN_PLACE  # a re-check keeps the track's nudge while the fac
 RECHECK_STEP = 0.5  # ... and otherwise corrects this share of the error found (the face moves less)
 FIRST_STEP = 0.5  # a track's first search corrects this share of the error each rendering (full steps overshoot)
 VIDEO_NUDGE_LIMIT = 0.2  # largest texture shift of a key point in video, in eye distances (as on photos)
+HELD_TRIES = 1  # renderings at a re-check of a track's held bank face: its nudge is kept (each new search moved it on)
+HELD_IN_PLACE = 2 * IN_PLACE  # a re-check of a track's held bank face finds it in place within this
+# Video frames draw with two changes to the photos' RenderConfig, each against identity jitter
+# (the target's own pixels kept on a bank face move with the speaking head; the bank face alone
+# jitters 0.74x the original's): a narrower band of the target's own detail (detail_sigma 0.6 ->
+# 0.3: the wide band carries the target's nostril and brow outlines, a second nose on the bank
+# face; d13, drawing alone, 60 frames: 1.39x -> 1.28x), and a kept mouth of the lips' inner 30%
+# (mouth_lips 1 -> 0.3: teeth, tongue and the lips' inner edge stay the target's, their outer
+# edge and the skin around it, stubble included, the bank face's; 1.28x -> 1.18x).
+VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3}
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
+    """The previous frame's weight in a track's 68 points (face frame, [68,2] each): SHAPE_SMOOTHING's
+    first on a still face (dlib's points jitter by ~0.02 eye distances, and a bank face drawn on
+    them slides over a still head: identity jitter), falling to its second as the outline, brows
+    and nose move from the last frame's by more than SHAPE_MOVING (a turning head: a lagging
+    outline would be drawn beside the real one)."""
+    d = float(np.linalg.norm(raw[_RIGID] - prev[_RIGID], axis=1).mean()) / iod
+    t = np.clip((d - SHAPE_MOVING[0]) / (SHAPE_MOVING[1] - SHAPE_MOVING[0]), 0.0, 1.0)
+    return float(SHAPE_SMOOTHING[0] + t * (SHAPE_SMOOTHING[1] - SHAPE_SMOOTHING[0]))
+
+
 def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
-    """68 points [N,68,2] per face; along a track, averaged with the last frame's in the frame of
-    the face's 5 key points (raw dlib points jitter from frame to frame: identity jitter)."""
+    """68 points [N,68,2] per face; along a track, averaged with the last frame's (`shape_weight`)
+    in the face's own frame, so head motion is not smoothed away. The frame is the similarity that
+    lays this frame's nose and eye corners (`_FRAME`) on the track's averaged ones: the 5 key points'
+    frame jitters with the detector, and the averaged points carried back through it jitter alike."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:
         return shapes
+    iod = float(np.linalg.norm(ARCFACE_112[1] - ARCFACE_112[0]))
     for i, t in enumerate(tracks):
-        m = similarity_transform(dets.landmarks[i], ARCFACE_112)
-        local = _apply(m, shapes[i])
         prev = anon._tracks.get(("shape68", int(t)))
-        if prev is not None:
-            local = SHAPE_SMOOTHING * prev + (1 - SHAPE_SMOOTHING) * local
+        if prev is None:  # the track's frame: its first face's 5 key points on ARCFACE_112
+            m = similarity_transform(dets.landmarks[i], ARCFACE_112)
+            local = _apply(m, shapes[i])
+        else:
+            m = similarity_transform(shapes[i][_FRAME], prev[_FRAME])
+            local = _apply(m, shapes[i])
+            w = shape_weight(local, prev, iod)
+            local = w * prev + (1 - w) * local
         anon._tracks[("shape68", int(t))] = local
-        inv = np.vstack([m, [0, 0, 1]])
-        shapes[i] = _apply(np.linalg.inv(inv)[:2], local)
+        shapes[i] = _apply(cv2.invertAffineTransform(m), local)
     return shapes
 
 
@@ -127,16 +159,17 @@ def _target(anon, rgb: np.ndarray, box: np.ndarray, track) -> tuple[int | None, 
     return got
 
 
-def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool) -> bool:
-    """Does the drawn face still match its original, or is it not found again in place? SFace on
-    the output's aligned face, the pipeline's in-place check, and on still images (or with
-    --verify) also dlib."""
+def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool,
+                place: float = IN_PLACE) -> bool:
+    """Does the drawn face still match its original, or is it not found again in place (within
+    `place` eye distances)? SFace on the output's aligned face, the pipeline's in-place check, and
+    on still images (or with --verify) also dlib."""
     if anon.cfg.fallback == "none" or anon.cfg.identity == "swap":  # a swap wants to look like its source, not unlike its original
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
     if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
         return True
-    if not anon._in_place(rgb, out, det, still)[0]:
+    if not anon._in_place(rgb, out, det, still, place)[0]:
         return True  # not found again where the original was: treated like a failed anonymization
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         box = det.boxes[0]
@@ -216,16 +249,34 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
 
 
+def held_face(anon, track) -> np.ndarray | None:
+    """The anchor z_a of the bank face a video track holds: the one its last re-check verified on
+    it (None: none yet, or that check failed). A track keeps it for as long as it lasts (the ITM's
+    one fake identity per person, without a look-up at every re-check that could land elsewhere):
+    a new bank face mid-clip is a new person on the same head."""
+    st = None if track is None else anon._tracks.get(track_key(track))
+    return st["z_a"] if st is not None and st.get("held") else None
+
+
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
-    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool)."""
+    """Draw, verify (retries: STILL_RETRIES on photos, 1 on video frames) and return (image, failed [N] bool).
+
+    A video track's re-check keeps its held bank face (`held_face`) and its in-place check allows
+    HELD_IN_PLACE: a face that passed before and now reads a hair off (0.072 eye distances on
+    liveportrait_d13's frame 10) once took a retry's other bank face, an identity switch. A held
+    face that fails its re-check (still the original by SFace, or far off) gets the fallback until
+    the next re-check, which starts afresh (ITM look-up, then retries on other bank faces)."""
     n = len(dets)
     bank, renderer = anon.generator.bank, anon.generator.renderer
+    if not still:
+        renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **VIDEO_RENDER))
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
     failed = np.zeros(n, bool)
     keys = [None] * n
     fresh, known = anon.recheck(tracks, n)
+    held = np.zeros(n, bool)
     for i, st in known.items():
         z_a[i], failed[i] = st["z_a"], st["failed"]
     space = anon.itm.anchors
@@ -238,6 +289,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         for i in fresh:
             # the bank faces of the target's sex only (dlib's descriptor tells it; kept in memory,
             # once per track: dlib takes ~0.1 s a face)
+            kept = held_face(anon, None if tracks is None else tracks[i])
+            if kept is not None:
+                z_a[i], held[i] = kept, True
+                continue
             if matched:
                 sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
                 space.target_sex, space.target_descriptor = sexes[i], descriptors[i]
@@ -268,14 +323,16 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
         lmk = anon.generator.landmarker if still else None
         if i in fresh or nudges.target is None:
-            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, nudges.target, lmk)
+            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, HELD_TRIES if held[i] else tries, colour, still,
+                                   nudges.target, lmk)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
             drawn.paste(out)
-        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still):
+        place = HELD_IN_PLACE if held[i] else IN_PLACE
+        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place):
             drawn.lift(out)
-            if anon.cfg.identity == "own":
+            if anon.cfg.identity == "own" or held[i]:
                 failed[i] = True
             else:
                 failed[i], tried = True, [index]
@@ -312,5 +369,6 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             colour.commit()
     for i in fresh:
         if tracks is not None:
-            anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}
+            anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i],
+                                            "held": not failed[i]}
     return out, failed
