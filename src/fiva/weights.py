@@ -11,7 +11,8 @@ from pathlib import Path
 PACKAGE_DATA = Path(__file__).parent / "data"
 DEFAULT_GENERATOR = PACKAGE_DATA / "fiva-112.safetensors"
 DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
-DEFAULT_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the shipped generator
+# R trained on what `fiva anonymize` writes by default (anchor-face; MODEL_CARD_ATTACK.md): detect-fake, --defense fgsm
+DEFAULT_ATTACK = PACKAGE_DATA / "attack-anchor-face.safetensors"
 FIVA112_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the 112 px network (--generator fiva)
 DEFAULT_FACE_BANK = PACKAGE_DATA / "face_bank.safetensors"  # k-Same anchor faces (scripts/build_face_bank.py)
 
