@@ -19,9 +19,10 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import AnchorFaceRenderer, Drawing, draw_in_place, fit_error, local_finder
+from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
+from .in_place import draw_in_place, fit_error, local_finder
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
@@ -126,7 +127,7 @@ def _same_nudge(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 
 class ColourTrack:
-    """The colour match's LAB statistics (`anchor_face.match_colour`) along a face track: each
+    """The colour match's LAB statistics (`colour.match_colour`) along a face track: each
     frame's, averaged with the track's running ones (re-measured raw, they flicker with the
     landmarks and the light: identity jitter). Started afresh when the track's bank face changes.
     `commit` keeps this frame's once its drawing stays (a frame may render a face several times)."""
