@@ -352,6 +352,11 @@ def test_a_face_whose_68_points_are_not_its_own_gets_the_fallback(astronaut, ast
     out = anon.anonymize_image(astronaut, d[:1])
     assert list(anon.outcomes) == ["verify"] and anon.stats["misfit"] == 1
     assert not np.array_equal(out, astronaut)  # obfuscated, not left as it was
+    # --fallback none (fiva evaluate's FIVA rows, a user who wants every face drawn): drawn anyway
+    anon = Anonymizer(generator="anchor-face", fallback="none", progress=False)
+    anon.generator.landmarker = lambda rgb, k: lm68(rgb, k) + np.float32([0.5 * iod, 0])
+    anon.anonymize_image(astronaut, d[:1])
+    assert list(anon.outcomes) == ["generated"]
 
 
 @needs_dlib

@@ -303,7 +303,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
-        if i in fresh and fit_error(shapes[i], dets.landmarks[i]) > getattr(anon.generator, "max_fit", np.inf):
+        if (i in fresh and anon.cfg.fallback != "none"
+                and fit_error(shapes[i], dets.landmarks[i]) > getattr(anon.generator, "max_fit", np.inf)):
             failed[i] = True  # dlib's 68 points are not this face's: the fallback, nothing drawn
             anon.stats["misfit"] += 1
             continue
