@@ -29,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, local_finder, render_in_place
+from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
 from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
+from fiva.anonymize.in_place import local_finder, render_in_place
 from fiva.anonymize.native import STILL_TRIES
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces

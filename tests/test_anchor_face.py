@@ -267,7 +267,8 @@ def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astro
     """render_in_place with a landmarker: where the drawn mouth reads closed, the face is drawn
     again with less identity geometry and the drawing whose mouth reads right is kept; where it
     reads right at once, the full geometry stays."""
-    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, render_in_place
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.in_place import render_in_place
 
     d, shape = astronaut_face
     kps = d.landmarks[0]
@@ -295,7 +296,8 @@ def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astro
 
 
 def test_the_bank_face_is_not_drawn_where_its_warp_squashes_or_turns_a_triangle_over(bank):
-    from fiva.anonymize.anchor_face import RenderConfig, blend_mask, squash_weight
+    from fiva.anonymize.anchor_face import RenderConfig
+    from fiva.anonymize.masks import blend_mask, squash_weight
 
     cfg = RenderConfig()
     src = mesh(bank.shapes[0])
@@ -336,7 +338,8 @@ def test_a_face_whose_68_points_are_not_its_own_gets_the_fallback(astronaut, ast
     """dlib's 68 points on a tilted head looking down (group_t1) or on a neighbour's face disagree
     with YuNet's 5: the bank face drawn on them is grotesque, so such a face is obfuscated."""
     from fiva import Anonymizer
-    from fiva.anonymize.anchor_face import AnchorFaceGenerator, fit_error
+    from fiva.anonymize.anchor_face import AnchorFaceGenerator
+    from fiva.anonymize.in_place import fit_error
 
     d, shape = astronaut_face
     kps = d.landmarks[0]
@@ -349,6 +352,11 @@ def test_a_face_whose_68_points_are_not_its_own_gets_the_fallback(astronaut, ast
     out = anon.anonymize_image(astronaut, d[:1])
     assert list(anon.outcomes) == ["verify"] and anon.stats["misfit"] == 1
     assert not np.array_equal(out, astronaut)  # obfuscated, not left as it was
+    # --fallback none (fiva evaluate's FIVA rows, a user who wants every face drawn): drawn anyway
+    anon = Anonymizer(generator="anchor-face", fallback="none", progress=False)
+    anon.generator.landmarker = lambda rgb, k: lm68(rgb, k) + np.float32([0.5 * iod, 0])
+    anon.anonymize_image(astronaut, d[:1])
+    assert list(anon.outcomes) == ["generated"]
 
 
 @needs_dlib
@@ -422,7 +430,7 @@ def test_eq1_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
 
 def test_dark_sockets_of_the_bank_face_are_lifted_towards_the_target():
     """`lift_sockets` brightens a bank face darker than the target around the eyes, and only there."""
-    from fiva.anonymize.anchor_face import lift_sockets
+    from fiva.anonymize.colour import lift_sockets
 
     shape = np.zeros((68, 2), np.float32)
     shape[36:42] = [60, 80]
@@ -446,7 +454,7 @@ def test_colour_match_gives_darker_patches_the_targets_saturation():
     (more saturated), not its mean: without it such patches read grey (group_t1)."""
     import cv2
 
-    from fiva.anonymize.anchor_face import match_colour
+    from fiva.anonymize.colour import match_colour
 
     h = w = 64
     L = np.tile(np.linspace(90, 200, w, dtype=np.float32), (h, 1))

@@ -174,7 +174,7 @@ def test_a_held_face_that_fails_its_recheck_is_obfuscated_not_swapped(astronaut,
 
 
 def test_kept_lips_thin_the_lips_towards_the_inner_outline_and_keep_the_corners(astronaut_face):
-    from fiva.anonymize.anchor_face import kept_lips
+    from fiva.anonymize.masks import kept_lips
     from fiva.faces.landmarks68 import INNER_LIPS, LIPS
 
     _, shape = astronaut_face

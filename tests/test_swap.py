@@ -31,7 +31,8 @@ def test_source_bank_holds_the_source_face_in_the_bank_frame(astronaut, bank):
 
 def test_skin_band_keeps_what_is_not_skin_above_the_brows(astronaut, astronaut_face, bank):
     """A band of blue painted over the forehead (a cap, a headband) is not drawn over, the cheeks are."""
-    from fiva.anonymize.anchor_face import _MATCH_POINTS, RenderConfig, _poly_mask, skin_band_weight
+    from fiva.anonymize.anchor_face import _MATCH_POINTS, RenderConfig
+    from fiva.anonymize.masks import _poly_mask, skin_band_weight
 
     import cv2
 

@@ -19,9 +19,10 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from .anchor_face import AnchorFaceRenderer, Drawing, draw_in_place, fit_error, local_finder
+from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
+from .in_place import draw_in_place, fit_error, local_finder
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
@@ -126,7 +127,7 @@ def _same_nudge(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 
 class ColourTrack:
-    """The colour match's LAB statistics (`anchor_face.match_colour`) along a face track: each
+    """The colour match's LAB statistics (`colour.match_colour`) along a face track: each
     frame's, averaged with the track's running ones (re-measured raw, they flicker with the
     landmarks and the light: identity jitter). Started afresh when the track's bank face changes.
     `commit` keeps this frame's once its drawing stays (a frame may render a face several times)."""
@@ -302,7 +303,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i in range(n):
         if i not in fresh and failed[i]:
             continue  # a track that failed verification stays obfuscated until its re-check
-        if i in fresh and fit_error(shapes[i], dets.landmarks[i]) > getattr(anon.generator, "max_fit", np.inf):
+        if (i in fresh and anon.cfg.fallback != "none"
+                and fit_error(shapes[i], dets.landmarks[i]) > getattr(anon.generator, "max_fit", np.inf)):
             failed[i] = True  # dlib's 68 points are not this face's: the fallback, nothing drawn
             anon.stats["misfit"] += 1
             continue

@@ -1,0 +1,103 @@
+"""Colour and light of an anchor-face drawing: the bank face's LAB statistics matched to the
+target's skin (`match_colour`), the target's colour of darker shading (`chroma_slope`) and the
+averages' hollow eye sockets lifted towards the target's lightness (`lift_sockets`).
+Images are float RGB [h,w,3] unless noted."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..faces.landmarks68 import EYE_L, EYE_R
+
+
+def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; wide ones on a downscaled copy (the result is smooth at that scale anyway,
+    and a full-size blur of a 2-megapixel face takes seconds)."""
+    f = int(sigma // 4)
+    if f < 2:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(w // f, 1), max(h // f, 1)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[4,3]: the LAB mean and std of `a` over `region` [h,w] bool, then `b`'s (float LAB [h,w,3])."""
+    out = np.zeros((4, 3), np.float32)
+    m = region.astype(np.uint8)
+    for k, img in enumerate((a, b)):
+        mean, std = cv2.meanStdDev(img, mask=m)  # one pass, no boolean-index copies
+        out[2 * k], out[2 * k + 1] = mean[:, 0], std[:, 0] + 1e-3
+    return out
+
+
+def chroma_slope(lab: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[2]: how the a and b of float LAB `lab` change with L over `region` [h,w] bool (least
+    squares), kept within [-0.3, 0.1]: skin turns more saturated as it darkens."""
+    m = region.astype(np.uint8)
+    mean, std = cv2.meanStdDev(lab, mask=m)
+    if std[0, 0] < 1.0:
+        return np.zeros(2, np.float32)
+    px = lab[region]
+    cov = ((px[:, 1:] - mean[1:, 0]) * (px[:, :1] - mean[0, 0])).mean(0)
+    return np.clip(cov / std[0, 0] ** 2, -0.3, 0.1).astype(np.float32)
+
+
+def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
+                 chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0,
+                 shade_chroma: float = 1.0) -> np.ndarray:
+    """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
+
+    The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
+    colour casts. With `light_sigma` > 0 the lightness also takes `ref`'s shading at that scale
+    (pixels): where the light falls on the target's head, not the anchor donors'. With
+    `chroma` < 1 only that share of the anchor's own colour variation is kept and the rest is the
+    target's colour smoothed over `chroma_sigma` pixels: averaged (and caricatured) faces carry
+    greenish or purple casts around the eyes that no real face has. `stats`: a function given the
+    measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
+    """
+    a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
+    if region.sum() < 16:
+        return src
+    ma, sa, mb, sb = lab_stats(a, b, region) if stats is None else stats(lab_stats(a, b, region))
+    # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
+    ratio = np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4)
+    if tone != 1.0:
+        ratio, mb = 1 + tone * (ratio - 1), ma + tone * (mb - ma)
+    a = (a - ma) * ratio + mb
+    if light_sigma > 0:
+        a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
+    if chroma < 1 and chroma_sigma > 0:
+        own = a[..., 1:] - smooth(a[..., 1:], chroma_sigma)
+        a[..., 1:] = smooth(b[..., 1:], chroma_sigma) + chroma * own
+        # The target's smoothed colour belongs to its own shading: where the bank face is darker
+        # than the target there (its averaged shading), skin keeps the target's colour of a darker
+        # patch, which is more saturated; without it those patches read grey (group_t1).
+        a[..., 1:] += shade_chroma * chroma_slope(b, region) * np.clip(a[..., 0] - smooth(b[..., 0], chroma_sigma), -20, 20)[..., None]
+    return cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+
+
+def lift_sockets(anchor: np.ndarray, ref: np.ndarray, shape: np.ndarray, iod: float, strength: float = 1.0,
+                 sigma: float = 0.12) -> None:
+    """Where the bank face `anchor` (float RGB [h,w,3], in place) is darker than the target `ref`
+    around the eyes, raise it towards the target by `strength` (a gain on all three channels, so
+    the shading's own colour stays): averages of six donors have dark, hollow sockets (their lids and lashes never
+    line up), which a person reads as sunken or tired eyes (Shea Whigham, Zakayev, Kate Siegel).
+    Both are compared smoothed over `sigma` eye distances, so only the shading changes, not the
+    bank face's detail; the lift is added alike to R, G and B (grey light, no colour cast); `shape` [68,2] is the drawn shape in the patch's pixels."""
+    h, w = anchor.shape[:2]
+    rx, ry = 0.6 * iod, 0.42 * iod  # the socket: lids, the brow's underside and the upper cheek
+    for s in (EYE_L, EYE_R):
+        c = shape[s].mean(0)
+        x0, y0 = int(max(c[0] - rx, 0)), int(max(c[1] - ry, 0))
+        x1, y1 = int(min(c[0] + rx + 1, w)), int(min(c[1] + ry + 1, h))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        a, b = anchor[y0:y1, x0:x1], ref[y0:y1, x0:x1]
+        la = smooth(a.mean(2), sigma * iod) + 1.0
+        lb = smooth(b.mean(2), sigma * iod) + 1.0
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        ell = np.clip(1.0 - ((xx - c[0]) / rx) ** 2 - ((yy - c[1]) / ry) ** 2, 0, 1)  # 1 at the centre, 0 at the rim
+        gain = strength * ell * (np.clip(lb / la, 1.0, 1.6) - 1.0)
+        a += (gain * la)[..., None]  # the same on all three channels: a multiplied one turns lids orange

@@ -1,0 +1,130 @@
+"""The blend masks of an anchor-face drawing: where the bank face shows over the target.
+
+Each source is its own function over the face's box ([h,w] in [0,1]): the feathered face hull,
+less the target's kept eyes and open mouth (`blend_mask`), less the mesh triangles the warp
+squashes (`squash_weight`: the far side of a turned head), and, for a real source face, the
+forehead and temples only where both faces show skin (`skin_band_weight`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, mouth_opening
+from .colour import smooth
+from .warp import signed_areas
+
+if TYPE_CHECKING:
+    from .anchor_face import RenderConfig
+
+
+def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
+    m = np.zeros(shape_hw, np.float32)
+    cv2.fillPoly(m, [np.round((pts - offset) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    return m
+
+
+def face_hull(shape: np.ndarray, forehead: float = 0.1) -> np.ndarray:
+    """The blend region's outline: the jaw and the brows, raised by `forehead` eye distances
+    (along the face's vertical)."""
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    up = shape[27] - shape[8]
+    brows = shape[26:16:-1] + forehead * iod * up / (np.linalg.norm(up) + 1e-6)
+    return cv2.convexHull(np.concatenate([shape[:17], brows]).astype(np.float32))[:, 0]
+
+
+def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per mesh triangle [T] in [0,1]: how fully the bank face may be drawn there, by how much the
+    warp from its mesh `src` to the target's `dst` [80,2] squashes the triangle (area ratio over
+    the face's overall one): 1 from `squash_hi`, 0 at `squash_lo` and on triangles turned over.
+    On a turned head the far side of a frontal bank face is squashed into a sliver and folds at
+    the nose: drawn, a smear with a sharp seam down the nose; there the target's own pixels stay."""
+    a_src, a_dst = signed_areas(src[tris]), signed_areas(dst[tris])
+    scale = np.abs(a_dst).sum() / (np.abs(a_src).sum() + 1e-6)
+    ratio = a_dst / (a_src * scale + np.where(a_src >= 0, 1e-6, -1e-6))  # < 0: turned over
+    return np.clip((ratio - cfg.squash_lo) / max(cfg.squash_hi - cfg.squash_lo, 1e-6), 0.0, 1.0)
+
+
+def kept_lips(shape: np.ndarray, share: float) -> np.ndarray:
+    """The outline of the kept mouth: the inner lips (share 0), the outer (1), or between, each
+    outer point moved towards the nearest point of the inner outline (the lips thinned, the
+    corners kept)."""
+    if share >= 1:
+        return shape[LIPS]
+    inner = shape[INNER_LIPS]
+    if share <= 0:
+        return inner
+    a, b = inner, np.roll(inner, -1, axis=0)  # the inner outline's segments
+    out = shape[LIPS].copy()
+    for k, p in enumerate(out):
+        t = np.clip(((p - a) * (b - a)).sum(1) / (((b - a) ** 2).sum(1) + 1e-9), 0, 1)
+        near = a + t[:, None] * (b - a)
+        q = near[np.argmin(np.linalg.norm(near - p, axis=1))]
+        out[k] = q + share * (p - q)
+    return out
+
+
+def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anchor_open: bool = False) -> np.ndarray:
+    """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
+    and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
+    `squashed` (src [80,2], dst [80,2], triangles [T,3]): the bank face's warp, whose squashed
+    triangles are left out too (`squash_weight`). `anchor_open`: the anchor's own mouth is open (a
+    real source face's teeth would be drawn over the target's lips): the target's mouth stays too."""
+    x0, y0, x1, y1 = box
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    sig = max(cfg.feather * iod / 2, 0.5)
+    hull = _poly_mask(hw, face_hull(shape, cfg.forehead), (x0, y0))
+    k = max(int(round(2 * sig)) * 2 + 1, 3)
+    m = smooth(cv2.erode(hull, np.ones((k, k), np.uint8)), sig) * hull
+    keep = np.zeros(hw, np.float32)
+    if cfg.keep_eyes > 0:
+        for s in (EYE_L, EYE_R):
+            c = shape[s].mean(0)
+            keep = np.maximum(keep, _poly_mask(hw, c + (shape[s] - c) * cfg.keep_eyes, (x0, y0)))
+    if mouth_opening(shape) > cfg.keep_mouth or anchor_open:
+        keep = np.maximum(keep, _poly_mask(hw, kept_lips(shape, float(cfg.mouth_lips)), (x0, y0)))
+    if keep.any():
+        keep = smooth(keep, max(0.02 * iod, 0.5))
+        m = m * (1 - np.clip(keep * 1.5, 0, 1))
+    if squashed is not None and cfg.squash_hi > 0:
+        src, dst, tris = squashed
+        w = squash_weight(cfg, src, dst, tris)
+        if (w < 1).any():
+            full = np.ones(hw, np.float32)
+            for t in np.flatnonzero(w < 1):  # the triangles' own weights, feathered like the hull
+                cv2.fillConvexPoly(full, np.round((dst[tris[t]] - (x0, y0)) * 16).astype(np.int32), float(w[t]),
+                                   lineType=cv2.LINE_AA, shift=4)
+            m = m * np.minimum(smooth(full, sig), 1.0)
+    return m
+
+
+def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """[h,w] in [0,1]: how near each pixel's colour (RGB, uint8 or float) is to the skin of `region`
+    [h,w] bool (the cheeks and nose): 1 within ~2.5 of its spreads (LAB; lightness weighted half,
+    spreads floored so a flat-lit face does not reject its own shading), 0 from ~4."""
+    lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean, std = cv2.meanStdDev(lab, mask=region.astype(np.uint8))
+    std = np.maximum(std[:, 0], (12.0, 4.0, 4.0)) * (2.0, 1.0, 1.0)
+    d = np.sqrt((((lab - mean[:, 0]) / std) ** 2).sum(-1))
+    return np.clip((4.0 - d) / 1.5, 0.0, 1.0)
+
+
+def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarray, target: np.ndarray,
+                     region: np.ndarray) -> np.ndarray:
+    """[h,w] in [0,1] over `box`: 1 over the inner face (brows raised by `cfg.skin_band` eye
+    distances, eyes, nose and mouth, and a margin of 0.1 eye distances), outside it the product of
+    the drawing's and the target's `skin_likeness`, smoothed: forehead, temples and cheeks show
+    the drawing only where both are skin."""
+    x0, y0, x1, y1 = box
+    hw = drawn.shape[:2]
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    up = shape[27] - shape[8]
+    brows = shape[17:27] + cfg.skin_band * iod * up / (np.linalg.norm(up) + 1e-6)
+    inner = cv2.convexHull(np.concatenate([brows, shape[27:68]]).astype(np.float32))[:, 0]
+    c = inner.mean(0)
+    inner = c + (inner - c) * (1 + 0.1 * iod / (np.linalg.norm(inner - c, axis=1, keepdims=True) + 1e-6))
+    low = smooth(_poly_mask(hw, inner, (x0, y0)), max(0.05 * iod, 0.5))
+    skin = smooth(skin_likeness(drawn, region) * skin_likeness(target, region), max(0.03 * iod, 0.5))
+    return low + (1 - low) * skin
