@@ -13,6 +13,7 @@ DEFAULT_GENERATOR = PACKAGE_DATA / "fiva-112.safetensors"
 DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
 DEFAULT_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the shipped generator
 FIVA112_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the 112 px network (--generator fiva)
+DEFAULT_DETECTOR = PACKAGE_DATA / "fake-detector.safetensors"  # real vs anonymized faces (fiva train detector)
 DEFAULT_FACE_BANK = PACKAGE_DATA / "face_bank.safetensors"  # k-Same anchor faces (scripts/build_face_bank.py)
 
 
