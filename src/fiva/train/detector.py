@@ -85,6 +85,18 @@ def to_input(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def learning_rate(cfg: DetectorTrainConfig, step: int, seconds: float) -> float:
+    """Linear warm-up over the first 5%, then cosine down to 2% of `cfg.lr`; progress is the larger of
+    the step's and (with a time limit) the time's share, so a time-limited run still anneals."""
+    frac = step / max(cfg.steps, 1)
+    if cfg.time_limit:
+        frac = max(frac, seconds / cfg.time_limit)
+    frac = min(frac, 1.0)
+    if frac < 0.05:
+        return cfg.lr * max(frac / 0.05, 0.02)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (frac - 0.05) / 0.95)))
+
+
 def split_pairs(names: list[str], val_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ids = sorted({identity_of(n) for n in names})
     rng = np.random.default_rng(seed)
@@ -121,11 +133,12 @@ def train_detector(cfg: DetectorTrainConfig, data: tuple | None = None) -> Path:
              len({identity_of(names[i]) for i in va}))
     model = FakeDetector()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(cfg.steps, 2), pct_start=0.1)
     half = cfg.batch // 2
     t0, step, rows = time.time(), 0, []
     while step < cfg.steps and not (cfg.time_limit and time.time() - t0 > cfg.time_limit):
         model.train()
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(cfg, step, time.time() - t0)
         real_i, fake_i = rng.choice(tr, half), rng.choice(tr, cfg.batch - half)
         fakes = [blur_face(xt[i], rng) if rng.random() < cfg.blur_share else xc[i] for i in fake_i]
         crops = np.stack([augment(xt[i], rng) for i in real_i] + [augment(f, rng) for f in fakes])
@@ -134,8 +147,6 @@ def train_detector(cfg: DetectorTrainConfig, data: tuple | None = None) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step < cfg.steps - 1:
-            sched.step()
         step += 1
         rows.append((step, loss.item(), time.time() - t0))
         if step % cfg.log_every == 0:
