@@ -82,3 +82,7 @@ def test_detect_fake_flags_the_anonymized_lfw_face_and_passes_the_real_one(tmp_p
     assert res[str(real)]["score_kind"] == "detector"
     assert res[str(real)]["threshold"] == float(detector_metadata(DEFAULT_DETECTOR)["fake_threshold"])
     assert res[str(real)]["fake"] is False and res[str(anon)]["fake"] is True
+    # a face smaller than --min-face gets a score but no verdict
+    assert main(["detect-fake", str(real), "--min-face", "10000", "--json", str(tmp_path / "s.json")]) == 0
+    small = json.loads((tmp_path / "s.json").read_text())[0]
+    assert small["fake"] is None and small["face_px"] < 10000 and 0.0 <= small["score"] <= 1.0

@@ -232,6 +232,8 @@ def _add_detect_fake(sub) -> None:
     p.add_argument("--score", choices=("detector", "identity", "residual"), default=None,
                    help="fake score: the detector's probability; with --attack, identity distance between X and R(X) (the "
                         "paper's) or how much R changes the face (residual) (default: detector; with --attack the one stored with R)")
+    p.add_argument("--min-face", type=int, default=24, help="faces smaller than this many pixels get a score but no verdict "
+                   "(fake: null): fiva anonymize never draws them, and upscaled they look manipulated to the detector (default: 24)")
     p.add_argument("--json", default=None, help="also write the per-face results to this JSON file")
 
 
@@ -348,7 +350,7 @@ def cmd_detect_fake(a) -> int:
         from .weights import DEFAULT_ATTACK
 
         a.attack = str(DEFAULT_ATTACK)
-    results, errors = detect_fakes(a.inputs, a.attack, a.threshold, a.frames, a.score, a.detector)
+    results, errors = detect_fakes(a.inputs, a.attack, a.threshold, a.frames, a.score, a.detector, a.min_face)
     for msg in errors:
         print(f"fiva: error: {msg}", file=sys.stderr)
     text = json.dumps(results, indent=2)
