@@ -1,7 +1,12 @@
 """`fiva detect-fake` measured: real faces against what `fiva anonymize` writes and against blur (issue 17).
 
-    python scripts/evaluate_detect_fake.py --attack runs/attack_anchor/attack.safetensors \
-        [--lfw ../shared/data/lfw] [--wild ../shared/data/wild] [--calib 300] [--test 200] [--out runs/detect_fake]
+    python scripts/evaluate_detect_fake.py [--detector src/fiva/data/fake-detector.safetensors] \
+        [--attack runs/attack_anchor/attack.safetensors] [--lfw ../shared/data/lfw] [--wild ../shared/data/wild] \
+        [--calib 300] [--test 200] [--out runs/detect_fake] [--cache OUT/cache]
+
+Scores: the fake detector's ("detector", `fiva detect-fake`'s default; default: the shipped one)
+and, with --attack, R's two (identity, residual). For the detector also the figures at the
+threshold stored with it (`shipped`: chosen on held-out real faces of LFW TRAINING identities).
 
 Data (never trained on by R, whose pairs come from LFW training identities):
 - calibration: one photo each of half of the LFW evaluation identities (fold 1): real faces only;
@@ -13,7 +18,7 @@ Data (never trained on by R, whose pairs come from LFW training identities):
 - wild: every face of ../shared/data/wild that the pipeline drew, real vs anonymized vs blurred.
 Per score (identity, residual; fakes.py): ROC AUC, and at the threshold the false-positive rate on
 the test reals, the true-positive rate and the accuracy over real + anonymized faces.
-Anonymized and blurred images are cached in OUT/cache (they do not depend on R). Writes OUT/report.json.
+Anonymized and blurred images are cached in --cache (default OUT/cache; they depend on neither model). Writes OUT/report.json.
 """
 import argparse
 import json
@@ -25,13 +30,15 @@ from tqdm import tqdm
 
 from fiva.anonymize.frame import Anonymizer
 from fiva.anonymize.runner import file_seed
-from fiva.evaluate.fakes import SCORES, roc, scores
+from fiva.evaluate.fakes import SCORES, roc, scores, stored_detector_threshold
 from fiva.evaluate.lfw import identity_images, image_path, read_folds
 from fiva.faces import FaceDetector
 from fiva.faces.detect import match_face
 from fiva.faces.identity import DlibEvaluator
 from fiva.io import IMAGE_EXTS, read_image, write_image
 from fiva.models.attack import load_attack
+from fiva.models.detector import load_detector
+from fiva.weights import DEFAULT_DETECTOR
 
 
 def lfw_split(lfw: Path, n_calib: int, n_test: int, seed: int = 0):
@@ -54,8 +61,8 @@ def cached(cache: Path, name: str, make):
 
 
 class Scorer:
-    def __init__(self, attack, detector, evaluator):
-        self.attack, self.det, self.ev = attack, detector, evaluator
+    def __init__(self, models: dict, detector, evaluator):
+        self.models, self.det, self.ev = models, detector, evaluator  # models: score kind -> model
 
     def __call__(self, img: np.ndarray, box: np.ndarray) -> dict | None:
         """Both scores of the face found on `img` at `box` (detected afresh), None if not found."""
@@ -64,13 +71,14 @@ class Scorer:
         if j is None:
             return None
         one = d[np.array([j])]
-        return {k: float(scores(k, self.attack, img, one, self.ev)[0]) for k in SCORES}
+        return {k: float(scores(k, m, img, one, self.ev)[0]) for k, m in self.models.items()}
 
 
-def summarise(real: list, fake: list, calib: list, fpr: float, extra: dict | None = None) -> dict:
-    """Per score: AUC, threshold from `calib` at `fpr`, FPR/TPR/accuracy on real + fake (missing = not flagged)."""
+def summarise(real: list, fake: list, calib: list, fpr: float, kinds, extra: dict | None = None, shipped: dict | None = None) -> dict:
+    """Per score: AUC, threshold from `calib` at `fpr`, FPR/TPR/accuracy on real + fake (missing = not flagged);
+    and the same at the `shipped` threshold of a kind."""
     out = {}
-    for k in SCORES:
+    for k in kinds:
         r = np.array([s[k] for s in real if s is not None])
         f = np.array([s[k] if s is not None else -np.inf for s in fake])
         c = np.array([s[k] for s in calib if s is not None])
@@ -81,12 +89,19 @@ def summarise(real: list, fake: list, calib: list, fpr: float, extra: dict | Non
                   "tpr": round(tp / len(f), 4), "accuracy": round((tp + len(r) - fp) / (len(r) + len(f)), 4),
                   "real": len(r), "fake": len(f), "fake_not_found": int((~np.isfinite(f)).sum()),
                   "median_real": round(float(np.median(r)), 4), "median_fake": round(float(np.median(f[np.isfinite(f)])), 4)}
+        if k in (shipped or {}):
+            t = shipped[k]
+            tp, fp = int((f > t).sum()), int((r > t).sum())
+            out[k]["shipped"] = {"threshold": round(t, 6), "fpr": round(fp / len(r), 4), "tpr": round(tp / len(f), 4),
+                                 "accuracy": round((tp + len(r) - fp) / (len(r) + len(f)), 4)}
     return {**out, **(extra or {})}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--attack", required=True)
+    ap.add_argument("--attack", default=None, help="also score with R (identity, residual)")
+    ap.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="fake detector (default: the shipped one; '' for none)")
+    ap.add_argument("--cache", default=None, help="folder of cached anonymized/blurred images (default: OUT/cache)")
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--wild", default="../shared/data/wild")
     ap.add_argument("--calib", type=int, default=300)
@@ -97,9 +112,16 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     lfw, out = Path(a.lfw), Path(a.out)
-    cache = out / "cache"
-    det, ev = FaceDetector(), DlibEvaluator()
-    score = Scorer(load_attack(a.attack), det, ev)
+    cache = Path(a.cache) if a.cache else out / "cache"
+    det = FaceDetector()
+    models, shipped = {}, {}
+    if a.detector:
+        models["detector"], shipped["detector"] = load_detector(a.detector), stored_detector_threshold(a.detector)
+    if a.attack:
+        attack = load_attack(a.attack)
+        models.update({k: attack for k in SCORES})
+    ev = DlibEvaluator() if a.attack else None
+    score = Scorer(models, det, ev)
     anon, blur = Anonymizer(progress=False, seed=a.seed), Anonymizer(method="blur", progress=False)
 
     calib_keys, test_keys = lfw_split(lfw, a.calib, a.test, a.seed)
@@ -143,19 +165,22 @@ def main():
         wild_rows += rows
         wild_fallbacks += fb
 
-    report = {"attack": str(a.attack), "fpr_target": a.fpr, "calibration_reals": len([c for c in calib if c is not None])}
+    report = {"attack": str(a.attack), "detector": a.detector, "shipped_thresholds": shipped, "fpr_target": a.fpr, "calibration_reals": len([c for c in calib if c is not None])}
     for name, rows, fb in (("lfw", lfw_rows, lfw_fallbacks), ("wild", wild_rows, wild_fallbacks)):
         real = [r[0] for r in rows]
-        report[name] = {"anonymized": summarise(real, [r[1] for r in rows], calib, a.fpr, {"fallback_faces_left_out": fb}),
-                        "blur": summarise(real, [r[2] for r in rows], calib, a.fpr)}
+        report[name] = {"anonymized": summarise(real, [r[1] for r in rows], calib, a.fpr, models, {"fallback_faces_left_out": fb}, shipped),
+                        "blur": summarise(real, [r[2] for r in rows], calib, a.fpr, models, None, shipped)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     for name in ("lfw", "wild"):
         for vs in ("anonymized", "blur"):
-            for k in SCORES:
+            for k in models:
                 s = report[name][vs][k]
                 print(f"{name:4s} real vs {vs:10s} {k:8s} AUC {s['auc']:.3f}  thr {s['threshold']:.4f}  FPR {s['fpr']:.3f}  "
                       f"TPR {s['tpr']:.3f}  acc {s['accuracy']:.3f}  (real {s['real']}, fake {s['fake']}, not found {s['fake_not_found']})")
+                if "shipped" in s:
+                    t = s["shipped"]
+                    print(f"{'':4s}   at the shipped threshold {t['threshold']:.4f}: FPR {t['fpr']:.3f}  TPR {t['tpr']:.3f}  acc {t['accuracy']:.3f}")
 
 
 if __name__ == "__main__":

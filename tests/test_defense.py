@@ -95,15 +95,24 @@ def test_detect_fake_scores_every_face_and_reports_bad_inputs(astronaut, tmp_pat
     res = json.loads((tmp_path / "out.json").read_text())
     assert len(res) == 1 and res[0]["fake"] is False and res[0]["score"] < 0.05  # nothing to undo in a real face
     assert main(["detect-fake", str(tmp_path / "real.png"), "--attack", str(tmp_path / "r.safetensors")]) == 2
-    # without --attack: the shipped R, with the threshold chosen for it on held-out real faces
-    assert main(["detect-fake", str(tmp_path / "real.png"), "--json", str(tmp_path / "d.json")]) == 0
+    # with --attack and no --threshold: the threshold chosen for the shipped R on held-out real faces
     from safetensors import safe_open
 
-    from fiva.weights import DEFAULT_ATTACK
+    from fiva.weights import DEFAULT_ATTACK, DEFAULT_DETECTOR
 
     with safe_open(str(DEFAULT_ATTACK), "pt") as f:
-        stored = float(f.metadata()["fake_threshold"])
-    assert json.loads((tmp_path / "d.json").read_text())[0]["threshold"] == stored
+        meta = f.metadata()
+    kind = meta.get("fake_score", "identity")
+    assert main(["detect-fake", str(tmp_path / "real.png"), "--score", kind, "--json", str(tmp_path / "r.json")]) == 0
+    got = json.loads((tmp_path / "r.json").read_text())[0]
+    assert got["score_kind"] == kind and got["threshold"] == float(meta["fake_threshold"])
+    # without --attack: the shipped fake detector, with the threshold stored with it
+    if DEFAULT_DETECTOR.exists():
+        assert main(["detect-fake", str(tmp_path / "real.png"), "--json", str(tmp_path / "d.json")]) == 0
+        with safe_open(str(DEFAULT_DETECTOR), "pt") as f:
+            stored = float(f.metadata()["fake_threshold"])
+        got = json.loads((tmp_path / "d.json").read_text())[0]
+        assert got["score_kind"] == "detector" and got["threshold"] == stored and got["fake"] is False
 
 
 def test_fgsm_on_drawn_faces_changes_only_the_drawn_face_a_little(astronaut, tmp_path):

@@ -120,6 +120,13 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     assert table3[("noise", 1.0)]["psnr_db"] < table3[("noise", 0.0025)]["psnr_db"]  # more noise, more cost
     fd = result["fake_detection"]
     assert {"FIVA + ITM", "Blur"} <= set(fd) and 0.0 <= fd["FIVA + ITM"]["auc"] <= 1.0
+    from fiva.weights import DEFAULT_DETECTOR
+
+    if DEFAULT_DETECTOR.exists():  # the shipped detector `fiva detect-fake` uses, measured beside R
+        fdd = result["fake_detection_detector"]
+        assert fdd["score"] == "detector" and 0.0 <= fdd["FIVA + ITM"]["accuracy_at_shipped"] <= 1.0
+        assert result["models"]["fake_detector"]["threshold"] is not None
+        assert "`fiva detect-fake` (the shipped fake detector" in (out / "report.md").read_text()
     for f in ("report.md", "hist_dlib.png", "hist_sface.png", "temporal.png", "contact_sheet.png"):
         assert (out / f).stat().st_size > 0, f
     assert "| FIVA + ITM |" in bench.read_text()

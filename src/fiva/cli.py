@@ -1,4 +1,4 @@
-"""The one door in: `fiva anonymize | swap | evaluate | train generator | anchors build | identities purge`."""
+"""The one door in: `fiva anonymize | swap | evaluate | detect-fake | train generator|attack|pairs|detector | anchors build | identities purge`."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,18 @@ def _add_train(sub) -> None:
     a.add_argument("--lr", type=float, default=1e-4, help="R's Adam learning rate (default: 1e-4)")
     a.add_argument("--real-share", type=float, default=0.0, help="share of each batch that is an untouched real face R must give back "
                    "unchanged (sharpens R as a deepfake detector, Section 3.6) (default: 0)")
+    d = tsub.add_parser("detector", help="train the fake detector `fiva detect-fake` uses: real faces against anonymized ones from stored pairs")
+    d.add_argument("--pairs", required=True, help="pairs folder(s) from `fiva train pairs`, comma-separated (real X_t vs anonymized X_c)")
+    d.add_argument("--out", default="runs/detector", help="output folder: detector.safetensors, log.csv, summary.json (default: runs/detector)")
+    d.add_argument("--steps", type=int, default=6000, help="training steps (default: 6000)")
+    d.add_argument("--batch", type=int, default=32, help="batch size, half real half fake (default: 32)")
+    d.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate, one-cycle schedule (default: 1e-3)")
+    d.add_argument("--blur-share", type=float, default=0.2, help="share of the fakes that are blurred real faces (default: 0.2)")
+    d.add_argument("--val-share", type=float, default=0.1, help="share of identities held out to choose the threshold (default: 0.1)")
+    d.add_argument("--threshold-quantile", type=float, default=0.95,
+                   help="the threshold is this quantile of the held-out real faces' scores (default: 0.95, 5%% false positives)")
+    d.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds (default: 0 = no limit)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     r = tsub.add_parser("pairs", help="render training pairs for the attack R with fiva anonymize's default pipeline (generated faces only)")
     r.add_argument("--data", required=True, help="folder of face images, e.g. runs/lfw/train (LFW training identities: scripts/prepare_lfw.py)")
     r.add_argument("--out", default="runs/attack_pairs", help="pairs folder (shards pairs-NNNN.npz; resumes) (default: runs/attack_pairs)")
@@ -191,6 +203,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for probe choice and identity sampling (default: 0)")
     p.add_argument("--workers", type=int, default=None, help="processes for embedding the LFW originals (default: all cores)")
     p.add_argument("--attack", default=None, help="reconstruction attack R .safetensors (fiva train attack) for the RA column (default: none)")
+    p.add_argument("--fake-detector", default=None, help="fake detector .safetensors measured in the fake-detection section beside R "
+                   "(default: the shipped one `fiva detect-fake` uses; '' for none)")
     p.add_argument("--defense-probes", type=int, default=100, help="probes for the defense sweep (Table 3, Figure 3; with --attack) (default: 100)")
     p.add_argument("--swap-pairs", type=int, default=100, help="face-swap pairs for the Table 4 section; 0 for none (default: 100)")
     p.add_argument("--benchmarks", default=None, help="also replace the evaluation section of this Markdown file (e.g. BENCHMARKS.md)")
@@ -205,15 +219,21 @@ def _add_identities(sub) -> None:
 
 
 def _add_detect_fake(sub) -> None:
-    p = sub.add_parser("detect-fake", help="score faces as FIVA-made or not with the reconstruction attack (paper Section 3.6)")
+    p = sub.add_parser("detect-fake", help="score faces as anonymized by fiva or real, with the shipped fake detector (or the "
+                                           "reconstruction attack R, paper Section 3.6)")
     p.add_argument("inputs", nargs="+", help="images or videos")
-    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors (default: the shipped one, trained against the default generator)")
+    p.add_argument("--detector", default=None, help="fake detector .safetensors (fiva train detector) (default: the shipped one, "
+                                                    "trained against the default anchor-face outputs and blur)")
+    p.add_argument("--attack", default=None, help="score with a reconstruction attack R .safetensors instead of the detector (its "
+                                                  "identity or residual score; measured at chance against the anchor-face default)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="score above which a face is called fake (default: the one stored with the attack model)")
+                   help="score above which a face is called fake (default: the one stored with the model)")
     p.add_argument("--frames", type=int, default=10, help="frames looked at per video (default: 10)")
-    p.add_argument("--score", choices=("identity", "residual"), default=None,
-                   help="fake score: identity distance between X and R(X) (the paper's), or how much R changes the face "
-                        "(residual) (default: the one stored with the attack model)")
+    p.add_argument("--score", choices=("detector", "identity", "residual"), default=None,
+                   help="fake score: the detector's probability; with --attack, identity distance between X and R(X) (the "
+                        "paper's) or how much R changes the face (residual) (default: detector; with --attack the one stored with R)")
+    p.add_argument("--min-face", type=int, default=24, help="faces smaller than this many pixels get a score but no verdict "
+                   "(fake: null): fiva anonymize never draws them, and upscaled they look manipulated to the detector (default: 24)")
     p.add_argument("--json", default=None, help="also write the per-face results to this JSON file")
 
 
@@ -252,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a) -> int:
+    if a.what == "detector":
+        import torch
+
+        from .train.detector import DetectorTrainConfig, train_detector
+
+        torch.set_num_threads(min(torch.get_num_threads(), 4))
+        print(train_detector(DetectorTrainConfig(pairs=a.pairs, out=a.out, steps=a.steps, batch=a.batch, lr=a.lr, blur_share=a.blur_share,
+                                                 val_share=a.val_share, threshold_quantile=a.threshold_quantile,
+                                                 time_limit=a.time_limit, seed=a.seed)))
+        return 0
     if a.what == "pairs":
         from .train.pairs import PairsConfig, render_pairs
 
@@ -296,7 +326,7 @@ def cmd_evaluate(a) -> int:
     from .evaluate.run import EvalConfig, evaluate
 
     cfg = EvalConfig(lfw=a.lfw, videos=a.videos, out=a.out, probes=a.probes, frames=a.frames, far=a.far, limit=a.limit,
-                     generator=a.generator, model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack, defense_probes=a.defense_probes,
+                     generator=a.generator, model=a.model, anchors=a.anchors, seed=a.seed, workers=a.workers, benchmarks=a.benchmarks, swap_pairs=a.swap_pairs, attack=a.attack, defense_probes=a.defense_probes, fake_detector=a.fake_detector,
                      progress=not a.no_progress)
     result = evaluate(cfg)
     print(markdown_tables(result))
@@ -316,9 +346,11 @@ def cmd_detect_fake(a) -> int:
     import json
 
     from .evaluate.fakes import detect_fakes
-    from .weights import DEFAULT_ATTACK
+    if a.score in ("identity", "residual") and not a.attack:
+        from .weights import DEFAULT_ATTACK
 
-    results, errors = detect_fakes(a.inputs, a.attack or str(DEFAULT_ATTACK), a.threshold, a.frames, a.score)
+        a.attack = str(DEFAULT_ATTACK)
+    results, errors = detect_fakes(a.inputs, a.attack, a.threshold, a.frames, a.score, a.detector, a.min_face)
     for msg in errors:
         print(f"fiva: error: {msg}", file=sys.stderr)
     text = json.dumps(results, indent=2)

@@ -14,6 +14,7 @@ DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
 # R trained on what `fiva anonymize` writes by default (anchor-face; MODEL_CARD_ATTACK.md): detect-fake, --defense fgsm
 DEFAULT_ATTACK = PACKAGE_DATA / "attack-anchor-face.safetensors"
 FIVA112_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the 112 px network (--generator fiva)
+DEFAULT_DETECTOR = PACKAGE_DATA / "fake-detector.safetensors"  # real vs anonymized faces (fiva train detector)
 DEFAULT_FACE_BANK = PACKAGE_DATA / "face_bank.safetensors"  # k-Same anchor faces (scripts/build_face_bank.py)
 
 

@@ -77,22 +77,8 @@ def markdown_tables(result: dict) -> str:
             lines.append(f"| {r['defense']} | {amp} | {r.get('defense_p', '')} | {'yes' if r.get('black_box', True) else 'no'} | "
                          f"{_f(r['RA'])} | {_f(r['ID'])} | {_f(r['psnr_db'], 1)} | {_f(r['ssim'])} |")
         lines += ["", _default_defense_line(result["defenses"])]
-    fd = result.get("fake_detection") or {}
-    if any(isinstance(r, dict) and "auc" in r for r in fd.values()):
-        score = {"identity": "cosine distance between dlib embeddings of X and R(X)",
-                 "residual": "mean |R(X) - X| over the inner face of the aligned crop, in 8-bit levels"}.get(fd.get("score"), "?")
-        lines += ["", f"The attack model as a deepfake detector (Section 3.6): score = {score}; real probes against "
-                  "manipulated ones; threshold at 1% false positives on half of the real probes, its false-positive "
-                  "rate measured on the other half; and at the threshold shipped with R (`fiva detect-fake`'s "
-                  "default): the share of all real and manipulated probes it calls right, and its false-positive rate.", "",
-                  "| manipulated by | ROC AUC | TPR at 1% FPR | FPR (held out) | threshold | right at the shipped threshold | "
-                  "FPR there | real / manipulated |", "|---|---|---|---|---|---|---|---|"]
-        for name, r in fd.items():
-            if isinstance(r, dict) and "auc" in r:
-                lines.append(f"| {name} | {_f(r['auc'])} | {_f(r['tpr_at_1pct_fpr'])} | {_f(r.get('fpr', float('nan')))} | "
-                             f"{_f(r['threshold_at_1pct_fpr'], 4)} | {_f(r.get('accuracy_at_shipped', float('nan')))} "
-                             f"(at {_f(r.get('shipped_threshold', float('nan')), 4)}) | {_f(r.get('fpr_at_shipped', float('nan')))} | "
-                             f"{r['real']} / {r['fake']} |")
+    for key in ("fake_detection_detector", "fake_detection"):
+        lines += _fake_table(result.get(key) or {})
     lines += ["", "Thresholds, calibrated at the stated false acceptance rate on LFW pairs (pairs.txt overlaps "
               "the training and evaluation identities):", "",
               "| Identity model | distance | threshold | FAR (measured) | TAR | pairs (same / different) | no face |",
@@ -109,8 +95,40 @@ def markdown_tables(result: dict) -> str:
               f"sha256 {g['sha256']})"
               + (f"; attack R {a['file']} (step {a['step']}, sha256 {a['sha256']}, trained against {a['trained_against']})"
                  if (a := result["models"].get("attack")) else "; no attack model")
+              + (f"; fake detector {d['file']} (step {d['step']}, sha256 {d['sha256']}, threshold {_f(float(d['threshold']), 4)})"
+                 if (d := result["models"].get("fake_detector")) and d.get("threshold") is not None else "")
               + f". Run {result['models'].get('date', '?')}, {result['seconds']:.0f} s."]
     return "\n".join(lines)
+
+
+def _fake_table(fd: dict) -> list[str]:
+    """The fake-detection section of one score: ROC AUC, TPR at 1% FPR, and the figures at the shipped threshold."""
+    if not any(isinstance(r, dict) and "auc" in r for r in fd.values()):
+        return []
+    kind = fd.get("score")
+    if kind == "detector":
+        head = ("`fiva detect-fake` (the shipped fake detector, its probability that the face is anonymized): real "
+                "probes against manipulated ones; threshold at 1% false positives on half of the real probes, its "
+                "false-positive rate measured on the other half; and at the threshold shipped with the detector "
+                "(chosen on held-out real faces of training identities; `fiva detect-fake`'s default): the share of "
+                "all real and manipulated probes it calls right, and its false-positive rate.")
+    else:
+        score = {"identity": "cosine distance between dlib embeddings of X and R(X)",
+                 "residual": "mean |R(X) - X| over the inner face of the aligned crop, in 8-bit levels"}.get(kind, "?")
+        head = (f"The attack model as a deepfake detector (Section 3.6, `fiva detect-fake --attack`): score = {score}; real "
+                "probes against manipulated ones; threshold at 1% false positives on half of the real probes, its "
+                "false-positive rate measured on the other half; and at the threshold shipped with R: the share of "
+                "all real and manipulated probes it calls right, and its false-positive rate.")
+    lines = ["", head, "",
+             "| manipulated by | ROC AUC | TPR at 1% FPR | FPR (held out) | threshold | right at the shipped threshold | "
+             "FPR there | real / manipulated |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in fd.items():
+        if isinstance(r, dict) and "auc" in r:
+            lines.append(f"| {name} | {_f(r['auc'])} | {_f(r['tpr_at_1pct_fpr'])} | {_f(r.get('fpr', float('nan')))} | "
+                         f"{_f(r['threshold_at_1pct_fpr'], 4)} | {_f(r.get('accuracy_at_shipped', float('nan')))} "
+                         f"(at {_f(r.get('shipped_threshold', float('nan')), 4)}) | {_f(r.get('fpr_at_shipped', float('nan')))} | "
+                         f"{r['real']} / {r['fake']} |")
+    return lines
 
 
 def write_report(result: dict, out: Path, cals, per_row, temporal, sheet, cfg) -> None:
@@ -124,8 +142,9 @@ def write_report(result: dict, out: Path, cals, per_row, temporal, sheet, cfg) -
         pass
     plots.append(_contact_sheet(out, sheet))
     try:
-        fd = result.get("fake_detection") or {}
-        plots.append(_fake_histogram(out, fd.get("scores"), fd.get("score")))
+        for key in ("fake_detection", "fake_detection_detector"):
+            fd = result.get(key) or {}
+            plots.append(_fake_histogram(out, fd.get("scores"), fd.get("score")))
         plots.append(_figure3(out, result.get("defenses")))
     except ImportError:
         pass
@@ -208,13 +227,14 @@ def _fake_histogram(out: Path, scores: dict | None, kind: str | None) -> Path | 
     if not scores:
         return None
     fig, ax = _subplots(figsize=(7, 4))
-    hi = max(max(v) for v in scores.values() if v) * 1.05 + 1e-6
+    hi = 1.0 if kind == "detector" else max(max(v) for v in scores.values() if v) * 1.05 + 1e-6
     for name, vals in scores.items():
         ax.hist(vals, np.linspace(0, hi, 40), alpha=0.5, label=name if name != "Real Data" else "real")
-    ax.set_xlabel("mean |R(X) - X|, 8-bit levels" if kind == "residual" else "cosine distance of dlib embeddings, X vs R(X)")
+    ax.set_xlabel({"residual": "mean |R(X) - X|, 8-bit levels", "detector": "fake detector: probability the face is anonymized"}
+                  .get(kind, "cosine distance of dlib embeddings, X vs R(X)"))
     ax.set_ylabel("faces")
     ax.legend()
-    return _save_figure(fig, out / "fake_scores.png")
+    return _save_figure(fig, out / ("fake_detector_scores.png" if kind == "detector" else "fake_scores.png"))
 
 
 def _temporal_plot(out: Path, temporal) -> Path | None:

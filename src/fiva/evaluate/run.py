@@ -77,6 +77,7 @@ class EvalConfig:
     swap_pairs: int = 100  # face-swap pairs for the Table 4 section (0: none)
     attack: str | None = None  # reconstruction attack R (.safetensors) for the RA column; None: no RA
     defense_probes: int = 100  # probes for the defense sweep (Table 3, Figure 3; needs `attack`)
+    fake_detector: str | None = None  # fake detector `fiva detect-fake` uses (default: the shipped one, if present); '' for none
     rows: list[Row] = field(default_factory=default_rows)
 
 
@@ -185,6 +186,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         dlib_eval = DlibEvaluator()
         score_kind, shipped_threshold = stored_score(cfg.attack)
     detect_scores: dict[str, list[float]] = {}
+    fake_det, det_threshold, det_scores = _load_fake_detector(cfg), None, {}
+    if fake_det is not None:
+        from .fakes import detector_scores, stored_detector_threshold
+
+        det_threshold = stored_detector_threshold(cfg.fake_detector or _default_detector())
     sheet: dict[str, list] = {r.label: [] for r in cfg.rows}
     for k in tqdm(probes, desc="probes", unit="face", disable=not cfg.progress):
         rgb = read_image(image_path(lfw, k))
@@ -212,10 +218,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                 m[f"dist_{n}"].append(float(model.distances(e, orig.emb[n][None])[0]))
                 if n == "sface":
                     m["neg_id"].append(retrieved(model, -e, k[0], gallery, thr[n], exclude))
-            if attack is not None and row.label in ("Real Data", "Blur", "FIVA + ITM"):  # R as a fake detector
-                one = dets[np.array([dets.largest()])] if len(dets) else dets
-                if len(one):
-                    detect_scores.setdefault(row.label, []).append(float(fake_score(score_kind, attack, img, one, dlib_eval)[0]))
+            one = dets[np.array([dets.largest()])] if len(dets) else dets
+            if attack is not None and row.label in ("Real Data", "Blur", "FIVA + ITM") and len(one):  # R as a fake detector
+                detect_scores.setdefault(row.label, []).append(float(fake_score(score_kind, attack, img, one, dlib_eval)[0]))
+            if fake_det is not None and row.label in ("Real Data", "Blur", "FIVA + ITM") and len(one):  # the shipped detector
+                det_scores.setdefault(row.label, []).append(float(detector_scores(fake_det, img, one)[0]))
             if attack is not None and anon is not None and anon.generator is not None:
                 # RA: the attacker runs R on the anonymized face, then searches the gallery.
                 rec = reconstruct(attack, img, lm)
@@ -260,6 +267,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "swap": swap,
         "defenses": defenses,
         "fake_detection": _fake_detection(detect_scores, score_kind, shipped_threshold) if attack is not None else {},
+        "fake_detection_detector": _fake_detection(det_scores, "detector", det_threshold) if fake_det is not None else {},
         "calibration": {n: c.summary() for n, c in cals.items()},
         "data": {
             "lfw": str(lfw), "probes": len(probes), "probe_split": "LFW evaluation identities (fold 1 of people.txt)",
@@ -320,6 +328,24 @@ def _swap_table(cfg, lfw, probes, gallery, gindex, models, thr, faces, detector,
         out.append({"method": label, "pairs": n, "ID_source": _mean(ids), "ID_target": _mean(tgt_ids),
                     "pose_error_deg": _mean(poses), "dlib_to_source": _mean(d_src), "dlib_to_target": _mean(d_tgt)})
     return out
+
+
+def _default_detector() -> str:
+    from ..weights import DEFAULT_DETECTOR
+
+    return str(DEFAULT_DETECTOR)
+
+
+def _load_fake_detector(cfg: EvalConfig):
+    """The fake detector `fiva detect-fake` uses (cfg.fake_detector, else the shipped one when present)."""
+    if cfg.fake_detector == "":
+        return None
+    path = cfg.fake_detector or _default_detector()
+    if not cfg.fake_detector and not Path(path).exists():
+        return None
+    from ..models.detector import load_detector
+
+    return load_detector(path)
 
 
 def _fake_detection(scores: dict[str, list[float]], kind: str, shipped: float | None) -> dict:
@@ -438,9 +464,16 @@ def _model_versions(cfg: EvalConfig) -> dict:
         meta = meta_of(cfg.attack)
         attack = {"file": Path(cfg.attack).name, "sha256": sha(cfg.attack), "step": meta.get("step"),
                   "trained_against": meta.get("trained_against")}
+    fake_detector = {}
+    det_path = None if cfg.fake_detector == "" else Path(cfg.fake_detector or _default_detector())
+    if det_path is not None and det_path.exists():
+        meta = meta_of(det_path)
+        fake_detector = {"file": det_path.name, "sha256": sha(det_path), "step": meta.get("step"),
+                         "threshold": meta.get("fake_threshold"), "trained_against": meta.get("trained_against")}
     return {
         "generator": generator,
         "attack": attack,
+        "fake_detector": fake_detector,
         "date": time.strftime("%Y-%m-%d"),
         "anchors": {"file": Path(cfg.anchors or DEFAULT_ANCHORS).name, "sha256": sha(cfg.anchors or DEFAULT_ANCHORS)},
         "detector": {"file": yunet_path().name, "sha256": sha(yunet_path())},
