@@ -281,6 +281,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i, st in known.items():
         z_a[i], failed[i] = st["z_a"], st["failed"]
     space = anon.itm.anchors
+    known = getattr(anon.itm, "key_pointer", None)  # people the ITM knew before this frame (None: a cluster's shared ITM)
     matched = hasattr(space, "target_sex") and bank.sex_w is not None
     sexes: dict[int, int | None] = {}
     descriptors: dict[int, np.ndarray] = {}
@@ -352,7 +353,9 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     if not failed[i]:
                         break
                     drawn.lift(out)
-                if not failed[i] and keys[i] is not None:
+                if not failed[i] and keys[i] is not None and (known is None or keys[i] >= known):
+                    # a person new in this frame takes the face that passed; one the ITM knew
+                    # before (an earlier frame, file or run) keeps theirs, this photo aside
                     anon.itm.reassign(keys[i], z_a[i])
         if failed[i]:
             drawn.lift(out)
