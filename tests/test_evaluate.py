@@ -118,6 +118,7 @@ def test_evaluate_tiny_slice_gives_the_known_answers(tmp_path, astronaut):
     table3 = {(r["defense"], r.get("defense_p")): r for r in result["defenses"]}
     assert table3[("none", None)]["psnr_db"] == float("inf")  # undefended against itself
     assert table3[("noise", 1.0)]["psnr_db"] < table3[("noise", 0.0025)]["psnr_db"]  # more noise, more cost
+    assert np.isfinite(table3[("noise", 0.0025)]["psnr_db"])  # measured against the undefended output, not the default's noise
     fd = result["fake_detection"]
     assert {"FIVA + ITM", "Blur"} <= set(fd) and 0.0 <= fd["FIVA + ITM"]["auc"] <= 1.0
     from fiva.weights import DEFAULT_DETECTOR

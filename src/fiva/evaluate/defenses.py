@@ -48,7 +48,8 @@ def defense_table(cfg, lfw, probes, attack, attack_path, gallery, gindex, models
     rows = []
     for conf in sweep_configs():
         kind = conf["defense"]
-        settings = {k: v for k, v in conf.items() if k.startswith("defense")} if kind in ("noise", "fgsm") else {}
+        # "none" and parameter noise: no output defense (the default config's is the sparse noise)
+        settings = {k: v for k, v in conf.items() if k.startswith("defense")} if kind in ("noise", "fgsm") else {"defense": "none"}
         anon = Anonymizer(AnonymizeConfig(**base, **settings, attack=attack_path if kind == "fgsm" else None))
         if kind == "parameter noise" and getattr(anon.generator, "renderer", None) is not None:
             continue  # the anchor-face renderer has no network weights to perturb
