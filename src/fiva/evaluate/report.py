@@ -110,7 +110,7 @@ def _fake_table(fd: dict) -> list[str]:
         head = ("`fiva detect-fake` (the shipped fake detector, its probability that the face is anonymized): real "
                 "probes against manipulated ones; threshold at 1% false positives on half of the real probes, its "
                 "false-positive rate measured on the other half; and at the threshold shipped with the detector "
-                "(chosen on held-out real faces of training identities; `fiva detect-fake`'s default): the share of "
+                "(the 99th percentile of real faces of 300 LFW evaluation identities, `scripts/evaluate_detect_fake.py`'s calibration half, which may include some of these probes' people; `fiva detect-fake`'s default): the share of "
                 "all real and manipulated probes it calls right, and its false-positive rate.")
     else:
         score = {"identity": "cosine distance between dlib embeddings of X and R(X)",
