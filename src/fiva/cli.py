@@ -148,7 +148,7 @@ def _add_anonymize(sub, swap: bool = False) -> None:
                         "an FGSM step against --attack (white-box) (default: noise, the paper's setting; see BENCHMARKS.md)")
     p.add_argument("--defense-eps", type=float, default=0.15, help="defense amplitude, in grey levels / 255 (default: 0.15, the paper's)")
     p.add_argument("--defense-p", type=float, default=0.0025, help="noise defense: fraction of the face's pixels (default: 0.0025)")
-    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against (default: the shipped one, trained against --generator fiva; fgsm needs that 112 px generator)")
+    p.add_argument("--attack", default=None, help="reconstruction attack .safetensors the fgsm defense works against (default: the shipped one whose metadata says it was trained against --generator)")
     p.add_argument("--keep", action="append", metavar="FACE", default=None,
                    help="reference photo (or folder of photos) of a person never to anonymize, e.g. consenting staff; "
                         "repeat for more people: --keep a.jpg --keep b.jpg (default: none)")

@@ -9,6 +9,14 @@ import os
 from pathlib import Path
 
 PACKAGE_DATA = Path(__file__).parent / "data"
+
+
+def metadata(path: str | Path) -> dict:
+    """The string metadata stored in a .safetensors file's header (empty if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
 DEFAULT_GENERATOR = PACKAGE_DATA / "fiva-112.safetensors"
 DEFAULT_ANCHORS = PACKAGE_DATA / "anchors.safetensors"
 # R trained on what `fiva anonymize` writes by default (anchor-face; MODEL_CARD_ATTACK.md): detect-fake, --defense fgsm

@@ -630,16 +630,13 @@ def _check_rgb(rgb) -> None:
 
 def _shipped_attack(cfg: AnonymizeConfig) -> Path | None:
     """The shipped attack R trained against this config's generator (its shipped weights), if any."""
-    from safetensors import safe_open
-
-    from ..weights import FIVA112_ATTACK
+    from ..weights import FIVA112_ATTACK, metadata
 
     if cfg.model is not None or cfg.method != "fiva":
         return None  # other weights: the shipped R may not fit them
     for path in dict.fromkeys((DEFAULT_ATTACK, FIVA112_ATTACK)):
         if path.exists():
-            with safe_open(str(path), "pt") as f:
-                against = (f.metadata() or {}).get("trained_against", "fiva")  # R from before stored pairs: fiva-112
+            against = metadata(path).get("trained_against", "fiva")  # R from before stored pairs: fiva-112
             if ("anchor-face" in against) == (cfg.generator == "anchor-face") and cfg.generator in ("anchor-face", "fiva"):
                 return path
     return None

@@ -86,10 +86,9 @@ def stored_detector_threshold(path) -> float:
 def stored_score(attack_path) -> tuple[str, float | None]:
     """The fake score kind and threshold stored with an attack model's weights (chosen on held-out
     real faces); weights from before the residual score use the paper's identity score."""
-    from safetensors import safe_open
+    from ..weights import metadata
 
-    with safe_open(str(attack_path), "pt") as f:
-        meta = f.metadata() or {}
+    meta = metadata(attack_path)
     threshold = meta.get("fake_threshold")
     return meta.get("fake_score", "identity"), None if threshold is None else float(threshold)
 

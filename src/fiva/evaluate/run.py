@@ -442,32 +442,26 @@ def _video_consistency(path: Path, cfg: EvalConfig, detector, dlib_model, anonym
 def _model_versions(cfg: EvalConfig) -> dict:
     import hashlib
 
-    from safetensors import safe_open
-
-    from ..weights import DEFAULT_ANCHORS, DEFAULT_FACE_BANK, DEFAULT_GENERATOR, dlib_model_paths, sface_onnx_path, yunet_path
+    from ..weights import DEFAULT_ANCHORS, DEFAULT_FACE_BANK, DEFAULT_GENERATOR, dlib_model_paths, metadata, sface_onnx_path, yunet_path
 
     def sha(p: Path) -> str:
         return hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
-
-    def meta_of(p: Path) -> dict:
-        with safe_open(str(p), "pt") as f:
-            return f.metadata() or {}
 
     if cfg.generator == "anchor-face":
         gen = Path(DEFAULT_FACE_BANK)
         generator = {"name": "anchor-face", "file": gen.name, "sha256": sha(gen), "step": None}
     else:
         gen = Path(cfg.model) if cfg.model else DEFAULT_GENERATOR
-        generator = {"name": cfg.generator, "file": gen.name, "sha256": sha(gen), "step": meta_of(gen).get("step")}
+        generator = {"name": cfg.generator, "file": gen.name, "sha256": sha(gen), "step": metadata(gen).get("step")}
     attack = {}
     if cfg.attack:
-        meta = meta_of(cfg.attack)
+        meta = metadata(cfg.attack)
         attack = {"file": Path(cfg.attack).name, "sha256": sha(cfg.attack), "step": meta.get("step"),
                   "trained_against": meta.get("trained_against")}
     fake_detector = {}
     det_path = None if cfg.fake_detector == "" else Path(cfg.fake_detector or _default_detector())
     if det_path is not None and det_path.exists():
-        meta = meta_of(det_path)
+        meta = metadata(det_path)
         fake_detector = {"file": det_path.name, "sha256": sha(det_path), "step": meta.get("step"),
                          "threshold": meta.get("fake_threshold"), "trained_against": meta.get("trained_against")}
     return {

@@ -58,10 +58,9 @@ def save_detector(model: FakeDetector, path: str | Path, extra: dict | None = No
 
 
 def detector_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
+    from ..weights import metadata
 
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
+    return metadata(path)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> FakeDetector:
