@@ -161,10 +161,11 @@ def _target(anon, rgb: np.ndarray, box: np.ndarray, track) -> tuple[int | None, 
 
 
 def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool,
-                place: float = IN_PLACE) -> bool:
+                place: float = IN_PLACE, original: np.ndarray | None = None) -> bool:
     """Does the drawn face still match its original, or is it not found again in place (within
     `place` eye distances)? SFace on the output's aligned face, the pipeline's in-place check, and
-    on still images (or with --verify) also dlib."""
+    on still images (or with --verify) also dlib; `original`: dlib's descriptor of this face in
+    `rgb` when already computed (Eq. 1's pick needs it too), else computed here."""
     if anon.cfg.fallback == "none" or anon.cfg.identity == "swap":  # a swap wants to look like its source, not unlike its original
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
@@ -174,7 +175,9 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
         return True  # not found again where the original was: treated like a failed anonymization
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         box = det.boxes[0]
-        return float(np.linalg.norm(anon._dlib.embed(rgb, box) - anon._dlib.embed(out, box))) < DLIB_MATCH
+        if original is None:
+            original = anon._dlib.embed(rgb, box)
+        return float(np.linalg.norm(original - anon._dlib.embed(out, box))) < DLIB_MATCH
     return False
 
 
@@ -333,7 +336,9 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
             drawn.paste(out)
         place = HELD_IN_PLACE if held[i] else IN_PLACE
-        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place):
+        # a photo's descriptor is of this very frame (a track's is of its first one)
+        original = descriptors.get(i) if tracks is None else None
+        if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original):
             drawn.lift(out)
             if anon.cfg.identity == "own" or held[i]:
                 failed[i] = True
@@ -349,7 +354,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
                     drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
-                    failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still)
+                    failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:
                         break
                     drawn.lift(out)
