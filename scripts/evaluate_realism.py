@@ -32,7 +32,6 @@ import numpy as np
 from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
 from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
 from fiva.anonymize.in_place import local_finder, render_in_place
-from fiva.anonymize.native import STILL_TRIES
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
 from fiva.faces.detect import match_face
@@ -111,9 +110,10 @@ def main():
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 if a.in_place:
-                    # as the pipeline draws a photo: the whole image looked at, STILL_TRIES renderings
+                    # as the pipeline draws a photo: the whole image looked at, still_tries renderings (shifts up to still_limit)
                     # and the expression checked with dlib's 68 points (the measure below reads the same)
-                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box, margin=None), tries=STILL_TRIES,
+                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box, margin=None), tries=cfg.still_tries,
+                                          tolerance=cfg.still_tolerance, limit=cfg.still_limit,
                                           landmarker=lm68 if a.expression else None)[0]
                 else:
                     out = renderer.render(rgb, shape, b1)

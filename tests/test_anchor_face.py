@@ -74,9 +74,11 @@ def test_bank_faces_of_one_sex_are_different_people(bank):
 
 def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
-                           bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b)
+                           bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b,
+                           ghost=np.array([True, False, True]))
     small.save(tmp_path / "b.safetensors")
     back = AnchorFaceBank.load(tmp_path / "b.safetensors")
+    assert back.ghost.tolist() == [True, False, True]
     assert np.array_equal(back.shapes, small.shapes) and np.array_equal(back.triangles, small.triangles)
     assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
     assert back.meta["k"] == "6"
@@ -469,3 +471,106 @@ def test_colour_match_gives_darker_patches_the_targets_saturation():
     assert dark[..., 0].mean() < light[..., 0].mean() - 30
     # redder and yellower than the target's own colour there (its light, pale skin)
     assert dark[..., 1].mean() > lab[:, -8:, 1].mean() + 3 and dark[..., 2].mean() > lab[:, -8:, 2].mean() + 3
+
+
+def _eyes_shape() -> np.ndarray:
+    """68 points with two almond eyes 80 px apart (centres (60, 80) and (140, 80)); the rest at their midpoint."""
+    shape = np.tile(np.array([[100.0, 80.0]], np.float32), (68, 1))
+    eye = np.array([[-16, 0], [-8, -6], [8, -6], [16, 0], [8, 5], [-8, 5]], np.float32)  # outer/inner corner, upper, lower lid
+    shape[36:42] = [60, 80] + eye  # image left eye: its inner corner (39) faces the nose (+x)
+    shape[42:48] = [140, 80] + eye * [-1, 1]  # image right eye, mirrored: 42 inner, 45 outer
+    return shape
+
+
+def test_the_kept_eyes_grow_over_the_lids_and_lashes_but_not_towards_the_nose():
+    """`eye_margin` grows the target's kept eye openings by that many eye distances (the lash line
+    and lid margin, which the bank's averaged lids lack), outwards and upwards, but at the inner
+    corners only by `eye_margin_inner` of it (the inner corners carry identity)."""
+    from fiva.anonymize.anchor_face import RenderConfig
+    from fiva.anonymize.masks import kept_eyes
+
+    shape, hw = _eyes_shape(), (160, 200)
+    plain = kept_eyes(RenderConfig(eye_margin=0.0), shape, (0, 0), hw, 80.0)
+    grown = kept_eyes(RenderConfig(eye_margin=0.1, eye_feather=0.02, eye_margin_inner=0.0), shape, (0, 0), hw, 80.0)
+    assert plain[80, 60] > 0.9 and grown[80, 60] > 0.9  # the iris stays either way
+    lash, outer, inner = (60, 74 - 4), (60 - 16 - 5, 80), (60 + 16 + 5, 80)  # (x, y) 4-5 px beyond the contour
+    assert plain[lash[1], lash[0]] < 0.1 and grown[lash[1], lash[0]] > 0.5
+    assert plain[outer[1], outer[0]] < 0.1 and grown[outer[1], outer[0]] > 0.5
+    assert grown[inner[1], inner[0]] < 0.1
+    mirrored = (140 - 16 - 5, 80)  # the right eye's inner corner faces -x
+    assert grown[mirrored[1], mirrored[0]] < 0.1 and grown[80, 140 + 16 + 5] > 0.5
+    assert grown[20, 100] == 0 and grown[150, 100] == 0  # far from the eyes nothing is kept
+
+
+def test_a_nudge_can_leave_the_bank_faces_lids_around_the_kept_eyes():
+    """`nudged_shape` moves the bank face's shape by the 5 key points' affine shift; with `lids`
+    False the eye contours stay put (the lids drawn beside the kept eye openings made a ghost
+    pair of eyes), everything else moves as before."""
+    from fiva.anonymize.anchor_face import nudged_shape
+
+    shape = _eyes_shape()
+    shape[48:68] = [100, 130]
+    shape[30] = [100, 105]
+    shape[0:17] = np.c_[np.linspace(40, 160, 17), np.full(17, 120)]
+    nudge = np.full((5, 2), 6.0, np.float32)  # every key point 6 px right and down
+    both = nudged_shape(shape, nudge)
+    assert np.allclose(both - shape, 6.0, atol=1e-3)
+    kept = nudged_shape(shape, nudge, lids=False)
+    assert np.allclose(kept[36:48], shape[36:48])
+    rest = np.r_[0:36, 48:68]
+    assert np.allclose(kept[rest], both[rest])
+
+
+def test_eq1_and_the_retries_pass_over_bank_faces_ghosted_around_the_eyes(bank):
+    """Bank faces marked `ghost` (a glasses rim or doubled lids in the average) are not Eq. 1's
+    candidates while the target's pool has FAR_CANDIDATES others, and a retry takes them last."""
+    from dataclasses import replace
+
+    from fiva.anonymize.face_bank import FAR_CANDIDATES
+    from fiva.anonymize.native import farther_anchor
+
+    sex = 1
+    pool = np.flatnonzero(bank.sex == sex)
+    target = bank.dlib[pool[0]] + 0.01
+    far = pool[np.argsort(-np.linalg.norm(bank.dlib[pool] - target, axis=1))]
+    ghost = np.zeros(len(bank), bool)
+    ghost[far[:4]] = True  # the four farthest: the ones Eq. 1 would draw among
+    marked = replace(bank, ghost=ghost)
+    space = marked.anchor_space(seed=0)
+    space.target_sex, space.target_descriptor = sex, target
+    z = np.random.default_rng(3).normal(size=128).astype(np.float32)
+    picks = {marked.index_of(space.sample(z)) for _ in range(30)}
+    assert picks <= set(far[4:4 + FAR_CANDIDATES].tolist()) and len(picks) >= 2
+    assert farther_anchor(marked, z, [], sex, target) not in far[:4]
+    assert farther_anchor(marked, z, list(far[4:]), sex, target) in far[:4]  # only ghosted ones left
+    # a pool with fewer clean faces than FAR_CANDIDATES keeps them all
+    ghost[pool[FAR_CANDIDATES - 1:]] = True
+    space = replace(bank, ghost=ghost).anchor_space(seed=0)
+    space.target_sex, space.target_descriptor = sex, target
+    assert {replace(bank, ghost=ghost).index_of(space.sample(z)) for _ in range(30)} <= set(far[:FAR_CANDIDATES].tolist())
+
+
+def test_eye_coherence_tells_donors_whose_eyes_line_up_from_a_ghost():
+    """`eye_coherence`: 1 when the donors' eye regions agree, near 1/k when their features sit in
+    different places (a ghost), in between for one odd donor out."""
+    from fiva.anonymize.face_bank import eye_coherence
+
+    size = 256
+    shape = _eyes_shape() + [28, 40]  # eyes at (88, 120) and (168, 120)
+    shape[17:22] = np.c_[np.linspace(64, 108, 5), np.full(5, 98)]  # brows
+    shape[22:27] = np.c_[np.linspace(148, 192, 5), np.full(5, 98)]
+
+    def face(dy: int) -> np.ndarray:
+        img = np.full((size, size, 3), 170, np.float32)
+        img[96 + dy:101 + dy, 60:110] = 60  # a brow, shifted by dy
+        img[96 + dy:101 + dy, 146:196] = 60
+        img[117 + dy:123 + dy, 78:98] = 40  # the eyes' dark openings
+        img[117 + dy:123 + dy, 158:178] = 40
+        return img
+
+    same = np.stack([face(0)] * 6)
+    apart = np.stack([face(dy) for dy in (-10, -6, -2, 2, 6, 10)])
+    one_off = np.stack([face(0)] * 5 + [face(10)])
+    c_same, c_apart, c_one = (eye_coherence(w, shape) for w in (same, apart, one_off))
+    assert c_same == pytest.approx(1.0, abs=1e-3)
+    assert c_apart < 0.35 and c_apart < c_one < c_same

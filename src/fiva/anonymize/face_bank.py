@@ -53,6 +53,10 @@ class AnchorFaceBank:
     # dlib descriptors [N,128] of the bank faces' own textures (synthetic identities, what anyone
     # could compute from the textures): Eq. 1 takes the bank faces farthest from the target by them
     dlib: np.ndarray | None = None
+    # [N] bool: bank faces whose eye region is ghosted (brows, lids or glasses rims of donors that
+    # do not line up; scripts/build_face_bank.py `eye_ghosts`): Eq. 1 and the retries pass them
+    # over while the pool has enough others (`prefer_clean`)
+    ghost: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.textures)
@@ -71,7 +75,8 @@ class AnchorFaceBank:
                    "triangles": self.triangles.astype(np.int32), "donor_distance": self.donor_distance.astype(np.float32),
                    **({} if self.sex_w is None else {"sex_w": self.sex_w.astype(np.float32),
                                                       "sex_b": np.array([self.sex_b], np.float32)}),
-                   **({} if self.dlib is None else {"dlib": self.dlib.astype(np.float32)})},
+                   **({} if self.dlib is None else {"dlib": self.dlib.astype(np.float32)}),
+                   **({} if self.ghost is None else {"ghost": self.ghost.astype(np.uint8)})},
                   str(path), metadata={k: str(v) for k, v in self.meta.items()})
 
     @classmethod
@@ -88,7 +93,8 @@ class AnchorFaceBank:
         tex = np.stack([cv2.cvtColor(cv2.imdecode(d["jpeg"][off[i]:off[i + 1]], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                         for i in range(len(off) - 1)])
         return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta,
-                   d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0, d.get("dlib"))
+                   d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0, d.get("dlib"),
+                   d["ghost"].astype(bool) if "ghost" in d else None)
 
     def predict_sex(self, descriptor: np.ndarray) -> int | None:
         """0 (male) or 1 (female) for a face's dlib descriptor, None without a classifier."""
@@ -111,6 +117,16 @@ class AnchorFaceBank:
         diff = np.abs(self.tone[pool, 0] - lightness)
         ok = pool[diff <= max_diff]
         return ok if len(ok) >= FAR_CANDIDATES else pool[np.argsort(diff)[:FAR_CANDIDATES]]
+
+    def prefer_clean(self, pool: np.ndarray, least: int = FAR_CANDIDATES) -> np.ndarray:
+        """The bank faces of `pool` whose eye region is not ghosted (`ghost`), if at least `least`
+        are; else `pool`. dlib reads a ghosted face (a faint glasses rim, doubled brows) as far
+        from everyone, so Eq. 1's farthest pick favoured them: on 200 LFW faces the most drawn
+        bank face (15 times) was one with a glasses rim."""
+        if self.ghost is None:
+            return pool
+        clean = pool[~self.ghost[pool]]
+        return clean if len(clean) >= least else pool
 
     def farthest(self, descriptor: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
         """The `k` bank faces of `pool` whose textures dlib reads farthest from a target's
@@ -158,6 +174,31 @@ def bank_descriptors(textures: np.ndarray, detector, evaluator) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+def eye_band(shape: np.ndarray, size: int) -> np.ndarray:
+    """[size,size] bool: both eyes with their brows, lids and the place of glasses rims (0.3 eye
+    distances below the eyes, 0.15 beyond their outer corners), placed by 68 points `shape`."""
+    m = np.zeros((size, size), np.uint8)
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    for brow, eye, side in ((slice(17, 22), slice(36, 42), -1), (slice(22, 27), slice(42, 48), 1)):
+        pts = np.concatenate([shape[brow] - [0, 0.12 * iod], shape[eye] + [0, 0.3 * iod], shape[eye] + [side * 0.15 * iod, 0]])
+        cv2.fillConvexPoly(m, cv2.convexHull(pts.astype(np.int32)), 1)
+    return m.astype(bool)
+
+
+def eye_coherence(warped: np.ndarray, shape: np.ndarray, sigma: float = 3.0) -> float:
+    """How well k donors' eye regions line up, warped to their mean 68-point `shape` (textures
+    [k,S,S,3]): the energy of the average's detail (finer than `sigma` pixels) over the donors'
+    own, each donor's detail scaled to unit contrast first. 1: they agree; 1/k: nothing lines up
+    and the average is a ghost (k pairs of lids and brows at once, or one donor's glasses rim at
+    1/k of its contrast). scripts/build_face_bank.py marks the bank faces under
+    EYE_COHERENCE_MIN as ghosted (`AnchorFaceBank.ghost`)."""
+    gray = warped.astype(np.float32).mean(3)
+    m = eye_band(shape, warped.shape[1])
+    hp = np.stack([g - cv2.GaussianBlur(g, (0, 0), sigma) for g in gray])[:, m]
+    hp /= hp.std(1, keepdims=True) + 1e-6
+    return float((hp.mean(0) ** 2).mean() / (hp ** 2).mean())
+
+
 def add_descriptors(path: str | Path, detector, evaluator) -> None:
     """Store the bank faces' dlib descriptors in a bank file, in place (the JPEG textures are
     kept byte for byte)."""
@@ -201,10 +242,12 @@ class SexMatchedAnchorSpace(AnchorSpace):
         if self.target_descriptor is not None and self.bank.dlib is not None:
             if self.target_tone is not None:
                 pool = self.bank.nearest_tone(self.target_tone, pool)
+            pool = self.bank.prefer_clean(pool)
             best = self.bank.farthest(self.target_descriptor, pool, FAR_CANDIDATES)
             return self.anchors[int(self.rng.choice(best))].copy()
         if self.target_sex is None or len(pool) == len(self.bank):
             return super().sample(z_id)
+        pool = self.bank.prefer_clean(pool)
         score = np.abs(np.abs(self.anchors[pool] @ z) - self.margin)
         k = min(self.candidates, len(pool))
         best = pool[np.argpartition(score, k - 1)[:k]]

@@ -14,10 +14,11 @@ from .frame import IN_PLACE
 
 
 def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
-                    find, tolerance: float = 0.05, tries: int = 2, landmarker=None) -> tuple[np.ndarray, np.ndarray | None]:
+                    find, tolerance: float = 0.05, tries: int = 2, landmarker=None,
+                    limit: float = 0.2) -> tuple[np.ndarray, np.ndarray | None]:
     """A copy of `rgb` with the face drawn by `draw_in_place`, and the nudge it was drawn with."""
     out = rgb.copy()
-    _, nudge = draw_in_place(renderer, out, shape, index, kps, find, tolerance, tries, landmarker=landmarker)
+    _, nudge = draw_in_place(renderer, out, shape, index, kps, find, tolerance, tries, landmarker=landmarker, limit=limit)
     return out, nudge
 
 
