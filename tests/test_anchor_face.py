@@ -257,7 +257,7 @@ def test_a_retry_takes_the_bank_face_farthest_from_the_original(bank):
         pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
         pick = farther_anchor(bank, z, [], sex)
         assert pick in pool
-        cos = bank.sface[pool] @ (z / np.linalg.norm(z))
+        cos = bank.sface[bank.prefer_clean(pool, least=1)] @ (z / np.linalg.norm(z))  # ghosted bank faces last
         assert bank.sface[pick] @ (z / np.linalg.norm(z)) == pytest.approx(cos.min())
         # a second retry takes another, and none is left once all were tried
         assert farther_anchor(bank, z, [pick], sex) not in (pick, None)
@@ -388,8 +388,8 @@ def test_a_fallback_dlib_still_recognises_is_obfuscated_again_stronger(astronaut
 
 def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(bank):
     """The bank carries its faces' own dlib descriptors; given a target's, Eq. 1 draws among the
-    FAR_CANDIDATES bank faces of its sex that lie farthest from it, and a retry takes, of the
-    half farthest by dlib not yet tried, the one farthest by SFace."""
+    FAR_CANDIDATES bank faces of its sex that lie farthest from it (of those not ghosted around
+    the eyes), and a retry takes, of the half farthest by dlib not yet tried, the one farthest by SFace."""
     from fiva.anonymize.face_bank import FAR_CANDIDATES
     from fiva.anonymize.native import farther_anchor
 
@@ -398,11 +398,12 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
     z = np.random.default_rng(1).normal(size=128).astype(np.float32)
     for sex in (0, 1):
         target = bank.dlib[np.flatnonzero(bank.sex == sex)[0]] + 0.01  # a face like one bank face
-        pool = np.flatnonzero(bank.sex == sex)
+        pool = bank.prefer_clean(np.flatnonzero(bank.sex == sex))
         far = pool[np.argsort(-np.linalg.norm(bank.dlib[pool] - target, axis=1))[:FAR_CANDIDATES]]
         space.target_sex, space.target_descriptor = sex, target
         picks = {bank.index_of(space.sample(z)) for _ in range(30)}
         assert picks <= set(far.tolist()) and len(picks) >= 2
+        assert not bank.ghost[list(picks)].any()
         # a retry: of the half farthest by dlib (not yet tried), the one farthest by SFace
         left = pool[pool != far[0]]
         half = left[np.argsort(-np.linalg.norm(bank.dlib[left] - target, axis=1))[:(len(left) + 1) // 2]]
