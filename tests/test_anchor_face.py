@@ -257,7 +257,7 @@ def test_a_retry_takes_the_bank_face_farthest_from_the_original(bank):
         pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
         pick = farther_anchor(bank, z, [], sex)
         assert pick in pool
-        cos = bank.sface[bank.prefer_clean(pool, least=1)] @ (z / np.linalg.norm(z))  # ghosted bank faces last
+        cos = bank.sface[pool] @ (z / np.linalg.norm(z))
         assert bank.sface[pick] @ (z / np.linalg.norm(z)) == pytest.approx(cos.min())
         # a second retry takes another, and none is left once all were tried
         assert farther_anchor(bank, z, [pick], sex) not in (pick, None)
@@ -404,8 +404,9 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         picks = {bank.index_of(space.sample(z)) for _ in range(30)}
         assert picks <= set(far.tolist()) and len(picks) >= 2
         assert not bank.ghost[list(picks)].any()
-        # a retry: of the half farthest by dlib (not yet tried), the one farthest by SFace
-        left = pool[pool != far[0]]
+        # a retry: of the half farthest by dlib (not yet tried, ghosted or not), the one farthest by SFace
+        everyone = np.flatnonzero(bank.sex == sex)
+        left = everyone[everyone != far[0]]
         half = left[np.argsort(-np.linalg.norm(bank.dlib[left] - target, axis=1))[:(len(left) + 1) // 2]]
         want = int(half[np.argmin(bank.sface[half] @ (z / np.linalg.norm(z)))])
         assert farther_anchor(bank, z, [int(far[0])], sex, target) == want
@@ -522,9 +523,11 @@ def test_a_nudge_can_leave_the_bank_faces_lids_around_the_kept_eyes():
     assert np.allclose(kept[rest], both[rest])
 
 
-def test_eq1_and_the_retries_pass_over_bank_faces_ghosted_around_the_eyes(bank):
+def test_eq1_passes_over_bank_faces_ghosted_around_the_eyes_and_a_retry_does_not(bank):
     """Bank faces marked `ghost` (a glasses rim or doubled lids in the average) are not Eq. 1's
-    candidates while the target's pool has FAR_CANDIDATES others, and a retry takes them last."""
+    candidates while the target's pool has FAR_CANDIDATES others; a retry after failed
+    verification may take one (passed over there too, Paul Rudd's and Shea Whigham's portraits
+    were pixelated: the clean bank faces all failed)."""
     from dataclasses import replace
 
     from fiva.anonymize.face_bank import FAR_CANDIDATES
@@ -542,8 +545,7 @@ def test_eq1_and_the_retries_pass_over_bank_faces_ghosted_around_the_eyes(bank):
     z = np.random.default_rng(3).normal(size=128).astype(np.float32)
     picks = {marked.index_of(space.sample(z)) for _ in range(30)}
     assert picks <= set(far[4:4 + FAR_CANDIDATES].tolist()) and len(picks) >= 2
-    assert farther_anchor(marked, z, [], sex, target) not in far[:4]
-    assert farther_anchor(marked, z, list(far[4:]), sex, target) in far[:4]  # only ghosted ones left
+    assert farther_anchor(marked, z, [], sex, target) == farther_anchor(bank, z, [], sex, target)
     # a pool with fewer clean faces than FAR_CANDIDATES keeps them all
     ghost[pool[FAR_CANDIDATES - 1:]] = True
     space = replace(bank, ghost=ghost).anchor_space(seed=0)

@@ -195,7 +195,6 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     pool = np.setdiff1d(pool, tried)
     if len(pool) == 0:
         return None
-    pool = bank.prefer_clean(pool, least=1)  # the ghosted ones last (`AnchorFaceBank.ghost`)
     if descriptor is not None and bank.dlib is not None:
         pool = bank.farthest(descriptor, pool, max(1, (len(pool) + 1) // 2))
     cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
