@@ -47,8 +47,8 @@ class RenderConfig:
     keep_eyes: float = 0.9  # the target's eye openings (iris, gaze) stay, the contour scaled by this; 0: the anchor's
     # ... grown by this many eye distances over the lid margins and lashes, which the bank's averaged
     # lids lack (masks.kept_eyes; 0: the opening alone), feathered over `eye_feather`, and towards
-    # the nose by `eye_margin_inner` of it (the inner corners carry identity: 0.1 all round cost
-    # 2.5 points of LFW faces beyond dlib 0.6, 0.06 up, down and outwards none)
+    # the nose by `eye_margin_inner` of it (the inner corners carry identity: 200 LFW faces beyond
+    # dlib 0.6, drawing alone, 99.0% with none, 96.5% with 0.08 all round, 94.5% with 0.12)
     eye_margin: float = 0.06
     eye_feather: float = 0.03
     eye_margin_inner: float = 0.0

@@ -54,8 +54,8 @@ class AnchorFaceBank:
     # could compute from the textures): Eq. 1 takes the bank faces farthest from the target by them
     dlib: np.ndarray | None = None
     # [N] bool: bank faces whose eye region is ghosted (brows, lids or glasses rims of donors that
-    # do not line up; scripts/build_face_bank.py `eye_ghosts`): Eq. 1 and the retries pass them
-    # over while the pool has enough others (`prefer_clean`)
+    # do not line up; scripts/build_face_bank.py `eye_ghosts`): Eq. 1 passes them over while the
+    # pool has enough others (`prefer_clean`); a retry after failed verification may take one
     ghost: np.ndarray | None = None
 
     def __len__(self) -> int:
