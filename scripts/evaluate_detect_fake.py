@@ -6,7 +6,9 @@
 
 Scores: the fake detector's ("detector", `fiva detect-fake`'s default; default: the shipped one)
 and, with --attack, R's two (identity, residual). For the detector also the figures at the
-threshold stored with it (`shipped`: chosen on held-out real faces of LFW TRAINING identities).
+threshold stored with it (`shipped`, what `fiva detect-fake` uses: `fiva train detector` chooses it
+on real faces of LFW TRAINING-split identities held out of its training, so on nobody measured
+here; its metadata says how, `threshold_chosen_on`, copied into the report).
 
 Data (never trained on by R, whose pairs come from LFW training identities):
 - calibration: one photo each of half of the LFW evaluation identities (fold 1): real faces only;
@@ -15,7 +17,9 @@ Data (never trained on by R, whose pairs come from LFW training identities):
   defaults (anchor-face, noise defense, verification), the faces it drew (fallback-obfuscated ones
   are counted apart); blur: `--method blur`. As `fiva detect-fake` runs: faces are detected afresh
   on each image (a face not found counts as not flagged);
-- wild: every face of ../shared/data/wild that the pipeline drew, real vs anonymized vs blurred.
+- wild: every face of ../shared/data/wild that the pipeline drew, real vs anonymized vs blurred;
+  and, for the detector at its stored threshold, how many of EVERY real face found in those photos
+  it flags, by face size (under 24 px, 24-100 px, 100 px and over; `fiva detect-fake`'s face_px).
 Per score (identity, residual; fakes.py): ROC AUC, and at the threshold the false-positive rate on
 the test reals, the true-positive rate and the accuracy over real + anonymized faces.
 Anonymized and blurred images are cached in --cache (default OUT/cache; they depend on neither model). Writes OUT/report.json.
@@ -37,7 +41,7 @@ from fiva.faces.detect import match_face
 from fiva.faces.identity import DlibEvaluator
 from fiva.io import IMAGE_EXTS, read_image, write_image
 from fiva.models.attack import load_attack
-from fiva.models.detector import load_detector
+from fiva.models.detector import detector_metadata, load_detector
 from fiva.weights import DEFAULT_DETECTOR
 
 
@@ -159,13 +163,23 @@ def main():
         rows, fb = faces_of(f"lfw/{k[0]}_{k[1]:04d}", read_image(image_path(lfw, k)), True, True)
         lfw_rows += rows
         lfw_fallbacks += fb
-    wild_rows, wild_fallbacks = [], 0
+    wild_rows, wild_fallbacks, wild_reals = [], 0, {"under 24 px": [], "24-100 px": [], "100 px and over": []}
     for p in tqdm(sorted(q for q in Path(a.wild).iterdir() if q.suffix.lower() in IMAGE_EXTS), desc="wild"):
-        rows, fb = faces_of(f"wild/{p.stem}", read_image(p), True, False)
+        rgb = read_image(p)
+        rows, fb = faces_of(f"wild/{p.stem}", rgb, True, False)
         wild_rows += rows
         wild_fallbacks += fb
+        if "detector" in models:  # every real face, as `fiva detect-fake` scores them
+            d = det(rgb)
+            for box, v in zip(d.boxes, scores("detector", models["detector"], rgb, d)):
+                px = max(box[2] - box[0], box[3] - box[1])
+                wild_reals["under 24 px" if px < 24 else "24-100 px" if px < 100 else "100 px and over"].append(float(v))
 
     report = {"attack": str(a.attack), "detector": a.detector, "shipped_thresholds": shipped, "fpr_target": a.fpr, "calibration_reals": len([c for c in calib if c is not None])}
+    if "detector" in models:
+        report["detector_threshold_chosen_on"] = detector_metadata(a.detector).get("threshold_chosen_on")
+        report["wild_every_real_face"] = {k: {"faces": len(v), "flagged_at_shipped": int(np.sum(np.array(v) > shipped["detector"]))}
+                                          for k, v in wild_reals.items()}
     for name, rows, fb in (("lfw", lfw_rows, lfw_fallbacks), ("wild", wild_rows, wild_fallbacks)):
         real = [r[0] for r in rows]
         report[name] = {"anonymized": summarise(real, [r[1] for r in rows], calib, a.fpr, models, {"fallback_faces_left_out": fb}, shipped),
@@ -181,6 +195,10 @@ def main():
                 if "shipped" in s:
                     t = s["shipped"]
                     print(f"{'':4s}   at the shipped threshold {t['threshold']:.4f}: FPR {t['fpr']:.3f}  TPR {t['tpr']:.3f}  acc {t['accuracy']:.3f}")
+    if "detector" in models:
+        print(f"detector threshold {shipped['detector']:.4f}, chosen on {report['detector_threshold_chosen_on']}")
+        print("wild, every real face flagged at it: " + ", ".join(f"{k} {v['flagged_at_shipped']} of {v['faces']}"
+                                                             for k, v in report["wild_every_real_face"].items()))
 
 
 if __name__ == "__main__":

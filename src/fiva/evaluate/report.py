@@ -78,7 +78,7 @@ def markdown_tables(result: dict) -> str:
                          f"{_f(r['RA'])} | {_f(r['ID'])} | {_f(r['psnr_db'], 1)} | {_f(r['ssim'])} |")
         lines += ["", _default_defense_line(result["defenses"])]
     for key in ("fake_detection_detector", "fake_detection"):
-        lines += _fake_table(result.get(key) or {})
+        lines += _fake_table(result.get(key) or {}, (result["models"].get("fake_detector") or {}).get("threshold_chosen_on"))
     lines += ["", "Thresholds, calibrated at the stated false acceptance rate on LFW pairs (pairs.txt overlaps "
               "the training and evaluation identities):", "",
               "| Identity model | distance | threshold | FAR (measured) | TAR | pairs (same / different) | no face |",
@@ -101,8 +101,9 @@ def markdown_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _fake_table(fd: dict) -> list[str]:
-    """The fake-detection section of one score: ROC AUC, TPR at 1% FPR, and the figures at the shipped threshold."""
+def _fake_table(fd: dict, chosen_on: str | None = None) -> list[str]:
+    """The fake-detection section of one score: ROC AUC, TPR at 1% FPR, and the figures at the shipped
+    threshold (for the detector, `chosen_on` says how that threshold was chosen: its stored metadata)."""
     if not any(isinstance(r, dict) and "auc" in r for r in fd.values()):
         return []
     kind = fd.get("score")
@@ -110,7 +111,7 @@ def _fake_table(fd: dict) -> list[str]:
         head = ("`fiva detect-fake` (the shipped fake detector, its probability that the face is anonymized): real "
                 "probes against manipulated ones; threshold at 1% false positives on half of the real probes, its "
                 "false-positive rate measured on the other half; and at the threshold shipped with the detector "
-                "(the 99th percentile of real faces of 300 LFW evaluation identities, `scripts/evaluate_detect_fake.py`'s calibration half, which may include some of these probes' people; `fiva detect-fake`'s default): the share of "
+                f"({chosen_on or 'how it was chosen is not stored with it'}; `fiva detect-fake`'s default): the share of "
                 "all real and manipulated probes it calls right, and its false-positive rate.")
     else:
         score = {"identity": "cosine distance between dlib embeddings of X and R(X)",

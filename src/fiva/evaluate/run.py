@@ -463,7 +463,8 @@ def _model_versions(cfg: EvalConfig) -> dict:
     if det_path is not None and det_path.exists():
         meta = metadata(det_path)
         fake_detector = {"file": det_path.name, "sha256": sha(det_path), "step": meta.get("step"),
-                         "threshold": meta.get("fake_threshold"), "trained_against": meta.get("trained_against")}
+                         "threshold": meta.get("fake_threshold"), "threshold_chosen_on": meta.get("threshold_chosen_on"),
+                         "trained_against": meta.get("trained_against")}
     return {
         "generator": generator,
         "attack": attack,

@@ -3,12 +3,16 @@
 Real: X_t, the original's aligned crop. Fake: X_c, what `fiva anonymize` made of it (the same
 pairs R trains on), and, for a share of the fakes, the real crop with its face blurred the way
 `--method blur` does (so a blurred face is not called real). Both classes get the same random
-augmentation (JPEG quality, rescaling, slight blur, flips, small shifts and scales) so the
-detector cannot lean on one resolution or compression.
+augmentation (`augment`: small faces upscaled, JPEG, colour, blur, noise, flips, small shifts and
+scales) so the detector cannot lean on one resolution, compression or camera. Several pairs folders
+can be mixed, e.g. one rendered from LFW photos as they are and one from the same identities'
+photos shrunk so their faces are 24-90 px (real small faces and what the pipeline draws there).
 
-Pairs are split by identity (the source's folder): `val_share` of the identities are held out;
-the shipped threshold is chosen on their REAL faces only (the `threshold_quantile` of their
-scores: the target false-positive rate is 1 - that), and their fakes give the held-out AUC.
+Pairs are split by identity (the source's folder, across all pairs folders): `val_share` of the
+identities are held out; the shipped threshold is chosen on their REAL faces only (the
+`threshold_quantile` of their scores: the target false-positive rate is 1 - that), and their fakes
+give the held-out AUC. The pairs come from LFW TRAINING identities, so the threshold never saw a
+face of the evaluation identities (fold 1) or of ../shared/data/wild.
 """
 from __future__ import annotations
 
@@ -61,24 +65,57 @@ def blur_face(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random augmentation: flip, shift/scale jitter, rescaling, slight blur, JPEG."""
+    """One random augmentation, the same for real and fake crops so none of it is a cue.
+
+    What a photo does to a face before `fiva detect-fake` sees it: flip; the alignment's jitter; a
+    smaller face (down to a quarter of the crop: faces of ~20-100 px in group photos), JPEG-compressed
+    at that size as a camera does, then upscaled back as the alignment upscales it; colour, contrast
+    and gamma of another camera (and sometimes grey); slight blur, sensor noise, JPEG at full size.
+    Sometimes the eye band is blurred away, so the detector also learns cues other than the eyes
+    (blend seams, skin texture, colour)."""
     s = crop.shape[0]
-    x = crop[:, ::-1] if rng.random() < 0.5 else crop
+    x = np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
     if rng.random() < 0.7:  # landmark jitter: the detector aligns on the output's own landmarks
         a = rng.uniform(-4, 4) * np.pi / 180
         sc = rng.uniform(0.94, 1.06)
         M = cv2.getRotationMatrix2D((s / 2, s / 2), np.degrees(a), sc)
         M[:, 2] += rng.uniform(-3, 3, 2)
-        x = cv2.warpAffine(np.ascontiguousarray(x), M, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    if rng.random() < 0.4:  # a smaller face, upscaled back
-        r = int(s * rng.uniform(0.6, 0.95))
-        x = cv2.resize(cv2.resize(np.ascontiguousarray(x), (r, r), interpolation=cv2.INTER_AREA), (s, s), interpolation=cv2.INTER_LINEAR)
-    if rng.random() < 0.25:
-        x = cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), rng.uniform(0.3, 0.8))
-    if rng.random() < 0.5:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 96))])
-        x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        x = cv2.warpAffine(x, M, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if rng.random() < 0.5:  # a smaller face (log-uniform 0.25-0.95 of the crop), maybe JPEG'd there, upscaled back
+        r = max(8, int(round(s * np.exp(rng.uniform(np.log(0.25), np.log(0.95))))))
+        x = cv2.resize(x, (r, r), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            x = _jpeg(x, int(rng.integers(55, 96)))
+        x = cv2.resize(x, (s, s), interpolation=cv2.INTER_LINEAR if rng.random() < 0.7 else cv2.INTER_CUBIC)
+    if rng.random() < 0.5:  # another camera's colour: gain per channel, contrast, gamma
+        f = x.astype(np.float32) / 255.0
+        f = f * rng.uniform(0.9, 1.1, 3).astype(np.float32)
+        m = f.mean()
+        f = (f - m) * rng.uniform(0.8, 1.2) + m + rng.uniform(-0.06, 0.06)
+        f = np.clip(f, 0, 1) ** rng.uniform(0.8, 1.25)
+        x = (f * 255).round().astype(np.uint8)
+    if rng.random() < 0.05:
+        x = np.repeat(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
+    if rng.random() < 0.15:  # the eye band blurred away (both classes)
+        y0, y1 = int(s * 0.33), int(s * 0.56)
+        band = cv2.GaussianBlur(x, (0, 0), rng.uniform(2, 4))
+        w = np.zeros((s, s), np.float32)
+        w[y0:y1] = 1
+        w = cv2.GaussianBlur(w, (0, 0), s * 0.03)[:, :, None]
+        x = (x * (1 - w) + band * w).round().astype(np.uint8)
+    if rng.random() < 0.2:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.0))
+    if rng.random() < 0.2:  # sensor noise
+        x = np.clip(x + rng.normal(0, rng.uniform(1, 5), x.shape), 0, 255).round().astype(np.uint8)
+    if rng.random() < 0.4:
+        x = _jpeg(x, int(rng.integers(50, 96)))
     return np.ascontiguousarray(x)
+
+
+def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
+    """RGB uint8 through JPEG at `quality`."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def to_input(crops: np.ndarray) -> torch.Tensor:
@@ -155,10 +192,18 @@ def train_detector(cfg: DetectorTrainConfig, data: tuple | None = None) -> Path:
                                 "from stored pairs of LFW training identities",
              "pairs": cfg.pairs, "step": step, "train_config": asdict(cfg)}
     if len(va):
-        real_s, fake_s = score_crops(model, xt[va]), score_crops(model, xc[va])
+        # each real crop once (pairs folders rendered from the same photos hold the same X_t)
+        seen, real_va = set(), []
+        for i in va:
+            if (h := hash(xt[i].tobytes())) not in seen:
+                seen.add(h)
+                real_va.append(i)
+        real_s, fake_s = score_crops(model, xt[real_va]), score_crops(model, xc[va])
         blur_s = score_crops(model, np.stack([blur_face(xt[i], rng) for i in va]))
         thr = float(np.quantile(real_s, cfg.threshold_quantile))
-        extra.update({"fake_threshold": thr, "threshold_chosen_on": f"{len(va)} held-out real faces ({cfg.threshold_quantile:.0%} quantile)",
+        extra.update({"fake_threshold": thr, "threshold_chosen_on": f"held-out real faces: the {cfg.threshold_quantile:.3g} quantile of the scores "
+                                            f"of {len(real_va)} real faces of {len({identity_of(names[i]) for i in va})} LFW training-split "
+                                            "identities held out of training",
                       "heldout_auc_anonymized": roc(real_s, fake_s)["auc"], "heldout_auc_blur": roc(real_s, blur_s)["auc"],
                       "heldout_tpr_anonymized": float(np.mean(fake_s > thr)), "heldout_tpr_blur": float(np.mean(blur_s > thr))})
         log.info("held out: AUC anonymized %.3f blur %.3f; threshold %.4f: TPR anonymized %.3f blur %.3f",
