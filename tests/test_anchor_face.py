@@ -577,3 +577,41 @@ def test_eye_coherence_tells_donors_whose_eyes_line_up_from_a_ghost():
     c_same, c_apart, c_one = (eye_coherence(w, shape) for w in (same, apart, one_off))
     assert c_same == pytest.approx(1.0, abs=1e-3)
     assert c_apart < 0.35 and c_apart < c_one < c_same
+
+
+@needs_dlib
+def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first(astronaut, monkeypatch):
+    """A drawing verification sends back (nearly always SFace still matching: the target's lids and
+    lashes kept) is drawn again with the same bank face and RETRY_RENDER (no lid margin, geometry
+    moved further), then on STILL_RETRIES other bank faces so drawn; all fail: the fallback."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    d = anon.detect(astronaut)
+    drawn = []  # (bank face, eye_margin, alpha) of each search
+    search = native._search
+
+    def spy(renderer, out, shape, index, *args, **kwargs):
+        drawn.append((index, renderer.cfg.eye_margin, renderer.cfg.alpha))
+        return search(renderer, out, shape, index, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_search", spy)
+    monkeypatch.setattr(native, "_still_same", lambda *a, **k: len(drawn) < 2)  # the first drawing fails
+    anon.anonymize_image(astronaut, d[:1])
+    assert list(anon.outcomes) == ["generated"] and anon.stats["retried"] == 1
+    cfg = anon.generator.renderer.cfg
+    assert drawn == [(drawn[0][0], cfg.eye_margin, cfg.alpha),
+                     (drawn[0][0], native.RETRY_RENDER["eye_margin"], native.RETRY_RENDER["alpha"])]
+    assert native.RETRY_RENDER["eye_margin"] < cfg.eye_margin and native.RETRY_RENDER["alpha"] > cfg.alpha
+
+    drawn.clear()
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    monkeypatch.setattr(native, "_still_same", lambda *a, **k: True)  # every drawing fails
+    out = anon.anonymize_image(astronaut, d[:1])
+    assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == native.STILL_RETRIES + 1
+    faces = [f for f, *_ in drawn]
+    assert faces[1] == faces[0]  # the same bank face first, then others
+    assert len(set(faces)) == native.STILL_RETRIES + 1
+    assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
+    assert not np.array_equal(out, astronaut)
