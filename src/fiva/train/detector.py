@@ -39,7 +39,7 @@ class DetectorTrainConfig:
     lr: float = 1e-3
     blur_share: float = 0.2  # share of the fakes that are blurred real faces
     val_share: float = 0.1  # share of identities held out (threshold and held-out AUC)
-    threshold_quantile: float = 0.95  # of held-out real scores
+    threshold_quantile: float = 0.98  # of held-out real scores
     time_limit: float = 0.0
     seed: int = 0
     log_every: int = 50
