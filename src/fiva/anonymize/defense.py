@@ -46,7 +46,8 @@ def fgsm_in_image(attack, encoder, rgb: np.ndarray, out: np.ndarray, landmarks: 
     aligned as R sees it (by the original's 5 points `landmarks` [N,5,2]), stepped on there, and
     only the step is warped back, onto the pixels the drawing changed (`out` != `rgb`) inside the
     inner-face ellipse. Returns a new image."""
-    from ..faces import align_faces, paste_back
+    from ..faces import align_faces
+    from ..faces.align import paste_change
     from ..faces.identity import to_tensor, to_uint8
     from ..models.generator import face_ellipse
 
@@ -57,8 +58,7 @@ def fgsm_in_image(attack, encoder, rgb: np.ndarray, out: np.ndarray, landmarks: 
     res = out.astype(np.int16)
     drawn = np.any(out != rgb, axis=2)
     for crop, step, mat in zip(crops, stepped, mats):
-        change = paste_back(out, step, mat, mask).astype(np.int16) - paste_back(out, crop, mat, mask)
-        res += np.where(drawn[..., None], change, 0).astype(np.int16)
+        res += np.where(drawn[..., None], paste_change(out, crop, step, mat, mask), 0).astype(np.int16)
     return np.clip(res, 0, 255).astype(np.uint8)
 
 

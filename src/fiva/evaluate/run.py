@@ -375,16 +375,15 @@ def _fake_detection(scores: dict[str, list[float]], kind: str, shipped: float | 
 @torch.no_grad()
 def reconstruct(attack, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The image with R applied to the face at `landmarks` (aligned crop in, pasted back)."""
-    from ..faces import align_faces, paste_back
-    from ..faces.align import feather_mask
+    from ..faces import align_faces
+    from ..faces.align import feather_mask, paste_change
     from ..faces.identity import to_tensor, to_uint8
 
     crops, mats = align_faces(rgb, landmarks[None], attack.resolution)
     out = to_uint8(attack(to_tensor(crops)))[0]
-    # Only what R changes reaches the image: pasting its whole output would also carry the crop's own
-    # resampling (warped in and back), a blur that can tip a near-tie in retrieval by itself.
-    mask = feather_mask(attack.resolution, 0.06)
-    change = paste_back(rgb, out, mats[0], mask).astype(np.int16) - paste_back(rgb, crops[0], mats[0], mask)
+    # Only what R changes reaches the image (the crop's own resampling is a blur that can tip a
+    # near-tie in retrieval by itself).
+    change = paste_change(rgb, crops[0], out, mats[0], feather_mask(attack.resolution, 0.06))
     return np.clip(rgb.astype(np.int16) + change, 0, 255).astype(np.uint8)
 
 

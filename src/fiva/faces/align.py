@@ -102,3 +102,10 @@ def paste_back(rgb: np.ndarray, crop: np.ndarray, mat: np.ndarray, mask: np.ndar
     blended[keep] = region[keep]
     out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+def paste_change(rgb: np.ndarray, crop: np.ndarray, new: np.ndarray, mat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """What a model changed on the aligned `crop` of `rgb` (its output `new`), in image space: int16
+    [H,W,3], zero outside the warped `mask`. Pasting `new` alone would also carry the crop's own
+    resampling (warped in and back), a blur of its own; the difference leaves only the model's change."""
+    return paste_back(rgb, new, mat, mask).astype(np.int16) - paste_back(rgb, crop, mat, mask)
