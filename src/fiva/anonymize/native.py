@@ -357,12 +357,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 failed[i] = True
             else:
                 failed[i], tried = True, [index]
-                again = still  # a photo's first retry: the same bank face, less of the target (RETRY_RENDER)
-                for _ in range(STILL_RETRIES + 1 if still else 1):
-                    if again:
-                        pick, again = index, False
-                    else:
-                        pick = farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None, descriptors.get(i))
+                for k in range(STILL_RETRIES + 1 if still else 1):
+                    # a photo's first retry redraws the same bank face with less of the target (RETRY_RENDER)
+                    pick = index if still and k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
+                                                                         descriptors.get(i))
                     if pick is None:
                         break
                     anon.stats["retried"] += 1
