@@ -12,6 +12,9 @@ import numpy as np
 
 from ..weights import yunet_path
 
+# look_around's views of a candidate: (box side in px, turn in degrees)
+VIEWS = ((60, 0), (100, 0), (160, 0), (100, -90), (100, -45), (100, 45), (100, 90))
+
 
 @dataclass
 class Detections:
@@ -137,6 +140,32 @@ class FaceDetector:
             if np.linalg.norm(lm - tpl, axis=1).mean() <= 0.25 * iod and f[14] > again[i]:
                 again[i], found[i] = f[14], lm / iod
         return again, seen, found
+
+    def look_around(self, rgb: np.ndarray, boxes: np.ndarray, views=VIEWS, grow: float = 2.0) -> np.ndarray:
+        """Detect again on other views of each box: does anything face-like sit at its place?
+
+        The aligned crop of `second_look` trusts the candidate's 5 landmarks; these views do not:
+        the upright square crop about the box (`grow` x its side) with the box at 60, 100 and 160 px,
+        and at 100 px turned by -90, -45, 45 and 90 degrees (a head lying sideways, which YuNet
+        finds weakly and with landmarks astray, is found upright). Returns [N, len(views)]: per box
+        and view the best score of a face found centred on it (centre within 0.35 box sides) at
+        about its size (0.5-2x), 0 = none.
+        """
+        best = np.zeros((len(boxes), len(views)), np.float32)
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            centre, side = ((x1 + x2) / 2, (y1 + y2) / 2), max(x2 - x1, y2 - y1, 1.0)
+            for v, (px, angle) in enumerate(views):
+                scale = px / side
+                n = max(int(round(px * grow)), 1)
+                m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
+                m[:, 2] += (n / 2 - centre[0], n / 2 - centre[1])
+                crop = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT)
+                for f in self._detect(crop):
+                    off = np.hypot(f[0] + f[2] / 2 - n / 2, f[1] + f[3] / 2 - n / 2)
+                    if off <= 0.35 * px and 0.5 * px <= f[2] <= 2 * px:
+                        best[i, v] = max(best[i, v], f[14])
+        return best
 
     def _tiled(self, rgb: np.ndarray) -> np.ndarray:
         """YuNet rows [N,15] (x, y, w, h, 5 landmarks, score) for one pass, tile by tile."""
