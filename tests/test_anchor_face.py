@@ -97,6 +97,40 @@ def test_the_identity_shape_keeps_the_five_key_points_and_the_mouth(bank, astron
     assert np.array_equal(mesh(new, ring_of=target)[68:], ring(target))
 
 
+@needs_dlib
+def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank, astronaut_face):
+    """issue 16 (liveportrait_d13): the nose tip stays the target's while the rest of the nose moved to
+    the anchor's place, so the triangles at the tip were squashed and stretched in turn and the bank
+    face's shading under its tip showed as a dark, sharp-edged diamond."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.warp import signed_areas
+    from fiva.faces.align import similarity_transform
+
+    _, target = astronaut_face
+    # alpha x nose = 1 about the tip: the lower nose (29-35) is the anchor's own, placed on the target's tip
+    for i in (0, 5, 9):
+        m = similarity_transform(five_points(bank.shapes[i]), five_points(target))
+        a = bank.shapes[i] @ m[:, :2].T + m[:, 2]
+        new = identity_shape(target, bank.shapes[i], 1.5, nose=2 / 3)
+        assert np.allclose(new[29:36] - target[30], a[29:36] - a[30], atol=1e-3)
+        assert np.abs(five_points(new) - five_points(target)).max() < 1e-3
+    tris = bank.triangles
+    tip = np.array([30 in t and min(t) >= 29 and max(t) <= 35 for t in tris])
+    assert tip.sum() == 6
+
+    def ratios(cfg):  # the tip triangles' areas drawn over the bank face's, at the face's overall scale
+        r, out = AnchorFaceRenderer(bank, cfg), []
+        for i in range(len(bank)):
+            a = signed_areas(mesh(bank.shapes[i])[tris])
+            n = signed_areas(mesh(r.new_shape(target, i), ring_of=target)[tris])
+            out.append(n[tip] / a[tip] * np.abs(a).sum() / np.abs(n).sum())
+        return np.array(out)
+
+    now, before = ratios(RenderConfig()), ratios(RenderConfig(nose=1.0, nose_follow=0.0))
+    assert now.min() > 0.7 and now.max() < 1.7
+    assert before.min() < 0.2 and before.max() > 3  # the tip's place from the anchor: squashed and stretched
+
+
 def test_canonical_template_keeps_the_face_inside_the_texture(bank):
     t = canonical_template(bank.size)
     assert (t > 0).all() and (t < bank.size).all()
