@@ -37,10 +37,10 @@ class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
     unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
     nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
-    # the nose's (27-35) share of alpha, about its kept tip (`nose_follow`): 0.67 of alpha 1.5 gives the
-    # lower nose the anchor's own shape there, so the bank face's nose is drawn unstretched; with 1.0 the
-    # overshoot shortened it to half on a head tilted up (liveportrait_d13)
-    nose: float = 0.67
+    # the nose's (27-35) share of alpha, about its kept tip (`nose_follow`). 0.67 (of alpha 1.5: the
+    # anchor's own lower nose, drawn unstretched) looked best on liveportrait_d13, but the astronaut's
+    # drawings then matched her by SFace on every video frame (fallback); kept at 1.0
+    nose: float = 1.0
     nose_follow: float = 1.0  # the lower nose moves about the kept tip, in the anchor's shape (warp.identity_shape; 0: to the anchor's place)
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
