@@ -353,6 +353,47 @@ def test_the_bank_face_is_not_drawn_where_its_warp_squashes_or_turns_a_triangle_
     assert aware.max() <= plain.max() + 1e-6 and aware[y, x] < 0.5 * plain[y, x]
 
 
+def test_the_targets_fine_detail_is_faded_where_its_warp_squashes_it(bank, astronaut, astronaut_face):
+    """issue 16 (liveportrait_d13): a pitched target's nostrils lie twice as far below its nose tip
+    as the new nose's; squashed into the new shape and added as fine detail, they were thin, dark,
+    sharp-edged lines over the bank face's soft nostrils."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import squash_weight
+    from fiva.anonymize.warp import signed_areas
+
+    _, target = astronaut_face
+    big = cv2.resize(astronaut, None, fx=2.5, fy=2.5, interpolation=cv2.INTER_CUBIC)  # drawn larger than the bank's
+    shape = (target * 2.5 + 0.75).astype(np.float32)
+    shape[31:36] += shape[31:36] - shape[30]  # the lower nose twice as far below the tip, as on a pitched head
+    cfg = RenderConfig()
+    new = AnchorFaceRenderer(bank, cfg).new_shape(shape, 3)
+    src, dst = mesh(shape), mesh(new, ring_of=shape)
+    tris = bank.triangles
+    w = squash_weight(cfg, src, dst, tris, cfg.detail_squash_lo, cfg.detail_squash_hi)
+    under_tip = [k for k, t in enumerate(tris) if 30 in t and min(t) >= 30 and max(t) <= 35]
+    ratio = signed_areas(dst[tris[under_tip]]) / signed_areas(src[tris[under_tip]])
+    assert ratio.max() < 0.5 and w[under_tip].max() < 0.3
+    faded = AnchorFaceRenderer(bank, cfg).render(big, shape, 3)
+    plain = AnchorFaceRenderer(bank, RenderConfig(detail_squash_hi=0.0)).render(big, shape, 3)
+    inside = np.zeros(big.shape[:2], np.uint8)
+    for k in under_tip:
+        cv2.fillConvexPoly(inside, np.round(dst[tris[k]]).astype(np.int32), 1)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
+    assert inside.sum() > 100
+
+    def fine(img):  # the finest band, where the target's detail is added
+        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return np.abs(cv2.Laplacian(g, cv2.CV_32F))
+
+    assert fine(faded)[inside].mean() < 0.8 * fine(plain)[inside].mean()
+    # where no triangle is squashed (the forehead, the cheeks far from the nose) nothing changes
+    far = np.linalg.norm(np.indices(big.shape[:2]).transpose(1, 2, 0)[..., ::-1] - new[30], axis=2) > 150
+    unsquashed = far & (np.abs(faded.astype(int) - plain.astype(int)).max(2) > 0)
+    assert unsquashed.mean() < 0.02 * far.mean()
+
+
 @needs_dlib
 def test_heads_turned_past_the_bank_faces_range_get_the_fallback():
     """A frontal bank face warped onto a three-quarter view folds (group_t1): anchor faces serve
