@@ -97,6 +97,40 @@ def test_the_identity_shape_keeps_the_five_key_points_and_the_mouth(bank, astron
     assert np.array_equal(mesh(new, ring_of=target)[68:], ring(target))
 
 
+@needs_dlib
+def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank, astronaut_face):
+    """issue 16 (liveportrait_d13): the nose tip stays the target's while the rest of the nose moved to
+    the anchor's place, so the triangles at the tip were squashed and stretched in turn and the bank
+    face's shading under its tip showed as a dark, sharp-edged diamond."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.warp import signed_areas
+    from fiva.faces.align import similarity_transform
+
+    _, target = astronaut_face
+    # alpha x nose = 1 about the tip: the lower nose (29-35) is the anchor's own, placed on the target's tip
+    for i in (0, 5, 9):
+        m = similarity_transform(five_points(bank.shapes[i]), five_points(target))
+        a = bank.shapes[i] @ m[:, :2].T + m[:, 2]
+        new = identity_shape(target, bank.shapes[i], 1.5, nose=2 / 3)
+        assert np.allclose(new[29:36] - target[30], a[29:36] - a[30], atol=1e-3)
+        assert np.abs(five_points(new) - five_points(target)).max() < 1e-3
+    tris = bank.triangles
+    tip = np.array([30 in t and min(t) >= 29 and max(t) <= 35 for t in tris])
+    assert tip.sum() == 6
+
+    def ratios(cfg):  # the tip triangles' areas drawn over the bank face's, at the face's overall scale
+        r, out = AnchorFaceRenderer(bank, cfg), []
+        for i in range(len(bank)):
+            a = signed_areas(mesh(bank.shapes[i])[tris])
+            n = signed_areas(mesh(r.new_shape(target, i), ring_of=target)[tris])
+            out.append(n[tip] / a[tip] * np.abs(a).sum() / np.abs(n).sum())
+        return np.array(out)
+
+    now, before = ratios(RenderConfig()), ratios(RenderConfig(nose=1.0, nose_follow=0.0))
+    assert now.min() > 0.4 and now.max() < 2.0  # 0.49-1.8; with nose=2/3: 0.96-1.49
+    assert before.min() < 0.2 and before.max() > 3  # the tip's place from the anchor: squashed and stretched
+
+
 def test_canonical_template_keeps_the_face_inside_the_texture(bank):
     t = canonical_template(bank.size)
     assert (t > 0).all() and (t < bank.size).all()
@@ -317,6 +351,47 @@ def test_the_bank_face_is_not_drawn_where_its_warp_squashes_or_turns_a_triangle_
     plain, aware = blend_mask(cfg, shape, box, hw), blend_mask(cfg, shape, box, hw, squashed=(src, dst, bank.triangles))
     x, y = np.round(dst[[36, 48]].mean(0)).astype(int)  # the squashed cheek, between eye and mouth corner
     assert aware.max() <= plain.max() + 1e-6 and aware[y, x] < 0.5 * plain[y, x]
+
+
+def test_the_targets_fine_detail_is_faded_where_its_warp_squashes_it(bank, astronaut, astronaut_face):
+    """issue 16 (liveportrait_d13): a pitched target's nostrils lie twice as far below its nose tip
+    as the new nose's; squashed into the new shape and added as fine detail, they were thin, dark,
+    sharp-edged lines over the bank face's soft nostrils."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import squash_weight
+    from fiva.anonymize.warp import signed_areas
+
+    _, target = astronaut_face
+    big = cv2.resize(astronaut, None, fx=2.5, fy=2.5, interpolation=cv2.INTER_CUBIC)  # drawn larger than the bank's
+    shape = (target * 2.5 + 0.75).astype(np.float32)
+    shape[31:36] += shape[31:36] - shape[30]  # the lower nose twice as far below the tip, as on a pitched head
+    cfg = RenderConfig()
+    new = AnchorFaceRenderer(bank, cfg).new_shape(shape, 3)
+    src, dst = mesh(shape), mesh(new, ring_of=shape)
+    tris = bank.triangles
+    w = squash_weight(cfg, src, dst, tris, cfg.detail_squash_lo, cfg.detail_squash_hi)
+    under_tip = [k for k, t in enumerate(tris) if 30 in t and min(t) >= 30 and max(t) <= 35]
+    ratio = signed_areas(dst[tris[under_tip]]) / signed_areas(src[tris[under_tip]])
+    assert ratio.max() < 0.5 and w[under_tip].max() < 0.3
+    faded = AnchorFaceRenderer(bank, cfg).render(big, shape, 3)
+    plain = AnchorFaceRenderer(bank, RenderConfig(detail_squash_hi=0.0)).render(big, shape, 3)
+    inside = np.zeros(big.shape[:2], np.uint8)
+    for k in under_tip:
+        cv2.fillConvexPoly(inside, np.round(dst[tris[k]]).astype(np.int32), 1)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
+    assert inside.sum() > 100
+
+    def fine(img):  # the finest band, where the target's detail is added
+        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return np.abs(cv2.Laplacian(g, cv2.CV_32F))
+
+    assert fine(faded)[inside].mean() < 0.8 * fine(plain)[inside].mean()
+    # where no triangle is squashed (the forehead, the cheeks far from the nose) nothing changes
+    far = np.linalg.norm(np.indices(big.shape[:2]).transpose(1, 2, 0)[..., ::-1] - new[30], axis=2) > 150
+    unsquashed = far & (np.abs(faded.astype(int) - plain.astype(int)).max(2) > 0)
+    assert unsquashed.mean() < 0.02 * far.mean()
 
 
 @needs_dlib

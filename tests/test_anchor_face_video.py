@@ -203,3 +203,44 @@ def test_a_still_tracks_points_are_smoothed_hard_and_a_moving_ones_lightly():
     mouth = prev.copy()
     mouth[48:] += 10.0  # a speaking mouth (and only it) moves: still smoothed hard
     assert shape_weight(mouth, prev, 38.3) == SHAPE_SMOOTHING[0]
+
+
+@needs_dlib
+def test_a_track_that_passed_on_a_retry_keeps_drawing_with_less_of_the_target(astronaut, astronaut_face, monkeypatch):
+    """liveportrait_d0: SFace still matched the drawing of a talking head whose own lids are kept,
+    and the one video retry drew it alike, so nearly every frame was obfuscated. A video retry
+    redraws the same bank face with VIDEO_RETRY_RENDER (no lid margin, geometry moved further),
+    and a track it passed keeps that drawing on the frames between re-checks and at them."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+
+    d, _ = astronaut_face
+    anon = Anonymizer(generator="anchor-face", defense="none", reembed_every=2, progress=False)
+    margins, faces = [], []  # the eye margin of every drawing (searches draw too), the bank face of each search
+    search, draw = native._search, native.AnchorFaceRenderer.draw
+
+    def spy_search(renderer, out, shape, index, *args, **kwargs):
+        faces.append((index, len(margins)))
+        return search(renderer, out, shape, index, *args, **kwargs)
+
+    def spy_draw(self, *args, **kwargs):
+        margins.append(self.cfg.eye_margin)
+        return draw(self, *args, **kwargs)
+
+    checks = []
+
+    def still_same(*args, **kwargs):  # only the very first drawing still matches
+        checks.append(1)
+        return len(checks) == 1
+
+    monkeypatch.setattr(native, "_search", spy_search)
+    monkeypatch.setattr(native.AnchorFaceRenderer, "draw", spy_draw)
+    monkeypatch.setattr(native, "_still_same", still_same)
+    held, outcomes = _frames_of_one_track(anon, astronaut, d, 4)
+    retry = native.VIDEO_RETRY_RENDER["eye_margin"]
+    assert retry < anon.generator.renderer.cfg.eye_margin
+    assert outcomes == ["generated"] * 4 and anon.stats["retried"] == 1
+    (first, _), (again, start) = faces[:2]
+    assert again == first and len(set(held)) == 1  # the same bank face, kept by the track
+    assert set(margins[:start]) == {anon.generator.renderer.cfg.eye_margin}
+    assert len(margins) > start + 3 and set(margins[start:]) == {retry}  # the retry, 3 frames between and at re-checks

@@ -25,7 +25,7 @@ import torch
 from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_share
 from .colour import lift_sockets, match_colour
 from .face_bank import AnchorFaceBank
-from .masks import _poly_mask, blend_mask, face_hull, skin_band_weight
+from .masks import _poly_mask, blend_mask, detail_weight, face_hull, skin_band_weight
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
@@ -37,6 +37,11 @@ class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
     unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
     nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
+    # the nose's (27-35) share of alpha, about its kept tip (`nose_follow`). 0.67 (of alpha 1.5: the
+    # anchor's own lower nose, drawn unstretched) looked best on liveportrait_d13, but the astronaut's
+    # drawings then matched her by SFace on every video frame (fallback); kept at 1.0
+    nose: float = 1.0
+    nose_follow: float = 1.0  # the lower nose moves about the kept tip, in the anchor's shape (warp.identity_shape; 0: to the anchor's place)
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
@@ -60,6 +65,10 @@ class RenderConfig:
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
     detail: float = 1.0
     detail_sigma: float = 0.6
+    # ... faded where the target's warp squashes a triangle to `detail_squash_hi` of its area, gone
+    # at `detail_squash_lo` (`masks.detail_weight`: squashed, its nostrils drew sharp lines; 0: off)
+    detail_squash_lo: float = 0.4
+    detail_squash_hi: float = 0.8
     chroma: float = 0.5  # share of the bank face's own colour detail kept; the rest: the target's, smoothed
     chroma_sigma: float = 0.15  # ... over this many eye distances
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
@@ -145,7 +154,8 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw)
+        new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw,
+                             self.cfg.nose_follow, self.cfg.nose)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
@@ -225,7 +235,9 @@ class AnchorFaceRenderer:
         if cfg.sockets > 0:
             lift_sockets(anchor, mf, new - (sx0, sy0), iod, cfg.sockets)
         if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
-            anchor += cfg.detail * (mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale))
+            fine = mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale)
+            keep = detail_weight(cfg, src_mesh, dst_mesh, tris, (sx0, sy0), (h, w), iod)
+            anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
         if f == 1:
             m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris), anchor_open=anchor_open)

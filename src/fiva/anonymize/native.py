@@ -56,6 +56,7 @@ VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3}
 # 160 with eye_margin 0 alone, 168 with alpha 1.75, 173 with 2.0, which passed SFace by caricature
 # (squashed eyes, stretched noses: Donna Morrissey, Dan Bartlett, a Jolie portrait).
 RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75}
+VIDEO_RETRY_RENDER = {**VIDEO_RENDER, **RETRY_RENDER}
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -286,7 +287,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     bank, renderer = anon.generator.bank, anon.generator.renderer
     if not still:
         renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **VIDEO_RENDER))
-    retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **RETRY_RENDER)) if still else renderer
+    retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **(RETRY_RENDER if still else VIDEO_RETRY_RENDER)))
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
@@ -294,8 +295,9 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     keys = [None] * n
     fresh, known = anon.recheck(tracks, n)
     held = np.zeros(n, bool)
+    lessened = np.zeros(n, bool)  # drawn with less of the target (a track keeps it once a retry passed)
     for i, st in known.items():
-        z_a[i], failed[i] = st["z_a"], st["failed"]
+        z_a[i], failed[i], lessened[i] = st["z_a"], st["failed"], st.get("lessened", False)
     space = anon.itm.anchors
     known = getattr(anon.itm, "key_pointer", None)  # people the ITM knew before this frame (None: a cluster's shared ITM)
     matched = hasattr(space, "target_sex") and bank.sex_w is not None
@@ -310,6 +312,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             kept = held_face(anon, None if tracks is None else tracks[i])
             if kept is not None:
                 z_a[i], held[i] = kept, True
+                lessened[i] = anon._tracks[track_key(tracks[i])].get("lessened", False)
                 continue
             if matched:
                 sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
@@ -341,12 +344,13 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
         # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
         lmk = anon.generator.landmarker if still else None
+        r = retry_renderer if lessened[i] else renderer
         if i in fresh or nudges.target is None:
-            drawn, nudge = _search(renderer, out, shapes[i], index, kps, find, HELD_TRIES if held[i] else tries, colour, still,
+            drawn, nudge = _search(r, out, shapes[i], index, kps, find, HELD_TRIES if held[i] else tries, colour, still,
                                    nudges.target, lmk)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
-            drawn = renderer.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
+            drawn = r.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
             drawn.paste(out)
         place = HELD_IN_PLACE if held[i] else IN_PLACE
         # a photo's descriptor is of this very frame (a track's is of its first one)
@@ -357,9 +361,9 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 failed[i] = True
             else:
                 failed[i], tried = True, [index]
-                for k in range(STILL_RETRIES + 1 if still else 1):
-                    # a photo's first retry redraws the same bank face with less of the target (RETRY_RENDER)
-                    pick = index if still and k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
+                for k in range(STILL_RETRIES + 1 if still else 2):
+                    # the first retry redraws the same bank face with less of the target (RETRY_RENDER)
+                    pick = index if k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
                                                                          descriptors.get(i))
                     if pick is None:
                         break
@@ -372,6 +376,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:
+                        lessened[i], r = True, retry_renderer
                         break
                     drawn.lift(out)
                 if not failed[i] and keys[i] is not None and (known is None or keys[i] >= known):
@@ -387,7 +392,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             shown = nudges.shown()
             if not _same_nudge(shown, nudge):  # the face eases to a new nudge over a few frames
                 drawn.lift(out)
-                drawn = renderer.draw(out, shapes[i], index, nudge=shown, colour=colour, coarse=not still)
+                drawn = r.draw(out, shapes[i], index, nudge=shown, colour=colour, coarse=not still)
                 drawn.paste(out)
         if anon.cfg.defense == "noise":
             _noise(anon, out, drawn)
@@ -396,5 +401,5 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     for i in fresh:
         if tracks is not None:
             anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i],
-                                            "held": not failed[i]}
+                                            "held": not failed[i], "lessened": bool(lessened[i] and not failed[i])}
     return out, failed

@@ -122,21 +122,38 @@ def _rotation(shape: np.ndarray) -> np.ndarray:
     return np.array([[e[0], e[1]], [-e[1], e[0]]], np.float32)
 
 
-def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0) -> np.ndarray:
+# How far each nose point (27-35) moves with the nose tip, which stays the target's (`identity_shape`):
+# the lower nose (29-35) keeps the anchor's shape about the tip, the top of the bridge (27) between
+# the eyes does not follow it.
+NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
+
+
+def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
+                   nose_follow: float = 1.0, nose: float = 1.0) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
     nose then move by `alpha` towards it; each eye takes the anchor's contour (by `alpha`) but
     keeps the target's centre and openness (the jaw moves by `jaw` x alpha); the nose tip and the whole mouth stay the target's, so
     the 5 key points, the mouth opening and the expression are kept.
+
+    The nose moves about its kept tip: its lower points (29-35) take the anchor's shape relative to
+    the anchor's tip, not the anchor's place (`nose_follow` x NOSE_FOLLOW; 0: the place). The 5-point
+    fit leaves the anchor's tip off the target's, typically by 0.05-0.1 eye distances along the nose;
+    moved by alpha with the tip left behind, the bridge (29) fell onto the tip and the nostrils
+    (31-35) moved away from it (or the reverse): the bank face's thin band of shading under its tip,
+    stretched 2x over the target's tip between straight triangle edges, drew a dark, sharp-edged
+    diamond on the nose (liveportrait_d13), and on a third of LFW faces triangles 29-30-31/35
+    turned over (`anchor_face.unfold`).
     """
     from ..faces.align import similarity_transform
 
     m = similarity_transform(five_points(anchor), five_points(target))
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
-    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
+    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, nose)):
         out[s] += f * alpha * (a[s] - target[s])
+    out[NOSE] -= (nose_follow * nose * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
     for s in (EYE_L, EYE_R):
