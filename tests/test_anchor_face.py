@@ -690,3 +690,38 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert len(set(faces)) == native.STILL_RETRIES + 1
     assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
     assert not np.array_equal(out, astronaut)
+
+
+@needs_dlib
+def test_a_drawing_within_the_verify_margin_is_sent_back(astronaut):
+    """SFace verification on photos wants the drawing beyond threshold + verify_margin from its original
+    (another photo of the person can be nearer the drawing than the one it replaces): a drawing whose
+    distance lies between the two is sent back, and passes SFace without the margin or on a video frame."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+    from fiva.anonymize.itm import DEFAULT_THRESHOLD, VERIFY_MARGIN
+    from fiva.faces import align_faces
+    from fiva.faces.identity import to_tensor
+
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    d = anon.detect(astronaut)[:1]
+    out = anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["generated"]
+    z = [anon._embed(to_tensor(align_faces(img, d.landmarks, 112)[0]))[0] for img in (astronaut, out)]
+    dist = 1.0 - float(z[1] @ z[0])
+    assert anon.cfg.verify_margin == VERIFY_MARGIN and dist >= anon.cfg.threshold + anon.cfg.verify_margin  # the shipped margin let it pass
+    anon.cfg.verify_margin = 0.1
+    anon.cfg.threshold = dist - 0.05  # the drawing: beyond the threshold, within the margin
+    before = anon.stats["verify_sface"]
+    assert native._still_same(anon, astronaut, out, d, z[0], still=True)
+    assert anon.stats["verify_sface"] == before + 1
+    assert not native._still_same(anon, astronaut, out, d, z[0], still=False)  # video frames: no margin
+    assert anon.stats["verify_sface"] == before + 1
+    anon.cfg.verify_margin = 0.0
+    native._still_same(anon, astronaut, out, d, z[0], still=True)
+    assert anon.stats["verify_sface"] == before + 1  # without the margin SFace lets it pass
+    anon.cfg.threshold, anon.cfg.verify_margin = DEFAULT_THRESHOLD, 1.0  # no drawing is that far
+    anon.reset(seed=0)
+    retried = anon.stats["retried"]
+    anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == retried + native.STILL_RETRIES + 1

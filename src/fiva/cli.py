@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .anonymize.itm import DEFAULT_THRESHOLD
+from .anonymize.itm import DEFAULT_THRESHOLD, VERIFY_MARGIN
 from .io import MAX_PIXELS
 
 log = logging.getLogger("fiva")
@@ -135,6 +135,9 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check each generated face with the independent dlib evaluator too (~0.1 s a face); "
                         "default: on for images, off for videos")
+    p.add_argument("--verify-margin", type=float, default=VERIFY_MARGIN,
+                   help="photos: a generated face must be this much beyond the --threshold cosine distance from its original by SFace, "
+                        f"or it gets the fallback: another photo of the person can be nearer it than this one (default: {VERIFY_MARGIN}; videos: 0)")
     p.add_argument("--codec", default=None, choices=["h264", "h265", "hevc", "vp9", "av1"],
                    help="video codec (default: h264; vp9 for .webm)")
     p.add_argument("--crf", type=int, default=18, help="video quality, lower is better and larger (default: 18)")

@@ -27,7 +27,7 @@ from ..weights import DEFAULT_ANCHORS, DEFAULT_ATTACK
 from .anchors import AnchorSpace
 from .baselines import METHODS as BASELINES
 from .baselines import obfuscate
-from .itm import DEFAULT_THRESHOLD, IdentityTrackingModule
+from .itm import DEFAULT_THRESHOLD, VERIFY_MARGIN, IdentityTrackingModule
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,12 @@ class AnonymizeConfig:
     # Second check with the independent dlib evaluator, ~0.1 s a face: None = on for
     # still images, off for video frames.
     verify: bool | None = None
+    # Photos: SFace verification sends a drawing back unless it is beyond threshold + verify_margin
+    # from its original: this photo's embedding stands in for the person's, and another photo of them
+    # can be nearer the drawing than this one is (scripts/select_verify_margin.py, 399 LFW identities
+    # of the selection split: leak by SFace ID retrieval 3.5% -> 0.3%, drawn 77% -> 43%). Videos keep
+    # the threshold alone: 0.1 there left liveportrait_d0 no drawn face (68 -> 0 of 78).
+    verify_margin: float = VERIFY_MARGIN
     reembed_every: int = 10  # video: a tracked face is re-identified and re-verified every N frames
     # Selective anonymization: reference photos of people never to anonymize (consenting staff),
     # or of the only people to anonymize. Matching uses the calibrated SFace threshold.
@@ -556,7 +562,7 @@ class Anonymizer:
         if self.cfg.fallback == "none":
             return np.zeros(len(dets), bool)
         cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
-        same = 1.0 - cos < self.cfg.threshold
+        same = 1.0 - cos < self.cfg.threshold + (self.cfg.verify_margin if still else 0.0)
         out = self._paste(rgb, x_a, m, mats, [True] * len(dets))
         same |= ~self._in_place(rgb, out, dets, still)
         if self._dlib is not None and (still or self.cfg.verify is True):

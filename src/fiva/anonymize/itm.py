@@ -17,6 +17,9 @@ from .anchors import AnchorSpace
 # 6,000 LFW pairs for a false-match rate of at most 1 in 1,000 (scripts/calibrate_itm.py;
 # MODEL_CARD.md has the figures).
 DEFAULT_THRESHOLD = 0.66  # t = 0.6616 measured; 98.2% of same-person pairs match
+# Verification's extra distance beyond it on photos (AnonymizeConfig.verify_margin): a drawing is
+# compared with the one photo it replaces, and another photo of the person can be nearer it.
+VERIFY_MARGIN = 0.1
 
 
 class IdentityTrackingModule:

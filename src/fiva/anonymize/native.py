@@ -172,13 +172,15 @@ def _target(anon, rgb: np.ndarray, box: np.ndarray, track) -> tuple[int | None, 
 def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: np.ndarray, still: bool,
                 place: float = IN_PLACE, original: np.ndarray | None = None) -> bool:
     """Does the drawn face still match its original, or is it not found again in place (within
-    `place` eye distances)? SFace on the output's aligned face, the pipeline's in-place check, and
+    `place` eye distances)? SFace on the output's aligned face (photos: within threshold + verify_margin,
+    another photo of the person can be nearer the drawing than this one), the in-place check, and
     on still images (or with --verify) also dlib; `original`: dlib's descriptor of this face in
     `rgb` when already computed (Eq. 1's pick needs it too), else computed here."""
     if anon.cfg.fallback == "none" or anon.cfg.identity == "swap":  # a swap wants to look like its source, not unlike its original
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
-    if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold:
+    margin = anon.cfg.verify_margin if still else 0.0
+    if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold + margin:
         anon.stats["verify_sface"] += 1
         return True
     if not anon._in_place(rgb, out, det, still, place)[0]:

@@ -89,7 +89,7 @@ def build_config(a):
     from .frame import AnonymizeConfig
 
     cfg = AnonymizeConfig(method=a.method, model=a.model, anchors=a.anchors, margin=a.margin, score_threshold=a.score,
-                          fallback=a.fallback, min_face=a.min_face, verify=a.verify, seed=a.seed, device=a.device,
+                          fallback=a.fallback, min_face=a.min_face, verify=a.verify, verify_margin=a.verify_margin, seed=a.seed, device=a.device,
                           progress=not a.no_progress, keep=tuple(a.keep or ()), only=tuple(a.only or ()), max_pixels=a.max_pixels,
                           generator=a.generator, identity=a.identity, swap_source=a.source,
                           **({"defense": "none"} if a.identity == "swap" else {"defense": a.defense, "defense_eps": a.defense_eps,
