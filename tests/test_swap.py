@@ -118,3 +118,25 @@ def test_a_swap_leaves_unconfirmed_detections_alone():
     out = anon.anonymize_image(rgb)
     assert sorted(anon.outcomes) == ["generated", "unsure"]
     assert not np.array_equal(out, rgb)
+
+
+def test_a_swap_draws_the_sources_nose_in_its_place_not_about_the_targets_tip(astronaut_face, bank):
+    """The anonymizer moves the nose about the target's kept tip (`nose_follow`: the bank face's nose
+    shape at the target's place); a swap wants the source's nose where the source's own face puts it
+    (with the anonymizer's nose, Table 4's ID (source) fell 0.82 -> 0.69)."""
+    from fiva.anonymize.source_face import SWAP_RENDER
+    from fiva.anonymize.warp import identity_shape
+    from fiva.faces.align import similarity_transform
+    from fiva.faces.landmarks68 import five_points
+
+    _, shape = astronaut_face
+    source = bank.shapes[0]
+    m = similarity_transform(five_points(source), five_points(shape))
+    placed = source @ m[:, :2].T + m[:, 2]  # the source's points on the target's 5 key points
+    c = SWAP_RENDER
+    nostrils = slice(31, 36)
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    swap = identity_shape(shape, source, c.alpha, c.jaw, c.nose_follow, c.nose)
+    about_tip = identity_shape(shape, source, c.alpha, c.jaw, 1.0, c.nose)
+    assert np.abs(swap[nostrils] - placed[nostrils]).max() < 1e-3 * iod
+    assert np.abs(about_tip[nostrils] - placed[nostrils]).max() > 0.01 * iod  # the two differ on this face
