@@ -107,6 +107,11 @@ class AnonymizeConfig:
     defense_p: float = 0.0025
     attack: str | None = None
 
+    def verify_threshold(self, still: bool) -> float:
+        """The SFace cosine distance a drawing must reach from its original to pass verification:
+        the threshold, plus `verify_margin` on photos."""
+        return self.threshold + (self.verify_margin if still else 0.0)
+
 
 class Anonymizer:
     """Replace the identity of every detected face.
@@ -562,7 +567,7 @@ class Anonymizer:
         if self.cfg.fallback == "none":
             return np.zeros(len(dets), bool)
         cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
-        same = 1.0 - cos < self.cfg.threshold + (self.cfg.verify_margin if still else 0.0)
+        same = 1.0 - cos < self.cfg.verify_threshold(still)
         out = self._paste(rgb, x_a, m, mats, [True] * len(dets))
         same |= ~self._in_place(rgb, out, dets, still)
         if self._dlib is not None and (still or self.cfg.verify is True):

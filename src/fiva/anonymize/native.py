@@ -179,8 +179,7 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     if anon.cfg.fallback == "none" or anon.cfg.identity == "swap":  # a swap wants to look like its source, not unlike its original
         return False
     crop, _ = align_faces(out, det.landmarks, 112)
-    margin = anon.cfg.verify_margin if still else 0.0
-    if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.threshold + margin:
+    if 1.0 - float(anon._embed(to_tensor(crop).to(anon.device))[0] @ z_id) < anon.cfg.verify_threshold(still):
         anon.stats["verify_sface"] += 1
         return True
     if not anon._in_place(rgb, out, det, still, place)[0]:
