@@ -136,7 +136,7 @@ def test_a_swap_draws_the_sources_nose_in_its_place_not_about_the_targets_tip(as
     c = SWAP_RENDER
     nostrils = slice(31, 36)
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
-    swap = identity_shape(shape, source, c.alpha, c.jaw, c.nose_follow, c.nose)
-    about_tip = identity_shape(shape, source, c.alpha, c.jaw, 1.0, c.nose)
+    swap = identity_shape(shape, source, c.alpha, c.jaw, c.nose_follow)
+    about_tip = identity_shape(shape, source, c.alpha, c.jaw, 1.0)
     assert np.abs(swap[nostrils] - placed[nostrils]).max() < 1e-3 * iod
     assert np.abs(about_tip[nostrils] - placed[nostrils]).max() > 0.01 * iod  # the two differ on this face

@@ -37,11 +37,11 @@ class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
     unfold: bool = True  # moves that turn mesh triangles over are halved until none does (`unfold`)
     nose_base: float = 1.0  # the nose's lower points' (31-35) share of alpha
-    # the nose's (27-35) share of alpha, about its kept tip (`nose_follow`). 0.67 (of alpha 1.5: the
-    # anchor's own lower nose, drawn unstretched) looked best on liveportrait_d13, but the astronaut's
-    # drawings then matched her by SFace on every video frame (fallback); kept at 1.0
-    nose: float = 1.0
-    nose_follow: float = 1.0  # the lower nose moves about the kept tip, in the anchor's shape (warp.identity_shape; 0: to the anchor's place)
+    # the lower nose moves about the kept tip, in the anchor's shape (warp.identity_shape; 0: to the
+    # anchor's place). A smaller share of alpha for the nose (0.67 of 1.5: the anchor's own lower nose,
+    # unstretched) looked best on liveportrait_d13, but the astronaut's drawings then matched her by
+    # SFace on every video frame (fallback)
+    nose_follow: float = 1.0
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
@@ -155,7 +155,7 @@ class AnchorFaceRenderer:
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
         new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw,
-                             self.cfg.nose_follow, self.cfg.nose)
+                             self.cfg.nose_follow)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move

@@ -129,7 +129,7 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0, nose: float = 1.0) -> np.ndarray:
+                   nose_follow: float = 1.0) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
@@ -151,9 +151,9 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     m = similarity_transform(five_points(anchor), five_points(target))
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
-    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, nose)):
+    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
         out[s] += f * alpha * (a[s] - target[s])
-    out[NOSE] -= (nose_follow * nose * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
+    out[NOSE] -= (nose_follow * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
     for s in (EYE_L, EYE_R):
