@@ -725,3 +725,41 @@ def test_a_drawing_within_the_verify_margin_is_sent_back(astronaut):
     retried = anon.stats["retried"]
     anon.anonymize_image(astronaut, d)
     assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == retried + native.STILL_RETRIES + 1
+
+
+@needs_dlib
+def test_the_shape_model_reads_a_caricature_as_farther_from_real_faces_than_the_face(bank, astronaut_face):
+    from fiva.anonymize.anchor_face import shape_model
+
+    _, target = astronaut_face
+    model = shape_model()
+    d = model.distance(target)
+    # position, scale and rotation do not count
+    c, a = target.mean(0), np.deg2rad(20)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    assert model.distance((target - c) @ rot.T * 2.5 + (40, -30)) == pytest.approx(d, abs=1e-3)
+    # a real face lies within the model's 99th percentile of real faces (16.6); the bank's
+    # averages near the mean; the identity-bearing geometry pushed 3x past a bank face's does not
+    assert d < 16.6 and max(model.distance(s) for s in bank.shapes[:10]) < 16.6
+    assert model.distance(identity_shape(target, bank.shapes[5], 3.0)) > 1.5 * d
+
+
+@needs_dlib
+def test_a_shape_cap_holds_the_moved_shape_as_near_real_faces_as_the_cap_allows(bank, astronaut_face):
+    from dataclasses import replace
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, shape_model
+
+    _, target = astronaut_face
+    model = shape_model()
+    free = AnchorFaceRenderer(bank, RenderConfig(alpha=3.0))
+    capped = AnchorFaceRenderer(bank, replace(free.cfg, shape_cap=model.distance(target) + 2.0))
+    for i in (0, 5, 9):
+        loose, held = free.new_shape(target, i), capped.new_shape(target, i)
+        assert model.distance(loose) > capped.cfg.shape_cap  # the case: uncapped, a caricature
+        assert model.distance(held) <= capped.cfg.shape_cap + 1e-3
+        # the same move, scaled back: the key points and the mouth stay, the jaw still moves
+        move, kept = loose - target, held - target
+        share = float((move * kept).sum() / (move * move).sum())
+        assert 0.05 < share < 1 and np.abs(kept - share * move).max() < 1e-2
+        assert np.array_equal(held[LIPS], target[LIPS])

@@ -24,6 +24,7 @@ DEFAULT_ATTACK = PACKAGE_DATA / "attack-anchor-face.safetensors"
 FIVA112_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained against the 112 px network (--generator fiva)
 DEFAULT_DETECTOR = PACKAGE_DATA / "fake-detector.safetensors"  # real vs anonymized faces (fiva train detector)
 DEFAULT_FACE_BANK = PACKAGE_DATA / "face_bank.safetensors"  # k-Same anchor faces (scripts/build_face_bank.py)
+DEFAULT_SHAPE_MODEL = PACKAGE_DATA / "face_shapes.safetensors"  # real faces' 68-point shapes (scripts/build_shape_model.py)
 
 
 def _package_dir(name: str) -> Path:

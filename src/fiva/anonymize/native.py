@@ -31,7 +31,10 @@ _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the m
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
 STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
-STILL_RETRIES = 2  # other bank faces tried on a photo when the first fails verification; a video frame: 1
+# other bank faces tried on a photo when the first fails verification (a video frame: 1); 4, not
+# 2, since drawings are held near real faces' shapes (RenderConfig.shape_cap), which SFace matches
+# more often: 100 LFW photos, 123 faces drawn 49 (uncapped, 2) -> 39 (capped, 2) -> 45 (capped, 4)
+STILL_RETRIES = 4
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
 RECHECK_TOLERANCE = IN_PLACE  # a re-check keeps the track's nudge while the face is found in place
