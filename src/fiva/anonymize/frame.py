@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..faces import Detections, FaceDetector, align_faces, paste_back
+from ..faces import Detections, FaceDetector, align_faces
 from ..faces.align import feather_mask
 from ..faces.detect import VIEWS, landmark_error, match_face
-from ..faces.region import outline_mask
-from ..faces.identity import load_sface, to_tensor, to_uint8
+from ..faces.identity import load_sface, to_tensor
 from ..io import IMAGE_EXTS, MAX_PIXELS, files_under, read_image
 from ..weights import DEFAULT_ANCHORS, DEFAULT_ATTACK
 from .anchors import AnchorSpace
@@ -438,8 +437,8 @@ class Anonymizer:
         return self.itm(z)  # Algorithm 1
 
     def _generate(self, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
-        """Generate, verify (retry once with another anchor) and paste the faces; returns the image
-        and, per face, whether it failed verification."""
+        """Generate, verify and paste the faces (anchor faces: native.py; the 112 px networks:
+        network.py); returns the image and, per face, whether it failed verification."""
         if getattr(self.generator, "renderer", None) is not None:  # draws at native resolution (anchor-face)
             from .native import generate_native
 
@@ -453,128 +452,9 @@ class Anonymizer:
                 with torch.enable_grad():
                     out = fgsm_in_image(self._attack, self._encoder, rgb, out, dets.landmarks[keep], z_id, self.cfg.defense_eps)
             return out, failed
-        n, size = len(dets), self.generator.resolution
-        crops, mats = align_faces(rgb, dets.landmarks, size)
-        x = to_tensor(crops).to(self.device)
-        region = self._regions(rgb, dets, mats, size, tracks)
-        z_a = np.zeros((n, self.itm.anchors.anchors.shape[1]), np.float32)
-        failed = np.zeros(n, bool)
-        fresh, known = self.recheck(tracks, n)
-        for i, st in known.items():
-            z_a[i], failed[i] = st["z_a"], st["failed"]
-        keys: list[int | None] = [None] * n
-        z_id = np.zeros_like(z_a)
-        if fresh:
-            z_id[fresh] = self._embed(x[fresh])
-            for i in fresh:
-                z_a[i], keys[i] = self._fake_identity(z_id[i])
-        # Faces whose track failed verification stay obfuscated until their re-check: no generation.
-        run = torch.from_numpy(np.array([i for i in range(n) if i in fresh or not failed[i]], np.int64))
-        x_a, m, x_hat = (torch.zeros(n, c, size, size, device=self.device) for c in (3, 1, 3))
-        if len(run):
-            x_a[run], m[run], x_hat[run] = self._fit(x[run], *self._run_generator(x[run], z_a[run.numpy()]), region[run])
-        if fresh:
-            check = np.array(fresh)
-            still_same = self._still_same(rgb, dets[check], mats[check], x_a[check], m[check], x_hat[check], z_id[check], still)
-            retry = check[still_same]
-            if len(retry) and self.cfg.identity != "own":
-                self.stats["retried"] += len(retry)
-                for i in retry:
-                    z_a[i] = self._other_anchor(z_id[i], z_a[i])
-                x_a2, m2, x_hat2 = self._fit(x[retry], *self._run_generator(x[retry], z_a[retry]), region[retry])
-                again = self._still_same(rgb, dets[retry], mats[retry], x_a2, m2, x_hat2, z_id[retry], still)
-                idx = torch.from_numpy(retry)
-                x_a[idx], m[idx] = x_a2, m2
-                for i, s in zip(retry, again):
-                    if not s and keys[i] is not None:
-                        self.itm.reassign(keys[i], z_a[i])  # this person's fake identity from now on
-                failed[retry] = again
-            else:
-                failed[retry] = True
-            for i in fresh:
-                if tracks is not None:
-                    self._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i]}
-        if self.cfg.defense != "none" and (~failed).any():
-            x_a = self._defend(x, x_a, m, z_id, fresh, tracks)
-        return self._paste(rgb, x_a, m, mats, ~failed), failed
+        from .network import generate_network
 
-    def _defend(self, x, x_a, m, z_id, fresh, tracks) -> torch.Tensor:
-        """Disrupt the reconstruction attack (defense.py) on the generated faces before pasting."""
-        from .defense import fgsm_defense, noise_defense
-
-        if self.cfg.defense == "noise":
-            return noise_defense(x_a, m, self.cfg.defense_eps, self.cfg.defense_p, self._rng)
-        for i in range(len(x_a)):  # fgsm needs each face's real identity (kept in memory only)
-            if i not in fresh and tracks is not None:
-                z_id[i] = self._tracks[int(tracks[i])].get("z_id", z_id[i])
-        with torch.enable_grad():
-            return fgsm_defense(self._attack, self._encoder, x_a, torch.from_numpy(z_id).to(self.device), self.cfg.defense_eps)
-
-    def _run_generator(self, x: torch.Tensor, z: np.ndarray):
-        """All faces of a frame in one batch; half precision on CUDA (the outputs are 8-bit anyway)."""
-        z = None if self.generator.identity_dim is None else torch.from_numpy(z).to(self.device)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                return tuple(t.float() for t in self.generator(x, z))
-        return self.generator(x, z)
-
-    def _regions(self, rgb, dets, mats, size, tracks=None) -> torch.Tensor:
-        """[N,1,S,S] in [0,1]: where on each aligned crop the face itself is (its outline: jaw line
-        and forehead, faces/region.py), so a generated face covers the face, not ears, hair or
-        background, whichever way the head is turned. In the aligned crop a tracked face's outline
-        changes slowly: it is redrawn every `reembed_every` frames."""
-        if self._outline is None:
-            from ..faces.region import FaceOutline
-
-            self._outline = FaceOutline()
-        masks = np.zeros((len(dets), size, size), np.float32)
-        todo, known = self.recheck(tracks, len(dets), "region")
-        for i, st in known.items():
-            masks[i] = st["mask"]
-        if todo:
-            outlines = self._outline(rgb, dets.landmarks[todo])
-            for i, o in zip(todo, outlines):
-                masks[i] = outline_mask(o @ mats[i, :, :2].T + mats[i, :, 2], size)
-                if tracks is not None:
-                    self._tracks[track_key(tracks[i], "region")] = {"mask": masks[i], "age": 1}
-        return torch.from_numpy(masks[:, None]).to(self.device)
-
-    def _fit(self, x, x_a, m, x_hat, region):
-        """The generated face fitted to the one it replaces: its mask cut to the face's outline, and
-        its colour and light matched there (mean and spread per channel), so dark and dimly lit
-        faces stay dark. Returns (x_a, m, x_hat) as the generator does."""
-        m = m * region
-        w = region / region.sum((2, 3), keepdim=True).clamp_min(1e-6)
-        mu_x, mu_a = (x * w).sum((2, 3), keepdim=True), (x_a * w).sum((2, 3), keepdim=True)
-        sd_x = (((x - mu_x) ** 2 * w).sum((2, 3), keepdim=True)).sqrt()
-        sd_a = (((x_a - mu_a) ** 2 * w).sum((2, 3), keepdim=True)).sqrt()
-        gain = (sd_x / sd_a.clamp_min(1e-3)).clamp(0.7, 1.4)
-        x_a = ((x_a - mu_a) * gain + mu_x).clamp(-1, 1)
-        return x_a, m, m * x_a + (1 - m) * x
-
-    def _paste(self, rgb, x_a, m, mats, keep) -> np.ndarray:
-        faces = to_uint8(x_a)
-        masks = (m[:, 0].cpu() * self._paste_feather).numpy()
-        out = rgb.copy()  # one copy for all faces: a 200-megapixel photo is 600 MB
-        for face, mat, mask, k in zip(faces, mats, masks, keep):
-            if k:
-                paste_back(out, face, mat, mask, inplace=True)
-        return out
-
-    def _still_same(self, rgb, dets, mats, x_a, m, x_hat, z_id, still) -> np.ndarray:
-        """Does each generated face still match its original? SFace on the blended crop as it will
-        be written (uint8), and on still images also the independent dlib evaluator on the pasted face."""
-        if self.cfg.fallback == "none":
-            return np.zeros(len(dets), bool)
-        cos = (self._embed(to_tensor(to_uint8(x_hat)).to(self.device)) * z_id).sum(1)
-        same = 1.0 - cos < self.cfg.verify_threshold(still)
-        out = self._paste(rgb, x_a, m, mats, [True] * len(dets))
-        same |= ~self._in_place(rgb, out, dets, still)
-        if self._dlib is not None and (still or self.cfg.verify is True):
-            for i in np.flatnonzero(~same):
-                d = np.linalg.norm(self._dlib.embed(rgb, dets.boxes[i]) - self._dlib.embed(out, dets.boxes[i]))
-                same[i] = d < DLIB_MATCH
-        return same
+        return generate_network(self, rgb, dets, tracks, still)
 
     def _in_place(self, rgb: np.ndarray, out: np.ndarray, dets: Detections, still: bool,
                   tolerance: float = IN_PLACE) -> np.ndarray:
@@ -593,13 +473,6 @@ class Anonymizer:
         again, _, after = self.detector.second_look(out, dets.landmarks)
         err = np.linalg.norm(after - before, axis=2).mean(1)
         return (again >= CONFIRM_SCORE) & ~(err > tolerance)  # a face not found again before is judged by `again` alone
-
-    def _other_anchor(self, z_id: np.ndarray, used: np.ndarray) -> np.ndarray:
-        for _ in range(8):
-            z = self.itm.anchors.sample(z_id)
-            if not np.allclose(z, used):
-                return z
-        return z
 
     def anonymize_video(self, src: str | Path, dst: str | Path, keep_identities: bool = False, **video_options):
         """Anonymize a video file; keeps resolution, timestamps, frame count and audio. Faces are

@@ -1,6 +1,6 @@
 """The per-frame step for renderers that draw at the face's native resolution (anchor-face).
 
-The same contract as `Anonymizer._generate` for the 112 px generators: identities from the ITM
+The same contract as `network.generate_network` for the 112 px generators: identities from the ITM
 (Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
 on other bank faces (photos 2, video frames 1: `farther_anchor`), and per face whether it failed
 (the caller obfuscates those). What differs is
