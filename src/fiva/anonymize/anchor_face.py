@@ -31,14 +31,15 @@ from .masks import _poly_mask, blend_mask, detail_weight, face_hull, skin_band_w
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
+_MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
 
 
 @functools.lru_cache(maxsize=1)
 def shape_model() -> ShapeModel:
+    """Real faces' 68-point shapes (the shipped point-distribution model), loaded once."""
     from ..weights import DEFAULT_SHAPE_MODEL
 
     return ShapeModel.load(DEFAULT_SHAPE_MODEL)
-_MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The same contract as `network.generate_network` for the 112 px generators: identities from the ITM
 (Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
-on other bank faces (photos 2, video frames 1: `farther_anchor`), and per face whether it failed
+(the same bank face with less of the target, then other bank faces: photos STILL_RETRIES, video
+frames 1, `farther_anchor`), and per face whether it failed
 (the caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
 is not smoothed away), then `render_in_place` (the renderer, and more renderings with the
@@ -270,13 +271,14 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
 
 
-def held_face(anon, track) -> np.ndarray | None:
-    """The anchor z_a of the bank face a video track holds: the one its last re-check verified on
-    it (None: none yet, or that check failed). A track keeps it for as long as it lasts (the ITM's
-    one fake identity per person, without a look-up at every re-check that could land elsewhere):
-    a new bank face mid-clip is a new person on the same head."""
+def held_face(anon, track) -> dict | None:
+    """The state of a video track that holds a bank face: the one its last re-check verified on it
+    ("z_a", its anchor, and "lessened", whether a retry's drawing passed); None: none yet, or that
+    check failed. A track keeps it for as long as it lasts (the ITM's one fake identity per person,
+    without a look-up at every re-check that could land elsewhere): a new bank face mid-clip is a
+    new person on the same head."""
     st = None if track is None else anon._tracks.get(track_key(track))
-    return st["z_a"] if st is not None and st.get("held") else None
+    return st if st is not None and st.get("held") else None
 
 
 def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None, still: bool):
@@ -315,8 +317,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             # once per track: dlib takes ~0.1 s a face)
             kept = held_face(anon, None if tracks is None else tracks[i])
             if kept is not None:
-                z_a[i], held[i] = kept, True
-                lessened[i] = anon._tracks[track_key(tracks[i])].get("lessened", False)
+                z_a[i], held[i], lessened[i] = kept["z_a"], True, kept.get("lessened", False)
                 continue
             if matched:
                 sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
