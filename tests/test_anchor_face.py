@@ -763,3 +763,36 @@ def test_a_shape_cap_holds_the_moved_shape_as_near_real_faces_as_the_cap_allows(
         share = float((move * kept).sum() / (move * move).sum())
         assert 0.05 < share < 1 and np.abs(kept - share * move).max() < 1e-2
         assert np.array_equal(held[LIPS], target[LIPS])
+
+
+def _turn(shape: np.ndarray) -> float:
+    """The nose tip across the eyes' midline, signed, as a share of the eye distance."""
+    f = five_points(shape)
+    e, ax = (f[0] + f[1]) / 2, f[1] - f[0]
+    return float((f[2] - e) @ ax / (ax @ ax))
+
+
+def test_a_bank_face_is_turned_as_the_targets_head_before_the_move(bank):
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, _pose_modes, shape_model
+
+    model = shape_model()
+    turn, nod = _pose_modes()
+    assert turn != nod
+    # a head turned by 2.5 standard deviations of the model's turn mode, at a face's size in pixels
+    turned = (model.mean + 2.5 * np.sqrt(model.var[turn]) * model.modes[turn]).reshape(68, 2) * 300 + (250, 260)
+    assert abs(_turn(turned)) > 0.15
+    for i in (0, 5, 9):
+        a = bank.shapes[i]
+        posed = model.repose(a, turned, (turn, nod))
+        assert abs(_turn(a) - _turn(turned)) > 0.2 and abs(_turn(posed) - _turn(turned)) < 0.08
+        # it stays where, and as large as, it was; reposed on its own pose it is unchanged
+        assert np.allclose(posed.mean(0), a.mean(0), atol=1e-2)
+        assert np.linalg.norm(posed - posed.mean(0)) == pytest.approx(np.linalg.norm(a - a.mean(0)), rel=0.06)
+        assert np.abs(model.repose(a, a, (turn, nod)) - a).max() < 1e-3
+    # on the turned head, the move towards a reposed bank face moves the nose's bridge far less
+    # across the face than towards the frontal one (which frontalised it: streaks on the far cheek)
+    frontal = AnchorFaceRenderer(bank, RenderConfig(repose=0, shape_cap=0.0, yaw_zero=9.0, yaw_full=9.0))
+    reposed = AnchorFaceRenderer(bank, RenderConfig(repose=2, shape_cap=0.0, yaw_zero=9.0, yaw_full=9.0))
+    bridge = slice(27, 30)
+    across = lambda r, i: np.abs(r.new_shape(turned, i)[bridge, 0] - turned[bridge, 0]).mean()  # noqa: E731
+    assert np.mean([across(reposed, i) for i in range(8)]) < 0.5 * np.mean([across(frontal, i) for i in range(8)])

@@ -1,4 +1,4 @@
-"""The one door in: `fiva anonymize | swap | evaluate | detect-fake | train generator|attack|pairs|detector | anchors build | identities purge`."""
+"""The one door in: `fiva anonymize | swap | evaluate | detect-fake | train generator|attack|pairs|detector|refiner | anchors build | identities purge`."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,21 @@ def _add_train(sub) -> None:
                    help="the threshold is this quantile of the held-out real faces' scores (default: 0.98, 2%% false positives: the shipped detector's)")
     d.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds (default: 0 = no limit)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    f = tsub.add_parser("refiner", help="train the refiner that makes the anchor-face renderer's drawings look like photographs "
+                        "(adversarial against real faces, low frequencies and identity held) from stored pairs")
+    f.add_argument("--pairs", required=True, help="pairs folder(s) from `fiva train pairs`, comma-separated")
+    f.add_argument("--out", default="runs/refiner", help="output folder: refiner.safetensors, snapshots, log.csv, samples.png (default: runs/refiner)")
+    f.add_argument("--steps", type=int, default=20000, help="training steps (default: 20000)")
+    f.add_argument("--batch", type=int, default=32, help="batch size (default: 32)")
+    f.add_argument("--w-low", type=float, default=20.0, help="weight of the L1 between drawing and refinement pooled to 8x8 cells (default: 20)")
+    f.add_argument("--w-full", type=float, default=1.0, help="weight of their full-resolution L1 (default: 1)")
+    f.add_argument("--w-id", type=float, default=10.0, help="weight of the hinge keeping SFace from coming back to the original (default: 10)")
+    f.add_argument("--coarse", type=int, default=1, help="the correction is smooth on a grid this many pixels coarser (default: 1)")
+    f.add_argument("--d-scale", type=int, default=1, help="the discriminator sees faces shrunk this many times (default: 1)")
+    f.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds (default: 0 = no limit)")
+    f.add_argument("--snapshot-every", type=float, default=0.0, help="keep a snapshot every this many seconds (default: 0 = none)")
+    f.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     r = tsub.add_parser("pairs", help="render training pairs for the attack R with fiva anonymize's default pipeline (generated faces only)")
     r.add_argument("--data", required=True, help="folder of face images, e.g. runs/lfw/train (LFW training identities: scripts/prepare_lfw.py)")
     r.add_argument("--out", default="runs/attack_pairs", help="pairs folder (shards pairs-NNNN.npz; resumes) (default: runs/attack_pairs)")
@@ -284,6 +299,13 @@ def cmd_train(a) -> int:
         print(train_detector(DetectorTrainConfig(pairs=a.pairs, out=a.out, steps=a.steps, batch=a.batch, lr=a.lr, blur_share=a.blur_share,
                                                  val_share=a.val_share, threshold_quantile=a.threshold_quantile,
                                                  time_limit=a.time_limit, seed=a.seed)))
+        return 0
+    if a.what == "refiner":
+        from .train.refiner import RefinerTrainConfig, train_refiner
+
+        print(train_refiner(RefinerTrainConfig(pairs=a.pairs, out=a.out, steps=a.steps, batch=a.batch, w_low=a.w_low, w_full=a.w_full,
+                                               w_id=a.w_id, coarse=a.coarse, d_scale=a.d_scale, time_limit=a.time_limit, snapshot_every=a.snapshot_every,
+                                               device=a.device, seed=a.seed)))
         return 0
     if a.what == "pairs":
         from .train.pairs import PairsConfig, render_pairs

@@ -42,6 +42,11 @@ def shape_model() -> ShapeModel:
     return ShapeModel.load(DEFAULT_SHAPE_MODEL)
 
 
+@functools.lru_cache(maxsize=1)
+def _pose_modes() -> tuple[int, int]:
+    return shape_model().pose_modes()
+
+
 @dataclass
 class RenderConfig:
     alpha: float = 1.5  # how far the identity-bearing geometry moves to the anchor's (frontal faces)
@@ -105,6 +110,13 @@ class RenderConfig:
     # drawing far outside real faces (crunched brows, melted cheeks); real faces: median 11.4,
     # 99th percentile 16.6.
     shape_cap: float = 20.0
+    # The bank face's shape is first turned and nodded as the target's head is (its coefficients on
+    # the shape model's head-turn and nod modes replaced by the target's: `ShapeModel.repose`), so
+    # the move towards it changes who the face is, not which way it looks.
+    repose: int = 2  # 1: the turn, 2: the turn and the nod; 0: off
+    # The refiner's correction (anonymize/refine.py, models/refiner.py) laid over the drawing, this
+    # many times (0: off): streaks, seams and waxy skin the renderer leaves, learned against real faces.
+    refine: float = 0.0
 
 
 def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
@@ -169,8 +181,11 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        new = identity_shape(shape, self.bank.shapes[index], effective_alpha(self.cfg, shape), self.cfg.jaw,
-                             self.cfg.nose_follow)
+        anchor = self.bank.shapes[index]
+        if self.cfg.repose:
+            model = shape_model()
+            anchor = model.repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
+        new = identity_shape(shape, anchor, effective_alpha(self.cfg, shape), self.cfg.jaw, self.cfg.nose_follow)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
@@ -278,7 +293,12 @@ class AnchorFaceRenderer:
         anchor *= m
         anchor += mf
         sub[...] = np.clip(np.rint(anchor), 0, 255).astype(np.uint8)
-        return Drawing(moved, covered, box)
+        drawing = Drawing(moved, covered, box)
+        if cfg.refine > 0:
+            from .refine import refine_drawing, shipped_refiner
+
+            refine_drawing(shipped_refiner(), rgb, drawing, shape, cfg.refine)
+        return drawing
 
 
 class Drawing:

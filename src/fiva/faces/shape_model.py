@@ -48,6 +48,38 @@ class ShapeModel:
         save_file({"ref": self.ref, "mean": self.mean, "modes": self.modes, "var": self.var,
                    "rest": np.array([self.rest])}, str(path))
 
+    def pose_modes(self) -> tuple[int, int]:
+        """The modes that turn the head (the nose across the eyes' midline) and nod it (the nose's
+        length against the eyes-to-mouth distance) most, +-2 standard deviations about the mean."""
+        def turn(x):
+            f = _five(x)
+            e, ax = (f[0] + f[1]) / 2, f[1] - f[0]
+            return float((f[2] - e) @ ax / (ax @ ax))
+
+        def nod(x):
+            f = _five(x)
+            e = (f[0] + f[1]) / 2
+            return float(np.linalg.norm(f[2] - e) / np.linalg.norm((f[3] + f[4]) / 2 - e))
+
+        swings = []
+        for measure in (turn, nod):
+            swings.append([abs(measure((self.mean + 2 * np.sqrt(v) * m).reshape(68, 2)) - measure((self.mean - 2 * np.sqrt(v) * m).reshape(68, 2)))
+                           for m, v in zip(self.modes, self.var)])
+        return int(np.argmax(swings[0])), int(np.argmax(swings[1]))
+
+    def repose(self, shape: np.ndarray, like: np.ndarray, modes) -> np.ndarray:
+        """`shape` [68,2] (in its own place, scale and rotation) with its coefficients on `modes`
+        taken from `like`'s: e.g. a frontal face's shape turned as `like`'s head is turned."""
+        c = shape.mean(0)
+        size = np.sqrt(((shape - c) ** 2).sum())
+        u = (shape - c) / size
+        q = _rotation(u, self.ref)
+        x = (u @ q).ravel() - self.mean
+        y = _align(_unit(like.astype(np.float64)), self.ref).ravel() - self.mean
+        idx = list(modes)
+        x = x + (self.modes[idx] @ (y - x)) @ self.modes[idx]
+        return (((x + self.mean).reshape(68, 2) @ q.T) * size + c).astype(np.float32)
+
     def distance(self, shape: np.ndarray) -> float:
         """Mahalanobis distance of `shape` [68,2] from the model's mean shape."""
         x = _align(_unit(shape.astype(np.float64)), self.ref).ravel() - self.mean
@@ -56,7 +88,17 @@ class ShapeModel:
         return float(np.sqrt((b ** 2 / self.var).sum() + (r ** 2).sum() / self.rest))
 
 
+def _rotation(p: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The rotation [2,2] that lays `p` (centred, unit) onto `ref` (least squares): p @ R."""
+    u, _, vt = np.linalg.svd(p.T @ ref)
+    return u @ vt
+
+
 def _align(p: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """`p` (centred, unit) rotated onto `ref` (least squares)."""
-    u, _, vt = np.linalg.svd(p.T @ ref)
-    return p @ (u @ vt)
+    return p @ _rotation(p, ref)
+
+
+def _five(x: np.ndarray) -> np.ndarray:
+    """Eye centres, nose tip and mouth corners of a 68-point shape."""
+    return np.stack([x[36:42].mean(0), x[42:48].mean(0), x[30], x[48], x[54]])
