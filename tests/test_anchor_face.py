@@ -4,7 +4,7 @@ import pytest
 
 from fiva.anonymize.face_bank import AnchorFaceBank, canonical_template
 from fiva.anonymize.warp import identity_shape, mesh, ring
-from fiva.faces.landmarks68 import INNER_LIPS, LIPS, five_points, mouth_opening
+from fiva.faces.landmarks68 import INNER_LIPS, LIPS, five_points, mouth_opening, signed_yaw
 
 from conftest import needs_dlib
 
@@ -770,9 +770,7 @@ def test_a_shape_cap_holds_the_moved_shape_as_near_real_faces_as_the_cap_allows(
 
 def _turn(shape: np.ndarray) -> float:
     """The nose tip across the eyes' midline, signed, as a share of the eye distance."""
-    f = five_points(shape)
-    e, ax = (f[0] + f[1]) / 2, f[1] - f[0]
-    return float((f[2] - e) @ ax / (ax @ ax))
+    return signed_yaw(five_points(shape))
 
 
 def test_a_bank_face_is_turned_as_the_targets_head_before_the_move(bank):

@@ -124,8 +124,8 @@ class RenderConfig:
     refine: float = 0.0
 
 
-def effective_alpha(cfg: RenderConfig, shape: np.ndarray) -> float:
-    yaw = yaw_share(five_points(shape))
+def effective_alpha(cfg: RenderConfig, yaw: float) -> float:
+    """alpha for a head turned by `yaw` (landmarks68.yaw_share): in full up to yaw_full, 0 from yaw_zero."""
     t = np.clip((cfg.yaw_zero - yaw) / max(cfg.yaw_zero - cfg.yaw_full, 1e-6), 0.0, 1.0)
     return float(cfg.alpha * t)
 
@@ -186,13 +186,13 @@ class AnchorFaceRenderer:
         self.cfg = config or RenderConfig()
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
-        anchor = self.bank.shapes[index]
+        anchor, yaw = self.bank.shapes[index], yaw_share(five_points(shape))
         lo, hi = self.cfg.repose_from, self.cfg.repose_full
-        w = float(np.clip((yaw_share(five_points(shape)) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)) if self.cfg.repose else 0.0
+        w = float(np.clip((yaw - lo) / max(hi - lo, 1e-6), 0.0, 1.0)) if self.cfg.repose else 0.0
         if w > 0:
             posed = shape_model().repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
             anchor = anchor + w * (posed - anchor)
-        new = identity_shape(shape, anchor, effective_alpha(self.cfg, shape), self.cfg.jaw, self.cfg.nose_follow)
+        new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move

@@ -62,9 +62,14 @@ def eye_openness(shape: np.ndarray) -> float:
 def yaw_share(kps: np.ndarray) -> float:
     """How far the nose tip sits off the eyes' midline, as a share of the eye distance (0 frontal,
     ~0.7 at about 60 degrees of yaw): the same measure the pipeline's profile triage uses."""
+    return abs(signed_yaw(kps))
+
+
+def signed_yaw(kps: np.ndarray) -> float:
+    """`yaw_share` with its sign: positive when the nose tip sits towards the second eye."""
     eye = kps[1] - kps[0]
     iod = float(np.linalg.norm(eye)) + 1e-6
-    return abs(float(np.dot(kps[2] - (kps[0] + kps[1]) / 2, eye / iod))) / iod
+    return float(np.dot(kps[2] - (kps[0] + kps[1]) / 2, eye / iod)) / iod
 
 
 class Landmarker68:

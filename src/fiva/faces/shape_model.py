@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .landmarks68 import five_points, signed_yaw
+
 
 def _unit(p: np.ndarray) -> np.ndarray:
     p = p - p.mean(0)
@@ -52,12 +54,10 @@ class ShapeModel:
         """The modes that turn the head (the nose across the eyes' midline) and nod it (the nose's
         length against the eyes-to-mouth distance) most, +-2 standard deviations about the mean."""
         def turn(x):
-            f = _five(x)
-            e, ax = (f[0] + f[1]) / 2, f[1] - f[0]
-            return float((f[2] - e) @ ax / (ax @ ax))
+            return signed_yaw(five_points(x))
 
         def nod(x):
-            f = _five(x)
+            f = five_points(x)
             e = (f[0] + f[1]) / 2
             return float(np.linalg.norm(f[2] - e) / np.linalg.norm((f[3] + f[4]) / 2 - e))
 
@@ -98,7 +98,3 @@ def _align(p: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """`p` (centred, unit) rotated onto `ref` (least squares)."""
     return p @ _rotation(p, ref)
 
-
-def _five(x: np.ndarray) -> np.ndarray:
-    """Eye centres, nose tip and mouth corners of a 68-point shape."""
-    return np.stack([x[36:42].mean(0), x[42:48].mean(0), x[30], x[48], x[54]])

@@ -18,11 +18,17 @@ from .data import crop_pack_for, load_pack
 log = logging.getLogger(__name__)
 
 
+def resolve_device(device: str) -> str:
+    """"auto": cuda where there is a GPU, else cpu; any other name as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     if world > 1:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
         if device == "cuda":

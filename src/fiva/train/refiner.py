@@ -72,12 +72,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def _batch(crops: torch.Tensor, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     x = crops[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -92,12 +86,13 @@ def train_refiner(cfg: RefinerTrainConfig, data: tuple | None = None) -> Path:
     `data`: (X_t, X_c, names) instead of reading `cfg.pairs` (tests)."""
     from ..faces.identity import load_sface
     from ..models.refiner import Refiner, RefinerConfig, save_refiner
+    from .common import resolve_device
     from .detector import identity_of, split_pairs
     from .pairs import load_pairs
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = _device(cfg.device)
+    dev = torch.device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if data is None:
