@@ -813,3 +813,27 @@ def test_a_near_frontal_face_draws_the_bank_face_unturned(bank, astronaut_face):
     for i in (2, 5, 9):
         assert np.array_equal(shipped.new_shape(target, i), off.new_shape(target, i))
         assert np.abs(everywhere.new_shape(target, i) - off.new_shape(target, i)).max() > 1.0  # pixels
+
+
+def test_a_retry_draws_more_of_the_forehead(bank, astronaut, astronaut_face):
+    """A retry (RETRY_RENDER) draws the bank face's forehead higher above the brows than the first
+    drawing reaches (the target's own forehead feeds SFace), there only where both faces show skin
+    (`skin_band`, whose test of a fringe or cap is test_swap's)."""
+    from dataclasses import replace
+
+    from fiva.anonymize import native
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    first = RenderConfig()
+    retry = AnchorFaceRenderer(bank, replace(first, **native.RETRY_RENDER))
+    assert retry.cfg.forehead > first.forehead and 0 < retry.cfg.skin_band < first.forehead
+    # the same drawing (geometry, eyes) with the first drawing's forehead reach
+    short = AnchorFaceRenderer(bank, replace(retry.cfg, forehead=first.forehead, skin_band=0.0))
+    top = retry.new_shape(shape, 0)[17:27, 1].min()  # the drawn brows' top
+    cx, w = int(shape[27, 0]), int(0.3 * iod)
+    a, b = (r.render(astronaut, shape, 0)[:, cx - w:cx + w].astype(int) for r in (retry, short))
+    band = slice(int(top - 0.5 * iod), int(top - 0.4 * iod))  # beyond the first reach's feather
+    assert np.abs(a[band] - b[band]).mean() > 8
+    assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the retry's reach
