@@ -668,10 +668,12 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     anon = Anonymizer(generator="anchor-face", progress=False)
     d = anon.detect(astronaut)
     drawn = []  # (bank face, eye_margin, alpha) of each search
+    reach = []  # its forehead
     search = native._search
 
     def spy(renderer, out, shape, index, *args, **kwargs):
         drawn.append((index, renderer.cfg.eye_margin, renderer.cfg.alpha))
+        reach.append(renderer.cfg.forehead)
         return search(renderer, out, shape, index, *args, **kwargs)
 
     monkeypatch.setattr(native, "_search", spy)
@@ -684,6 +686,7 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert native.RETRY_RENDER["eye_margin"] < cfg.eye_margin and native.RETRY_RENDER["alpha"] > cfg.alpha
 
     drawn.clear()
+    reach.clear()
     anon = Anonymizer(generator="anchor-face", progress=False)
     monkeypatch.setattr(native, "_still_same", lambda *a, **k: True)  # every drawing fails
     out = anon.anonymize_image(astronaut, d[:1])
@@ -692,6 +695,8 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert faces[1] == faces[0]  # the same bank face first, then others
     assert len(set(faces)) == native.STILL_RETRIES + 1
     assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
+    cfg = anon.generator.renderer.cfg  # the same bank face with its first reach, the others' foreheads taller
+    assert reach[:2] == [cfg.forehead] * 2 and all(f == native.FARTHER_RENDER["forehead"] > cfg.forehead for f in reach[2:])
     assert not np.array_equal(out, astronaut)
 
 
@@ -815,9 +820,9 @@ def test_a_near_frontal_face_draws_the_bank_face_unturned(bank, astronaut_face):
         assert np.abs(everywhere.new_shape(target, i) - off.new_shape(target, i)).max() > 1.0  # pixels
 
 
-def test_a_retry_draws_more_of_the_forehead(bank, astronaut, astronaut_face):
-    """A retry (RETRY_RENDER) draws the bank face's forehead higher above the brows than the first
-    drawing reaches (the target's own forehead feeds SFace), there only where both faces show skin
+def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut, astronaut_face):
+    """A photo's retry on another bank face (FARTHER_RENDER) draws the bank face's forehead higher
+    above the brows than the first drawing reaches (the target's own forehead feeds SFace), there only where both faces show skin
     (`skin_band`, whose test of a fringe or cap is test_swap's)."""
     from dataclasses import replace
 
@@ -827,7 +832,7 @@ def test_a_retry_draws_more_of_the_forehead(bank, astronaut, astronaut_face):
     _, shape = astronaut_face
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
     first = RenderConfig()
-    retry = AnchorFaceRenderer(bank, replace(first, **native.RETRY_RENDER))
+    retry = AnchorFaceRenderer(bank, replace(first, **native.FARTHER_RENDER))
     assert retry.cfg.forehead > first.forehead and 0 < retry.cfg.skin_band < first.forehead
     # the same drawing (geometry, eyes) with the first drawing's forehead reach
     short = AnchorFaceRenderer(bank, replace(retry.cfg, forehead=first.forehead, skin_band=0.0))

@@ -59,13 +59,16 @@ VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3}
 # SFace, 6 in place, 3 dlib), which the target's own lids and lashes feed. Drawn of the 260: 149;
 # 160 with eye_margin 0 alone, 168 with alpha 1.75, 173 with 2.0, which passed SFace by caricature
 # (squashed eyes, stretched noses: Donna Morrissey, Dan Bartlett, a Jolie portrait).
-# They also draw the bank face's forehead up to 0.6 eye distances above the brows (0.35 first),
-# beyond the brows raised by 0.2 only where both faces show skin (RenderConfig.skin_band: the
-# target's fringe, cap or glasses' top stays in front): the target's own brow ridge and forehead
-# feed SFace too. 80 LFW photos, faces drawn 35 -> 48; drawn so from the first try 48 too, but the
-# bank faces' foreheads then showed on faces that pass anyway, with bands of their averaged
-# hairline on bald heads (Lukashenko); 0.8 drew 56, with dark forehead patches and seams.
-RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75, "forehead": 0.6, "skin_band": 0.2}
+RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75}
+# A photo's retries on other bank faces also draw the bank face's forehead up to 0.6 eye distances
+# above the brows (0.35 before), beyond 0.2 only where both faces show skin (RenderConfig.skin_band:
+# a fringe or cap stays in front): the target's own brow ridge and forehead feed SFace too. 80 LFW
+# photos, faces drawn 35 -> 49 (the first retry so too: 49; the first alone: 38; from the first
+# drawing on: 48, the bank faces' averaged hairlines then on faces that passed anyway, bald heads
+# among them; 0.8 eye distances: 56, with dark forehead patches and seams). Not on video: drawn so, a
+# close talking head (liveportrait_d3) passed 294 frames instead of 130, with brown blotches of
+# the bank face's hair over the forehead and temples.
+FARTHER_RENDER = {**RETRY_RENDER, "forehead": 0.6, "skin_band": 0.2}
 VIDEO_RETRY_RENDER = {**VIDEO_RENDER, **RETRY_RENDER}
 
 
@@ -300,6 +303,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     if not still:
         renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **VIDEO_RENDER))
     retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **(RETRY_RENDER if still else VIDEO_RETRY_RENDER)))
+    farther_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **FARTHER_RENDER)) if still else retry_renderer
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
@@ -373,7 +377,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             else:
                 failed[i], tried = True, [index]
                 for k in range(STILL_RETRIES + 1 if still else 2):
-                    # the first retry redraws the same bank face with less of the target (RETRY_RENDER)
+                    # the first retry redraws the same bank face with less of the target (RETRY_RENDER),
+                    # a photo's others draw more of the bank face's forehead too (FARTHER_RENDER)
                     pick = index if k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
                                                                          descriptors.get(i))
                     if pick is None:
@@ -384,10 +389,11 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     index = pick
                     z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                    drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
+                    again = retry_renderer if k == 0 else farther_renderer
+                    drawn, nudge = _search(again, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:
-                        lessened[i], r = True, retry_renderer
+                        lessened[i], r = True, again
                         break
                     drawn.lift(out)
                 if not failed[i] and keys[i] is not None and (known is None or keys[i] >= known):
