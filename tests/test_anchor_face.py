@@ -695,7 +695,7 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert faces[1] == faces[0]  # the same bank face first, then others
     assert len(set(faces)) == native.STILL_RETRIES + 1
     assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
-    cfg = anon.generator.renderer.cfg  # the same bank face with its first reach, the others' foreheads taller
+    # the same bank face with the first drawing's reach, the others' foreheads taller
     assert reach[:2] == [cfg.forehead] * 2 and all(f == native.FARTHER_RENDER["forehead"] > cfg.forehead for f in reach[2:])
     assert not np.array_equal(out, astronaut)
 
@@ -822,8 +822,8 @@ def test_a_near_frontal_face_draws_the_bank_face_unturned(bank, astronaut_face):
 
 def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut, astronaut_face):
     """A photo's retry on another bank face (FARTHER_RENDER) draws the bank face's forehead higher
-    above the brows than the first drawing reaches (the target's own forehead feeds SFace), there only where both faces show skin
-    (`skin_band`, whose test of a fringe or cap is test_swap's)."""
+    above the brows than the first drawing reaches (the target's own forehead feeds SFace), there
+    only where both faces show skin (`skin_band`, whose test of a fringe or cap is test_swap's)."""
     from dataclasses import replace
 
     from fiva.anonymize import native

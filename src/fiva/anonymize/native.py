@@ -2,9 +2,9 @@
 
 The same contract as `network.generate_network` for the 112 px generators: identities from the ITM
 (Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
-(the same bank face with less of the target, then other bank faces: photos STILL_RETRIES, video
-frames 1, `farther_anchor`), and per face whether it failed
-(the caller obfuscates those). What differs is
+(the same bank face with less of the target, then other bank faces: photos STILL_RETRIES, with
+more of the forehead, video frames 1, `farther_anchor`), and per face whether it failed (the
+caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
 is not smoothed away), then `render_in_place` (the renderer, and more renderings with the
 texture shifted when YuNet finds the drawn face's points off) on the frame itself, face after face.
