@@ -842,3 +842,54 @@ def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut
     band = slice(int(top - 0.5 * iod), int(top - 0.4 * iod))  # beyond the first reach's feather
     assert np.abs(a[band] - b[band]).mean() > 8
     assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the retry's reach
+
+
+def _sunglasses(rgb: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`rgb` with dark lenses painted over both eyes and a bridge between them (a lighter
+    reflection streak on each lens), and the lenses' core [h,w] bool (0.1 eye distances in from
+    their edge, away from the eye openings)."""
+    import cv2
+
+    out = rgb.copy()
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    lens = np.zeros(rgb.shape[:2], np.uint8)
+    for s in (slice(36, 42), slice(42, 48)):
+        c = shape[s].mean(0) + (0, 0.05 * iod)
+        cv2.ellipse(lens, (int(c[0]), int(c[1])), (int(0.36 * iod), int(0.22 * iod)), 0, 0, 360, 1, -1)
+    core = cv2.erode(lens, np.ones((int(0.2 * iod) | 1,) * 2, np.uint8))
+    openings = np.zeros_like(lens)  # the eye openings, which are kept anyway (`keep_eyes`)
+    for s in (slice(36, 42), slice(42, 48)):
+        cv2.fillPoly(openings, [shape[s].astype(np.int32)], 1)
+    core &= 1 - cv2.dilate(openings, np.ones((int(0.15 * iod) | 1,) * 2, np.uint8))
+    y = int(shape[36:48, 1].mean())
+    cv2.line(lens, (int(shape[39, 0]), y), (int(shape[42, 0]), y), 1, max(int(0.05 * iod), 2))
+    out[lens > 0] = (25, 22, 20)
+    for s in (slice(36, 42), slice(42, 48)):  # a reflection, lighter than the cheeks' half
+        c = shape[s].mean(0)
+        cv2.line(out, (int(c[0] - 0.15 * iod), int(c[1] - 0.05 * iod)), (int(c[0]), int(c[1] + 0.08 * iod)), (140, 140, 150), 2)
+    return out, core.astype(bool)
+
+
+def test_sunglasses_stay_and_bare_eyes_are_not_taken_for_them(bank, astronaut, astronaut_face):
+    """A bank face drawn over sunglasses is a smeared face with no eyes: the target's lenses (and
+    their reflections and the bridge) stay, and the rest of the face is drawn as before. Bare eyes
+    are not read as sunglasses, and with `lenses` 0 the lenses are drawn over."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import lenses_worn
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    worn, core = _sunglasses(astronaut, shape)
+    cfg = RenderConfig()
+    assert lenses_worn(cfg, astronaut, shape, iod) == 0.0 and lenses_worn(cfg, worn, shape, iod) == 1.0
+    kept = AnchorFaceRenderer(bank, cfg).render(worn, shape, 0).astype(int)
+    over = AnchorFaceRenderer(bank, RenderConfig(lenses=0.0)).render(worn, shape, 0).astype(int)
+    same = lambda a: np.mean(np.abs(a[core] - worn[core]).max(-1) < 12)  # noqa: E731
+    assert same(kept) > 0.8  # the lenses as they were (the warp moves the reflections a little)
+    assert same(over) < 0.3  # drawn over
+    cheeks = np.zeros(core.shape, bool)
+    y0, y1 = int(shape[29, 1]), int(shape[33, 1])
+    cheeks[y0:y1, int(shape[3, 0] + 0.1 * iod):int(shape[31, 0])] = True
+    assert np.array_equal(kept[cheeks], over[cheeks])  # nothing else changes
+    bare = AnchorFaceRenderer(bank, cfg).render(astronaut, shape, 0)
+    assert np.array_equal(bare, AnchorFaceRenderer(bank, RenderConfig(lenses=0.0)).render(astronaut, shape, 0))

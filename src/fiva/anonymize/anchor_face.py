@@ -27,7 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import lift_sockets, match_colour
 from .face_bank import AnchorFaceBank
-from .masks import _poly_mask, blend_mask, detail_weight, face_hull, skin_band_weight
+from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, skin_band_weight
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
@@ -75,6 +75,10 @@ class RenderConfig:
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
     mouth_lips: float = 1.0  # ... with this share of the lips' thickness around it (1: the whole lips; dlib reads pasted lips on an open mouth as closer)
     keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
+    # the target's sunglasses stay where its eye regions are darker against its cheeks than this
+    # (masks.lens_darkness, masks.lenses_worn; bare eyes: 99% above 0.44 on LFW): a bank face drawn
+    # over them is a smeared face with no eyes (0: off)
+    lenses: float = 0.33
     # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
     # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
@@ -295,6 +299,11 @@ class AnchorFaceRenderer:
         if cfg.skin_band > 0:
             region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
             m = m * skin_band_weight(cfg, new, (sx0, sy0, sx1, sy1), anchor, sub, region)
+        # the sunglasses: whether they are worn is read off the target's own pixels, where they are off the moved ones
+        lenses = kept_lenses(lenses_worn(cfg, rgb, shape, float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))),
+                             new, sub, (sx0, sy0), iod, cfg.eye_feather)
+        if lenses is not None:
+            m = m * (1 - lenses)
         m = m[..., None]
         anchor -= mf
         anchor *= m
