@@ -599,6 +599,31 @@ def test_a_nudge_can_leave_the_bank_faces_lids_around_the_kept_eyes():
     assert np.allclose(kept[36:48], shape[36:48])
     rest = np.r_[0:36, 48:68]
     assert np.allclose(kept[rest], both[rest])
+    mouth = nudged_shape(shape, nudge, lids=False, lips=False)  # around a kept open mouth
+    assert np.allclose(mouth[48:68], shape[48:68]) and np.allclose(mouth[:36], both[:36])
+
+
+def test_a_nudged_drawing_keeps_an_open_mouth_where_the_targets_lips_are(bank, astronaut, astronaut_face):
+    """A photo's drawing nudged into place (draw_in_place) keeps the target's open mouth with
+    its whole lips where they are: the nudge moves the bank face's texture, not the kept lips
+    (nudged with it, the kept region showed the target's skin beside its mouth as a pale patch
+    and cut its lips)."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    r = AnchorFaceRenderer(bank, RenderConfig(keep_mouth=-1.0))  # the mouth kept (EXPRESSION_STEPS)
+    lips = np.zeros(astronaut.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [r.new_shape(shape, 0)[48:60].astype(np.int32)], 1)
+    core = cv2.erode(lips, np.ones((int(0.06 * iod) | 1,) * 2, np.uint8)).astype(bool)
+    plain = r.render(astronaut, shape, 0).astype(int)
+    nudge = np.tile(np.float32([0.15 * iod, 0.1 * iod]), (5, 1))
+    nudged = r.render(astronaut, shape, 0, nudge=nudge).astype(int)
+    assert core.sum() > 50 and np.abs(nudged[core] - plain[core]).max() <= 2
+    # the bank face's texture did move: around the eyes and nose it differs
+    assert np.abs(nudged - plain)[int(shape[30, 1]) - 10:int(shape[30, 1]) + 10].mean() > 2
 
 
 def test_eq1_passes_over_bank_faces_ghosted_around_the_eyes_and_a_retry_does_not(bank):

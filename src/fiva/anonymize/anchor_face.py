@@ -25,7 +25,7 @@ import torch
 
 from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_share
 from ..faces.shape_model import ShapeModel
-from .colour import lift_sockets, match_colour
+from .colour import lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
 from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, skin_band_weight
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
@@ -75,6 +75,10 @@ class RenderConfig:
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
     mouth_lips: float = 1.0  # ... with this share of the lips' thickness around it (1: the whole lips; dlib reads pasted lips on an open mouth as closer)
     keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
+    # the bank face's shading (its lower band, over `seam` eye distances) meets the target's over a
+    # wider ramp than its detail does (m times m smoothed): the kept lips, eyes and the outline show
+    # no step of light (0: one band)
+    seam: float = 0.0
     # the target's sunglasses stay where its eye regions are darker against its cheeks than this
     # (masks.lens_darkness, masks.lenses_worn; bare eyes: 99% above 0.44 on LFW): a bank face drawn
     # over them is a smeared face with no eyes (0: off)
@@ -167,17 +171,21 @@ def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 
     return (src + scale[:, None] * move)[:len(new)].astype(np.float32)
 
 
-def nudged_shape(shape: np.ndarray, nudge: np.ndarray, lids: bool = True) -> np.ndarray:
+def nudged_shape(shape: np.ndarray, nudge: np.ndarray, lids: bool = True, lips: bool = True) -> np.ndarray:
     """`shape` [68,2] moved by the affine map that shifts its 5 key points by `nudge` [5,2]: where
     the bank face's texture is drawn. `lids` False: the eye contours (36-47) stay where they were,
     so the bank face's lids stay around the target's kept eyes. A nudge of 0.14 eye distances
     (Kate Siegel's portrait; up to `still_limit`, 0.2) moved the bank face's lids and lash lines
-    beside the target's kept eye openings: two pairs of eyes, one of them a ghost."""
+    beside the target's kept eye openings: two pairs of eyes, one of them a ghost. `lips` False:
+    the lips (48-67) stay too, around a kept open mouth (nudged with the texture, the kept lips
+    showed the target's skin beside its mouth as a pale patch and cut its own lips)."""
     k = five_points(shape)
     a, *_ = np.linalg.lstsq(np.c_[k, np.ones(5)], k + nudge, rcond=None)  # [3,2] affine
     out = (np.c_[shape, np.ones(len(shape))] @ a).astype(np.float32)
     if not lids:
         out[36:48] = shape[36:48]
+    if not lips:
+        out[48:68] = shape[48:68]
     return out
 
 
@@ -246,8 +254,10 @@ class AnchorFaceRenderer:
         # 3. the bank face on the new shape. It shows only inside the face hull (the blend mask is
         # 0 outside), so it is warped, coloured and blended over the hull's box alone (a third to a
         # half of the ring's), with a margin for the colour match's smoothing.
+        a_shape = self.bank.shapes[index]
+        anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if nudge is not None:
-            new = nudged_shape(new, nudge, cfg.nudge_lids)
+            new = nudged_shape(new, nudge, cfg.nudge_lids, lips=not (mouth_opening(new) > cfg.keep_mouth or anchor_open))
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
         hull = face_hull(new, cfg.forehead)
         pad = 3 * max(cfg.chroma_sigma, cfg.light) * iod + 2
@@ -256,12 +266,11 @@ class AnchorFaceRenderer:
         if sx1 - sx0 < 4 or sy1 - sy0 < 4:
             return Drawing(moved, covered, box)
         sub = moved[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
-        tex, a_shape = self.bank.textures[index].astype(np.float32), self.bank.shapes[index]
+        tex = self.bank.textures[index].astype(np.float32)
         scale = iod / float(np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
-        anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), cv2.convexHull(new[_MATCH_POINTS])[:, 0], (sx0, sy0)) > 0.5
@@ -304,10 +313,17 @@ class AnchorFaceRenderer:
                              new, sub, (sx0, sy0), iod, cfg.eye_feather)
         if lenses is not None:
             m = m * (1 - lenses)
-        m = m[..., None]
-        anchor -= mf
-        anchor *= m
-        anchor += mf
+        if cfg.seam > 0:  # two bands: the drawing's shading reaches the kept and outer edges by a wider ramp
+            sig = max(cfg.seam * iod, 0.5)
+            low_a, low_t = smooth(anchor, sig), smooth(mf, sig)
+            wide = (m * smooth(m, sig))[..., None]
+            m = m[..., None]
+            anchor = low_t + wide * (low_a - low_t) + (mf - low_t) + m * ((anchor - low_a) - (mf - low_t))
+        else:
+            m = m[..., None]
+            anchor -= mf
+            anchor *= m
+            anchor += mf
         sub[...] = np.clip(np.rint(anchor), 0, 255).astype(np.uint8)
         drawing = Drawing(moved, covered, box)
         if cfg.refine > 0:
