@@ -25,7 +25,7 @@ import torch
 
 from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_share
 from ..faces.shape_model import ShapeModel
-from .colour import lift_sockets, match_colour, smooth
+from .colour import lift_sockets, match_colour
 from .face_bank import AnchorFaceBank
 from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, skin_band_weight
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
@@ -75,10 +75,6 @@ class RenderConfig:
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
     mouth_lips: float = 1.0  # ... with this share of the lips' thickness around it (1: the whole lips; dlib reads pasted lips on an open mouth as closer)
     keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
-    # the bank face's shading (its lower band, over `seam` eye distances) meets the target's over a
-    # wider ramp than its detail does (m times m smoothed): the kept lips, eyes and the outline show
-    # no step of light (0: one band)
-    seam: float = 0.0
     # the target's sunglasses stay where its eye regions are darker against its cheeks than this
     # (masks.lens_darkness, masks.lenses_worn; bare eyes: 99% above 0.44 on LFW): a bank face drawn
     # over them is a smeared face with no eyes (0: off)
@@ -313,17 +309,10 @@ class AnchorFaceRenderer:
                              new, sub, (sx0, sy0), iod, cfg.eye_feather)
         if lenses is not None:
             m = m * (1 - lenses)
-        if cfg.seam > 0:  # two bands: the drawing's shading reaches the kept and outer edges by a wider ramp
-            sig = max(cfg.seam * iod, 0.5)
-            low_a, low_t = smooth(anchor, sig), smooth(mf, sig)
-            wide = (m * smooth(m, sig))[..., None]
-            m = m[..., None]
-            anchor = low_t + wide * (low_a - low_t) + (mf - low_t) + m * ((anchor - low_a) - (mf - low_t))
-        else:
-            m = m[..., None]
-            anchor -= mf
-            anchor *= m
-            anchor += mf
+        m = m[..., None]
+        anchor -= mf
+        anchor *= m
+        anchor += mf
         sub[...] = np.clip(np.rint(anchor), 0, 255).astype(np.uint8)
         drawing = Drawing(moved, covered, box)
         if cfg.refine > 0:
