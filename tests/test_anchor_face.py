@@ -694,11 +694,13 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     d = anon.detect(astronaut)
     drawn = []  # (bank face, eye_margin, alpha) of each search
     reach = []  # its forehead
+    jaws = []  # its jaw's share of alpha
     search = native._search
 
     def spy(renderer, out, shape, index, *args, **kwargs):
         drawn.append((index, renderer.cfg.eye_margin, renderer.cfg.alpha))
         reach.append(renderer.cfg.forehead)
+        jaws.append(renderer.cfg.jaw)
         return search(renderer, out, shape, index, *args, **kwargs)
 
     monkeypatch.setattr(native, "_search", spy)
@@ -709,9 +711,11 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert drawn == [(drawn[0][0], cfg.eye_margin, cfg.alpha),
                      (drawn[0][0], native.RETRY_RENDER["eye_margin"], native.RETRY_RENDER["alpha"])]
     assert native.RETRY_RENDER["eye_margin"] < cfg.eye_margin and native.RETRY_RENDER["alpha"] > cfg.alpha
+    assert jaws == [cfg.jaw, native.RETRY_RENDER["jaw"]] and native.RETRY_RENDER["jaw"] > cfg.jaw  # the outline moves too
 
     drawn.clear()
     reach.clear()
+    jaws.clear()
     anon = Anonymizer(generator="anchor-face", progress=False)
     monkeypatch.setattr(native, "_still_same", lambda *a, **k: True)  # every drawing fails
     out = anon.anonymize_image(astronaut, d[:1])
@@ -720,6 +724,7 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert faces[1] == faces[0]  # the same bank face first, then others
     assert len(set(faces)) == native.STILL_RETRIES + 1
     assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
+    assert all(j == native.RETRY_RENDER["jaw"] for j in jaws[1:])
     # the same bank face with the first drawing's reach, the others' foreheads taller
     assert reach[:2] == [cfg.forehead] * 2 and all(f == native.FARTHER_RENDER["forehead"] > cfg.forehead for f in reach[2:])
     assert not np.array_equal(out, astronaut)
