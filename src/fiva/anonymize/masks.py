@@ -3,8 +3,9 @@
 Each source is its own function over the face's box ([h,w] in [0,1]): the feathered face hull,
 less the target's kept eyes and open mouth (`blend_mask`), less the mesh triangles the warp
 squashes (`squash_weight`: the far side of a turned head), and, for a real source face, the
-forehead and temples only where both faces show skin (`skin_band_weight`). `detail_weight`: where
-the target's own fine detail is added to the drawing.
+forehead and temples only where both faces show skin (`skin_band_weight`); less the target's
+sunglasses (`kept_lenses`). `detail_weight`: where the target's own fine detail is added to the
+drawing.
 """
 from __future__ import annotations
 
@@ -241,7 +242,7 @@ def kept_lenses(worn: float, shape: np.ndarray, rgb: np.ndarray, offset, iod: fl
         pts = cv2.findNonZero(dark & region)
         if pts is not None and len(pts) >= 3:
             cv2.fillConvexPoly(keep, cv2.convexHull(pts), 1)
-    (xl, yl), (xr, yr) = centres
+    yl, yr = centres[0][1], centres[1][1]
     bx0, bx1 = sorted((int(shape[39, 0] - offset[0]), int(shape[42, 0] - offset[0])))
     by0, by1 = int(min(yl, yr) - 0.2 * iod), int(max(yl, yr) + 0.05 * iod)
     bridge = np.zeros(hw, np.uint8)
