@@ -622,6 +622,12 @@ def test_a_nudged_drawing_keeps_an_open_mouth_where_the_targets_lips_are(bank, a
     nudge = np.tile(np.float32([0.15 * iod, 0.1 * iod]), (5, 1))
     nudged = r.render(astronaut, shape, 0, nudge=nudge).astype(int)
     assert core.sum() > 50 and np.abs(nudged[core] - plain[core]).max() <= 2
+    # a swap moves the source's lips with its texture (SWAP_RENDER.nudge_lips: the source's mouth)
+    from fiva.anonymize.source_face import SWAP_RENDER
+
+    assert SWAP_RENDER.nudge_lips and not RenderConfig().nudge_lips
+    moved = AnchorFaceRenderer(bank, RenderConfig(keep_mouth=-1.0, nudge_lips=True)).render(astronaut, shape, 0, nudge=nudge)
+    assert np.abs(moved.astype(int)[core] - plain[core]).max() > 20
     # the bank face's texture did move: around the eyes and nose it differs
     assert np.abs(nudged - plain)[int(shape[30, 1]) - 10:int(shape[30, 1]) + 10].mean() > 2
 

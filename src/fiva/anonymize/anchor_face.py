@@ -107,6 +107,7 @@ class RenderConfig:
     still_tolerance: float = 0.05
     still_limit: float = 0.2
     nudge_lids: bool = False  # the in-place nudge moves the bank face's eye contours too (`nudged_shape`)
+    nudge_lips: bool = False  # ... and its lips around a kept open mouth (a swap: the source's mouth, 0.82 -> 0.74 retrieved as the source pinned)
     shade_chroma: float = 1.0  # share of the target's colour-with-lightness slope given to the bank face's shading (`chroma_slope`)
     sockets: float = 1.0  # share of the way a bank face darker than the target around the eyes is lifted to it (`lift_sockets`)
     # The moved shape's distance from real faces' shapes (faces/shape_model.py) is held to this,
@@ -253,7 +254,8 @@ class AnchorFaceRenderer:
         a_shape = self.bank.shapes[index]
         anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if nudge is not None:
-            new = nudged_shape(new, nudge, cfg.nudge_lids, lips=not (mouth_opening(new) > cfg.keep_mouth or anchor_open))
+            kept_mouth = mouth_opening(new) > cfg.keep_mouth or anchor_open
+            new = nudged_shape(new, nudge, cfg.nudge_lids, lips=cfg.nudge_lips or not kept_mouth)
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
         hull = face_hull(new, cfg.forehead)
         pad = 3 * max(cfg.chroma_sigma, cfg.light) * iod + 2

@@ -43,7 +43,8 @@ from .face_bank import AnchorFaceBank, canonical_template
 #   the mouth reads off, one redrawing with the chin kept (the bank's further steps, the nose base
 #   and then all geometry kept, gave the target's face back: ID (source) 0.76 -> 0.83, 100 pairs;
 #   0.82 at 2.52 degrees as shipped); the search's shift moves the source's lids too (nudge_lids:
-#   no target eyes are kept under them);
+#   no target eyes are kept under them), and its lips around a kept open mouth (nudge_lips; left in
+#   place, as the anonymizer leaves a bank face's: 0.74 at 2.72 degrees);
 # - the source's nose where its key points' proportions put it, not about the target's tip, and the
 #   target's detail kept where the warp squashes it (nose_follow, detail_squash_hi 0: the
 #   anonymizer's nose change, fiva evaluate's Table 4: ID (source) 0.82 -> 0.69 with them);
@@ -52,7 +53,7 @@ from .face_bank import AnchorFaceBank, canonical_template
 #   the source's shape not reposed (repose 0: not measured on swaps; Table 4 is from before it).
 SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
                            tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03, sockets=0.0,
-                           expression_steps=({"jaw": 0.0},), nudge_lids=True, nose_follow=0.0, detail_squash_hi=0.0,
+                           expression_steps=({"jaw": 0.0},), nudge_lids=True, nudge_lips=True, nose_follow=0.0, detail_squash_hi=0.0,
                            shape_cap=0.0, repose=0)
 MAX_SIZE = 512  # side of the source texture's canonical frame at most (a bank face's: 256)
 
