@@ -27,7 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import lift_sockets, match_colour
 from .face_bank import AnchorFaceBank
-from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, skin_band_weight
+from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, ramp, skin_band_weight
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
@@ -131,7 +131,7 @@ class RenderConfig:
 
 def effective_alpha(cfg: RenderConfig, yaw: float) -> float:
     """alpha for a head turned by `yaw` (landmarks68.yaw_share): in full up to yaw_full, 0 from yaw_zero."""
-    t = np.clip((cfg.yaw_zero - yaw) / max(cfg.yaw_zero - cfg.yaw_full, 1e-6), 0.0, 1.0)
+    t = 1.0 - ramp(yaw, cfg.yaw_full, cfg.yaw_zero)
     return float(cfg.alpha * t)
 
 
@@ -197,7 +197,7 @@ class AnchorFaceRenderer:
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
         anchor, yaw = self.bank.shapes[index], yaw_share(five_points(shape))
         lo, hi = self.cfg.repose_from, self.cfg.repose_full
-        w = float(np.clip((yaw - lo) / max(hi - lo, 1e-6), 0.0, 1.0)) if self.cfg.repose else 0.0
+        w = float(ramp(yaw, lo, hi)) if self.cfg.repose else 0.0
         if w > 0:
             posed = shape_model().repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
             anchor = anchor + w * (posed - anchor)

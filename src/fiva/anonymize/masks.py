@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .anchor_face import RenderConfig
 
 
+def ramp(x, lo: float, hi: float):
+    """0 up to `lo`, 1 from `hi`, linear between (`x` a number or an array)."""
+    return np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+
 def _poly_mask(shape_hw, pts, offset) -> np.ndarray:
     m = np.zeros(shape_hw, np.float32)
     cv2.fillPoly(m, [np.round((pts - offset) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
@@ -50,7 +55,7 @@ def squash_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.
     a_src, a_dst = signed_areas(src[tris]), signed_areas(dst[tris])
     scale = np.abs(a_dst).sum() / (np.abs(a_src).sum() + 1e-6)
     ratio = a_dst / (a_src * scale + np.where(a_src >= 0, 1e-6, -1e-6))  # < 0: turned over
-    return np.clip((ratio - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return ramp(ratio, lo, hi)
 
 
 def triangle_map(weights: np.ndarray, dst: np.ndarray, tris: np.ndarray, box, hw, sigma: float) -> np.ndarray:
@@ -217,7 +222,7 @@ def lenses_worn(cfg: RenderConfig, rgb: np.ndarray, shape: np.ndarray, iod: floa
     x0, y0 = np.maximum(np.floor(shape.min(0) - 0.3 * iod).astype(int), 0)
     x1, y1 = np.ceil(shape.max(0) + 0.3 * iod).astype(int)
     lab_l = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
-    return float(np.clip((cfg.lenses + 0.03 - lens_darkness(lab_l, shape, (x0, y0), iod)) / 0.06, 0.0, 1.0))
+    return float(1.0 - ramp(lens_darkness(lab_l, shape, (x0, y0), iod), cfg.lenses - 0.03, cfg.lenses + 0.03))
 
 
 def kept_lenses(worn: float, shape: np.ndarray, rgb: np.ndarray, offset, iod: float, feather: float) -> np.ndarray | None:

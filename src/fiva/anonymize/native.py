@@ -24,6 +24,7 @@ from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 from .in_place import draw_in_place, fit_error, local_finder
+from .masks import ramp
 
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
@@ -87,7 +88,7 @@ def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
     and nose move from the last frame's by more than SHAPE_MOVING (a turning head: a lagging
     outline would be drawn beside the real one)."""
     d = float(np.linalg.norm(raw[_RIGID] - prev[_RIGID], axis=1).mean()) / iod
-    t = np.clip((d - SHAPE_MOVING[0]) / (SHAPE_MOVING[1] - SHAPE_MOVING[0]), 0.0, 1.0)
+    t = ramp(d, *SHAPE_MOVING)
     return float(SHAPE_SMOOTHING[0] + t * (SHAPE_SMOOTHING[1] - SHAPE_SMOOTHING[0]))
 
 
