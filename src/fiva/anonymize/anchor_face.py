@@ -27,7 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import lift_sockets, match_colour
 from .face_bank import AnchorFaceBank
-from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, ramp, skin_band_weight
+from .masks import _poly_mask, blend_mask, detail_weight, face_hull, kept_lenses, lenses_worn, mouth_kept, ramp, skin_band_weight
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
@@ -254,8 +254,7 @@ class AnchorFaceRenderer:
         a_shape = self.bank.shapes[index]
         anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if nudge is not None:
-            kept_mouth = mouth_opening(new) > cfg.keep_mouth or anchor_open
-            new = nudged_shape(new, nudge, cfg.nudge_lids, lips=cfg.nudge_lips or not kept_mouth)
+            new = nudged_shape(new, nudge, cfg.nudge_lids, lips=cfg.nudge_lips or not mouth_kept(cfg, new, anchor_open))
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
         hull = face_hull(new, cfg.forehead)
         pad = 3 * max(cfg.chroma_sigma, cfg.light) * iod + 2

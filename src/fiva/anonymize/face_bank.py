@@ -144,15 +144,25 @@ class AnchorFaceBank:
         return int(rng.choice(pool if len(pool) else np.arange(len(self))))
 
 
+def cheek_boxes(shape: np.ndarray, iod: float, offset=None) -> list[tuple]:
+    """A face's two cheek boxes (x0, y0, x1, y1; unrounded, in the pixels of an image placed at
+    `offset`, None: at 0), beside the nose and under the eyes, 0.28 x 0.24 eye distances, placed by
+    its 68 points `shape` as the bank's `tone` is (scripts/build_face_bank.py `regions`)."""
+    out = []
+    for c in (shape[[1, 2, 31, 41]].mean(0), shape[[15, 14, 35, 46]].mean(0)):
+        x, y = c if offset is None else c - offset
+        out.append((x - 0.14 * iod, y - 0.12 * iod, x + 0.14 * iod, y + 0.12 * iod))
+    return out
+
+
 def cheek_lightness(rgb: np.ndarray, shape: np.ndarray) -> float:
-    """Mean LAB lightness (OpenCV 8-bit) over a face's two cheek boxes, placed by its 68 points
-    `shape` as the bank's `tone` is (scripts/build_face_bank.py `regions`)."""
+    """Mean LAB lightness (OpenCV 8-bit) over a face's two cheek boxes (`cheek_boxes`)."""
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
     h, w = rgb.shape[:2]
     vals = []
-    for c in (shape[[1, 2, 31, 41]].mean(0), shape[[15, 14, 35, 46]].mean(0)):
-        x0, y0 = int(max(c[0] - 0.14 * iod, 0)), int(max(c[1] - 0.12 * iod, 0))
-        x1, y1 = int(min(c[0] + 0.14 * iod, w)), int(min(c[1] + 0.12 * iod, h))
+    for bx0, by0, bx1, by1 in cheek_boxes(shape, iod):
+        x0, y0 = int(max(bx0, 0)), int(max(by0, 0))
+        x1, y1 = int(min(bx1, w)), int(min(by1, h))
         if x1 > x0 and y1 > y0:
             vals.append(cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)[..., 0].reshape(-1))
     return float(np.concatenate(vals).mean()) if vals else 128.0

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..faces.landmarks68 import EYE_L, EYE_R, INNER_LIPS, LIPS, mouth_opening
 from .colour import smooth
+from .face_bank import cheek_boxes
 from .warp import signed_areas
 
 if TYPE_CHECKING:
@@ -125,6 +126,12 @@ def kept_eyes(cfg: RenderConfig, shape: np.ndarray, offset, hw, iod: float) -> n
     return smooth(keep, max(cfg.eye_feather * iod, 0.5))
 
 
+def mouth_kept(cfg: RenderConfig, shape: np.ndarray, anchor_open: bool = False) -> bool:
+    """Whether the target's mouth stays (`blend_mask`; `nudged_shape` leaves its lips in place):
+    open beyond `cfg.keep_mouth`, or the anchor's own mouth is (`anchor_open`)."""
+    return mouth_opening(shape) > cfg.keep_mouth or anchor_open
+
+
 def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anchor_open: bool = False) -> np.ndarray:
     """Alpha [h,w] in [0,1] over `box` (x0,y0,x1,y1): the feathered face hull minus the kept eyes
     and open mouth. The feather lies inside the hull, so the alpha is 0 on and outside it.
@@ -138,7 +145,7 @@ def blend_mask(cfg: RenderConfig, shape: np.ndarray, box, hw, squashed=None, anc
     k = max(int(round(2 * sig)) * 2 + 1, 3)
     m = smooth(cv2.erode(hull, np.ones((k, k), np.uint8)), sig) * hull
     keep = np.zeros(hw, np.float32)
-    if mouth_opening(shape) > cfg.keep_mouth or anchor_open:
+    if mouth_kept(cfg, shape, anchor_open):
         keep = _poly_mask(hw, kept_lips(shape, float(cfg.mouth_lips)), (x0, y0))
     if keep.any():
         keep = smooth(keep, max(0.02 * iod, 0.5))
@@ -188,12 +195,10 @@ LENS_MIN_IOD = 10.0  # eye distance (pixels) under which `kept_lenses` cannot te
 
 
 def _cheek_lightness(lab_l: np.ndarray, shape: np.ndarray, offset, iod: float) -> float:
-    """Median LAB lightness of the two cheek boxes (beside the nose, under the eyes)."""
+    """Median LAB lightness of the two cheek boxes (`face_bank.cheek_boxes`)."""
     vals = []
-    for c in (shape[[1, 2, 31, 41]].mean(0), shape[[15, 14, 35, 46]].mean(0)):
-        x, y = c - offset
-        vals.append(lab_l[max(int(y - 0.12 * iod), 0):max(int(y + 0.12 * iod), 1),
-                          max(int(x - 0.14 * iod), 0):max(int(x + 0.14 * iod), 1)].ravel())
+    for x0, y0, x1, y1 in cheek_boxes(shape, iod, offset):
+        vals.append(lab_l[max(int(y0), 0):max(int(y1), 1), max(int(x0), 0):max(int(x1), 1)].ravel())
     vals = np.concatenate(vals)
     return float(np.median(vals)) if len(vals) else 0.0
 
