@@ -531,6 +531,31 @@ def test_dark_sockets_of_the_bank_face_are_lifted_towards_the_target():
     assert np.allclose(kept, bright)
 
 
+def test_eyes_in_shadow_get_darkened_sockets_and_bare_eyes_do_not():
+    """A target whose eyes lie in a cap's shadow keeps its dark eyes: the drawn face's sockets
+    are darkened towards it (else two black holes in a bright face); a target with eyes lit
+    like its cheeks keeps the lift-only rule (a socket lighter than the target stays)."""
+    from fiva.anonymize.anchor_face import RenderConfig
+    from fiva.anonymize.colour import lift_sockets
+    from fiva.anonymize.masks import socket_floor
+
+    cfg = RenderConfig()
+    assert socket_floor(cfg, 0.85) == 1.0 and socket_floor(cfg, 0.3) == cfg.shadow_floor < 1.0
+    shape = np.zeros((68, 2), np.float32)
+    shape[36:42] = [60, 80]
+    shape[42:48] = [140, 80]
+    ref = np.full((200, 200, 3), 180, np.float32)
+    ref[60:100, 40:160] = 60  # both eyes in shadow
+    anchor = np.full((200, 200, 3), 180, np.float32)
+    shaded = anchor.copy()
+    lift_sockets(shaded, ref, shape, iod=80.0, floor=socket_floor(cfg, 0.3))
+    assert shaded[80, 60].mean() < anchor[80, 60].mean() - 40  # darkened
+    assert np.allclose(shaded[150:, :], anchor[150:, :])  # the cheeks and below untouched
+    lit = anchor.copy()
+    lift_sockets(lit, ref, shape, iod=80.0, floor=socket_floor(cfg, 0.85))
+    assert np.allclose(lit, anchor)
+
+
 def test_colour_match_gives_darker_patches_the_targets_saturation():
     """Where the bank face is darker than the target, the target's skin colour of that lightness
     (more saturated), not its mean: without it such patches read grey (group_t1)."""
@@ -911,13 +936,13 @@ def test_sunglasses_stay_and_bare_eyes_are_not_taken_for_them(bank, astronaut, a
     their reflections and the bridge) stay, and the rest of the face is drawn as before. Bare eyes
     are not read as sunglasses, and with `lenses` 0 the lenses are drawn over."""
     from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
-    from fiva.anonymize.masks import lenses_worn
+    from fiva.anonymize.masks import eye_darkness, lenses_worn
 
     _, shape = astronaut_face
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
     worn, core = _sunglasses(astronaut, shape)
     cfg = RenderConfig()
-    assert lenses_worn(cfg, astronaut, shape, iod) == 0.0 and lenses_worn(cfg, worn, shape, iod) == 1.0
+    assert lenses_worn(cfg, eye_darkness(astronaut, shape, iod)) == 0.0 and lenses_worn(cfg, eye_darkness(worn, shape, iod)) == 1.0
     kept = AnchorFaceRenderer(bank, cfg).render(worn, shape, 0).astype(int)
     over = AnchorFaceRenderer(bank, RenderConfig(lenses=0.0)).render(worn, shape, 0).astype(int)
     same = lambda a: np.mean(np.abs(a[core] - worn[core]).max(-1) < 12)  # noqa: E731

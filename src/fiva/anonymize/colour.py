@@ -79,7 +79,7 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
 
 
 def lift_sockets(anchor: np.ndarray, ref: np.ndarray, shape: np.ndarray, iod: float, strength: float = 1.0,
-                 sigma: float = 0.12) -> None:
+                 sigma: float = 0.12, floor: float = 1.0) -> None:
     """Where the bank face `anchor` (float RGB [h,w,3], in place) is darker than the target `ref`
     around the eyes, raise it towards the target by `strength` (a gain on all three channels, so
     the shading's own colour stays): averages of six donors have dark, hollow sockets (their lids and lashes never
@@ -99,5 +99,5 @@ def lift_sockets(anchor: np.ndarray, ref: np.ndarray, shape: np.ndarray, iod: fl
         lb = smooth(b.mean(2), sigma * iod) + 1.0
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         ell = np.clip(1.0 - ((xx - c[0]) / rx) ** 2 - ((yy - c[1]) / ry) ** 2, 0, 1)  # 1 at the centre, 0 at the rim
-        gain = strength * ell * (np.clip(lb / la, 1.0, 1.6) - 1.0)
+        gain = strength * ell * (np.clip(lb / la, floor, 1.6) - 1.0)
         a += (gain * la)[..., None]  # the same on all three channels: a multiplied one turns lids orange

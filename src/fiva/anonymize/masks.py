@@ -218,16 +218,32 @@ def lens_darkness(lab_l: np.ndarray, shape: np.ndarray, offset, iod: float) -> f
     return float(np.percentile(vals, 75) / (cheeks + 1.0)) if len(vals) and cheeks > 0 else 1.0
 
 
-def lenses_worn(cfg: RenderConfig, rgb: np.ndarray, shape: np.ndarray, iod: float) -> float:
-    """In [0,1]: how surely the face of 68 points `shape` in `rgb` wears sunglasses: 1 where its
-    `lens_darkness` is under `cfg.lenses` - 0.03, 0 from `cfg.lenses` + 0.03 (a ramp, so a video's
-    frames near it do not flip); 0 with `cfg.lenses` 0 or an eye distance under LENS_MIN_IOD."""
-    if cfg.lenses <= 0 or iod < LENS_MIN_IOD:
-        return 0.0
+def eye_darkness(rgb: np.ndarray, shape: np.ndarray, iod: float) -> float:
+    """`lens_darkness` of the face of 68 points `shape` in `rgb`, read off its own pixels (1.0,
+    "bare", with an eye distance under LENS_MIN_IOD)."""
+    if iod < LENS_MIN_IOD:
+        return 1.0
     x0, y0 = np.maximum(np.floor(shape.min(0) - 0.3 * iod).astype(int), 0)
     x1, y1 = np.ceil(shape.max(0) + 0.3 * iod).astype(int)
     lab_l = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
-    return float(1.0 - ramp(lens_darkness(lab_l, shape, (x0, y0), iod), cfg.lenses - 0.03, cfg.lenses + 0.03))
+    return lens_darkness(lab_l, shape, (x0, y0), iod)
+
+
+def lenses_worn(cfg: RenderConfig, darkness: float) -> float:
+    """In [0,1]: how surely a face whose `eye_darkness` is `darkness` wears sunglasses: 1 under
+    `cfg.lenses` - 0.03, 0 from `cfg.lenses` + 0.03 (a ramp, so a video's frames near it do not
+    flip); 0 with `cfg.lenses` 0."""
+    if cfg.lenses <= 0:
+        return 0.0
+    return float(1.0 - ramp(darkness, cfg.lenses - 0.03, cfg.lenses + 0.03))
+
+
+def socket_floor(cfg: RenderConfig, darkness: float) -> float:
+    """The lowest ratio `colour.lift_sockets` may take the drawing's sockets down to, towards the
+    target's: 1 (lifted only) on a face whose `eye_darkness` is from `cfg.shadow_hi` up, down to
+    `cfg.shadow_floor` at `cfg.shadow_lo` and under (eyes in a cap's shadow, sunglasses): there the
+    kept dark eyes were black holes in a bright drawn face."""
+    return float(cfg.shadow_floor + (1.0 - cfg.shadow_floor) * ramp(darkness, cfg.shadow_lo, cfg.shadow_hi))
 
 
 def kept_lenses(worn: float, shape: np.ndarray, rgb: np.ndarray, offset, iod: float, feather: float) -> np.ndarray | None:
