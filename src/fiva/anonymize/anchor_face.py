@@ -206,7 +206,7 @@ class AnchorFaceRenderer:
 
     def at_rest(self, rest: np.ndarray | None) -> "AnchorFaceRenderer":
         """This renderer for one face of a video track whose resting shape is `rest` [68,2] (this
-        frame's place; None: a photo): its brows move from there (`warp.identity_shape`)."""
+        frame's place; None: a photo): its jaw and brows move from there (`warp.identity_shape`)."""
         r = copy.copy(self)
         r.rest = rest
         return r

@@ -100,7 +100,7 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
     nose and eye corners (`_FRAME`) on the track's averaged ones: the 5 key points' frame jitters
     with the detector, and the averaged points carried back through it jitter alike. The resting
     shape is the mean of the track's points in that frame over its last REST_FRAMES frames (a
-    running mean): what the face does with its brows is the difference
+    running mean): what the face does with its jaw and brows is the difference
     (`AnchorFaceRenderer.at_rest`)."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:

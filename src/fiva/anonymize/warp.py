@@ -125,12 +125,6 @@ def _rotation(shape: np.ndarray) -> np.ndarray:
 # How far each nose point (27-35) moves with the nose tip, which stays the target's (`identity_shape`):
 # the lower nose (29-35) keeps the anchor's shape about the tip, the top of the bridge (27) between
 # the eyes does not follow it.
-REST_MOTION = 0.15  # the most a video face's brows move from where they rest that `identity_shape` adds back (eye distances)
-# ... and the share of that motion the drawn brows make. 0: they hold still where the face's rest
-# puts them. liveportrait_d13 (352 faces): 0.25 and 0.5 brought SFace's verification of drawn
-# frames with raised brows within its margin at a re-check, and the track took another bank face
-# for its last third (an identity switch); 0 kept its own through a retry.
-REST_SHARE = 0.0
 NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
@@ -152,11 +146,10 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     diamond on the nose (liveportrait_d13), and on a third of LFW faces triangles 29-30-31/35
     turned over (`anchor_face.unfold`).
 
-    `rest` [68,2] (a video track's resting shape, in this frame's place): the brows move by alpha
-    from where they rest, not from where they are, and REST_SHARE of their motion from there (up
-    to REST_MOTION eye distances) is added. Moved from where they are, alpha 1.5 turned the motion
-    over: raised brows lowered the drawn ones by half as much. Not the jaw: its outline changes
-    with a nod or a turn too, and moved from a resting outline it drew squashed, smeared faces.
+    `rest` [68,2] (a video track's resting shape, in this frame's place): the jaw and brows move
+    by alpha from where they rest, not from where they are, so what the target does with them (a
+    dropped chin, raised brows) is added to the drawing as it is. Moved from where they are,
+    alpha 1.5 turns it over: raised brows lowered the drawn ones by half as much.
     """
     from ..faces.align import similarity_transform
 
@@ -164,12 +157,8 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
     for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
-        out[s] += f * alpha * (a[s] - target[s])
-    if rest is not None:  # the brows' own motion, up to REST_MOTION eye distances, is added back
-        iod = float(np.linalg.norm(target[EYE_L].mean(0) - target[EYE_R].mean(0)))
-        e = target[BROWS] - rest[BROWS]
-        e *= np.minimum(1.0, REST_MOTION * iod / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-6))
-        out[BROWS] += (REST_SHARE - 1.0 + alpha) * e
+        base = target if rest is None or s is NOSE else rest
+        out[s] += f * alpha * (a[s] - base[s])
     out[NOSE] -= (nose_follow * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
