@@ -16,9 +16,8 @@ Images are RGB uint8 [H,W,3]; shapes [68,2] float (x, y) in pixels.
 """
 from __future__ import annotations
 
-import copy
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -202,20 +201,6 @@ class AnchorFaceRenderer:
     def __init__(self, bank: AnchorFaceBank, config: RenderConfig | None = None):
         self.bank = bank
         self.cfg = config or RenderConfig()
-        self.rest: np.ndarray | None = None  # a video track's resting shape (`at_rest`)
-
-    def at_rest(self, rest: np.ndarray | None) -> "AnchorFaceRenderer":
-        """This renderer for one face of a video track whose resting shape is `rest` [68,2] (this
-        frame's place; None: a photo): its jaw and brows move from there (`warp.identity_shape`)."""
-        r = copy.copy(self)
-        r.rest = rest
-        return r
-
-    def varied(self, **change) -> "AnchorFaceRenderer":
-        """This renderer with its config changed so (the resting shape kept)."""
-        r = copy.copy(self)
-        r.cfg = replace(self.cfg, **change)
-        return r
 
     def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
         anchor, yaw = self.bank.shapes[index], yaw_share(five_points(shape))
@@ -224,7 +209,7 @@ class AnchorFaceRenderer:
         if w > 0:
             posed = shape_model().repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
             anchor = anchor + w * (posed - anchor)
-        new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow, self.rest)
+        new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move

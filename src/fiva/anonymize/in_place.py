@@ -3,6 +3,8 @@ original's were (`draw_in_place`: the bank face's texture nudged against the err
 photos dlib must read the drawn mouth as the original's (EXPRESSION_STEPS)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..faces.detect import landmark_error
@@ -64,7 +66,7 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
         if not best_key[0] and best_key[1] <= mouth_tolerance:
             break
         best[0].lift(img)
-        r = renderer.varied(**change)
+        r = AnchorFaceRenderer(renderer.bank, replace(renderer.cfg, **change))
         drawn, used, err, got = _nudged(r, img, shape, index, kps, find, **search)
         key = None if got is None else reading(got, err)
         if key is not None and key < best_key:

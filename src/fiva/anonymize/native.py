@@ -29,7 +29,6 @@ from .masks import ramp
 DLIB_MATCH = 0.6
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
 SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
-REST_FRAMES = 75  # a track's resting shape: the running mean of its points over about this many frames (3 s at 25 fps)
 _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
 STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
@@ -93,19 +92,14 @@ def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
     return float(SHAPE_SMOOTHING[0] + t * (SHAPE_SMOOTHING[1] - SHAPE_SMOOTHING[0]))
 
 
-def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """68 points [N,68,2] per face, and along a track its resting shape [N,68,2] (None on a photo).
-    Along a track the points are averaged with the last frame's (`shape_weight`) in the face's own
-    frame, so head motion is not smoothed away. The frame is the similarity that lays this frame's
-    nose and eye corners (`_FRAME`) on the track's averaged ones: the 5 key points' frame jitters
-    with the detector, and the averaged points carried back through it jitter alike. The resting
-    shape is the mean of the track's points in that frame over its last REST_FRAMES frames (a
-    running mean): what the face does with its jaw and brows is the difference
-    (`AnchorFaceRenderer.at_rest`)."""
+def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
+    """68 points [N,68,2] per face; along a track, averaged with the last frame's (`shape_weight`)
+    in the face's own frame, so head motion is not smoothed away. The frame is the similarity that
+    lays this frame's nose and eye corners (`_FRAME`) on the track's averaged ones: the 5 key points'
+    frame jitters with the detector, and the averaged points carried back through it jitter alike."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:
-        return shapes, None
-    rests = shapes.copy()
+        return shapes
     iod = float(np.linalg.norm(ARCFACE_112[1] - ARCFACE_112[0]))
     for i, t in enumerate(tracks):
         prev = anon._tracks.get(("shape68", int(t)))
@@ -118,13 +112,8 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
             w = shape_weight(local, prev, iod)
             local = w * prev + (1 - w) * local
         anon._tracks[("shape68", int(t))] = local
-        rest, seen = anon._tracks.get(("rest68", int(t)), (local, 0))
-        seen += 1
-        rest = rest + (local - rest) / min(seen, REST_FRAMES)
-        anon._tracks[("rest68", int(t))] = (rest, seen)
-        back = cv2.invertAffineTransform(m)
-        shapes[i], rests[i] = _apply(back, local), _apply(back, rest)
-    return shapes, rests
+        shapes[i] = _apply(cv2.invertAffineTransform(m), local)
+    return shapes
 
 
 class _Nudges:
@@ -335,7 +324,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     matched = hasattr(space, "target_sex") and bank.sex_w is not None
     sexes: dict[int, int | None] = {}
     descriptors: dict[int, np.ndarray] = {}
-    shapes, rests = shapes68(anon, rgb, dets, tracks)
+    shapes = shapes68(anon, rgb, dets, tracks)
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
@@ -375,8 +364,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
         # photos: the drawn expression is checked too (a video keeps its track's geometry: no flicker)
         lmk = anon.generator.landmarker if still else None
-        rest = None if rests is None else rests[i]
-        r = (retry_renderer if lessened[i] else renderer).at_rest(rest)
+        r = retry_renderer if lessened[i] else renderer
         if i in fresh or nudges.target is None:
             drawn, nudge = _search(r, out, shapes[i], index, kps, find, HELD_TRIES if held[i] else tries, colour, still,
                                    nudges.target, lmk)
@@ -406,7 +394,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     index = pick
                     z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                    again = (retry_renderer if k == 0 else farther_renderer).at_rest(rest)
+                    again = retry_renderer if k == 0 else farther_renderer
                     drawn, nudge = _search(again, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:

@@ -129,7 +129,7 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0, rest: np.ndarray | None = None) -> np.ndarray:
+                   nose_follow: float = 1.0) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
@@ -145,11 +145,6 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     stretched 2x over the target's tip between straight triangle edges, drew a dark, sharp-edged
     diamond on the nose (liveportrait_d13), and on a third of LFW faces triangles 29-30-31/35
     turned over (`anchor_face.unfold`).
-
-    `rest` [68,2] (a video track's resting shape, in this frame's place): the jaw and brows move
-    by alpha from where they rest, not from where they are, so what the target does with them (a
-    dropped chin, raised brows) is added to the drawing as it is. Moved from where they are,
-    alpha 1.5 turns it over: raised brows lowered the drawn ones by half as much.
     """
     from ..faces.align import similarity_transform
 
@@ -157,8 +152,7 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
     for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
-        base = target if rest is None or s is NOSE else rest
-        out[s] += f * alpha * (a[s] - base[s])
+        out[s] += f * alpha * (a[s] - target[s])
     out[NOSE] -= (nose_follow * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
