@@ -301,6 +301,28 @@ def test_a_retry_takes_the_bank_face_farthest_from_the_original(bank):
         assert farther_anchor(bank, z, list(pool), sex) is None
 
 
+def test_a_retry_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
+    """Without the tone, a retry's farthest bank face was often far darker or lighter than the
+    target (17% of 200 LFW faces' first retries more than TONE_MAX off), and the colour match drew
+    it grey or with a cast; with it, as in Eq. 1, retries keep within TONE_MAX while enough do."""
+    from fiva.anonymize.face_bank import FAR_CANDIDATES, TONE_MAX
+    from fiva.anonymize.native import farther_anchor
+
+    z = bank.sface[0] + 0.3 * bank.sface[1]
+    for sex in (0, 1):
+        pool = np.flatnonzero(bank.sex == sex)
+        for tone in (float(bank.tone[pool, 0].min()), float(bank.tone[pool, 0].max())):
+            tried: list[int] = []
+            near = pool[np.abs(bank.tone[pool, 0] - tone) <= TONE_MAX]
+            for _ in range(3):
+                pick = farther_anchor(bank, z, tried, sex, tone=tone)
+                tried.append(pick)
+                if len(np.setdiff1d(near, tried[:-1])) >= FAR_CANDIDATES:
+                    assert abs(bank.tone[pick, 0] - tone) <= TONE_MAX
+        # the extremes of the pool lie more than TONE_MAX apart: the check can fail
+        assert np.ptp(bank.tone[pool, 0]) > TONE_MAX
+
+
 @needs_dlib
 def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astronaut_face):
     """render_in_place with a landmarker: where the drawn mouth reads closed, the face is drawn
