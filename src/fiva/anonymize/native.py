@@ -231,7 +231,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     pool = np.setdiff1d(pool, tried)
     if len(pool) == 0:
         return None
-    if tone is not None and bank.tone is not None:
+    if tone is not None:
         pool = bank.nearest_tone(tone, pool)
     if descriptor is not None and bank.dlib is not None:
         pool = bank.farthest(descriptor, pool, max(1, (len(pool) + 1) // 2))
