@@ -323,6 +323,26 @@ def test_a_retry_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
         assert np.ptp(bank.tone[pool, 0]) > TONE_MAX
 
 
+def test_retries_take_ghosted_bank_faces_only_once_no_clean_one_is_left(bank):
+    """A photo's retries draw more of the bank face's forehead (FARTHER_RENDER), and a ghosted
+    face's fringe showed as a grey band across the target's forehead (retinaface_img11.jpg): the
+    retries go through every clean face near the target's tone before a ghosted one, and still
+    reach the ghosted ones (fewer faces pixelated)."""
+    from fiva.anonymize.native import farther_anchor
+
+    z = bank.sface[0] + 0.3 * bank.sface[1]
+    for sex in (0, 1):
+        pool = np.flatnonzero(bank.sex == sex)
+        tone = float(np.median(bank.tone[pool, 0]))
+        clean = set(bank.nearest_tone(tone, pool[~bank.ghost[pool]]).tolist())
+        assert clean and bank.ghost[pool].any()  # the bank has both kinds: the check can fail
+        tried: list[int] = []
+        while (pick := farther_anchor(bank, z, tried, sex, tone=tone)) is not None:
+            tried.append(pick)
+        assert sorted(tried) == sorted(pool.tolist())  # every face is reached in the end
+        first_ghost = next(k for k, i in enumerate(tried) if bank.ghost[i])
+        assert clean <= set(tried[:first_ghost])
+
 @needs_dlib
 def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astronaut_face):
     """render_in_place with a landmarker: where the drawn mouth reads closed, the face is drawn

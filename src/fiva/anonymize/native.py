@@ -222,6 +222,9 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     target's `descriptor` (given, and the bank has its faces' own: both checks of verification
     pass); None when none is left. Without the tone, 17% of 200 LFW faces' first retries took a
     bank face more than 60 from the target's lightness (Eq. 1: none), drawn grey or with a cast.
+    Ghosted bank faces (`AnchorFaceBank.ghost`) only once no clean one is left in that pool: a
+    retry's FARTHER_RENDER draws more of the forehead, and a donor's fringe there was drawn as a
+    grey band across a woman's forehead (retinaface_img11.jpg, bank face 39).
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
     outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
@@ -233,6 +236,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
         return None
     if tone is not None:
         pool = bank.nearest_tone(tone, pool)
+    pool = bank.prefer_clean(pool, least=1)  # ghosted faces last: a retry draws more of the forehead, fringes and all
     if descriptor is not None and bank.dlib is not None:
         pool = bank.farthest(descriptor, pool, max(1, (len(pool) + 1) // 2))
     cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
