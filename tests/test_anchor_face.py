@@ -509,7 +509,8 @@ def test_a_fallback_dlib_still_recognises_is_obfuscated_again_stronger(astronaut
 def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(bank):
     """The bank carries its faces' own dlib descriptors; given a target's, Eq. 1 draws among the
     FAR_CANDIDATES bank faces of its sex that lie farthest from it (of those not ghosted around
-    the eyes), and a retry takes, of the half farthest by dlib not yet tried, the one farthest by SFace."""
+    the eyes), and a retry takes, of the clean faces not yet tried, the half farthest by dlib,
+    and of those the one farthest by SFace."""
     from fiva.anonymize.face_bank import FAR_CANDIDATES
     from fiva.anonymize.native import farther_anchor
 
@@ -524,9 +525,9 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         picks = {bank.index_of(space.sample(z)) for _ in range(30)}
         assert picks <= set(far.tolist()) and len(picks) >= 2
         assert not bank.ghost[list(picks)].any()
-        # a retry: of the half farthest by dlib (not yet tried, ghosted or not), the one farthest by SFace
+        # a retry: of the clean faces not yet tried, the half farthest by dlib, and of those the one farthest by SFace
         everyone = np.flatnonzero(bank.sex == sex)
-        left = everyone[everyone != far[0]]
+        left = bank.prefer_clean(everyone[everyone != far[0]], least=1)
         half = left[np.argsort(-np.linalg.norm(bank.dlib[left] - target, axis=1))[:(len(left) + 1) // 2]]
         want = int(half[np.argmin(bank.sface[half] @ (z / np.linalg.norm(z)))])
         assert farther_anchor(bank, z, [int(far[0])], sex, target) == want
@@ -699,11 +700,11 @@ def test_a_nudged_drawing_keeps_an_open_mouth_where_the_targets_lips_are(bank, a
     assert np.abs(nudged - plain)[int(shape[30, 1]) - 10:int(shape[30, 1]) + 10].mean() > 2
 
 
-def test_eq1_passes_over_bank_faces_ghosted_around_the_eyes_and_a_retry_does_not(bank):
+def test_eq1_passes_over_bank_faces_ghosted_around_the_eyes_and_a_retry_takes_them_last(bank):
     """Bank faces marked `ghost` (a glasses rim or doubled lids in the average) are not Eq. 1's
     candidates while the target's pool has FAR_CANDIDATES others; a retry after failed
-    verification may take one (passed over there too, Paul Rudd's and Shea Whigham's portraits
-    were pixelated: the clean bank faces all failed)."""
+    verification takes one only once no clean face is left (43% of the faces the pipeline drew
+    on 200 LFW photos were ghosted ones when retries took them like any other)."""
     from dataclasses import replace
 
     from fiva.anonymize.face_bank import FAR_CANDIDATES
@@ -721,7 +722,9 @@ def test_eq1_passes_over_bank_faces_ghosted_around_the_eyes_and_a_retry_does_not
     z = np.random.default_rng(3).normal(size=128).astype(np.float32)
     picks = {marked.index_of(space.sample(z)) for _ in range(30)}
     assert picks <= set(far[4:4 + FAR_CANDIDATES].tolist()) and len(picks) >= 2
-    assert farther_anchor(marked, z, [], sex, target) == farther_anchor(bank, z, [], sex, target)
+    retry = farther_anchor(marked, z, [], sex, target)
+    assert not ghost[retry] and retry == farther_anchor(replace(bank, ghost=None), z, list(far[:4]), sex, target)
+    assert farther_anchor(marked, z, [int(i) for i in pool if not ghost[i]], sex, target) in far[:4]
     # a pool with fewer clean faces than FAR_CANDIDATES keeps them all
     ghost[pool[FAR_CANDIDATES - 1:]] = True
     space = replace(bank, ghost=ghost).anchor_space(seed=0)
