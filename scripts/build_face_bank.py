@@ -69,9 +69,10 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # Faces of the shipped bank (its own indices) whose eye region shows a ghost at 1.6x, looked at face
 # by face after the eye-region work of 2026-11-30: faint glasses rims (1, 11, 20, 21, 22, 25, 28, 30,
 # 46, 57, 63), doubled brows or lids (4, 6, 12, 19, 49, 53, 56, 59), smeared dark eye region (17, 29);
-# and, looked at as forehead crops at 1.5x, a donor's fringe ghosted across the forehead (40, 50, 61, 62; 39 and 45, side fringes, after a retry drew
-# 39's as a grey band across the forehead of retinaface_img11.jpg).
-# Not dropped (Eq. 1 passes them over while their pool has others, a retry may take one: `eye_ghosts`).
+# and, looked at as forehead crops at 1.5x, a donor's fringe ghosted across the forehead (40, 50, 61, 62;
+# 39 and 45, side fringes, after a retry drew 39's as a grey band across retinaface_img11.jpg's forehead).
+# Not dropped (Eq. 1 passes them over while their pool has others, a retry takes one only once no clean
+# face is left: `eye_ghosts`).
 REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 

@@ -345,6 +345,7 @@ def test_retries_take_ghosted_bank_faces_only_once_no_clean_one_is_left(bank):
         first_ghost = next(k for k, i in enumerate(tried) if bank.ghost[i])
         assert clean <= set(tried[:first_ghost])
 
+
 @needs_dlib
 def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astronaut_face):
     """render_in_place with a landmarker: where the drawn mouth reads closed, the face is drawn

@@ -55,7 +55,8 @@ class AnchorFaceBank:
     dlib: np.ndarray | None = None
     # [N] bool: bank faces whose eye region is ghosted (brows, lids or glasses rims of donors that
     # do not line up; scripts/build_face_bank.py `eye_ghosts`): Eq. 1 passes them over while the
-    # pool has enough others (`prefer_clean`); a retry after failed verification may take one
+    # pool has enough others (`prefer_clean`); a retry after failed verification takes one only
+    # once no clean face is left (`native.farther_anchor`)
     ghost: np.ndarray | None = None
 
     def __len__(self) -> int:
