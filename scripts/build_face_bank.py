@@ -74,6 +74,13 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # Not dropped (Eq. 1 passes them over while their pool has others, a retry takes one only once no clean
 # face is left: `eye_ghosts`).
 REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
+# Clean faces of the shipped bank whose donors' hair shows between 0.35 and 0.6 eye distances above
+# the brows, looked at as forehead crops with those lines drawn and as retries' drawings
+# (FARTHER_RENDER) on an open forehead (Alfonso Cuaron, Meryl Streep) at 2x: dark streaks or blotches
+# (5, 14, 18: Cuaron's forehead), hair strands (36, 41, 42, 44, 52, 55), dark patches (38, 60). Their
+# drawings stop at 0.35 (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
+REVIEWED_FRINGES = (5, 14, 18, 36, 38, 41, 42, 44, 52, 55, 60)
+FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 
 
@@ -291,6 +298,25 @@ def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOST
     return ghost
 
 
+def fringes(path: str | Path, reviewed=REVIEWED_FRINGES) -> np.ndarray:
+    """Set how far above the brows each face of a bank file may be drawn (`AnchorFaceBank.forehead`,
+    in place; the JPEG textures are kept byte for byte): FRINGE_REACH for the `reviewed` ones, no
+    limit for the others."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    d = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        meta = dict(f.metadata() or {})
+    reach = np.full(len(d["sface"]), np.inf, np.float32)
+    reach[list(reviewed)] = FRINGE_REACH
+    d["forehead"] = reach
+    meta["fringes"] = f"forehead up to {FRINGE_REACH} eye distances, reviewed by eye ({len(reviewed)})"
+    save_file(d, str(path), metadata=meta)
+    print(f"{path}: {len(reviewed)} of {len(reach)} faces drawn up to {FRINGE_REACH} eye distances above the brows: {list(reviewed)}")
+    return reach
+
+
 def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.ndarray, float, float]:
     """Logistic regression P(female | dlib descriptor) on the first-name labels of every scanned
     training face (classes weighted equally: LFW is ~3/4 men). dlib's descriptor, not SFace's
@@ -468,8 +494,13 @@ def main():
     ap.add_argument("--descriptors-only", default=None, help="only add the bank faces' own dlib descriptors to this bank file")
     ap.add_argument("--ghosts-only", default=None, help="only mark this bank file's faces whose eye region is ghosted (`eye_ghosts`; "
                     "its donors from --cache, REVIEWED_GHOSTS)")
+    ap.add_argument("--fringes-only", default=None, help="only set how far above the brows this bank file's faces are drawn "
+                    "(`fringes`: REVIEWED_FRINGES)")
     a = ap.parse_args()
     cv2.setNumThreads(1)
+    if a.fringes_only:
+        fringes(a.fringes_only)
+        return
     if a.descriptors_only:
         from fiva.faces.identity import DlibEvaluator
 
@@ -556,7 +587,9 @@ def main():
     groups = [f["group"] for f in faces]
     np.savez(cache / "groups.npz", groups=np.array(groups), bank_dlib=dl,
              donor_files=np.array([donors[i]["file"] for g in groups for i in g]))
-    eye_ghosts(a.out, lfw, cache, reviewed=REVIEWED_GHOSTS if a.drop == ",".join(map(str, REVIEWED_OUT)) else ())
+    shipped = a.drop == ",".join(map(str, REVIEWED_OUT))  # the shipped bank's selection: its reviews apply
+    eye_ghosts(a.out, lfw, cache, reviewed=REVIEWED_GHOSTS if shipped else ())
+    fringes(a.out, reviewed=REVIEWED_FRINGES if shipped else ())
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
 

@@ -75,10 +75,10 @@ def test_bank_faces_of_one_sex_are_different_people(bank):
 def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
                            bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b,
-                           ghost=np.array([True, False, True]))
+                           ghost=np.array([True, False, True]), forehead=np.array([np.inf, 0.35, np.inf], np.float32))
     small.save(tmp_path / "b.safetensors")
     back = AnchorFaceBank.load(tmp_path / "b.safetensors")
-    assert back.ghost.tolist() == [True, False, True]
+    assert back.ghost.tolist() == [True, False, True] and np.array_equal(back.forehead, small.forehead)
     assert np.array_equal(back.shapes, small.shapes) and np.array_equal(back.triangles, small.triangles)
     assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
     assert back.meta["k"] == "6"
@@ -951,6 +951,32 @@ def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut
     band = slice(int(top - 0.5 * iod), int(top - 0.4 * iod))  # beyond the first reach's feather
     assert np.abs(a[band] - b[band]).mean() > 8
     assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the retry's reach
+
+
+
+def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face):
+    """Bank faces whose donors' fringe starts low (`AnchorFaceBank.forehead`, reviewed by eye) are
+    drawn only up to their own reach, also by a retry's taller forehead: bank face 18's fringe was
+    drawn as streaks across Alfonso Cuaron's forehead."""
+    from dataclasses import replace
+
+    from fiva.anonymize import native
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+
+    assert bank.forehead is not None and (bank.forehead == RenderConfig().forehead).sum() >= 1  # the shipped review
+    assert np.isinf(bank.forehead[~(bank.forehead == RenderConfig().forehead)]).all()  # the others: no limit
+    _, shape = astronaut_face
+    i = 0
+    unlimited, fringed = replace(bank, forehead=None), replace(bank, forehead=np.full(len(bank), np.inf, np.float32))
+    fringed.forehead[i] = 0.35
+    cfg = replace(RenderConfig(), **native.FARTHER_RENDER)
+    tall = AnchorFaceRenderer(unlimited, cfg).render(astronaut, shape, i)
+    stopped = AnchorFaceRenderer(fringed, cfg).render(astronaut, shape, i)
+    assert np.array_equal(stopped, AnchorFaceRenderer(unlimited, replace(cfg, forehead=0.35)).render(astronaut, shape, i))
+    assert not np.array_equal(stopped, tall)
+    # the other faces keep the retry's reach
+    assert np.array_equal(AnchorFaceRenderer(fringed, cfg).render(astronaut, shape, 1),
+                          AnchorFaceRenderer(unlimited, cfg).render(astronaut, shape, 1))
 
 
 def _sunglasses(rgb: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ Images are RGB uint8 [H,W,3]; shapes [68,2] float (x, y) in pixels.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -248,7 +248,8 @@ class AnchorFaceRenderer:
         use (a video track smooths them along the track). `coarse` (video): a face drawn at f >= 2
         times the bank's scale takes the bank face and its colour match on a grid f times coarser
         (its texture has nothing finer), the rest at full size."""
-        cfg, tris = self.cfg, self.bank.triangles
+        # the forehead reaches no higher than the bank face's own (below its donors' fringe)
+        cfg, tris = replace(self.cfg, forehead=self.bank.forehead_reach(index, self.cfg.forehead)), self.bank.triangles
         hw = rgb.shape[:2]
         shape = shape.astype(np.float32)
         new = self.new_shape(shape, index)

@@ -58,6 +58,10 @@ class AnchorFaceBank:
     # pool has enough others (`prefer_clean`); a retry after failed verification takes one only
     # once no clean face is left (`native.farther_anchor`)
     ghost: np.ndarray | None = None
+    # [N] float32: how far above the brows (eye distances) a drawing of the bank face may reach:
+    # where its donors' fringe starts (reviewed by eye, scripts/build_face_bank.py `fringes`). A
+    # retry's taller forehead (native.FARTHER_RENDER, 0.6) stops there; None or inf: no limit
+    forehead: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.textures)
@@ -77,7 +81,8 @@ class AnchorFaceBank:
                    **({} if self.sex_w is None else {"sex_w": self.sex_w.astype(np.float32),
                                                       "sex_b": np.array([self.sex_b], np.float32)}),
                    **({} if self.dlib is None else {"dlib": self.dlib.astype(np.float32)}),
-                   **({} if self.ghost is None else {"ghost": self.ghost.astype(np.uint8)})},
+                   **({} if self.ghost is None else {"ghost": self.ghost.astype(np.uint8)}),
+                   **({} if self.forehead is None else {"forehead": self.forehead.astype(np.float32)})},
                   str(path), metadata={k: str(v) for k, v in self.meta.items()})
 
     @classmethod
@@ -95,7 +100,12 @@ class AnchorFaceBank:
                         for i in range(len(off) - 1)])
         return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta,
                    d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0, d.get("dlib"),
-                   d["ghost"].astype(bool) if "ghost" in d else None)
+                   d["ghost"].astype(bool) if "ghost" in d else None, d.get("forehead"))
+
+    def forehead_reach(self, index: int, forehead: float) -> float:
+        """`forehead` (a RenderConfig's, eye distances above the brows), held to bank face
+        `index`'s own reach (`forehead`): a drawing stops below its donors' fringe."""
+        return forehead if self.forehead is None else min(forehead, float(self.forehead[index]))
 
     def predict_sex(self, descriptor: np.ndarray) -> int | None:
         """0 (male) or 1 (female) for a face's dlib descriptor, None without a classifier."""
