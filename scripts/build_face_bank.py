@@ -70,12 +70,13 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # by face after the eye-region work of 2026-11-30: faint glasses rims (1, 11, 20, 21, 22, 25, 28, 30,
 # 46, 57, 63), doubled brows or lids (4, 6, 12, 19, 49, 53, 56, 59), smeared dark eye region (17, 29);
 # and, looked at as forehead crops at 1.5x, a donor's fringe ghosted across the forehead (40, 50, 61, 62;
-# 39 and 45, side fringes, after a retry drew 39's as a grey band across retinaface_img11.jpg's forehead).
+# 39 and 45, side fringes, after a retry drew 39's as a grey band across retinaface_img11.jpg's forehead;
+# 18, strands down the forehead and temples, drawn as a crease across Alfonso Cuaron's forehead).
 # Not dropped (Eq. 1 passes them over while their pool has others, a retry takes one only once no clean
 # face is left: `eye_ghosts`).
-REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
-# Clean faces of the shipped bank whose donors' hair shows between 0.35 and 0.6 eye distances above
-# the brows, looked at as forehead crops with those lines drawn and as retries' drawings
+REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
+# Faces of the shipped bank, clean around the eyes, whose donors' hair shows between 0.35 and 0.6 eye
+# distances above the brows (18's strands reach lower: it is ghosted too), looked at as forehead crops with those lines drawn and as retries' drawings
 # (FARTHER_RENDER) on an open forehead (Alfonso Cuaron, Meryl Streep) at 2x: dark streaks or blotches
 # (5, 14, 18: Cuaron's forehead), hair strands (36, 41, 42, 44, 52, 55), dark patches (38, 60). Their
 # drawings stop at 0.35 (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
