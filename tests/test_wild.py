@@ -178,7 +178,7 @@ def test_every_face_of_the_wild_photos_is_replaced_in_place_or_obfuscated():
 
     anon, evaluator = Anonymizer(progress=False), DlibEvaluator()
     # crowd_selfie.jpg (44 faces) stands for crowds here: the 292 small faces of
-    # crowd_retinaface_img3.jpg took 105 of the 271 s of these photos in evaluate_wild.py; it measures
+    # crowd_retinaface_img3.jpg took 105 of the 252 s of these photos in evaluate_wild.py; it measures
     # them (BENCHMARKS.md), with every other photo
     for path in sorted(p for p in WILD.iterdir() if p.suffix.lower() in (".jpg", ".png") and p.name != "crowd_retinaface_img3.jpg"):
         r = measure_photo(anon, read_image(path), evaluator)
