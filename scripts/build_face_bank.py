@@ -49,6 +49,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from safetensors import SafetensorError
 
 from fiva.anonymize.face_bank import SEXES, AnchorFaceBank, add_descriptors, bank_descriptors, canonical_template, eye_coherence
 from fiva.anonymize.warp import mesh, piecewise_affine, triangulate
@@ -76,10 +77,11 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # face is left: `eye_ghosts`).
 REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
 # Faces of the shipped bank, clean around the eyes, whose donors' hair shows between 0.35 and 0.6 eye
-# distances above the brows (18's strands reach lower: it is ghosted too), looked at as forehead crops with those lines drawn and as retries' drawings
-# (FARTHER_RENDER) on an open forehead (Alfonso Cuaron, Meryl Streep) at 2x: dark streaks or blotches
-# (5, 14, 18: Cuaron's forehead), hair strands (36, 41, 42, 44, 52, 55), dark patches (38, 60). Their
-# drawings stop at 0.35 (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
+# distances above the brows (18's strands reach lower: it is ghosted too), looked at as forehead crops
+# with those lines drawn and as retries' drawings (FARTHER_RENDER) on an open forehead (Alfonso
+# Cuaron, Meryl Streep) at 2x: dark streaks or blotches (5, 14, 18: Cuaron's forehead), hair strands
+# (36, 41, 42, 44, 52, 55), dark patches (38, 60). Their drawings stop at 0.35 (`fringes`;
+# AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
 REVIEWED_FRINGES = (5, 14, 18, 36, 38, 41, 42, 44, 52, 55, 60)
 FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
@@ -275,9 +277,6 @@ def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOST
     """Mark the ghosted eye regions of a bank file in place (`AnchorFaceBank.ghost`; the JPEG
     textures are kept byte for byte): the faces whose donors' `eye_coherence` is under
     EYE_COHERENCE_MIN (their donors from the build's cache) and the `reviewed` ones."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file, save_file
-
     bank = AnchorFaceBank.load(path)
     g = np.load(cache / "groups.npz")
     files = g["donor_files"].reshape(len(g["groups"]), -1)
@@ -288,12 +287,9 @@ def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOST
                     for row in files])
     ghost = coh < EYE_COHERENCE_MIN
     ghost[list(reviewed)] = True
-    d = load_file(str(path))
-    with safe_open(str(path), "np") as f:
-        meta = dict(f.metadata() or {})
-    d["ghost"] = ghost.astype(np.uint8)
-    meta["eye_ghosts"] = f"eye_coherence < {EYE_COHERENCE_MIN} ({int((coh < EYE_COHERENCE_MIN).sum())}) or reviewed by eye ({len(reviewed)})"
-    save_file(d, str(path), metadata=meta)
+    set_in_bank_file(path, "ghost", ghost.astype(np.uint8), "eye_ghosts",
+                     f"eye_coherence < {EYE_COHERENCE_MIN} ({int((coh < EYE_COHERENCE_MIN).sum())}) "
+                     f"or reviewed by eye ({len(reviewed)})")
     print(f"{path}: {int(ghost.sum())} of {len(bank)} faces ghosted around the eyes: {np.flatnonzero(ghost).tolist()} "
           f"(coherence under {EYE_COHERENCE_MIN}: {np.flatnonzero(coh < EYE_COHERENCE_MIN).tolist()})")
     return ghost
@@ -304,18 +300,30 @@ def fringes(path: str | Path, reviewed=REVIEWED_FRINGES) -> np.ndarray:
     in place; the JPEG textures are kept byte for byte): FRINGE_REACH for the `reviewed` ones, no
     limit for the others."""
     from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        n = f.get_slice("sface").get_shape()[0]
+    reach = np.full(n, np.inf, np.float32)
+    reach[list(reviewed)] = FRINGE_REACH
+    set_in_bank_file(path, "forehead", reach, "fringes",
+                     f"forehead up to {FRINGE_REACH} eye distances, reviewed by eye ({len(reviewed)})")
+    print(f"{path}: {len(reviewed)} of {n} faces drawn up to {FRINGE_REACH} eye distances above the brows: "
+          f"{list(reviewed)}")
+    return reach
+
+
+def set_in_bank_file(path: str | Path, name: str, values: np.ndarray, meta_key: str, meta_text: str) -> None:
+    """Write one array and one metadata entry into a bank file in place, every other tensor (the
+    JPEG textures among them) and metadata entry kept byte for byte."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
     d = load_file(str(path))
     with safe_open(str(path), "np") as f:
         meta = dict(f.metadata() or {})
-    reach = np.full(len(d["sface"]), np.inf, np.float32)
-    reach[list(reviewed)] = FRINGE_REACH
-    d["forehead"] = reach
-    meta["fringes"] = f"forehead up to {FRINGE_REACH} eye distances, reviewed by eye ({len(reviewed)})"
+    d[name] = values
+    meta[meta_key] = meta_text
     save_file(d, str(path), metadata=meta)
-    print(f"{path}: {len(reviewed)} of {len(reach)} faces drawn up to {FRINGE_REACH} eye distances above the brows: {list(reviewed)}")
-    return reach
 
 
 def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.ndarray, float, float]:
@@ -500,7 +508,10 @@ def main():
     a = ap.parse_args()
     cv2.setNumThreads(1)
     if a.fringes_only:
-        fringes(a.fringes_only)
+        try:
+            fringes(a.fringes_only)
+        except (OSError, ValueError, SafetensorError) as e:
+            ap.error(f"{a.fringes_only}: not a readable bank file ({e})")
         return
     if a.descriptors_only:
         from fiva.faces.identity import DlibEvaluator

@@ -953,7 +953,6 @@ def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut
     assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the retry's reach
 
 
-
 def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face):
     """Bank faces whose donors' fringe starts low (`AnchorFaceBank.forehead`, reviewed by eye) are
     drawn only up to their own reach, also by a retry's taller forehead: bank face 18's fringe was
