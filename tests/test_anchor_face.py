@@ -98,6 +98,33 @@ def test_the_identity_shape_keeps_the_five_key_points_and_the_mouth(bank, astron
 
 
 @needs_dlib
+def test_raised_brows_move_down_no_farther_than_the_anchors(bank, astronaut_face):
+    """issue 16 (Alfonso Cuarón, retinaface_img11): raised inner brows moved 1.5x the way to a bank
+    face's lower ones overshot them most at the inner ends, and were drawn as an angry V."""
+    from fiva.anonymize.anchor_face import RenderConfig
+    from fiva.anonymize.warp import _rotation
+    from fiva.faces.align import similarity_transform
+
+    _, target = astronaut_face
+    raised = target.copy()
+    iod = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
+    up = np.array([0.05, 0.1, 0.15, 0.25, 0.35, 0.35, 0.25, 0.15, 0.1, 0.05], np.float32)  # inner ends most
+    raised[17:27, 1] -= up * iod  # the astronaut's head is upright: image y is the face's vertical
+    rot = _rotation(raised)
+    frame = lambda p: p[17:27] @ rot.T  # noqa: E731  the brows in the eye-axis frame (x along the eyes, y down)
+    for i in range(0, len(bank), 7):
+        m = similarity_transform(five_points(bank.shapes[i]), five_points(raised))
+        a = frame(bank.shapes[i] @ m[:, :2].T + m[:, 2])
+        r = frame(raised)
+        new = frame(identity_shape(raised, bank.shapes[i], 1.5, brow_rise=RenderConfig().brow_rise))
+        # onto the anchor's brows' height, not past it; sideways the full 1.5x
+        assert np.allclose(new[:, 1], a[:, 1], atol=1e-3 * iod)
+        assert np.allclose(new[:, 0], r[:, 0] + 1.5 * (a[:, 0] - r[:, 0]), atol=1e-3 * iod)
+        old = frame(identity_shape(raised, bank.shapes[i], 1.5))  # uncapped: below them at the inner ends
+        assert (old[[4, 5], 1] > a[[4, 5], 1] + 0.05 * iod).all()
+
+
+@needs_dlib
 def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank, astronaut_face):
     """issue 16 (liveportrait_d13): the nose tip stays the target's while the rest of the nose moved to
     the anchor's place, so the triangles at the tip were squashed and stretched in turn and the bank

@@ -129,7 +129,7 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0) -> np.ndarray:
+                   nose_follow: float = 1.0, brow_rise: float = np.inf) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
@@ -145,17 +145,23 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     stretched 2x over the target's tip between straight triangle edges, drew a dark, sharp-edged
     diamond on the nose (liveportrait_d13), and on a third of LFW faces triangles 29-30-31/35
     turned over (`anchor_face.unfold`).
+
+    The brows move along the face's vertical by at most `brow_rise` of the way (1: onto the
+    anchor's brows, no farther): a raised brow moved 1.5x the way down overshoots the anchor's
+    most at its inner end, and the brows were drawn as an angry V.
     """
     from ..faces.align import similarity_transform
 
     m = similarity_transform(five_points(anchor), five_points(target))
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
-    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
+    for s, f in ((JAW, jaw), (NOSE, 1.0)):
         out[s] += f * alpha * (a[s] - target[s])
     out[NOSE] -= (nose_follow * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
+    brow = (a[BROWS] - target[BROWS]) @ rot.T * (alpha, min(alpha, brow_rise))  # eye-axis frame
+    out[BROWS] += brow @ rot
     for s in (EYE_L, EYE_R):
         tc, ac = target[s].mean(0), a[s].mean(0)
         tl, al = (target[s] - tc) @ rot.T, (a[s] - ac) @ rot.T  # eye-axis frame
