@@ -144,6 +144,31 @@ def test_failed_run_keeps_existing_dst(videos, tmp_path):
     assert probe_video(dst).frames == N
 
 
+def test_a_failure_while_encoding_is_raised_and_keeps_existing_dst(videos, tmp_path, monkeypatch):
+    """Frames are encoded on a thread of their own while the next is processed: an encoder error
+    there still fails the run, with the existing output kept and no thread left behind."""
+    import threading
+
+    from fiva.anonymize import video
+
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"old")
+    real, calls = video._mux_encoded, []
+
+    def failing(out, ostream, frame):
+        calls.append(frame)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        real(out, ostream, frame)
+
+    monkeypatch.setattr(video, "_mux_encoded", failing)
+    with pytest.raises(OSError, match="disk full"):
+        process_video(videos["audio"], dst, lambda x: x, progress=False)
+    assert dst.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    assert len(calls) == 5  # nothing encoded after the failure
+    assert not [t for t in threading.enumerate() if t.name == "fiva-video-writer"]
+
+
 def test_unsupported_output_extension(videos, tmp_path):
     with pytest.raises(InputError, match="out.gif"):
         process_video(videos["audio"], tmp_path / "out.gif", lambda x: x, progress=False)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import queue as queue_mod
 import secrets
+import threading
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -130,13 +132,13 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=F
     ovs, audio, pending, last, n, size = None, {}, [], None, 0, None
     stream = fn if hasattr(fn, "push") else _FunctionStream(fn)
     queue: deque[int] = deque()  # pts of frames handed to the stream, not yet back
-    with bar:
+    with bar, _Writer() as writer:
         for packet in _read(src, inp.demux(ivs, *inp.streams.audio)):
             if packet.stream.type == "audio":
                 if ovs is None:  # the header is written on the first mux: wait for the video setup
                     pending.append(packet)
                 else:
-                    _audio_packet(out, src, packet, *audio[packet.stream])
+                    writer.put(_audio_packet, out, src, packet, *audio[packet.stream])
                 continue
             for frame in _read(src, packet.decode()):
                 if ovs is None:
@@ -150,7 +152,7 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=F
                     if keep_metadata:
                         ovs.metadata.update({k: v for k, v in ivs.metadata.items() if k != "rotate"})
                     for p in pending:
-                        _audio_packet(out, src, p, *audio[p.stream])
+                        writer.put(_audio_packet, out, src, p, *audio[p.stream])
                 pts = frame.pts
                 if ext == ".avi" and frame.time is not None:
                     pts = round(frame.time * rate)
@@ -160,19 +162,19 @@ def _transcode(inp, out, src, fn, vcodec, acodec, crf, ext, bar, keep_metadata=F
                     pts = last + 1  # keep timestamps strictly increasing
                 last = pts
                 queue.append(pts)
-                n += _encode(out, ovs, stream.push(frame.to_ndarray(format="rgb24")), queue, size, tb)
+                n += _encode(writer, out, ovs, stream.push(frame.to_ndarray(format="rgb24")), queue, size, tb)
                 bar.update()
                 if on_frame is not None:
                     on_frame()
         if ovs is None:
             raise InputError(f"{src}: not a readable video (no decodable frames)")
-        n += _encode(out, ovs, stream.flush(), queue, size, tb)
-    if queue:
-        raise RuntimeError(f"{src}: {len(queue)} frame(s) were not handed back by the frame processor")
-    out.mux(ovs.encode(None))
-    for oas, copy in audio.values():
-        if not copy:
-            out.mux(oas.encode(None))
+        n += _encode(writer, out, ovs, stream.flush(), queue, size, tb)
+        if queue:
+            raise RuntimeError(f"{src}: {len(queue)} frame(s) were not handed back by the frame processor")
+        writer.put(_mux_encoded, out, ovs, None)
+        for oas, copy in audio.values():
+            if not copy:
+                writer.put(_mux_encoded, out, oas, None)
     return VideoInfo(size[1], size[0], float(rate), n, bool(audio))
 
 
@@ -187,14 +189,58 @@ class _FunctionStream:
         return []
 
 
-def _encode(out, ovs, frames, queue, size, tb) -> int:
+class _Writer:
+    """Encodes and muxes on a thread of its own, in the order given: the encoder (x264, itself
+    threaded) works while the next frame is processed. An error there comes back on the calling
+    thread at the next `put` or on leaving the `with` block; leaving it waits for all put work,
+    or (on an error) only for the item in hand, so the container is never closed under it."""
+
+    def __init__(self, depth: int = 4):
+        self._q: queue_mod.Queue = queue_mod.Queue(depth)  # frames in flight: bounded memory
+        self._error: BaseException | None = None
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name="fiva-video-writer", daemon=True)
+
+    def __enter__(self) -> "_Writer":
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while (item := self._q.get()) is not None:
+            if self._error is None and not self._abort:
+                try:
+                    item[0](*item[1:])
+                except BaseException as e:  # noqa: BLE001  handed to the calling thread
+                    self._error = e
+
+    def _check(self):
+        if self._error is not None:
+            raise self._error
+
+    def put(self, fn, *args):
+        self._check()
+        self._q.put((fn, *args))
+
+    def __exit__(self, exc_type, exc, tb):
+        self._abort = exc_type is not None
+        self._q.put(None)
+        self._thread.join()
+        if exc_type is None:
+            self._check()
+
+
+def _mux_encoded(out, ostream, frame):
+    out.mux(ostream.encode(frame))
+
+
+def _encode(writer: _Writer, out, ovs, frames, queue, size, tb) -> int:
     for rgb in frames:
         rgb = np.ascontiguousarray(rgb)
         if rgb.shape != (*size, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"frames must come back as uint8 {(*size, 3)}, got {rgb.dtype} {rgb.shape}")
         vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         vf.pts, vf.time_base = queue.popleft(), tb
-        out.mux(ovs.encode(vf))
+        writer.put(_mux_encoded, out, ovs, vf)
     return len(frames)
 
 
