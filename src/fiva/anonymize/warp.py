@@ -129,7 +129,7 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0, brow_rise: float = np.inf) -> np.ndarray:
+                   nose_follow: float = 1.0, brow_overshoot: float = np.inf) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
@@ -146,8 +146,8 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     diamond on the nose (liveportrait_d13), and on a third of LFW faces triangles 29-30-31/35
     turned over (`anchor_face.unfold`).
 
-    The brows move along the face's vertical by at most `brow_rise` of the way (1: onto the
-    anchor's brows, no farther): a raised brow moved 1.5x the way down overshoots the anchor's
+    Along the face's vertical the brows go past the anchor's (alpha > 1) by at most
+    `brow_overshoot` eye distances: a raised brow moved 1.5x the way down overshot the anchor's
     most at its inner end, and the brows were drawn as an angry V.
     """
     from ..faces.align import similarity_transform
@@ -160,8 +160,14 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     out[NOSE] -= (nose_follow * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
-    brow = (a[BROWS] - target[BROWS]) @ rot.T * (alpha, min(alpha, brow_rise))  # eye-axis frame
-    out[BROWS] += brow @ rot
+    d = (a[BROWS] - target[BROWS]) @ rot.T  # eye-axis frame
+    if np.isfinite(brow_overshoot) and alpha > 1:
+        iod = float(np.linalg.norm(target[EYE_L].mean(0) - target[EYE_R].mean(0)))
+        past = np.clip((alpha - 1) * d[:, 1], -brow_overshoot * iod, brow_overshoot * iod)
+        d = np.stack([alpha * d[:, 0], d[:, 1] + past], 1)
+    else:
+        d = alpha * d
+    out[BROWS] += d @ rot
     for s in (EYE_L, EYE_R):
         tc, ac = target[s].mean(0), a[s].mean(0)
         tl, al = (target[s] - tc) @ rot.T, (a[s] - ac) @ rot.T  # eye-axis frame
