@@ -59,7 +59,7 @@ class RenderConfig:
     # SFace on every video frame (fallback)
     nose_follow: float = 1.0
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
-    brow_overshoot: float = 0.05  # up or down, the brows go past the anchor's by at most this many eye distances (warp.identity_shape)
+    brow_move: float = float("inf")  # the brows move up or down by at most this many eye distances (warp.identity_shape)
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
     squash_lo: float = 0.15  # bank-face triangles squashed to this share of their area are not drawn
@@ -213,7 +213,7 @@ class AnchorFaceRenderer:
             posed = shape_model().repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
             anchor = anchor + w * (posed - anchor)
         new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow,
-                             self.cfg.brow_overshoot)
+                             self.cfg.brow_move)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move

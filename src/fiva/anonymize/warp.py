@@ -129,7 +129,7 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0, brow_overshoot: float = np.inf) -> np.ndarray:
+                   nose_follow: float = 1.0, brow_move: float = np.inf) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
@@ -146,28 +146,25 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     diamond on the nose (liveportrait_d13), and on a third of LFW faces triangles 29-30-31/35
     turned over (`anchor_face.unfold`).
 
-    Along the face's vertical the brows go past the anchor's (alpha > 1) by at most
-    `brow_overshoot` eye distances: a raised brow moved 1.5x the way down overshot the anchor's
-    most at its inner end, and the brows were drawn as an angry V.
+    Along the face's vertical the brows move by at most `brow_move` eye distances (default: no
+    limit). A large difference in brow height is mostly expression: raised brows moved 1.5x the
+    way down to a bank face's were drawn as an angry V (Alfonso Cuarón, LFW).
     """
     from ..faces.align import similarity_transform
 
     m = similarity_transform(five_points(anchor), five_points(target))
     a = anchor @ m[:, :2].T + m[:, 2]
     out = target.astype(np.float32).copy()
-    for s, f in ((JAW, jaw), (NOSE, 1.0)):
+    for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
         out[s] += f * alpha * (a[s] - target[s])
     out[NOSE] -= (nose_follow * alpha * NOSE_FOLLOW)[:, None] * (a[NOSE_TIP] - target[NOSE_TIP])
     out[NOSE_TIP] = target[NOSE_TIP]
     rot = _rotation(target)
-    d = (a[BROWS] - target[BROWS]) @ rot.T  # eye-axis frame
-    if np.isfinite(brow_overshoot) and alpha > 1:
+    if np.isfinite(brow_move):
         iod = float(np.linalg.norm(target[EYE_L].mean(0) - target[EYE_R].mean(0)))
-        past = np.clip((alpha - 1) * d[:, 1], -brow_overshoot * iod, brow_overshoot * iod)
-        d = np.stack([alpha * d[:, 0], d[:, 1] + past], 1)
-    else:
-        d = alpha * d
-    out[BROWS] += d @ rot
+        d = (out[BROWS] - target[BROWS]) @ rot.T  # eye-axis frame
+        d[:, 1] = np.clip(d[:, 1], -brow_move * iod, brow_move * iod)
+        out[BROWS] = target[BROWS] + d @ rot
     for s in (EYE_L, EYE_R):
         tc, ac = target[s].mean(0), a[s].mean(0)
         tl, al = (target[s] - tc) @ rot.T, (a[s] - ac) @ rot.T  # eye-axis frame
