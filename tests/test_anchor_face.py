@@ -129,6 +129,8 @@ def test_raised_brows_move_down_only_a_little(bank, astronaut_face):
         near[17:27] = placed[17:27] - rot[1] * 0.3 * m * iod
         moved = frame(identity_shape(near, bank.shapes[i], 1.5, brow_move=m))
         assert np.allclose(moved[:, 1] - frame(near)[:, 1], 1.5 * 0.3 * m * iod, atol=1e-3 * iod)
+
+
 @needs_dlib
 def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank, astronaut_face):
     """issue 16 (liveportrait_d13): the nose tip stays the target's while the rest of the nose moved to
