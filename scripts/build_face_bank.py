@@ -78,7 +78,7 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
 # Faces of the shipped bank, clean around the eyes, whose donors' hair shows between 0.35 and 0.6 eye
 # distances above the brows (18's strands reach lower: it is ghosted too), looked at as forehead crops
-# with those lines drawn and as retries' drawings (FARTHER_RENDER) on an open forehead (Alfonso
+# with those lines drawn and as retries' drawings (forehead 0.6) on an open forehead (Alfonso
 # Cuaron, Meryl Streep) at 2x: dark streaks or blotches (5, 14, 18: Cuaron's forehead), hair strands
 # (36, 41, 42, 44, 52, 55), dark patches (38, 60). Their drawings stop at 0.35 (`fringes`;
 # AnchorFaceBank.forehead). Ghosted faces were not reviewed so.

@@ -5,7 +5,8 @@
         [--set alpha=1.0 --set detail=0.5 ...] [--pipeline]
 
 Generator path alone (no verification, no fallback): for each face, the 68 points, Eq. 1 on the
-bank's SFace anchors (as the ITM does), one rendering at native resolution; then
+bank's SFace anchors (as the ITM does), one rendering at native resolution as a photo's first
+drawing (RenderConfig with native.STILL_RENDER, then --set); then
 - dlib distance output-original (YuNet box of the original on both; > 0.6 = someone else), and
   output-donors (the bank face's k donors, from the build's cache in runs/);
 - distinct: dlib distances between outputs of different people; a second rendering of the same
@@ -35,6 +36,7 @@ from fiva.anonymize.frame import Anonymizer, AnonymizeConfig
 from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
 from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
 from fiva.anonymize.in_place import local_finder, render_in_place
+from fiva.anonymize.native import STILL_RENDER
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
 from fiva.faces.detect import match_face
@@ -69,7 +71,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     cv2.setNumThreads(1)
-    cfg = RenderConfig()
+    cfg = RenderConfig(**STILL_RENDER)  # as a photo's drawing
     for kv in a.set:
         k, v = kv.split("=")
         setattr(cfg, k, type(getattr(cfg, k))(v) if not isinstance(getattr(cfg, k), bool) else v.lower() in ("1", "true"))

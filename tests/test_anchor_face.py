@@ -360,7 +360,7 @@ def test_a_retry_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
 
 
 def test_retries_take_ghosted_bank_faces_only_once_no_clean_one_is_left(bank):
-    """A photo's retries draw more of the bank face's forehead (FARTHER_RENDER), and a ghosted
+    """A photo's drawings reach higher up the forehead (STILL_RENDER), and a ghosted
     face's fringe showed as a grey band across the target's forehead (retinaface_img11.jpg): the
     retries go through every clean face near the target's tone before a ghosted one, and still
     reach the ghosted ones (fewer faces pixelated)."""
@@ -820,7 +820,7 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     monkeypatch.setattr(native, "_still_same", lambda *a, **k: len(drawn) < 2)  # the first drawing fails
     anon.anonymize_image(astronaut, d[:1])
     assert list(anon.outcomes) == ["generated"] and anon.stats["retried"] == 1
-    cfg = anon.generator.renderer.cfg
+    cfg = anon.generator.renderer.cfg  # a video frame's drawing, less VIDEO_RENDER's changes
     assert drawn == [(drawn[0][0], cfg.eye_margin, cfg.alpha),
                      (drawn[0][0], native.RETRY_RENDER["eye_margin"], native.RETRY_RENDER["alpha"])]
     assert native.RETRY_RENDER["eye_margin"] < cfg.eye_margin and native.RETRY_RENDER["alpha"] > cfg.alpha
@@ -838,9 +838,42 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     assert len(set(faces)) == native.STILL_RETRIES + 1
     assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
     assert all(j == native.RETRY_RENDER["jaw"] for j in jaws[1:])
-    # the same bank face with the first drawing's reach, the others' foreheads taller
-    assert reach[:2] == [cfg.forehead] * 2 and all(f == native.FARTHER_RENDER["forehead"] > cfg.forehead for f in reach[2:])
+    # every drawing of a photo reaches as high up the forehead (a video frame's less far)
+    assert reach == [native.STILL_RENDER["forehead"]] * len(reach) and native.STILL_RENDER["forehead"] > cfg.forehead
     assert not np.array_equal(out, astronaut)
+
+
+@needs_dlib
+def test_only_a_photos_drawing_reaches_higher_up_the_forehead(astronaut, monkeypatch, tmp_path):
+    """STILL_RENDER is for photos: a video frame keeps the shorter reach (a bank face's hair blotched
+    a talking head's temples), and a swap draws its source's face as SWAP_RENDER says."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+    from fiva.anonymize.source_face import SWAP_RENDER
+
+    reach = []
+    search = native._search
+
+    def spy(renderer, *args, **kwargs):
+        reach.append(renderer.cfg.forehead)
+        return search(renderer, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_search", spy)
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    d = anon.detect(astronaut)[:1]
+    anon.anonymize_frame(astronaut, d, np.array([0]))
+    assert reach and set(reach) == {anon.generator.renderer.cfg.forehead} and reach[0] < native.STILL_RENDER["forehead"]
+    reach.clear()
+    anon.reset()
+    anon.anonymize_image(astronaut, d)
+    assert reach and set(reach) == {native.STILL_RENDER["forehead"]}
+    reach.clear()
+    from fiva.io import write_image
+
+    write_image(tmp_path / "source.png", astronaut)
+    swap = Anonymizer(generator="anchor-face", identity="swap", swap_source=str(tmp_path / "source.png"), progress=False)
+    swap.anonymize_image(astronaut, d)
+    assert reach == [SWAP_RENDER.forehead] and SWAP_RENDER.forehead != native.STILL_RENDER["forehead"]
 
 
 @needs_dlib
@@ -963,10 +996,11 @@ def test_a_near_frontal_face_draws_the_bank_face_unturned(bank, astronaut_face):
         assert np.abs(everywhere.new_shape(target, i) - off.new_shape(target, i)).max() > 1.0  # pixels
 
 
-def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut, astronaut_face):
-    """A photo's retry on another bank face (FARTHER_RENDER) draws the bank face's forehead higher
-    above the brows than the first drawing reaches (the target's own forehead feeds SFace), there
-    only where both faces show skin (`skin_band`, whose test of a fringe or cap is test_swap's)."""
+def test_a_photos_drawing_reaches_higher_up_the_forehead_than_a_video_frames(bank, astronaut, astronaut_face):
+    """A photo's drawing (STILL_RENDER) draws the bank face's forehead higher above the brows than
+    a video frame's (the target's own forehead feeds SFace; on a talking head the bank faces' hair
+    blotched the temples), there only where both faces show skin (`skin_band`, whose test of a
+    fringe or cap is test_swap's)."""
     from dataclasses import replace
 
     from fiva.anonymize import native
@@ -974,22 +1008,22 @@ def test_a_retry_on_another_bank_face_draws_more_of_the_forehead(bank, astronaut
 
     _, shape = astronaut_face
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
-    first = RenderConfig()
-    retry = AnchorFaceRenderer(bank, replace(first, **native.FARTHER_RENDER))
-    assert retry.cfg.forehead > first.forehead and 0 < retry.cfg.skin_band < first.forehead
-    # the same drawing (geometry, eyes) with the first drawing's forehead reach
-    short = AnchorFaceRenderer(bank, replace(retry.cfg, forehead=first.forehead, skin_band=0.0))
-    top = retry.new_shape(shape, 0)[17:27, 1].min()  # the drawn brows' top
+    video = replace(RenderConfig(), **native.VIDEO_RENDER)
+    photo = AnchorFaceRenderer(bank, replace(RenderConfig(), **native.STILL_RENDER))
+    assert photo.cfg.forehead > video.forehead and 0 < photo.cfg.skin_band < video.forehead
+    # the same drawing (geometry, eyes) with a video frame's forehead reach
+    short = AnchorFaceRenderer(bank, replace(photo.cfg, forehead=video.forehead, skin_band=0.0))
+    top = photo.new_shape(shape, 0)[17:27, 1].min()  # the drawn brows' top
     cx, w = int(shape[27, 0]), int(0.3 * iod)
-    a, b = (r.render(astronaut, shape, 0)[:, cx - w:cx + w].astype(int) for r in (retry, short))
-    band = slice(int(top - 0.5 * iod), int(top - 0.4 * iod))  # beyond the first reach's feather
+    a, b = (r.render(astronaut, shape, 0)[:, cx - w:cx + w].astype(int) for r in (photo, short))
+    band = slice(int(top - 0.5 * iod), int(top - 0.4 * iod))  # beyond the shorter reach's feather
     assert np.abs(a[band] - b[band]).mean() > 8
-    assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the retry's reach
+    assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the photo's reach
 
 
 def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face):
     """Bank faces whose donors' fringe starts low (`AnchorFaceBank.forehead`, reviewed by eye) are
-    drawn only up to their own reach, also by a retry's taller forehead: bank face 18's fringe was
+    drawn only up to their own reach, also by a photo's taller forehead: bank face 18's fringe was
     drawn as streaks across Alfonso Cuaron's forehead."""
     from dataclasses import replace
 
@@ -1002,12 +1036,12 @@ def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face
     i = 0
     unlimited, fringed = replace(bank, forehead=None), replace(bank, forehead=np.full(len(bank), np.inf, np.float32))
     fringed.forehead[i] = 0.35
-    cfg = replace(RenderConfig(), **native.FARTHER_RENDER)
+    cfg = replace(RenderConfig(), **native.STILL_RENDER)
     tall = AnchorFaceRenderer(unlimited, cfg).render(astronaut, shape, i)
     stopped = AnchorFaceRenderer(fringed, cfg).render(astronaut, shape, i)
     assert np.array_equal(stopped, AnchorFaceRenderer(unlimited, replace(cfg, forehead=0.35)).render(astronaut, shape, i))
     assert not np.array_equal(stopped, tall)
-    # the other faces keep the retry's reach
+    # the other faces keep the photo's reach
     assert np.array_equal(AnchorFaceRenderer(fringed, cfg).render(astronaut, shape, 1),
                           AnchorFaceRenderer(unlimited, cfg).render(astronaut, shape, 1))
 

@@ -60,7 +60,7 @@ class AnchorFaceBank:
     ghost: np.ndarray | None = None
     # [N] float32: how far above the brows (eye distances) a drawing of the bank face may reach:
     # where its donors' fringe starts (reviewed by eye, scripts/build_face_bank.py `fringes`). A
-    # retry's taller forehead (native.FARTHER_RENDER, 0.6) stops there; None or inf: no limit
+    # photo's taller forehead (native.STILL_RENDER, 0.6) stops there; None or inf: no limit
     forehead: np.ndarray | None = None
 
     def __len__(self) -> int:

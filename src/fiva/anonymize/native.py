@@ -26,7 +26,10 @@ from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 from .in_place import draw_in_place, fit_error, local_finder
 from .masks import ramp
 
-DLIB_MATCH = 0.6
+# a photo's drawing must lie farther than this from its original by dlib (its "same person"
+# distance is 0.6): faces drawn after it reach into its box (a crowd's neighbours), and on the
+# finished image drawings passed at 0.60-0.62 read 0.599-0.619 (crowd_selfie.jpg, crowd_retinaface_img3.jpg)
+DLIB_MATCH = 0.62
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
 SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
 _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
@@ -65,15 +68,16 @@ VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3}
 # astronaut, a smile and an outline. 80 LFW photos, jaw 0.5 / 1.0: 49 / 51 drawn; 1.0 drew wide,
 # puffy lower faces on the wild portraits (retinaface_img11, Paul Rudd), 0.75 less so.
 RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75, "jaw": 0.75}
-# A photo's retries on other bank faces also draw the bank face's forehead up to 0.6 eye distances
-# above the brows (0.35 before), beyond 0.2 only where both faces show skin (RenderConfig.skin_band:
-# a fringe or cap stays in front): the target's own brow ridge and forehead feed SFace too. 80 LFW
-# photos, faces drawn 35 -> 49 (the first retry so too: 49; the first alone: 38; from the first
-# drawing on: 48, the bank faces' averaged hairlines then on faces that passed anyway, bald heads
-# among them; 0.8 eye distances: 56, with dark forehead patches and seams). Not on video: drawn so, a
-# close talking head (liveportrait_d3) passed 294 frames instead of 130, with brown blotches of
-# the bank face's hair over the forehead and temples.
-FARTHER_RENDER = {**RETRY_RENDER, "forehead": 0.6, "skin_band": 0.2}
+# A photo's drawings (the first and its retries) draw the bank face's forehead up to 0.6 eye
+# distances above the brows (video frames and swaps: 0.35), beyond 0.2 only where both faces show
+# skin (RenderConfig.skin_band: a fringe or cap stays in front): the target's own brow ridge and
+# forehead feed SFace too. First on retries on other bank faces only (80 LFW photos, faces drawn
+# 35 -> 49; 0.8 eye distances: 56, with dark forehead patches and seams); from the first drawing
+# on since bank faces' low fringes are not drawn (`AnchorFaceBank.forehead`): 200 LFW photos,
+# 103 -> 110 of 260 drawn, the first drawing alone passing SFace 39.0% -> 48.5%. Not on video:
+# drawn so, a close talking head (liveportrait_d3) passed 294 frames instead of 130, with brown
+# blotches of the bank face's hair over the forehead and temples.
+STILL_RENDER = {"forehead": 0.6, "skin_band": 0.2}
 VIDEO_RETRY_RENDER = {**VIDEO_RENDER, **RETRY_RENDER}
 
 
@@ -223,7 +227,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     pass); None when none is left. Without the tone, 17% of 200 LFW faces' first retries took a
     bank face more than 60 from the target's lightness (Eq. 1: none), drawn grey or with a cast.
     Ghosted bank faces (`AnchorFaceBank.ghost`) only once no clean one is left in that pool: a
-    retry's FARTHER_RENDER draws more of the forehead, and a donor's fringe there was drawn as a
+    photo's drawing reaches 0.6 eye distances up the forehead (STILL_RENDER), and a donor's fringe there was drawn as a
     grey band across a woman's forehead (retinaface_img11.jpg, bank face 39).
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
@@ -317,8 +321,9 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     bank, renderer = anon.generator.bank, anon.generator.renderer
     if not still:
         renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **VIDEO_RENDER))
+    elif anon.cfg.identity != "swap":  # a swap draws its source's face as `SWAP_RENDER` says
+        renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **STILL_RENDER))
     retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **(RETRY_RENDER if still else VIDEO_RETRY_RENDER)))
-    farther_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **FARTHER_RENDER)) if still else retry_renderer
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
@@ -394,7 +399,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 failed[i], tried = True, [index]
                 for k in range(STILL_RETRIES + 1 if still else 2):
                     # the first retry redraws the same bank face with less of the target (RETRY_RENDER),
-                    # a photo's others draw more of the bank face's forehead too (FARTHER_RENDER)
+                    # the others other bank faces so
                     pick = index if k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
                                                                          descriptors.get(i), tones.get(i))
                     if pick is None:
@@ -405,11 +410,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     index = pick
                     z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                    again = retry_renderer if k == 0 else farther_renderer
-                    drawn, nudge = _search(again, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
+                    drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:
-                        lessened[i], r = True, again
+                        lessened[i], r = True, retry_renderer
                         break
                     drawn.lift(out)
                 if not failed[i] and keys[i] is not None and (known is None or keys[i] >= known):
