@@ -877,6 +877,35 @@ def test_only_a_photos_drawing_reaches_higher_up_the_forehead(astronaut, monkeyp
 
 
 @needs_dlib
+def test_a_drawn_face_dlib_still_recognises_on_the_finished_photo_is_obfuscated(astronaut, monkeypatch, tmp_path):
+    """Faces drawn after a face reach into its box (a crowd's neighbours), so dlib looks again at
+    every drawn face on the finished photo: one it still takes for its original is obfuscated,
+    whatever its own check read. A swap is not verified, so not so."""
+    from fiva import Anonymizer
+    from fiva.anonymize import frame, native
+
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    d = anon.detect(astronaut)[:1]
+    drawn = anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["generated"] and anon.stats["verify_finished"] == 0
+    monkeypatch.setattr(native, "DLIB_MATCH", 0.0)  # the drawing's own check passes it ...
+    monkeypatch.setattr(frame, "DLIB_MATCH", 10.0)  # ... and dlib recognises it on the finished photo
+    anon.reset()
+    out = anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["verify"] and anon.stats["verify_finished"] == 1
+    x1, y1, x2, y2 = d.boxes[0].astype(int)
+    face = out[y1:y2, x1:x2].astype(int)
+    assert np.abs(face - drawn[y1:y2, x1:x2]).mean() > 5  # not the drawing
+    assert len(np.unique(face.reshape(-1, 3), axis=0)) < 0.1 * face.shape[0] * face.shape[1]  # pixelated blocks
+    from fiva.io import write_image
+
+    write_image(tmp_path / "source.png", astronaut)
+    swap = Anonymizer(generator="anchor-face", identity="swap", swap_source=str(tmp_path / "source.png"), progress=False)
+    swap.anonymize_image(astronaut, d)
+    assert list(swap.outcomes) == ["generated"] and swap.stats["verify_finished"] == 0
+
+
+@needs_dlib
 def test_a_drawing_within_the_verify_margin_is_sent_back(astronaut):
     """SFace verification on photos wants the drawing beyond threshold + verify_margin from its original
     (another photo of the person can be nearer the drawing than the one it replaces): a drawing whose
