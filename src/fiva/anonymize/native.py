@@ -28,7 +28,8 @@ from .masks import ramp
 
 # a photo's drawing must lie farther than this from its original by dlib (its "same person"
 # distance is 0.6): faces drawn after it reach into its box (a crowd's neighbours), and on the
-# finished image drawings passed at 0.60-0.62 read 0.599-0.619 (crowd_selfie.jpg, crowd_retinaface_img3.jpg)
+# finished image drawings passed at 0.60-0.62 read 0.599-0.619 (crowd_selfie.jpg,
+# crowd_retinaface_img3.jpg); `Anonymizer` looks again there
 DLIB_MATCH = 0.62
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
 SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
@@ -69,7 +70,7 @@ VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3}
 # puffy lower faces on the wild portraits (retinaface_img11, Paul Rudd), 0.75 less so.
 RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75, "jaw": 0.75}
 # A photo's drawings (the first and its retries) draw the bank face's forehead up to 0.6 eye
-# distances above the brows (video frames and swaps: 0.35), beyond 0.2 only where both faces show
+# distances above the brows (video frames: 0.35; swaps: SWAP_RENDER), beyond 0.2 only where both faces show
 # skin (RenderConfig.skin_band: a fringe or cap stays in front): the target's own brow ridge and
 # forehead feed SFace too. First on retries on other bank faces only (80 LFW photos, faces drawn
 # 35 -> 49; 0.8 eye distances: 56, with dark forehead patches and seams); from the first drawing
@@ -227,8 +228,9 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     pass); None when none is left. Without the tone, 17% of 200 LFW faces' first retries took a
     bank face more than 60 from the target's lightness (Eq. 1: none), drawn grey or with a cast.
     Ghosted bank faces (`AnchorFaceBank.ghost`) only once no clean one is left in that pool: a
-    photo's drawing reaches 0.6 eye distances up the forehead (STILL_RENDER), and a donor's fringe there was drawn as a
-    grey band across a woman's forehead (retinaface_img11.jpg, bank face 39).
+    photo's drawing reaches 0.6 eye distances up the forehead (STILL_RENDER), and a donor's
+    fringe there was drawn as a grey band across a woman's forehead (retinaface_img11.jpg, bank
+    face 39).
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
     outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
