@@ -799,7 +799,8 @@ def test_eye_coherence_tells_donors_whose_eyes_line_up_from_a_ghost():
 def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first(astronaut, monkeypatch):
     """A drawing verification sends back (nearly always SFace still matching: the target's lids and
     lashes kept) is drawn again with the same bank face and RETRY_RENDER (no lid margin, geometry
-    moved further), then on STILL_RETRIES other bank faces so drawn; all fail: the fallback."""
+    moved further), then on STILL_RETRIES other bank faces so drawn; all fail, and the bank face
+    drawn in full fails too: the fallback."""
     from fiva import Anonymizer
     from fiva.anonymize import native
 
@@ -832,14 +833,15 @@ def test_a_photos_retry_redraws_the_same_bank_face_with_less_of_the_target_first
     anon = Anonymizer(generator="anchor-face", progress=False)
     monkeypatch.setattr(native, "_still_same", lambda *a, **k: True)  # every drawing fails
     out = anon.anonymize_image(astronaut, d[:1])
-    assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == native.STILL_RETRIES + 1
-    faces = [f for f, *_ in drawn]
+    assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == native.STILL_RETRIES + 1 + native.FULL_RETRIES
+    retries = native.STILL_RETRIES + 2  # the first drawing and its retries; then the bank face in full (test below)
+    faces = [f for f, *_ in drawn[:retries]]
     assert faces[1] == faces[0]  # the same bank face first, then others
     assert len(set(faces)) == native.STILL_RETRIES + 1
-    assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:])
-    assert all(j == native.RETRY_RENDER["jaw"] for j in jaws[1:])
+    assert all(m == native.RETRY_RENDER["eye_margin"] for _, m, _ in drawn[1:retries])
+    assert all(j == native.RETRY_RENDER["jaw"] for j in jaws[1:retries])
     # every drawing of a photo reaches as high up the forehead (a video frame's less far)
-    assert reach == [native.STILL_RENDER["forehead"]] * len(reach) and native.STILL_RENDER["forehead"] > cfg.forehead
+    assert reach[:retries] == [native.STILL_RENDER["forehead"]] * retries and native.STILL_RENDER["forehead"] > cfg.forehead
     assert not np.array_equal(out, astronaut)
 
 
@@ -937,7 +939,7 @@ def test_a_drawing_within_the_verify_margin_is_sent_back(astronaut):
     anon.reset(seed=0)
     retried = anon.stats["retried"]
     anon.anonymize_image(astronaut, d)
-    assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == retried + native.STILL_RETRIES + 1
+    assert list(anon.outcomes) == ["verify"] and anon.stats["retried"] == retried + native.STILL_RETRIES + 1 + native.FULL_RETRIES
 
 
 @needs_dlib
@@ -1124,3 +1126,94 @@ def test_sunglasses_stay_and_bare_eyes_are_not_taken_for_them(bank, astronaut, a
     assert np.array_equal(kept[cheeks], over[cheeks])  # nothing else changes
     bare = AnchorFaceRenderer(bank, cfg).render(astronaut, shape, 0)
     assert np.array_equal(bare, AnchorFaceRenderer(bank, RenderConfig(lenses=0.0)).render(astronaut, shape, 0))
+
+
+def test_a_grey_photo_gets_a_grey_face_defense_noise_and_all(astronaut):
+    """A black-and-white photo stays black and white: neither the drawn face (the bank face's own
+    tints) nor the defense's noise on it (drawn per channel) may colour it; both did on
+    tom_hanks.png (coloured specks)."""
+    import cv2
+
+    from fiva import Anonymizer
+
+    grey = np.repeat(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    assert anon.cfg.defense == "noise"  # the default
+    out = anon.anonymize_image(grey)
+    assert list(anon.outcomes) == ["generated"]
+    assert (out != grey).any(2).sum() > 5000  # a face was drawn
+    assert (out.max(2) == out.min(2)).all()
+
+
+@needs_dlib
+def test_dlib_reads_each_original_face_once_per_photo(astronaut):
+    """dlib (~0.1 s a face) reads a photo's original face once: the bank's sex prediction,
+    verification and the finished-photo look share it (each embedded it again)."""
+    from fiva import Anonymizer
+
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    originals = []
+    for dlib in {id(anon._dlib): anon._dlib, id(anon.generator._dlib): anon.generator._dlib}.values():
+        embed = dlib.embed
+
+        def spy(img, box, embed=embed):
+            if np.array_equal(img, astronaut):
+                originals.append(tuple(box))
+            return embed(img, box)
+
+        dlib.embed = spy
+    anon.anonymize_image(astronaut)
+    assert list(anon.outcomes) == ["generated"]
+    assert len(originals) == 1
+
+
+def test_a_photo_face_every_retry_fails_gets_the_bank_face_in_full_before_the_fallback(astronaut, monkeypatch):
+    """A photo's face whose drawing and every retry still match the original is drawn with the bank
+    face in full (FULL_RENDER: its eyes, none of the target's fine detail, more of the jaw and
+    forehead), on the ITM's bank face first, then the farthest retried; only then pixelated. A video
+    frame's face goes to the fallback after its retry: the bank face's own eyes would not follow."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+
+    drawn = []  # (bank face, its RenderConfig) of each search
+    search = native._search
+
+    def spy(renderer, out, shape, index, *args, **kwargs):
+        drawn.append((index, renderer.cfg))
+        return search(renderer, out, shape, index, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_search", spy)
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    d = anon.detect(astronaut)[:1]
+    before = native.STILL_RETRIES + 2  # the first drawing and its retries
+    # everything before the bank face in full fails, the second drawing in full passes
+    monkeypatch.setattr(native, "_still_same", lambda *a, **k: len(drawn) < before + 2)
+    out = anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["generated"] and anon.stats["full"] == 1
+    assert len(drawn) == before + 2
+    (first, _), (farthest, _) = drawn[0], drawn[2]  # the ITM's bank face; the first other one, the farthest
+    assert [f for f, _ in drawn[before:]] == [first, farthest]
+    for _, cfg in drawn[before:]:
+        assert cfg.keep_eyes == 0 and cfg.detail == 0 and cfg.eye_margin == 0 and cfg.jaw > drawn[0][1].jaw
+        assert cfg.alpha == drawn[0][1].alpha  # the retries' 1.75 drew caricatures once the eyes were the bank face's too
+        assert cfg.forehead > native.STILL_RENDER["forehead"]
+        assert cfg.keep_mouth == drawn[0][1].keep_mouth  # an open mouth stays open
+    for _, cfg in drawn[:before]:
+        assert cfg.keep_eyes > 0 and cfg.detail > 0  # before: the target's eyes and detail
+    assert not np.array_equal(out, astronaut)
+    _, fakes = anon.itm.pairs()
+    assert anon.generator.bank.index_of(fakes[0]) == farthest  # the person keeps the face that passed
+    # a head turned further than FULL_MAX_YAW: pixelated rather than smeared
+    drawn.clear()
+    monkeypatch.setattr(native, "FULL_MAX_YAW", 0.0)
+    anon.reset()
+    anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["verify"] and len(drawn) == before
+
+    # a video frame: the first drawing and its two retries (the same bank face, another), then the fallback
+    drawn.clear()
+    anon = Anonymizer(generator="anchor-face", progress=False)
+    monkeypatch.setattr(native, "_still_same", lambda *a, **k: True)
+    anon.anonymize_frame(astronaut, d, tracks=np.array([0]), still=False)
+    assert list(anon.outcomes) == ["verify"] and len(drawn) == 3
+    assert all(cfg.keep_eyes > 0 for _, cfg in drawn)

@@ -314,6 +314,8 @@ class AnchorFaceRenderer:
             fine = mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale)
             keep = detail_weight(cfg, src_mesh, dst_mesh, tris, (sx0, sy0), (h, w), iod)
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
+        if (mf[..., 0] == mf[..., 1]).all() and (mf[..., 1] == mf[..., 2]).all():
+            anchor[...] = anchor.mean(2, keepdims=True)  # a grey photo gets a grey face, not the bank face's tints
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
         if f == 1:
             m = blend_mask(cfg, new, (sx0, sy0, sx1, sy1), (h, w), squashed=(a_mesh, n_mesh, tris), anchor_open=anchor_open)

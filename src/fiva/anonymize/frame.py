@@ -144,6 +144,7 @@ class Anonymizer:
         self.detector = FaceDetector(score_threshold=cfg.score_threshold)
         self.generator = None
         self._dlib = None
+        self._originals: dict[tuple, np.ndarray] = {}  # dlib's descriptors of this frame's faces (original_descriptor)
         self._tracks: dict[int, dict] = {}
         self.outcomes = np.zeros(0, dtype=object)  # per face of the last frame: what happened to it
         self._outline = None  # faces/region.py FaceOutline, made on first use
@@ -240,6 +241,7 @@ class Anonymizer:
         Afterwards `outcomes` says per face what happened: "generated", a baseline method, a
         fallback reason ("small", "unsure", "verify", ...), "kept" (--keep/--only) or "rejected"."""
         _check_rgb(rgb)
+        self._originals.clear()
         self.stats["faces"] += len(dets)
         self.outcomes = np.full(len(dets), "generated", dtype=object)
         idx = np.arange(len(dets))  # where the faces still in play sit in `outcomes`
@@ -304,9 +306,18 @@ class Anonymizer:
         self.stats["generated"] += len(dets) - len(bad)
         return out
 
+    def original_descriptor(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """dlib's descriptor of the face in `box` of the frame being anonymized (`rgb`), embedded once
+        per frame and face (in memory only, gone with the next frame): the bank's sex prediction,
+        verification, the finished-photo look and the stronger fallback all compare with it."""
+        key = tuple(np.asarray(box, np.float64).round(3))
+        if key not in self._originals:
+            self._originals[key] = self._dlib.embed(rgb, box)
+        return self._originals[key]
+
     def _recognised(self, rgb: np.ndarray, out: np.ndarray, box: np.ndarray) -> bool:
         """dlib still takes the face in `box` of `out` for the one in `rgb` (within DLIB_MATCH)."""
-        return bool(np.linalg.norm(self._dlib.embed(rgb, box) - self._dlib.embed(out, box)) < DLIB_MATCH)
+        return bool(np.linalg.norm(self.original_descriptor(rgb, box) - self._dlib.embed(out, box)) < DLIB_MATCH)
 
     def _fallback(self, rgb: np.ndarray, out: np.ndarray, dets: Detections, idx: list[int], still: bool) -> np.ndarray:
         """The fallback obfuscation on faces `idx`. On photos, with dlib, a face it still recognises

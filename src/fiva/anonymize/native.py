@@ -3,8 +3,8 @@
 The same contract as `network.generate_network` for the 112 px generators: identities from the ITM
 (Eq. 1 on the bank's own anchors), per-track reuse between re-checks, verification with retries
 (the same bank face with less of the target, then other bank faces: photos STILL_RETRIES, with
-more of the forehead, video frames 1, `farther_anchor`), and per face whether it failed (the
-caller obfuscates those). What differs is
+more of the forehead, video frames 1, `farther_anchor`; last, on photos, the bank face in full),
+and per face whether it failed (the caller obfuscates those). What differs is
 the drawing: 68 points per face (smoothed along a track, in the face's own frame so head motion
 is not smoothed away), then `render_in_place` (the renderer, and more renderings with the
 texture shifted when YuNet finds the drawn face's points off) on the frame itself, face after face.
@@ -20,6 +20,7 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
+from ..faces.landmarks68 import yaw_share
 from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
@@ -80,6 +81,22 @@ RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75, "jaw": 0.75}
 # blotches of the bank face's hair over the forehead and temples.
 STILL_RENDER = {"forehead": 0.6, "skin_band": 0.2}
 VIDEO_RETRY_RENDER = {**VIDEO_RENDER, **RETRY_RENDER}
+# A photo's last tries before the fallback draw the bank face in full: its eyes (gaze and lids
+# are the bank face's), none of the target's fine detail, no lid margin, the jaw moved by 0.75 of
+# alpha, the forehead up to 0.8 eye distances; an open mouth stays the target's, as on any
+# drawing. First on the ITM's bank face, then on the retries' others, farthest first
+# (FULL_RETRIES drawings). Only faces every other try failed get it, and only heads turned up to
+# FULL_MAX_YAW (landmarks68.yaw_share): a different person with the bank face's gaze is worth more
+# to a user than a pixelated face, a smeared one is not. 200 LFW photos (279 faces found): 108
+# drawn -> 130. Looked at, by the faces drawn so: with the retries' alpha 1.75 and the whole jaw,
+# 139, a third of the 30 twisted or smeared (squinting eyes, a dark-skinned man); alpha 1.5 fewer
+# (these settings); a forehead of 0.6, 121; 2 drawings, not 4, 128 (with alpha 1.75); the open
+# mouth not kept either, +11 (the expression lost: not taken); the two most turned heads
+# (yaw 0.27, 0.32) smeared. Some still show a band where the bank face's forehead meets the
+# target's hairline. Not on video: the bank face's own eyes would not follow the speaker's.
+FULL_RENDER = {"eye_margin": 0.0, "jaw": 0.75, "keep_eyes": 0.0, "detail": 0.0, "forehead": 0.8}
+FULL_RETRIES = 4
+FULL_MAX_YAW = 0.25
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -185,7 +202,7 @@ def _target(anon, rgb: np.ndarray, box: np.ndarray, track) -> tuple[int | None, 
     key = None if track is None else ("sex", int(track))
     if key is not None and key in anon._tracks:
         return anon._tracks[key]
-    d = anon.generator.descriptor(rgb, box)
+    d = anon.original_descriptor(rgb, box) if anon._dlib is not None else anon.generator.descriptor(rgb, box)
     got = anon.generator.bank.predict_sex(d), d
     if key is not None:
         anon._tracks[key] = got
@@ -211,7 +228,7 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         box = det.boxes[0]
         if original is None:
-            original = anon._dlib.embed(rgb, box)
+            original = anon.original_descriptor(rgb, box)
         if float(np.linalg.norm(original - anon._dlib.embed(out, box))) < DLIB_MATCH:
             anon.stats["verify_dlib"] += 1
             return True
@@ -272,7 +289,7 @@ def _iod(kps: np.ndarray) -> float:
 
 def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
     """The `noise` defense on the pixels `drawn` changed in `img` (in place): U(-eps, eps) on a
-    fraction p of them. Each pixel of the drawing's box is picked with probability p (positions
+    fraction p of them, the same on all three channels where the photo is grey. Each pixel of the drawing's box is picked with probability p (positions
     drawn directly, ~p x the box's pixels of them), and kept where the drawing changed it: a
     whole-frame pass per face cost more than the drawing on a crowded 1080p frame."""
     view = drawn.view(img)
@@ -286,6 +303,8 @@ def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
     changed = np.any(view[ys, xs] != drawn.under[ys, xs], axis=1)
     ys, xs = ys[changed], xs[changed]
     noise = (torch.rand((len(ys), 3), generator=gen).numpy() * 2 - 1) * anon.cfg.defense_eps * 255
+    if (drawn.under == drawn.under[..., :1]).all():
+        noise[:] = noise[:, :1]  # a grey photo (the face's box), grey noise: coloured specks would show on it
     view[ys, xs] = np.clip(view[ys, xs].astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
@@ -326,6 +345,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     elif anon.cfg.identity != "swap":  # a swap draws its source's face as `SWAP_RENDER` says
         renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **STILL_RENDER))
     retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **(RETRY_RENDER if still else VIDEO_RETRY_RENDER)))
+    full_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **FULL_RENDER))
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
     z_a, z_id = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
@@ -418,6 +438,19 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                         lessened[i], r = True, retry_renderer
                         break
                     drawn.lift(out)
+                if failed[i] and still and anon.cfg.identity != "swap" and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
+                    # the last tries: the bank face in full, the ITM's first, then the farthest retried
+                    for pick in tried[:FULL_RETRIES]:
+                        index = pick
+                        z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
+                        anon.stats["retried"] += 1
+                        drawn, nudge = _search(full_renderer, out, shapes[i], index, kps, find, tries, None, still, landmarker=lmk)
+                        failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
+                        if not failed[i]:
+                            anon.stats["full"] += 1
+                            r = full_renderer
+                            break
+                        drawn.lift(out)
                 if not failed[i] and keys[i] is not None and (known is None or keys[i] >= known):
                     # a person new in this frame takes the face that passed; one the ITM knew
                     # before (an earlier frame, file or run) keeps theirs, this photo aside

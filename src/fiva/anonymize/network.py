@@ -143,7 +143,7 @@ def still_same(anon, rgb, dets, mats, x_a, m, x_hat, z_id, still) -> np.ndarray:
     same |= ~anon._in_place(rgb, out, dets, still)
     if anon._dlib is not None and (still or anon.cfg.verify is True):
         for i in np.flatnonzero(~same):
-            d = np.linalg.norm(anon._dlib.embed(rgb, dets.boxes[i]) - anon._dlib.embed(out, dets.boxes[i]))
+            d = np.linalg.norm(anon.original_descriptor(rgb, dets.boxes[i]) - anon._dlib.embed(out, dets.boxes[i]))
             same[i] = d < DLIB_MATCH
     return same
 
