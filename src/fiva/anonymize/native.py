@@ -289,9 +289,10 @@ def _iod(kps: np.ndarray) -> float:
 
 def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
     """The `noise` defense on the pixels `drawn` changed in `img` (in place): U(-eps, eps) on a
-    fraction p of them, the same on all three channels where the photo is grey. Each pixel of the drawing's box is picked with probability p (positions
-    drawn directly, ~p x the box's pixels of them), and kept where the drawing changed it: a
-    whole-frame pass per face cost more than the drawing on a crowded 1080p frame."""
+    fraction p of them, the same on all three channels where the photo is grey. Each pixel of the
+    drawing's box is picked with probability p (positions drawn directly, ~p x the box's pixels of
+    them), and kept where the drawing changed it: a whole-frame pass per face cost more than the
+    drawing on a crowded 1080p frame."""
     view = drawn.view(img)
     h, w = view.shape[:2]
     gen = anon._rng
@@ -438,7 +439,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                         lessened[i], r = True, retry_renderer
                         break
                     drawn.lift(out)
-                if failed[i] and still and anon.cfg.identity != "swap" and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
+                if failed[i] and still and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
                     # the last tries: the bank face in full, the ITM's first, then the farthest retried
                     for pick in tried[:FULL_RETRIES]:
                         index = pick
