@@ -1148,12 +1148,14 @@ def test_a_grey_photo_gets_a_grey_face_defense_noise_and_all(astronaut):
 @needs_dlib
 def test_dlib_reads_each_original_face_once_per_photo(astronaut):
     """dlib (~0.1 s a face) reads a photo's original face once: the bank's sex prediction,
-    verification and the finished-photo look share it (each embedded it again)."""
+    verification and the finished-photo look share it (each embedded it again), with one
+    evaluator (the generator's and the pipeline's were loaded apart)."""
     from fiva import Anonymizer
 
     anon = Anonymizer(generator="anchor-face", progress=False)
+    assert anon._dlib is anon.generator.dlib  # one evaluator, loaded once
     originals = []
-    for dlib in {id(anon._dlib): anon._dlib, id(anon.generator._dlib): anon.generator._dlib}.values():
+    for dlib in {id(anon._dlib): anon._dlib, id(anon.generator.dlib): anon.generator.dlib}.values():
         embed = dlib.embed
 
         def spy(img, box, embed=embed):

@@ -394,11 +394,11 @@ class AnchorFaceGenerator(torch.nn.Module):
         self.bank = bank
         self.renderer = AnchorFaceRenderer(bank, config)
         self.landmarker = Landmarker68()
-        self._dlib = DlibEvaluator()
+        self.dlib = DlibEvaluator()  # the bank's sex prediction; `Anonymizer` verifies with it too
 
     def descriptor(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         """dlib's descriptor of a face: what the bank's sex classifier reads (in memory only)."""
-        return self._dlib.embed(rgb, box)
+        return self.dlib.embed(rgb, box)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None):
         """x [B,3,S,S] in [-1,1], z [B,128] unit -> x_a, m [B,1,S,S], x_hat (= x_a: outside the

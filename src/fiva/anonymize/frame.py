@@ -165,8 +165,8 @@ class Anonymizer:
             self.itm = IdentityTrackingModule(anchors, threshold=cfg.threshold)
             size = self.generator.resolution
             self._paste_feather = torch.from_numpy(feather_mask(size, 0.06))
-            if cfg.verify is not False:
-                self._dlib = _try_dlib(required=cfg.verify is True)
+            if cfg.verify is not False:  # the generator's own evaluator when it has one (anchor-face): loaded once
+                self._dlib = getattr(self.generator, "dlib", None) or _try_dlib(required=cfg.verify is True)
         self._rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._attack = None
         if cfg.defense == "fgsm":
