@@ -1,4 +1,5 @@
 """The anchor-face bank and renderer: storage, geometry, what stays untouched, and the pipeline."""
+import cv2
 import numpy as np
 import pytest
 
@@ -1210,6 +1211,14 @@ def test_a_photo_face_every_retry_fails_gets_the_bank_face_in_full_before_the_fa
     monkeypatch.setattr(native, "FULL_MAX_YAW", 0.0)
     anon.reset()
     anon.anonymize_image(astronaut, d)
+    assert list(anon.outcomes) == ["verify"] and len(drawn) == before
+    # a face drawn larger than the bank's texture holds (here twice the astronaut's size): the
+    # drawing in full would have none of the photo's fine detail, a blur; pixelated instead
+    drawn.clear()
+    monkeypatch.setattr(native, "FULL_MAX_YAW", 1.0)
+    big = cv2.resize(astronaut, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    anon.reset()
+    anon.anonymize_image(big, anon.detect(big)[:1])
     assert list(anon.outcomes) == ["verify"] and len(drawn) == before
 
     # a video frame: the first drawing and its two retries (the same bank face, another), then the fallback

@@ -32,6 +32,10 @@ from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hu
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
+# A bank face drawn more than this many times its texture's size has no detail as fine as the
+# photo's pixels: the drawing takes the target's finest band (`detail`), and the drawing in full,
+# which keeps none of it, is not made (native.generate_native).
+TEXTURE_HOLDS = 1.2
 _MATCH_POINTS = [1, 2, 3, 4, 12, 13, 14, 15, 28, 29, 31, 35, 48, 54]  # cheeks, nose and upper lip
 
 
@@ -221,6 +225,13 @@ class AnchorFaceRenderer:
         new = unfold(shape, new, self.bank.triangles) if self.cfg.unfold else new
         return self.plausible(shape, new) if self.cfg.shape_cap > 0 else new
 
+    def scale(self, shape: np.ndarray, index: int) -> float:
+        """How many times its texture's size bank face `index` is drawn on the face of 68 points
+        `shape` (eye distances; the target's, which the new shape keeps within a few percent)."""
+        a_shape = self.bank.shapes[index]
+        return float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0))
+                     / np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
+
     def plausible(self, shape: np.ndarray, new: np.ndarray) -> np.ndarray:
         """`new` with its move from `shape` scaled back (bisection) until the shape model reads it no
         farther from real faces than `shape_cap` (or `shape` itself, if that is farther)."""
@@ -310,7 +321,7 @@ class AnchorFaceRenderer:
         darkness = eye_darkness(rgb, shape, float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0))))
         if cfg.sockets > 0:
             lift_sockets(anchor, mf, new - (sx0, sy0), iod, cfg.sockets, floor=socket_floor(cfg, darkness))
-        if cfg.detail > 0 and scale > 1.2:  # drawn larger than the texture: it lacks the finest band
+        if cfg.detail > 0 and scale > TEXTURE_HOLDS:  # drawn larger than the texture: it lacks the finest band
             fine = mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale)
             keep = detail_weight(cfg, src_mesh, dst_mesh, tris, (sx0, sy0), (h, w), iod)
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])

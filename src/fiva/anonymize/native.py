@@ -21,7 +21,7 @@ from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
 from ..faces.landmarks68 import yaw_share
-from .anchor_face import AnchorFaceRenderer, Drawing
+from .anchor_face import TEXTURE_HOLDS, AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 from .in_place import draw_in_place, fit_error, local_finder
@@ -93,7 +93,11 @@ VIDEO_RETRY_RENDER = {**VIDEO_RENDER, **RETRY_RENDER}
 # (these settings); a forehead of 0.6, 121; 2 drawings, not 4, 128 (with alpha 1.75); the open
 # mouth not kept either, +11 (the expression lost: not taken); the two most turned heads
 # (yaw 0.27, 0.32) smeared. Some still show a band where the bank face's forehead meets the
-# target's hairline. Not on video: the bank face's own eyes would not follow the speaker's.
+# target's hairline. Not on video: the bank face's own eyes would not follow the speaker's. Not on
+# a face drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS): without the
+# target's fine detail a 456 px portrait (portrait_shea_whigham) came out blurred, eyes and lips
+# smeared, a face anyone would call retouched; the target's finest band (Gaussian of 0.8 px) made
+# SFace match him again.
 FULL_RENDER = {"eye_margin": 0.0, "jaw": 0.75, "keep_eyes": 0.0, "detail": 0.0, "forehead": 0.8}
 FULL_RETRIES = 4
 FULL_MAX_YAW = 0.25
@@ -441,7 +445,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     drawn.lift(out)
                 if failed[i] and still and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
                     # the last tries: the bank face in full, the ITM's first, then the farthest retried
-                    for pick in tried[:FULL_RETRIES]:
+                    for pick in [t for t in tried if full_renderer.scale(shapes[i], t) <= TEXTURE_HOLDS][:FULL_RETRIES]:
                         index = pick
                         z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
                         anon.stats["retried"] += 1
