@@ -410,6 +410,11 @@ def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astro
     out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
                              landmarker=lambda img, _: target[None])
     assert np.array_equal(out, full)
+    # reading right only once the skin around the lips is the target's too: the last step
+    around = AnchorFaceRenderer(bank, RenderConfig(alpha=0.0, keep_mouth=-1.0, mouth_lips=1.5)).render(astronaut, target, 3)
+    out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
+                             landmarker=lambda img, _: (target if np.array_equal(img, around) else closed)[None])
+    assert np.array_equal(out, around) and not np.array_equal(around, none)
     # without a landmarker (video frames) the full geometry, as before
     assert np.array_equal(render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1)[0], full)
 

@@ -189,6 +189,12 @@ def test_kept_lips_thin_the_lips_towards_the_inner_outline_and_keep_the_corners(
     width = lambda p: float(np.linalg.norm(p[0] - p[6]))  # noqa: E731  (corners 48 and 54)
     inner_width = float(np.linalg.norm(shape[60] - shape[64]))
     assert width(half) >= (width(shape[LIPS]) + inner_width) / 2 - 1.0
+    # above 1 the skin around the lips too (EXPRESSION_STEPS' last): the lips inside it, grown by
+    # about the share beyond 1 of their thickness, wider at the corners too
+    more = kept_lips(shape, 1.5)
+    assert area(more) > 1.3 * area(shape[LIPS]) and width(more) > width(shape[LIPS])
+    inside = [cv2.pointPolygonTest(more.astype(np.float32), (float(x), float(y)), False) >= 0 for x, y in shape[LIPS]]
+    assert all(inside)
 
 
 def test_a_still_tracks_points_are_smoothed_hard_and_a_moving_ones_lightly():

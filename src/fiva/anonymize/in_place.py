@@ -79,9 +79,15 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
 
 # The drawings tried, in turn, while the mouth reads off: the chin and the nose base left where
 # they were (the points around the mouth), then also the target's own lips (a closed mouth too:
-# a bank face's parted lips read as an open mouth), then no identity geometry at all.
+# a bank face's parted lips read as an open mouth), then no identity geometry at all; last, the
+# two lip steps again with the target's skin around its lips kept too, half the lips' thickness
+# beyond them (masks.kept_lips: dlib places the lips by the philtrum and chin shading as well).
+# 200 LFW faces, drawing alone: mouth read within 0.05 93.0% -> 95.5%; of the 5 faces the last two
+# steps drew, none came within dlib's 0.6 of the original (with 0.8 beyond the lips, 2 did).
 EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"jaw": 0.0, "nose_base": 0.0, "keep_mouth": -1.0},
-                    {"alpha": 0.0, "keep_mouth": -1.0})
+                    {"alpha": 0.0, "keep_mouth": -1.0},
+                    {"jaw": 0.0, "nose_base": 0.0, "keep_mouth": -1.0, "mouth_lips": 1.5},
+                    {"alpha": 0.0, "keep_mouth": -1.0, "mouth_lips": 1.5})
 
 
 def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit):

@@ -91,8 +91,8 @@ def detail_weight(cfg: RenderConfig, src: np.ndarray, dst: np.ndarray, tris: np.
 def kept_lips(shape: np.ndarray, share: float) -> np.ndarray:
     """The outline of the kept mouth: the inner lips (share 0), the outer (1), or between, each
     outer point moved towards the nearest point of the inner outline (the lips thinned, the
-    corners kept)."""
-    if share >= 1:
+    corners kept); above 1, away from it (the skin around the lips too)."""
+    if share == 1:
         return shape[LIPS]
     inner = shape[INNER_LIPS]
     if share <= 0:
