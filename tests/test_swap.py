@@ -31,7 +31,7 @@ def test_source_bank_holds_the_source_face_in_the_bank_frame(astronaut, bank):
 
 def test_skin_band_keeps_what_is_not_skin_above_the_brows(astronaut, astronaut_face, bank):
     """A band of blue painted over the forehead (a cap, a headband) is not drawn over, the cheeks are."""
-    from fiva.anonymize.anchor_face import _MATCH_POINTS, RenderConfig
+    from fiva.anonymize.anchor_face import RenderConfig, match_region
     from fiva.anonymize.masks import _poly_mask, skin_band_weight
 
     import cv2
@@ -42,7 +42,7 @@ def test_skin_band_keeps_what_is_not_skin_above_the_brows(astronaut, astronaut_f
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
     img[brow_y - int(0.6 * iod):brow_y - int(0.3 * iod)] = (20, 40, 200)
     box = (0, 0, img.shape[1], img.shape[0])
-    region = _poly_mask(img.shape[:2], cv2.convexHull(shape[_MATCH_POINTS])[:, 0], (0, 0)) > 0.5
+    region = _poly_mask(img.shape[:2], match_region(shape, 0.0), (0, 0)) > 0.5
     w = skin_band_weight(RenderConfig(skin_band=0.12), shape, box, img, img, region)
     cx = int(shape[27, 0])
     assert w[brow_y - int(0.45 * iod), cx] < 0.1  # the blue band stays the target's

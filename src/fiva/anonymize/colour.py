@@ -45,8 +45,9 @@ def chroma_slope(lab: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
                  chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0,
-                 shade_chroma: float = 1.0) -> np.ndarray:
-    """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s.
+                 shade_chroma: float = 1.0, inner: np.ndarray | None = None) -> np.ndarray:
+    """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s; with
+    `inner` [h,w] bool (the skin well inside `region`), the means and `chroma_slope` are read there.
 
     The std ratio is kept within [0.7, 1.4] ([0, 1.4] for chroma): a wider one amplifies the average's faint ghosts into
     colour casts. With `light_sigma` > 0 the lightness also takes `ref`'s shading at that scale
@@ -60,7 +61,12 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
     if region.sum() < 16:
         return src
-    ma, sa, mb, sb = lab_stats(a, b, region) if stats is None else stats(lab_stats(a, b, region))
+    measured = lab_stats(a, b, region)
+    if inner is not None and inner.sum() >= 16:
+        measured[[0, 2]] = lab_stats(a, b, inner)[[0, 2]]
+    else:
+        inner = region
+    ma, sa, mb, sb = measured if stats is None else stats(measured)
     # chroma may shrink to nothing (a grey photo gets a grey face); lightness contrast only so far
     ratio = np.clip(sb / sa, (0.7, 0.0, 0.0), 1.4)
     if tone != 1.0:
@@ -74,7 +80,7 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
         # The target's smoothed colour belongs to its own shading: where the bank face is darker
         # than the target there (its averaged shading), skin keeps the target's colour of a darker
         # patch, which is more saturated; without it those patches read grey (group_t1).
-        a[..., 1:] += shade_chroma * chroma_slope(b, region) * np.clip(a[..., 0] - smooth(b[..., 0], chroma_sigma), -20, 20)[..., None]
+        a[..., 1:] += shade_chroma * chroma_slope(b, inner) * np.clip(a[..., 0] - smooth(b[..., 0], chroma_sigma), -20, 20)[..., None]
     return cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
 
 
