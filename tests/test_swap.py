@@ -42,7 +42,7 @@ def test_skin_band_keeps_what_is_not_skin_above_the_brows(astronaut, astronaut_f
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
     img[brow_y - int(0.6 * iod):brow_y - int(0.3 * iod)] = (20, 40, 200)
     box = (0, 0, img.shape[1], img.shape[0])
-    region = _poly_mask(img.shape[:2], match_region(shape, 0.0), (0, 0)) > 0.5
+    region = _poly_mask(img.shape[:2], match_region(shape), (0, 0)) > 0.5
     w = skin_band_weight(RenderConfig(skin_band=0.12), shape, box, img, img, region)
     cx = int(shape[27, 0])
     assert w[brow_y - int(0.45 * iod), cx] < 0.1  # the blue band stays the target's
