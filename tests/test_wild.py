@@ -201,7 +201,9 @@ def test_a_dim_face_gets_a_dim_face(astronaut):
     inside = outline_mask(FaceOutline()(dim, dets.landmarks)[0], 512, feather=0.0) > 0.5
     changed = np.abs(out.astype(int) - dim).max(2) > 0
     assert list(anon.outcomes) == ["generated"] and changed[inside].mean() > 0.5
-    assert np.abs(out[inside].mean(0) - dim[inside].mean(0)).max() < 3  # grey levels per channel (unmatched: 5-7)
+    # grey levels per channel: the bank face unmatched (tone 0) is 29-31 off; matched on the skin
+    # well inside the cheeks (anchor_face.match_region), the whole face is within 4 (cheeks: 2.5)
+    assert np.abs(out[inside].mean(0) - dim[inside].mean(0)).max() < 5
 
 
 def test_a_jpeg_without_faces_comes_back_pixel_for_pixel_without_its_metadata(tmp_path):
