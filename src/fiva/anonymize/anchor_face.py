@@ -248,7 +248,8 @@ class AnchorFaceRenderer:
 
     def scale(self, shape: np.ndarray, index: int) -> float:
         """How many times its texture's size bank face `index` is drawn on the face of 68 points
-        `shape` (eye distances; the target's, which the new shape keeps within a few percent)."""
+        `shape` (eye distances: the drawn shape's in `draw`; the target's, which the drawn shape
+        keeps within a few percent, where the drawing in full is decided)."""
         a_shape = self.bank.shapes[index]
         return float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0))
                      / np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
@@ -309,7 +310,7 @@ class AnchorFaceRenderer:
             return Drawing(moved, covered, box)
         sub = moved[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
         tex = self.bank.textures[index].astype(np.float32)
-        scale = iod / float(np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
+        scale = self.scale(new, index)
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
