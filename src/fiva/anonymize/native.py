@@ -341,8 +341,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     A video track's re-check keeps its held bank face (`held_face`) and its in-place check allows
     HELD_IN_PLACE: a face that passed before and now reads a hair off (0.072 eye distances on
     liveportrait_d13's frame 10) once took a retry's other bank face, an identity switch. A held
-    face that fails its re-check (still the original by SFace, or far off) gets the fallback until
-    the next re-check, which starts afresh (ITM look-up, then retries on other bank faces)."""
+    face that fails its re-check (still the original by SFace, or far off) is drawn once more on
+    its own bank face with less of the target (unless the track already draws it so), then gets
+    the fallback until the next re-check, which starts afresh (ITM look-up, then retries on other
+    bank faces)."""
     n = len(dets)
     bank, renderer = anon.generator.bank, anon.generator.renderer
     if not still:
@@ -420,7 +422,20 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         original = descriptors.get(i) if tracks is None else None
         if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original):
             drawn.lift(out)
-            if anon.cfg.identity == "own" or held[i]:
+            if held[i]:
+                # a held bank face that fails its re-check is drawn once more, as a retry draws
+                # (less of the target), before the fallback: a new bank face would be a new person
+                # on the same head, and the fallback holds till the next re-check (liveportrait_d13
+                # as the CLI seeds it: 10 frames pixelated, then bank face 34 became bank face 9)
+                failed[i] = True
+                if not lessened[i] and anon.cfg.identity != "own":
+                    anon.stats["retried"] += 1
+                    drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, HELD_TRIES, colour, still,
+                                           nudges.target, lmk)
+                    failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original)
+                    if not failed[i]:
+                        lessened[i], r = True, retry_renderer
+            elif anon.cfg.identity == "own":
                 failed[i] = True
             else:
                 failed[i], tried = True, [index]
