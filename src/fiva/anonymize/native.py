@@ -422,21 +422,19 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         original = descriptors.get(i) if tracks is None else None
         if i in fresh and _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original):
             drawn.lift(out)
-            if held[i]:
+            if anon.cfg.identity == "own" or (held[i] and lessened[i]):
+                failed[i] = True
+            elif held[i]:
                 # a held bank face that fails its re-check is drawn once more, as a retry draws
                 # (less of the target), before the fallback: a new bank face would be a new person
                 # on the same head, and the fallback holds till the next re-check (liveportrait_d13
                 # as the CLI seeds it: 10 frames pixelated, then bank face 34 became bank face 9)
-                failed[i] = True
-                if not lessened[i] and anon.cfg.identity != "own":
-                    anon.stats["retried"] += 1
-                    drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, HELD_TRIES, colour, still,
-                                           nudges.target, lmk)
-                    failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original)
-                    if not failed[i]:
-                        lessened[i], r = True, retry_renderer
-            elif anon.cfg.identity == "own":
-                failed[i] = True
+                anon.stats["retried"] += 1
+                drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, HELD_TRIES, colour, still,
+                                       nudges.target, lmk)
+                failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original)
+                if not failed[i]:
+                    lessened[i], r = True, retry_renderer
             else:
                 failed[i], tried = True, [index]
                 for k in range(STILL_RETRIES + 1 if still else 2):
