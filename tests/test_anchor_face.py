@@ -1257,3 +1257,69 @@ def test_hair_over_the_cheeks_edges_does_not_grey_or_darken_the_drawn_skin(bank,
     # (read over the hair too, the cheeks came out 16 darker; the contrast is still read there)
     assert np.abs(lab(plain) - lab(haired)).max() < 4.0
 
+
+
+def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_the_kept_lids(bank, astronaut_face):
+    """issue 16 (the Jolie close-up): a photo's in-place nudge of 0.2 eye distances towards a turned
+    head's far side carried the bank face's nose bridge past the far eye's kept lids; the texture
+    folded there, a hard seam from that eye's inner corner down the nose. Where the texture is drawn
+    keeps every triangle of the drawing's mesh at `nudge_floor` of its area or more, and still moves
+    with the nudge away from the lids."""
+    from dataclasses import replace
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, nudged_texture
+    from fiva.anonymize.warp import signed_areas
+
+    _, shape = astronaut_face
+    tris = bank.triangles
+    cfg = RenderConfig()
+    new = AnchorFaceRenderer(bank, cfg).new_shape(shape, 3)
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    far = 1 if shape[30, 0] > shape[27:31, 0].mean() else -1
+    bridge_to_lids = float(np.abs(shape[[42, 39], 0] - shape[28, 0]).min())
+    nudge = np.tile(np.float32([far * 1.3 * bridge_to_lids, 0.0]), (5, 1))  # past the nearer eye's inner corner
+    before = signed_areas(mesh(new, ring_of=shape)[tris])
+    solid = np.abs(before) > 0.002 * iod * iod
+
+    def kept(cfg):  # the least share of its area a triangle keeps under the nudge
+        after = signed_areas(mesh(nudged_texture(cfg, shape, new, nudge, tris), ring_of=shape)[tris])
+        return (after / before)[solid].min()
+
+    assert kept(replace(cfg, unfold=False)) < 0  # the shift alone turns triangles over
+    assert kept(cfg) >= cfg.nudge_floor - 0.02
+    drawn = nudged_texture(cfg, shape, new, nudge, tris)
+    assert np.allclose(drawn[36:48], new[36:48])  # the lids stay around the kept eyes
+    # away from the lids the texture moves with the nudge: the jaw's far half, most of the way
+    jaw = drawn[0:17, 0] - new[0:17, 0]
+    assert np.median(jaw * far) > 0.5 * abs(nudge[0, 0])
+
+
+def test_under_a_nudge_the_targets_fine_detail_moves_with_the_texture(bank, astronaut, astronaut_face):
+    """The target's finest band is added to a face drawn larger than the bank's texture. Taken
+    where the target's pixels lie, it stayed put when a nudge shifted the texture: the Jolie
+    close-up's own nostril rim showed a fifth of an eye distance beside the drawn nose. It is taken
+    from the target warped as the texture is."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+
+    big = cv2.resize(astronaut, None, fx=2.5, fy=2.5, interpolation=cv2.INTER_CUBIC)  # drawn larger than the bank's
+    _, target = astronaut_face
+    shape = (target * 2.5 + 0.75).astype(np.float32)
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    # a sharp dark spot on the cheek, halfway between the eye and the mouth corner
+    spot = np.round((shape[36:42].mean(0) + shape[48]) / 2).astype(int)
+    marked = big.copy()
+    cv2.circle(marked, tuple(int(v) for v in spot), 3, (20, 10, 10), -1)
+    r = AnchorFaceRenderer(bank, RenderConfig(keep_mouth=9.0, lenses=0.0))
+    assert r.scale(shape, 3) > 1.2
+    shift = int(round(0.12 * iod))
+    nudge = np.tile(np.float32([shift, 0]), (5, 1))
+
+    def spot_detail(img, ref, at):  # how much darker than the same drawing without the spot, around `at`
+        x, y = at
+        d = ref[y - 4:y + 5, x - 4:x + 5].astype(float).mean(2) - img[y - 4:y + 5, x - 4:x + 5].astype(float).mean(2)
+        return float(d.max())
+
+    plain, spotted = r.render(big, shape, 3, nudge=nudge), r.render(marked, shape, 3, nudge=nudge)
+    moved = spot + np.array([shift, 0])
+    assert spot_detail(spotted, plain, moved) > 15  # the spot is drawn where the texture moved it
+    assert spot_detail(spotted, plain, spot) < 0.5 * spot_detail(spotted, plain, moved)

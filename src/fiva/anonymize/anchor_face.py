@@ -134,6 +134,14 @@ class RenderConfig:
     still_tolerance: float = 0.05
     still_limit: float = 0.2
     nudge_lids: bool = False  # the in-place nudge moves the bank face's eye contours too (`nudged_shape`)
+    # The nudge's moves are scaled back where they would squash a mesh triangle below this share of
+    # its area before the nudge (`unfold`). On a turned head the Jolie close-up's nudge (0.2 eye
+    # distances towards the far side) carried the nose's bridge past the far eye's kept lids: the
+    # texture folded there, a hard seam from that eye's inner corner down the nose; with a floor of
+    # 0.1 it no longer folds but is squashed out of the drawing (a softer seam). Faces drawn, wild
+    # photos: 27 with no floor, 28 (0.1), 27 (0.5), 26 (0.8: Jolie pixelated, though Cox and Joey on
+    # multiface.jpg looked the most natural); 80 LFW photos: 52, 50, 49, 47
+    nudge_floor: float = 0.5
     nudge_lips: bool = False  # ... and its lips around a kept open mouth (a swap: the source's mouth, 0.82 -> 0.74 retrieved as the source pinned)
     shade_chroma: float = 1.0  # share of the target's colour-with-lightness slope given to the bank face's shading (`chroma_slope`)
     sockets: float = 1.0  # share of the way a bank face darker than the target around the eyes is lifted to it (`lift_sockets`)
@@ -171,16 +179,19 @@ def effective_alpha(cfg: RenderConfig, yaw: float) -> float:
     return float(cfg.alpha * t)
 
 
-def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 0.1, rounds: int = 4) -> np.ndarray:
+def unfold(shape: np.ndarray, new: np.ndarray, tris: np.ndarray, floor: float = 0.1, rounds: int = 4,
+           ring_of: np.ndarray | None = None) -> np.ndarray:
     """`new` [68,2] with the moves of the points of mesh triangles that would turn over (or shrink
     below `floor` of their area on `shape`) scaled back, each just enough, so none does. The nose
     tip stays the target's while the bridge and nostrils move by alpha (x1.5), so the triangles
     29-30-31 and 29-30-35 turn over on a third of LFW faces: the warp then draws that patch twice,
     a sharp-edged light triangle beside the nose. The scale is the largest that keeps the area
     (bisection), so it changes smoothly with the shape: no jump from one video frame to the next.
-    Triangles already flat on the target (a closed mouth's inner lips) are left out."""
-    src = mesh(shape)
-    move = mesh(new, ring_of=shape) - src  # the ring's move is 0
+    Triangles already flat on the target (a closed mouth's inner lips) are left out. `ring_of`:
+    the shape whose mesh ring both meshes share (default `shape`; the drawing's is the target's)."""
+    ring_of = shape if ring_of is None else ring_of
+    src = mesh(shape, ring_of=ring_of)
+    move = mesh(new, ring_of=ring_of) - src  # the ring's move is 0
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     a_src = signed_areas(src[tris])
     solid = np.abs(a_src) > 0.002 * iod * iod
@@ -220,6 +231,17 @@ def nudged_shape(shape: np.ndarray, nudge: np.ndarray, lids: bool = True, lips: 
     if not lips:
         out[48:68] = shape[48:68]
     return out
+
+
+def nudged_texture(cfg: RenderConfig, shape: np.ndarray, new: np.ndarray, nudge: np.ndarray, tris: np.ndarray,
+                   anchor_open: bool = False) -> np.ndarray:
+    """Where the bank face's texture is drawn [68,2] under an in-place `nudge` [5,2]: the new shape
+    `new` moved by `nudged_shape`, its lids (and its lips around a kept mouth) staying where they
+    are. The points between them and the moved ones squash the triangles they share, or turn them
+    over: those moves are scaled back (`unfold`) so no triangle of the drawing's mesh (its ring:
+    the target `shape`'s) keeps less than `cfg.nudge_floor` of its area."""
+    nudged = nudged_shape(new, nudge, cfg.nudge_lids, lips=cfg.nudge_lips or not mouth_kept(cfg, new, anchor_open))
+    return unfold(new, nudged, tris, floor=cfg.nudge_floor, ring_of=shape) if cfg.unfold else nudged
 
 
 class AnchorFaceRenderer:
@@ -300,7 +322,7 @@ class AnchorFaceRenderer:
         a_shape = self.bank.shapes[index]
         anchor_open = cfg.keep_anchor_mouth and mouth_opening(a_shape) > cfg.keep_mouth
         if nudge is not None:
-            new = nudged_shape(new, nudge, cfg.nudge_lids, lips=cfg.nudge_lips or not mouth_kept(cfg, new, anchor_open))
+            new = nudged_texture(cfg, shape, new, nudge, tris, anchor_open)
         iod = float(np.linalg.norm(new[EYE_L].mean(0) - new[EYE_R].mean(0)))
         hull = face_hull(new, cfg.forehead)
         pad = 3 * max(cfg.chroma_sigma, cfg.light) * iod + 2
@@ -346,8 +368,13 @@ class AnchorFaceRenderer:
         if cfg.sockets > 0:
             lift_sockets(anchor, mf, new - (sx0, sy0), iod, cfg.sockets, floor=socket_floor(cfg, darkness))
         if cfg.detail > 0 and scale > TEXTURE_HOLDS:  # drawn larger than the texture: it lacks the finest band
-            fine = mf - cv2.GaussianBlur(mf, (0, 0), cfg.detail_sigma * scale)
-            keep = detail_weight(cfg, src_mesh, dst_mesh, tris, (sx0, sy0), (h, w), iod)
+            # ... taken from the target warped as the texture is: where a nudge shifts the texture,
+            # the target's own nostril edges and creases stayed put, ghosts beside the drawn ones
+            # (the Jolie close-up: a second nostril rim a fifth of an eye distance from the nose)
+            src_d, dst_d = (src_mesh, dst_mesh) if nudge is None else (src_mesh, n_mesh)
+            under = mf if nudge is None else piecewise_affine(rgb, src_d, dst_d, tris, hw, box=(sx0, sy0, sx1, sy1))[0].astype(np.float32)
+            fine = under - cv2.GaussianBlur(under, (0, 0), cfg.detail_sigma * scale)
+            keep = detail_weight(cfg, src_d, dst_d, tris, (sx0, sy0), (h, w), iod)
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
         if (mf[..., 0] == mf[..., 1]).all() and (mf[..., 1] == mf[..., 2]).all():
             anchor[...] = anchor.mean(2, keepdims=True)  # a grey photo gets a grey face, not the bank face's tints
