@@ -1258,7 +1258,6 @@ def test_hair_over_the_cheeks_edges_does_not_grey_or_darken_the_drawn_skin(bank,
     assert np.abs(lab(plain) - lab(haired)).max() < 4.0
 
 
-
 def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_the_kept_lids(bank, astronaut_face):
     """issue 16 (the Jolie close-up): a photo's in-place nudge of 0.2 eye distances towards a turned
     head's far side carried the bank face's nose bridge past the far eye's kept lids; the texture
@@ -1267,7 +1266,8 @@ def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_th
     with the nudge away from the lids."""
     from dataclasses import replace
 
-    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, nudged_texture
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, nudged_shape, nudged_texture
+    from fiva.anonymize.source_face import SWAP_RENDER
     from fiva.anonymize.warp import signed_areas
 
     _, shape = astronaut_face
@@ -1293,9 +1293,6 @@ def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_th
     jaw = drawn[0:17, 0] - new[0:17, 0]
     assert np.median(jaw * far) > 0.5 * abs(nudge[0, 0])
     # a swap's nudge moves the source's lids and lips with its texture: shifted whole, as before
-    from fiva.anonymize.anchor_face import nudged_shape
-    from fiva.anonymize.source_face import SWAP_RENDER
-
     assert np.array_equal(nudged_texture(SWAP_RENDER, shape, new, nudge, tris), nudged_shape(new, nudge))
 
 
