@@ -47,6 +47,15 @@ def test_duplicates_and_parts_of_a_face_merge_into_one_detection():
     assert merged[:, 14].tolist() == pytest.approx([0.9, 0.4])
 
 
+def test_a_box_bridging_two_neighbours_does_not_merge_them():
+    # two faces side by side and a weaker box over both halves: it is dropped by the first face,
+    # and, dropped, it takes nobody else with it: both faces stay
+    row = lambda x, y, w, h, score: [x, y, w, h] + [0.0] * 10 + [score]  # noqa: E731
+    faces = np.array([row(0, 0, 100, 100, 0.9), row(50, 0, 100, 100, 0.6), row(110, 0, 100, 100, 0.8)], np.float32)
+    assert merge_faces(faces)[:, 14].tolist() == pytest.approx([0.9, 0.8])
+    assert merge_faces(np.zeros((0, 15), np.float32)).shape == (0, 15)
+
+
 def _wall_candidate(img: np.ndarray, score: float) -> Detections:
     """A 'face' the detector never found: plausible landmarks on a textured wall."""
     lm = np.array([[140, 150], [200, 150], [170, 185], [145, 215], [195, 215]], np.float32)

@@ -200,14 +200,22 @@ def merge_faces(faces: np.ndarray, min_overlap: float = 0.4) -> np.ndarray:
     face at too fine a scale comes back as several overlapping part-boxes). Sorted by score.
     """
     order = np.argsort(-faces[:, 14], kind="stable")
-    boxes = faces[:, :4].copy()
+    boxes = faces[order, :4].copy()
     boxes[:, 2:] += boxes[:, :2]
+    # every pair's overlap at once (a crowd photo's two passes bring hundreds of rows: one
+    # overlap_of_smaller call per row and kept face took ~17 ms a detection there)
+    x1, y1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0]), np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x2, y2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2]), np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    close = inter / (np.minimum(area[:, None], area[None, :]) + 1e-9) > min_overlap
+    dropped = np.zeros(len(boxes), bool)
     kept: list[int] = []
-    for i in order:
-        if kept and overlap_of_smaller(boxes[i], boxes[kept]).max() > min_overlap:
-            continue
-        kept.append(i)
-    return faces[kept]
+    for i in range(len(boxes)):
+        if not dropped[i]:
+            kept.append(i)
+            dropped |= close[i]
+    return faces[order[kept]]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
