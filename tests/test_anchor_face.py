@@ -617,6 +617,25 @@ def test_dark_sockets_of_the_bank_face_are_lifted_towards_the_target():
     assert np.allclose(kept, bright)
 
 
+def test_a_lifted_socket_keeps_the_colour_of_its_skin():
+    """The lift raises lightness only: grey light added to skin would leave it greyer (the grey
+    smudges around drawn eyes), so the socket's LAB colour (a, b) stays what it was."""
+    from fiva.anonymize.colour import lift_sockets
+
+    shape = np.zeros((68, 2), np.float32)
+    shape[36:42] = [60, 80]
+    shape[42:48] = [140, 80]
+    ref = np.full((200, 200, 3), (200, 160, 140), np.float32)
+    anchor = ref.copy()
+    anchor[50:110, 20:100] = (120, 80, 60)  # a dark skin-coloured socket around the first eye
+    out = anchor.copy()
+    lift_sockets(out, ref, shape, iod=80.0)
+    lab = lambda img: cv2.cvtColor((img / 255).astype(np.float32), cv2.COLOR_RGB2LAB)[80, 60]  # noqa: E731
+    before, after = lab(anchor), lab(out)
+    assert after[0] > before[0] + 10  # lifted
+    assert np.abs(after[1:] - before[1:]).max() < 0.6  # the same colour (grey light: 1.8 lower)
+
+
 def test_eyes_in_shadow_get_darkened_sockets_and_bare_eyes_do_not():
     """A target whose eyes lie in a cap's shadow keeps its dark eyes: the drawn face's sockets
     are darkened towards it (else two black holes in a bright face); a target with eyes lit

@@ -101,9 +101,18 @@ def lift_sockets(anchor: np.ndarray, ref: np.ndarray, shape: np.ndarray, iod: fl
         if x1 - x0 < 4 or y1 - y0 < 4:
             continue
         a, b = anchor[y0:y1, x0:x1], ref[y0:y1, x0:x1]
-        la = smooth(a.mean(2), sigma * iod) + 1.0
+        grey = a.mean(2)
+        la = smooth(grey, sigma * iod) + 1.0
         lb = smooth(b.mean(2), sigma * iod) + 1.0
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         ell = np.clip(1.0 - ((xx - c[0]) / rx) ** 2 - ((yy - c[1]) / ry) ** 2, 0, 1)  # 1 at the centre, 0 at the rim
         gain = strength * ell * (np.clip(lb / la, floor, 1.6) - 1.0)
-        a += (gain * la)[..., None]  # the same on all three channels: a multiplied one turns lids orange
+        # the lightness of the socket lifted, its colour kept: grey light added alike to R, G and B
+        # leaves skin greyer (LAB a and b fall by 1-2 for a lift of 40-70 grey levels), and the
+        # lifted sockets read as grey smudges around the eyes (Kate Siegel, Courteney Cox on
+        # multiface.jpg); multiplied, the lift turns lids orange (a, b up by 5-12). In between: each
+        # pixel's difference from its grey scaled by (lifted grey / grey)^0.25, which keeps a and b
+        # within ~0.5 for lifts up to 70 grey levels on skin tones (a LAB round trip costs 2.4x the time)
+        lift = gain * la
+        spread = np.sqrt(np.sqrt(np.maximum(grey + lift, 1.0) / np.maximum(grey, 1.0))) - 1.0
+        a += lift[..., None] + (a - grey[..., None]) * spread[..., None]
