@@ -39,6 +39,24 @@ def test_a_big_face_gets_one_detection_with_its_landmarks_on_the_features(astron
     assert _iod_error(found.landmarks[on_face][0], ref) < 0.15
 
 
+def test_looking_around_a_face_finds_it_where_the_whole_image_does(astronaut):
+    """A photo's drawn face is looked for after each rendering: `around` runs the whole image's
+    pyramid on windows about the face, and must place it as the whole image's passes do (a big face
+    found on the coarse pass, a small one among other faces on the full-resolution pass)."""
+    det = FaceDetector(score_threshold=0.3)
+    big = cv2.resize(astronaut, (2400, 2400), interpolation=cv2.INTER_CUBIC)  # a ~1000 px face: the coarse pass
+    crowd = np.tile(cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA), (6, 8, 1))  # 48 faces of ~100 px
+    for img in (big, crowd):
+        whole = det(img)
+        assert len(whole) >= 1
+        for i in range(min(len(whole), 5)):
+            near = det.around(img, whole.boxes[i])
+            j = int(np.argmax(overlap_of_smaller(whole.boxes[i], near.boxes)))
+            assert np.abs(near.landmarks[j] - whole.landmarks[i]).max() < 0.5  # pixels
+            assert near.scores[j] == pytest.approx(whole.scores[i], abs=0.01)
+    assert len(det.around(crowd, whole.boxes[0])) < len(whole) / 4  # it looked about the face only
+
+
 def test_duplicates_and_parts_of_a_face_merge_into_one_detection():
     row = lambda x, y, s, score: [x, y, s, s] + [0.0] * 10 + [score]  # noqa: E731
     faces = np.array([row(100, 100, 400, 0.9), row(150, 300, 200, 0.78), row(120, 120, 380, 0.53),  # one face, thrice

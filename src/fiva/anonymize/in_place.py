@@ -130,13 +130,13 @@ def fit_error(shape: np.ndarray, kps: np.ndarray) -> float:
 
 def local_finder(detector, box: np.ndarray, margin: float | None = 0.6):
     """`find` for `render_in_place`: the detector on the face's neighbourhood only (`margin` face
-    sizes around it: cheap on large frames; None: the whole image), the face overlapping `box`
-    best, its 5 points in image pixels."""
+    sizes around it: cheap on large frames; None: what the whole image's pyramid finds there,
+    `FaceDetector.around`), the face overlapping `box` best, its 5 points in image pixels."""
     from ..faces.detect import match_face
 
     def find(img: np.ndarray):
         if margin is None:
-            d = detector(img)
+            d = detector.around(img, box)
             j = match_face(box, d.boxes)
             return None if j is None else d.landmarks[j]
         w, h = box[2] - box[0], box[3] - box[1]

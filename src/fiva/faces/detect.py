@@ -99,6 +99,36 @@ class FaceDetector:
         boxes[:, 2:] += boxes[:, :2]
         return Detections(boxes, faces[:, 14].copy(), faces[:, 4:14].reshape(-1, 5, 2).copy())
 
+    def around(self, rgb: np.ndarray, box: np.ndarray, context: float = 1.0, least: int = 160) -> Detections:
+        """What `__call__` finds near `box` (x1, y1, x2, y2), for a fraction of its cost on a large
+        image: each pass of the same pyramid runs on a window of its pixels about the box only (the
+        box grown by `context` x its side, at least `least` px, each way), its corner on YuNet's
+        32 px grid, so the network sees the face and its surroundings as in the whole pass."""
+        h, w = rgb.shape[:2]
+        found = []
+        for level, s in enumerate(self.scales(h, w)):
+            img = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            b = np.asarray(box, np.float32) * s
+            grow = max(context * float(max(b[2] - b[0], b[3] - b[1])), least)
+            x0, y0 = max(int((b[0] - grow) // 32) * 32, 0), max(int((b[1] - grow) // 32) * 32, 0)
+            x1 = min(int(np.ceil((b[2] + grow) / 32)) * 32, img.shape[1])
+            y1 = min(int(np.ceil((b[3] + grow) / 32)) * 32, img.shape[0])
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            faces = self._tiled(np.ascontiguousarray(img[y0:y1, x0:x1]))
+            if level > 0 and len(faces):
+                faces = faces[np.maximum(faces[:, 2], faces[:, 3]) <= self.max_face]
+            faces[:, [0, 4, 6, 8, 10, 12]] += x0
+            faces[:, [1, 5, 7, 9, 11, 13]] += y0
+            faces[:, :14] /= np.float32(s)
+            found.append(faces)
+        faces = merge_faces(np.concatenate(found)) if found else np.zeros((0, 15), np.float32)
+        if len(faces) == 0:
+            return Detections.empty()
+        boxes = faces[:, :4].copy()
+        boxes[:, 2:] += boxes[:, :2]
+        return Detections(boxes, faces[:, 14].copy(), faces[:, 4:14].reshape(-1, 5, 2).copy())
+
     def second_look(self, rgb: np.ndarray, landmarks: np.ndarray, cell: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detect again on each face's aligned crop: does it still look like a face there?
 
