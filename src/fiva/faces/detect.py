@@ -83,40 +83,34 @@ class FaceDetector:
         """Detect faces in an RGB uint8 image [H,W,3]."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an RGB image [H,W,3], got shape {rgb.shape}")
-        h, w = rgb.shape[:2]
-        found = []
-        for level, s in enumerate(self.scales(h, w)):
-            img = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-            faces = self._tiled(img)
-            if level > 0 and len(faces):  # big faces belong to the coarser passes
-                faces = faces[np.maximum(faces[:, 2], faces[:, 3]) <= self.max_face]
-            faces[:, :14] /= np.float32(s)
-            found.append(faces)
-        faces = merge_faces(np.concatenate(found)) if found else np.zeros((0, 15), np.float32)
-        if len(faces) == 0:
-            return Detections.empty()
-        boxes = faces[:, :4].copy()
-        boxes[:, 2:] += boxes[:, :2]
-        return Detections(boxes, faces[:, 14].copy(), faces[:, 4:14].reshape(-1, 5, 2).copy())
+        return self._pyramid(rgb)
 
     def around(self, rgb: np.ndarray, box: np.ndarray, context: float = 1.0, least: int = 160) -> Detections:
         """What `__call__` finds near `box` (x1, y1, x2, y2), for a fraction of its cost on a large
         image: each pass of the same pyramid runs on a window of its pixels about the box only (the
         box grown by `context` x its side, at least `least` px, each way), its corner on YuNet's
         32 px grid, so the network sees the face and its surroundings as in the whole pass."""
+        return self._pyramid(rgb, (np.asarray(box, np.float32), context, least))
+
+    def _pyramid(self, rgb: np.ndarray, window=None) -> Detections:
+        """The passes of `scales`, each on the whole image or on `window` (box, context, least)."""
         h, w = rgb.shape[:2]
         found = []
         for level, s in enumerate(self.scales(h, w)):
             img = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-            b = np.asarray(box, np.float32) * s
-            grow = max(context * float(max(b[2] - b[0], b[3] - b[1])), least)
-            x0, y0 = max(int((b[0] - grow) // 32) * 32, 0), max(int((b[1] - grow) // 32) * 32, 0)
-            x1 = min(int(np.ceil((b[2] + grow) / 32)) * 32, img.shape[1])
-            y1 = min(int(np.ceil((b[3] + grow) / 32)) * 32, img.shape[0])
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            faces = self._tiled(np.ascontiguousarray(img[y0:y1, x0:x1]))
-            if level > 0 and len(faces):
+            x0 = y0 = 0
+            if window is not None:
+                box, context, least = window
+                b = box * s
+                grow = max(context * float(max(b[2] - b[0], b[3] - b[1])), least)
+                x0, y0 = max(int((b[0] - grow) // 32) * 32, 0), max(int((b[1] - grow) // 32) * 32, 0)
+                x1 = min(int(np.ceil((b[2] + grow) / 32)) * 32, img.shape[1])
+                y1 = min(int(np.ceil((b[3] + grow) / 32)) * 32, img.shape[0])
+                if x1 - x0 < 2 or y1 - y0 < 2:
+                    continue
+                img = np.ascontiguousarray(img[y0:y1, x0:x1])
+            faces = self._tiled(img)
+            if level > 0 and len(faces):  # big faces belong to the coarser passes
                 faces = faces[np.maximum(faces[:, 2], faces[:, 3]) <= self.max_face]
             faces[:, [0, 4, 6, 8, 10, 12]] += x0
             faces[:, [1, 5, 7, 9, 11, 13]] += y0
@@ -234,11 +228,7 @@ def merge_faces(faces: np.ndarray, min_overlap: float = 0.4) -> np.ndarray:
     boxes[:, 2:] += boxes[:, :2]
     # every pair's overlap at once (a crowd photo's two passes bring hundreds of rows: one
     # overlap_of_smaller call per row and kept face took ~17 ms a detection there)
-    x1, y1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0]), np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    x2, y2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2]), np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    close = inter / (np.minimum(area[:, None], area[None, :]) + 1e-9) > min_overlap
+    close = overlap_of_smaller(boxes[:, None], boxes[None]) > min_overlap
     dropped = np.zeros(len(boxes), bool)
     kept: list[int] = []
     for i in range(len(boxes)):
@@ -255,14 +245,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection of box a [4] with each box of b [N,4] over the smaller of the two areas."""
+    """Intersection of box a [4] with each box of b [N,4] over the smaller of the two areas (or of
+    boxes a [...,4] and b [...,4] broadcast against each other: [N,1,4] and [1,N,4], every pair)."""
     inter, area_a, area_b = _intersections(a, b)
     return inter / (np.minimum(area_a, area_b) + 1e-9)
 
 
 def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    x1, y1 = np.maximum(a[..., 0], b[..., 0]), np.maximum(a[..., 1], b[..., 1])
+    x2, y2 = np.minimum(a[..., 2], b[..., 2]), np.minimum(a[..., 3], b[..., 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
     return inter, area(a), area(b)
