@@ -1282,7 +1282,8 @@ def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_th
     head's far side carried the bank face's nose bridge past the far eye's kept lids; the texture
     folded there, a hard seam from that eye's inner corner down the nose. Where the texture is drawn
     keeps every triangle of the drawing's mesh at `nudge_floor` of its area or more, and still moves
-    with the nudge away from the lids."""
+    with the nudge away from the lids. A drawing in full (no target eyes kept) moves its lids too:
+    held still, they tore it across the eyes."""
     from dataclasses import replace
 
     from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, nudged_shape, nudged_texture
@@ -1313,6 +1314,10 @@ def test_a_nudge_towards_a_turned_faces_far_side_does_not_fold_the_texture_at_th
     assert np.median(jaw * far) > 0.5 * abs(nudge[0, 0])
     # a swap's nudge moves the source's lids and lips with its texture: shifted whole, as before
     assert np.array_equal(nudged_texture(SWAP_RENDER, shape, new, nudge, tris), nudged_shape(new, nudge))
+    # a drawing in full keeps none of the target's eyes: its own lids move with its texture
+    full = replace(cfg, keep_eyes=0.0)
+    lids = nudged_texture(full, shape, new, nudge, tris)[36:48] - new[36:48]
+    assert np.median(lids[:, 0] * far) > 0.5 * abs(nudge[0, 0])
 
 
 def test_under_a_nudge_the_targets_fine_detail_moves_with_the_texture(bank, astronaut, astronaut_face):
