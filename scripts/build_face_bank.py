@@ -72,17 +72,23 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # 46, 57, 63), doubled brows or lids (4, 6, 12, 19, 49, 53, 56, 59), smeared dark eye region (17, 29);
 # and, looked at as forehead crops at 1.5x, a donor's fringe ghosted across the forehead (40, 50, 61, 62;
 # 39 and 45, side fringes, after a retry drew 39's as a grey band across retinaface_img11.jpg's forehead;
-# 18, strands down the forehead and temples, drawn as a crease across Alfonso Cuaron's forehead).
+# 18, strands down the forehead and temples, drawn as a crease across Alfonso Cuaron's forehead;
+# 13 and 34, dark temple hair, drawn as brown or dark arcs over the temples of open foreheads even at
+# 0.35 eye distances: Alexander Lukashenko's bald head, Bill Nelson's, where a photo's drawing in
+# full drew 34's as a dark smear from the temple down past the eye).
 # Not dropped (Eq. 1 passes them over while their pool has others, a retry takes one only once no clean
 # face is left: `eye_ghosts`).
-REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61, 62, 63)
+REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 13, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 34, 39, 40, 45, 46, 49, 50, 53, 56, 57, 59, 61,
+                   62, 63)
 # Faces of the shipped bank, clean around the eyes, whose donors' hair shows between 0.35 and 0.6 eye
 # distances above the brows (18's strands reach lower: it is ghosted too), looked at as forehead crops
 # with those lines drawn and as retries' drawings (forehead 0.6) on an open forehead (Alfonso
 # Cuaron, Meryl Streep) at 2x: dark streaks or blotches (5, 14, 18: Cuaron's forehead), hair strands
-# (36, 41, 42, 44, 52, 55), dark patches (38, 60). Their drawings stop at 0.35 (`fringes`;
-# AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
-REVIEWED_FRINGES = (5, 14, 18, 36, 38, 41, 42, 44, 52, 55, 60)
+# (36, 41, 42, 44, 52, 55), dark patches (38, 60); and, drawn in full (native.FULL_RENDER) on every
+# clean man of the bank over the open foreheads of Lukashenko and Bill Nelson, a dark band across
+# the forehead at 0.6 (23: also the square forehead corner on Abdul Rahman) and strands (15). Their
+# drawings stop at 0.35 (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
+REVIEWED_FRINGES = (5, 14, 15, 18, 23, 36, 38, 41, 42, 44, 52, 55, 60)
 FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 

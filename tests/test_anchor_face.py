@@ -1077,6 +1077,24 @@ def test_a_photos_drawing_reaches_higher_up_the_forehead_than_a_video_frames(ban
     assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the photo's reach
 
 
+def test_the_shipped_bank_carries_its_reviews(bank):
+    """The faces looked at and marked by eye (`build_face_bank.py`'s REVIEWED_GHOSTS and
+    REVIEWED_FRINGES: glasses rims, doubled lids, donors' hair drawn over open foreheads and
+    temples) are marked in the bank that ships, so a drawing passes them over or stops below the
+    hair, and a rebuild from the script marks the same ones."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_face_bank.py"
+    spec = importlib.util.spec_from_file_location("build_face_bank", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert bank.ghost[list(script.REVIEWED_GHOSTS)].all()
+    reach = np.full(len(bank), np.inf, np.float32)
+    reach[list(script.REVIEWED_FRINGES)] = script.FRINGE_REACH
+    assert np.array_equal(bank.forehead, reach)
+
+
 def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face):
     """Bank faces whose donors' fringe starts low (`AnchorFaceBank.forehead`, reviewed by eye) are
     drawn only up to their own reach, also by a photo's taller forehead: bank face 18's fringe was
