@@ -244,8 +244,9 @@ def nudged_texture(cfg: RenderConfig, shape: np.ndarray, new: np.ndarray, nudge:
     drawing to fold against: it is left as it is. So does a drawing that keeps none of the
     target's eyes (`keep_eyes` 0, a photo's drawing in full): its lids are the bank face's own,
     with no kept opening to stay around. Held still while the rest shifted, they tore the drawing
-    across the eyes (Alfonso Cuaron, Brian Griese: a hard seam through the brows and lids, the
-    lids squinting); 80 LFW photos through the pipeline, faces drawn 47 -> 52, in full 10 -> 15."""
+    across the eyes (Bernard Law: torn lids and a ghost of his glasses rim; Buford Blount: a dark
+    band through the brows); 80 LFW photos through the pipeline, faces drawn 47 -> 52, in full
+    10 -> 15."""
     lips = cfg.nudge_lips or not mouth_kept(cfg, new, anchor_open)
     lids = cfg.nudge_lids or cfg.keep_eyes <= 0
     nudged = nudged_shape(new, nudge, lids, lips=lips)
