@@ -87,11 +87,12 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
 def lift_sockets(anchor: np.ndarray, ref: np.ndarray, shape: np.ndarray, iod: float, strength: float = 1.0,
                  sigma: float = 0.12, floor: float = 1.0) -> None:
     """Where the bank face `anchor` (float RGB [h,w,3], in place) is darker than the target `ref`
-    around the eyes, raise it towards the target by `strength` (a gain on all three channels, so
-    the shading's own colour stays): averages of six donors have dark, hollow sockets (their lids and lashes never
-    line up), which a person reads as sunken or tired eyes (Shea Whigham, Zakayev, Kate Siegel).
+    around the eyes, raise its lightness towards the target's by `strength`, its colour kept:
+    averages of six donors have dark, hollow sockets (their lids and lashes never line up), which a
+    person reads as sunken or tired eyes (Shea Whigham, Zakayev, Kate Siegel).
     Both are compared smoothed over `sigma` eye distances, so only the shading changes, not the
-    bank face's detail; the lift is added alike to R, G and B (grey light, no colour cast); `shape` [68,2] is the drawn shape in the patch's pixels."""
+    bank face's detail (how the lift keeps the colour: below); `shape` [68,2] is the drawn shape in
+    the patch's pixels."""
     h, w = anchor.shape[:2]
     rx, ry = 0.6 * iod, 0.42 * iod  # the socket: lids, the brow's underside and the upper cheek
     for s in (EYE_L, EYE_R):
