@@ -86,9 +86,12 @@ REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 13, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 
 # Cuaron, Meryl Streep) at 2x: dark streaks or blotches (5, 14, 18: Cuaron's forehead), hair strands
 # (36, 41, 42, 44, 52, 55), dark patches (38, 60); and, drawn in full (native.FULL_RENDER) on every
 # clean man of the bank over the open foreheads of Lukashenko and Bill Nelson, a dark band across
-# the forehead at 0.6 (23: also the square forehead corner on Abdul Rahman) and strands (15). Their
-# drawings stop at 0.35 (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
-REVIEWED_FRINGES = (5, 14, 15, 18, 23, 36, 38, 41, 42, 44, 52, 55, 60)
+# the forehead at 0.6 (23: also the square forehead corner on Abdul Rahman) and strands (15); and,
+# every woman of the bank drawn as a photo's first drawing (forehead 0.6) on the open, lit foreheads
+# of Lisa Kudrow, Courteney Cox (multiface.jpg) and Kate Siegel at 1.3x: a grey or white blotch
+# across the forehead (35) and dark patches at the temples (47, 54). Their drawings stop at 0.35
+# (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
+REVIEWED_FRINGES = (5, 14, 15, 18, 23, 35, 36, 38, 41, 42, 44, 47, 52, 54, 55, 60)
 FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 
