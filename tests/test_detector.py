@@ -46,6 +46,29 @@ def test_tiny_training_run_learns_an_artefact_and_stores_its_threshold(tmp_path)
     assert (tmp_path / "log.csv").read_text().count("\n") == 81
 
 
+def test_fine_tuning_starts_from_the_given_detector(tmp_path):
+    """`fiva train detector --init D` fine-tunes D (pairs of a newer pipeline, the older pairs gone):
+    a few low-rate steps keep what D knew, where the same steps from scratch know nothing yet."""
+    from fiva.train.detector import DetectorTrainConfig, score_crops, train_detector
+
+    torch.set_num_threads(1)
+    data = _synthetic_pairs(80)
+    base = train_detector(DetectorTrainConfig(pairs="synthetic", out=str(tmp_path / "base"), steps=80, batch=16, lr=3e-3,
+                                              blur_share=0.0, val_share=0.25, log_every=1000), data=data)
+    few = dict(pairs="synthetic", steps=3, batch=16, lr=1e-5, blur_share=0.0, val_share=0.25, log_every=1000)
+    tuned = train_detector(DetectorTrainConfig(out=str(tmp_path / "tuned"), init=str(base), **few), data=data)
+    scratch = train_detector(DetectorTrainConfig(out=str(tmp_path / "scratch"), **few), data=data)
+    xt, xc, _ = _synthetic_pairs(20, seed=1)
+
+    def gap(path):  # how much higher fakes score than real faces
+        m = load_detector(path)
+        return float(np.mean(score_crops(m, xc)) - np.mean(score_crops(m, xt)))
+
+    assert gap(tuned) > 0.5 and gap(tuned) > gap(scratch) + 0.3
+    assert "base" not in detector_metadata(scratch).get("fine_tuned_from", "")
+    assert detector_metadata(tuned)["fine_tuned_from"].startswith("detector.safetensors: step 80")
+
+
 def test_detector_file_round_trip(tmp_path):
     m = FakeDetector().eval()
     save_detector(m, tmp_path / "d.safetensors", {"fake_threshold": 0.5})

@@ -69,6 +69,8 @@ def _add_train(sub) -> None:
                    help="the threshold is this quantile of the held-out real faces' scores (default: 0.98, 2%% false positives: the shipped detector's)")
     d.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds (default: 0 = no limit)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d.add_argument("--init", default=None, help="fine-tune this detector (e.g. src/fiva/data/fake-detector.safetensors, the shipped one) "
+                   "on the pairs instead of training from scratch: for pairs of a newer pipeline when the older pairs are gone (default: none)")
     f = tsub.add_parser("refiner", help="train the refiner that makes the anchor-face renderer's drawings look like photographs "
                         "(adversarial against real faces, low frequencies and identity held) from stored pairs")
     f.add_argument("--pairs", required=True, help="pairs folder(s) from `fiva train pairs`, comma-separated")
@@ -298,7 +300,7 @@ def cmd_train(a) -> int:
         torch.set_num_threads(min(torch.get_num_threads(), 4))
         print(train_detector(DetectorTrainConfig(pairs=a.pairs, out=a.out, steps=a.steps, batch=a.batch, lr=a.lr, blur_share=a.blur_share,
                                                  val_share=a.val_share, threshold_quantile=a.threshold_quantile,
-                                                 time_limit=a.time_limit, seed=a.seed)))
+                                                 time_limit=a.time_limit, seed=a.seed, init=a.init)))
         return 0
     if a.what == "refiner":
         from .train.refiner import RefinerTrainConfig, train_refiner

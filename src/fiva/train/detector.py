@@ -43,6 +43,7 @@ class DetectorTrainConfig:
     time_limit: float = 0.0
     seed: int = 0
     log_every: int = 50
+    init: str | None = None  # start from this detector's weights (fine-tune) instead of from scratch
 
 
 def identity_of(source: str) -> str:
@@ -122,6 +123,16 @@ def to_input(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def _provenance(init: str | None) -> str | None:
+    """What a fine-tuned detector started from: its file name, what that one was trained on and for how long."""
+    if not init:
+        return None
+    from ..models.detector import detector_metadata
+
+    meta = detector_metadata(init)
+    return f"{Path(init).name}: step {meta.get('step')}, pairs {meta.get('pairs')}"
+
+
 def learning_rate(cfg: DetectorTrainConfig, step: int, seconds: float) -> float:
     """Linear warm-up over the first 5%, then cosine down to 2% of `cfg.lr`; progress is the larger of
     the step's and (with a time limit) the time's share, so a time-limited run still anneals."""
@@ -154,7 +165,7 @@ def train_detector(cfg: DetectorTrainConfig, data: tuple | None = None) -> Path:
     """Train; write OUT/detector.safetensors (fp16, threshold in the metadata) and OUT/log.csv.
     `data`: (X_t, X_c, names) instead of reading `cfg.pairs` (tests)."""
     from ..evaluate.fakes import roc
-    from ..models.detector import FakeDetector, save_detector
+    from ..models.detector import FakeDetector, load_detector, save_detector
     from .pairs import load_pairs
 
     out = Path(cfg.out)
@@ -168,7 +179,8 @@ def train_detector(cfg: DetectorTrainConfig, data: tuple | None = None) -> Path:
     tr, va = split_pairs(names, cfg.val_share, cfg.seed)
     log.info("detector: %d training pairs, %d held-out pairs (%d identities held out)", len(tr), len(va),
              len({identity_of(names[i]) for i in va}))
-    model = FakeDetector()
+    # fine-tuning keeps what the earlier detector learnt from pairs that are no longer at hand
+    model = load_detector(cfg.init) if cfg.init else FakeDetector()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     half = cfg.batch // 2
     t0, step, rows = time.time(), 0, []
@@ -190,7 +202,7 @@ def train_detector(cfg: DetectorTrainConfig, data: tuple | None = None) -> Path:
             log.info("step %d loss %.4f (%.0f s)", step, np.mean([r[1] for r in rows[-cfg.log_every:]]), time.time() - t0)
     extra = {"trained_against": "fiva anonymize (anchor-face default) outputs and --method-blur-like faces, "
                                 "from stored pairs of LFW training identities",
-             "pairs": cfg.pairs, "step": step, "train_config": asdict(cfg)}
+             "pairs": cfg.pairs, "step": step, "fine_tuned_from": _provenance(cfg.init), "train_config": asdict(cfg)}
     if len(va):
         # each real crop once (pairs folders rendered from the same photos hold the same X_t)
         seen, real_va = set(), []
