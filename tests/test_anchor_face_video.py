@@ -246,6 +246,28 @@ def test_a_still_tracks_points_are_smoothed_hard_and_a_moving_ones_lightly():
     assert shape_weight(mouth, prev, 38.3) == SHAPE_SMOOTHING[0]
 
 
+def test_a_still_heads_opening_mouth_is_followed_at_once_and_its_jitter_still_smoothed():
+    """liveportrait_d0: a grin opened over 3 frames on a still head, and the track's points, smoothed
+    as the head is (0.95 of the last frame's), drew it closed for 10 frames and half open for 30 more."""
+    from fiva.anonymize.native import SHAPE_SMOOTHING, smoothed_shape
+
+    rng = np.random.default_rng(0)
+    iod = 38.3
+    prev = rng.uniform(0, 112, (68, 2))
+    jitter = prev + rng.normal(0, 0.3, prev.shape)  # dlib's jitter, ~0.01 eye distances
+    out = smoothed_shape(jitter, prev, iod)
+    assert np.allclose(out, SHAPE_SMOOTHING[0] * prev + (1 - SHAPE_SMOOTHING[0]) * jitter)  # every part smoothed hard
+    opened = jitter.copy()
+    opened[np.r_[6:11, 55:60, 64:68]] += [0.0, 0.3 * iod]  # the chin and the lower lip drop by 0.3 eye distances
+    shown = prev
+    for _ in range(3):  # the mouth stays open
+        shown = smoothed_shape(opened, shown, iod)
+    drop = (shown[57, 1] - prev[57, 1]) / iod
+    assert drop > 0.25  # the drawing's lower lip is nearly there after 3 frames (0.04 when smoothed as the head)
+    still = np.r_[0:6, 11:48]  # outline, brows, nose and eyes did not move: still smoothed hard
+    assert np.abs(shown[still] - prev[still]).max() < np.abs(jitter[still] - prev[still]).max()
+
+
 @needs_dlib
 def test_a_track_that_passed_on_a_retry_keeps_drawing_with_less_of_the_target(astronaut, astronaut_face, monkeypatch):
     """liveportrait_d0: SFace still matched the drawing of a talking head whose own lids are kept,
