@@ -8,7 +8,8 @@ frames through `VideoStream` (tracking, landmark smoothing, the ITM) with --gene
 and with the 112 px network (--generator fiva; not with --no-fiva112); per clip the seconds per frame of each, and for d13 the
 mean dlib distance between consecutive frames of the output over the original's (identity
 jitter; the issue asks <= 1.2), and the spread of their pairwise cosine distances (Eq. 7's
-M_tc^sigma, as `fiva evaluate` computes it) over the original's.
+M_tc^sigma, as `fiva evaluate` computes it) over the original's, and the drawing's mouth-opening
+error per frame (dlib's 68 points on the frame and on the drawing, as evaluate_realism.py measures photos).
 
 Sheets (PNG, in --sheets): faces before | after, each as the whole face (shrunk to 200 px when
 larger) and its centre at real size (1:1), wild photos, LFW fold-1 faces with open mouths (expression), and
@@ -105,7 +106,7 @@ def main():
     cv2.setNumThreads(1)
     anchor = Anonymizer(AnonymizeConfig(generator="anchor-face", progress=False))
     default = None if a.no_fiva112 else Anonymizer(AnonymizeConfig(generator="fiva", progress=False))  # the 112 px network, for comparison
-    ev = DlibEvaluator()
+    ev, lm = DlibEvaluator(), Landmarker68()
     report = {}
     video_pairs = []
     alone = Anonymizer(AnonymizeConfig(generator="anchor-face", fallback="none", progress=False))
@@ -121,7 +122,7 @@ def main():
             # the drawing alone too (no verification, no fallback): pixelated frames between drawn
             # ones would count as identity jitter
             out_g, _ = run_video(alone, frames)
-            emb_o, emb_a, emb_g = [], [], []
+            emb_o, emb_a, emb_g, mouth = [], [], [], []
             for f, g, h in zip(frames, out_a, out_g):
                 d = anchor.detect(f)
                 if len(d) == 0:
@@ -133,6 +134,10 @@ def main():
                 emb_o.append(ev.embed(f, box))
                 emb_a.append(ev.embed(g, box))
                 emb_g.append(ev.embed(h, box))
+                # expression: the drawing's mouth opening against the frame's, dlib's 68 points on each
+                # (the original's key points), as evaluate_realism.py measures photos
+                kps = d.landmarks[d.largest()][None]
+                mouth.append(abs(mouth_opening(lm(h, kps)[0]) - mouth_opening(lm(f, kps)[0])))
             jit = lambda e: [float(np.linalg.norm(x - y)) for x, y in zip(e, e[1:]) if x is not None and y is not None]  # noqa: E731
             jo, ja, jg = jit(emb_o), jit(emb_a), jit(emb_g)
             # Eq. 7 (fiva evaluate's M_tc) on the same consecutive frames: spread of the pairwise
@@ -142,6 +147,8 @@ def main():
             r.update({f"Mtc_{k}": {"mu": v[0], "sigma": v[1]} for k, v in tc.items()})
             r.update({"Mtc_sigma_ratio": tc["output"][1] / tc["original"][1],
                       "Mtc_sigma_ratio_drawing_alone": tc["drawing_alone"][1] / tc["original"][1]})
+            r.update({"mouth_err_drawing_alone_median": float(np.median(mouth)), "mouth_err_drawing_alone_le_0.05": float(np.mean(np.array(mouth) <= 0.05)),
+                      "mouth_err_drawing_alone_max": float(np.max(mouth))})
             r.update({"consecutive_dlib_original": float(np.mean(jo)), "consecutive_dlib_output": float(np.mean(ja)),
                       "jitter_ratio": float(np.mean(ja) / np.mean(jo)), "jitter_ratio_drawing_alone": float(np.mean(jg) / np.mean(jo)),
                       "dlib_drawing_alone_vs_original_median": float(np.median([np.linalg.norm(x - y) for x, y in zip(emb_o, emb_g) if x is not None])),
@@ -171,7 +178,6 @@ def main():
         out = anchor.anonymize_image(rgb, d)
         for i in np.argsort(-(d.boxes[:, 2] - d.boxes[:, 0]))[:2 if name == "multiface.jpg" else 1]:
             wild_pairs.append((tile(rgb, d.boxes[i]), tile(out, d.boxes[i])))
-    lm = Landmarker68()
     expr_pairs = []
     for name in evaluation_identities(Path(a.lfw)):
         rgb = read_image(image_path(Path(a.lfw), identity_images(Path(a.lfw), name)[0]))

@@ -263,7 +263,7 @@ def test_a_still_heads_opening_mouth_is_followed_at_once_and_its_jitter_still_sm
     for _ in range(3):  # the mouth stays open
         shown = smoothed_shape(opened, shown, iod)
     drop = (shown[57, 1] - prev[57, 1]) / iod
-    assert drop > 0.25  # the drawing's lower lip is nearly there after 3 frames (0.04 when smoothed as the head)
+    assert drop > 0.2  # the drawing's lower lip is most of the way there after 3 frames (0.04 when smoothed as the head)
     still = np.r_[0:6, 11:48]  # outline, brows, nose and eyes did not move: still smoothed hard
     assert np.abs(shown[still] - prev[still]).max() < np.abs(jitter[still] - prev[still]).max()
 

@@ -35,15 +35,17 @@ DLIB_MATCH = 0.62
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
 SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
 _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
-# The parts of a face that move without the head (brows, eyes, the mouth with the chin). Smoothed as
-# the head is, an opening mouth lagged by ~20 frames on a still head (liveportrait_d0: a grin opened
-# over 3 frames was drawn closed for 10 and half open for 30 more, and shut lips were drawn open for
-# 10 frames after). A part whose points lie farther from the track's smoothed ones than the first of
-# EXPRESSION_LAG (mean, eye distances; dlib's points jitter ~0.01) is smoothed less, down to
-# EXPRESSION_SMOOTHING from the second: d0's mean mouth-opening error 0.079 -> 0.009, d13's 0.038 -> 0.014.
-_EXPRESSION = (np.r_[17:27], np.r_[36:48], np.r_[6:11, 48:68])
-EXPRESSION_LAG = (0.012, 0.04)
-EXPRESSION_SMOOTHING = 0.2
+# The mouth with the chin moves without the head. Smoothed as the head is, an opening mouth lagged
+# by ~20 frames on a still head (liveportrait_d0: a grin opened over 3 frames was drawn closed for
+# 10 and half open for 30 more, and shut lips were drawn open for 10 frames after). When its points
+# lie farther from the track's smoothed ones than the first of EXPRESSION_LAG (mean, eye distances;
+# dlib's points jitter ~0.01) it is smoothed less, down to EXPRESSION_SMOOTHING from the second.
+# Drawing alone, d0 (78 frames): the drawing's mouth-opening error median 0.034 -> 0.019, max 0.17
+# -> 0.13; d13 (60): M_tc^sigma 0.78x -> 0.87x the original's, jitter 1.01x -> 1.01x. Following
+# sooner (0.012-0.04, 0.2) or the brows and eyes too put d13's M_tc^sigma over 1 (1.26x, 1.52x).
+_EXPRESSION = (np.r_[6:11, 48:68],)
+EXPRESSION_LAG = (0.04, 0.1)
+EXPRESSION_SMOOTHING = 0.4
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
 STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
@@ -129,8 +131,8 @@ def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
 
 def smoothed_shape(raw: np.ndarray, prev: np.ndarray, iod: float) -> np.ndarray:
     """A track's next 68 points (face frame, [68,2]): `raw` averaged with the last smoothed `prev`,
-    by `shape_weight` for the head and, where a part of the face moved away from its smoothed points
-    (`_EXPRESSION`, EXPRESSION_LAG), by less for that part."""
+    by `shape_weight` for the head and, where the mouth moved away from its smoothed points
+    (`_EXPRESSION`, EXPRESSION_LAG), by less for the mouth."""
     w = shape_weight(raw, prev, iod)
     out = w * prev + (1 - w) * raw
     for part in _EXPRESSION:
