@@ -43,7 +43,7 @@ _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the m
 # Drawing alone, d0 (78 frames): the drawing's mouth-opening error median 0.034 -> 0.019, max 0.17
 # -> 0.13; d13 (60): M_tc^sigma 0.78x -> 0.87x the original's, jitter 1.01x -> 1.01x. Following
 # sooner (0.012-0.04, 0.2) or the brows and eyes too put d13's M_tc^sigma over 1 (1.26x, 1.52x).
-_EXPRESSION = (np.r_[6:11, 48:68],)
+_MOUTH = np.r_[6:11, 48:68]
 EXPRESSION_LAG = (0.04, 0.1)
 EXPRESSION_SMOOTHING = 0.4
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
@@ -132,13 +132,12 @@ def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
 def smoothed_shape(raw: np.ndarray, prev: np.ndarray, iod: float) -> np.ndarray:
     """A track's next 68 points (face frame, [68,2]): `raw` averaged with the last smoothed `prev`,
     by `shape_weight` for the head and, where the mouth moved away from its smoothed points
-    (`_EXPRESSION`, EXPRESSION_LAG), by less for the mouth."""
+    (`_MOUTH`, EXPRESSION_LAG), by less for the mouth."""
     w = shape_weight(raw, prev, iod)
     out = w * prev + (1 - w) * raw
-    for part in _EXPRESSION:
-        lag = float(np.linalg.norm(raw[part] - prev[part], axis=1).mean()) / iod
-        wp = min(w, w + ramp(lag, *EXPRESSION_LAG) * (EXPRESSION_SMOOTHING - w))
-        out[part] = wp * prev[part] + (1 - wp) * raw[part]
+    lag = float(np.linalg.norm(raw[_MOUTH] - prev[_MOUTH], axis=1).mean()) / iod
+    wm = min(w, w + ramp(lag, *EXPRESSION_LAG) * (EXPRESSION_SMOOTHING - w))
+    out[_MOUTH] = wm * prev[_MOUTH] + (1 - wm) * raw[_MOUTH]
     return out
 
 
