@@ -35,15 +35,17 @@ DLIB_MATCH = 0.62
 SHAPE_SMOOTHING = (0.95, 0.75)  # weight of the previous frame's 68 points (face frame) along a track: still, moving
 SHAPE_MOVING = (0.06, 0.15)  # a face is still up to this mean change of its outline, brows and nose (eye distances), moving from this
 _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the mouth (the chin does)
-# The mouth with the chin moves without the head. Smoothed as the head is, an opening mouth lagged
-# by ~20 frames on a still head (liveportrait_d0: a grin opened over 3 frames was drawn closed for
-# 10 and half open for 30 more, and shut lips were drawn open for 10 frames after). When its points
-# lie farther from the track's smoothed ones than the first of EXPRESSION_LAG (mean, eye distances;
-# dlib's points jitter ~0.01) it is smoothed less, down to EXPRESSION_SMOOTHING from the second.
-# Drawing alone, d0 (78 frames): the drawing's mouth-opening error median 0.034 -> 0.019, max 0.17
-# -> 0.13; d13 (60): M_tc^sigma 0.78x -> 0.87x the original's, jitter 1.01x -> 1.01x. Following
-# sooner (0.012-0.04, 0.2) or the brows and eyes too put d13's M_tc^sigma over 1 (1.26x, 1.52x).
-_MOUTH = np.r_[6:11, 48:68]
+# The lips move without the head. Smoothed as the head is, an opening mouth lagged by ~20 frames on
+# a still head (liveportrait_d0: a grin opened over 3 frames was drawn closed for 10 and half open
+# for 30 more, and shut lips were drawn open for 10 frames after). When the lips' points lie farther
+# from the track's smoothed ones than the first of EXPRESSION_LAG (mean, eye distances; dlib's
+# points jitter ~0.01) they are smoothed less, down to EXPRESSION_SMOOTHING from the second.
+# Drawing alone, d0 (78 frames): the drawing's mouth-opening error median 0.034 -> 0.020, max 0.17
+# -> 0.13; d13 (60): frames within 0.05 67% -> 75%, M_tc^sigma 0.78x -> 0.91x the original's,
+# jitter 1.01x -> 1.01x. Following sooner (0.012-0.04, 0.2) or the brows and eyes too put d13's
+# M_tc^sigma over 1 (1.26x, 1.52x); the chin with the lips drew d18 with 40 more frames pixelated
+# (SFace matched its re-checks).
+_MOUTH = np.r_[48:68]
 EXPRESSION_LAG = (0.04, 0.1)
 EXPRESSION_SMOOTHING = 0.4
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
@@ -131,8 +133,8 @@ def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
 
 def smoothed_shape(raw: np.ndarray, prev: np.ndarray, iod: float) -> np.ndarray:
     """A track's next 68 points (face frame, [68,2]): `raw` averaged with the last smoothed `prev`,
-    by `shape_weight` for the head and, where the mouth moved away from its smoothed points
-    (`_MOUTH`, EXPRESSION_LAG), by less for the mouth."""
+    by `shape_weight` for the head and, where the lips moved away from their smoothed points
+    (`_MOUTH`, EXPRESSION_LAG), by less for the lips."""
     w = shape_weight(raw, prev, iod)
     out = w * prev + (1 - w) * raw
     lag = float(np.linalg.norm(raw[_MOUTH] - prev[_MOUTH], axis=1).mean()) / iod
