@@ -42,7 +42,7 @@ _RIGID = np.r_[0:6, 11:36]  # the points that move with the head, not with the m
 # points jitter ~0.01) they are smoothed less, down to EXPRESSION_SMOOTHING from the second.
 # Drawing alone, d0 (78 frames): the drawing's mouth-opening error median 0.034 -> 0.020, max 0.17
 # -> 0.13; d13 (60): frames within 0.05 67% -> 75%, M_tc^sigma 0.78x -> 0.91x the original's,
-# jitter 1.01x -> 1.01x. Following sooner (0.012-0.04, 0.2) or the brows and eyes too put d13's
+# jitter 1.01x -> 1.00x. Following sooner (0.012-0.04, 0.2) or the brows and eyes too put d13's
 # M_tc^sigma over 1 (1.26x, 1.52x); the chin with the lips drew d18 with 40 more frames pixelated
 # (SFace matched its re-checks).
 _MOUTH = np.r_[48:68]
