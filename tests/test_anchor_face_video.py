@@ -152,6 +152,7 @@ def test_one_person_keeps_one_bank_face_through_a_clip_when_a_recheck_reads_a_ha
     assert outcomes == ["generated"] * 7
     assert len(set(held)) == 1 and held[0] is not None
     assert anon.stats["retried"] == first  # no re-check drew another bank face
+    assert anon.stats["switched"] == 0
 
 
 @needs_dlib
@@ -209,6 +210,32 @@ def test_a_held_face_that_fails_its_recheck_and_the_retry_is_obfuscated_not_swap
     assert outcomes[:2] == ["generated"] * 2 and outcomes[2:4] == ["verify"] * 2 and outcomes[4] == "generated"
     assert anon.stats["retried"] == 1  # the held bank face once more, no other bank face tried
     assert held[0] is not None and held[4] == held[0]
+    assert anon.stats["switched"] == 0  # obfuscated for a while, but never another person
+
+
+@needs_dlib
+def test_a_track_drawn_with_another_bank_face_is_counted_as_a_switch(astronaut, astronaut_face, monkeypatch):
+    """When a track's fresh start after a failed re-check passes only on another bank face, the
+    same head is a new fake person from then on: the run's stats count it (`switched`, in the
+    report and the summary), and a clip that keeps its bank face counts none."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+    from fiva.anonymize.runner import describe_stats
+
+    d, _ = astronaut_face
+    anon = Anonymizer(generator="anchor-face", defense="none", reembed_every=2, progress=False)
+    calls = []
+
+    def still_same(*args, **kwargs):  # frame 2's re-check and retry fail, then frame 4's bank face and its redraw
+        calls.append(1)
+        return 2 <= len(calls) <= 5
+
+    monkeypatch.setattr(native, "_still_same", still_same)
+    held, outcomes = _frames_of_one_track(anon, astronaut, d, 6)
+    assert outcomes == ["generated"] * 2 + ["verify"] * 2 + ["generated"] * 2
+    assert None not in (held[0], held[4]) and held[4] != held[0] and held[5] == held[4]
+    assert anon.stats["switched"] == 1
+    assert "another fake identity 1 time(s)" in describe_stats(anon.stats, "pixelate")
 
 
 def test_kept_lips_thin_the_lips_towards_the_inner_outline_and_keep_the_corners(astronaut_face):

@@ -513,6 +513,14 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             colour.commit()
     for i in fresh:
         if tracks is not None:
+            # the bank face the track was last drawn with: a verified drawing on another one is a
+            # new fake person on the same head (stats "switched", which the report shows)
+            shown = (anon._tracks.get(int(tracks[i])) or {}).get("shown")
+            if not failed[i]:
+                now = bank.index_of(z_a[i])
+                anon.stats["switched"] += int(shown is not None and now != shown)
+                shown = now
             anon._tracks[int(tracks[i])] = {"z_a": z_a[i], "failed": bool(failed[i]), "age": 1, "z_id": z_id[i],
-                                            "held": not failed[i], "lessened": bool(lessened[i] and not failed[i])}
+                                            "held": not failed[i], "lessened": bool(lessened[i] and not failed[i]),
+                                            "shown": shown}
     return out, failed

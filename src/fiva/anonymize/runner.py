@@ -178,6 +178,8 @@ def describe_stats(stats, fallback: str) -> str:
     text = f"; {stats['faces']} face(s): " + ", ".join(parts)
     if stats.get("filled"):
         text += f"; {stats['filled']} face(s) filled in over missed detections"
+    if stats.get("switched"):
+        text += f"; a tracked face took another fake identity {stats['switched']} time(s)"
     return text
 
 
