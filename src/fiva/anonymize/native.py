@@ -66,11 +66,13 @@ HELD_IN_PLACE = 2 * IN_PLACE  # a re-check of a track's held bank face finds it 
 # A track drawn before whose re-check fails (its held face and the redraw, or a fresh start) is
 # obfuscated until its next re-check, which comes after this many frames, not reembed_every (10),
 # and tries only the bank face the track showed (held again): a momentary failure costs a few
-# frames, not ten. If that fails too, the full interval follows, then a fresh start (other bank
-# faces). A fresh start after FAILED_RECHECK frames instead drew more of the 12 clips (3,065 of
-# 4,426 faces against 2,984) but switched bank faces 13 times (3): another fake person on the
-# same head. A track never drawn keeps the full interval: liveportrait_d6 and d19 fail every
-# re-check (hair and outline carry them), and each re-check draws and verifies 2-3 times.
+# frames, not ten. If that fails too, the fresh start (other bank faces) comes reembed_every
+# frames after the first failure, as it did before; started only then (3 + 10 frames), the
+# crowd clip drew 153 of its first 60 frames' 981 faces, not 165. A fresh start after
+# FAILED_RECHECK frames instead drew more of the 12 clips (3,065 of 4,426 faces against 2,984)
+# but switched bank faces 13 times (3): another fake person on the same head. A track never
+# drawn keeps the full interval: liveportrait_d6 and d19 fail every re-check (hair and outline
+# carry them), and each re-check draws and verifies 2-3 times.
 FAILED_RECHECK = 3
 # Video frames draw with two changes to the photos' RenderConfig, each against identity jitter
 # (the target's own pixels kept on a bank face move with the speaking head; the bank face alone
@@ -531,8 +533,11 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 anon.stats["switched"] += int(shown is not None and now != shown)
                 shown = now
             # a failed track drawn before is re-checked soon on the face it showed (FAILED_RECHECK), once
+            # (and if that fails too, the fresh start comes when the failure's full interval is over)
             soon = bool(failed[i] and shown is not None and not before.get("soon"))
             age = max(anon.cfg.reembed_every - FAILED_RECHECK, 0) + 1 if soon else 1
+            if failed[i] and before.get("soon"):
+                age = min(FAILED_RECHECK, anon.cfg.reembed_every - 1) + 1
             anchor = bank.sface[shown] / np.linalg.norm(bank.sface[shown]) if soon else z_a[i]
             anon._tracks[int(tracks[i])] = {"z_a": anchor, "failed": bool(failed[i]), "age": age, "z_id": z_id[i],
                                             "held": not failed[i] or soon, "lessened": bool(lessened[i] and not failed[i]),
