@@ -149,6 +149,10 @@ class AnchorFaceBank:
         """The bank face whose embedding an anchor vector is (the ITM hands out vectors)."""
         return int(np.argmax(self.sface @ (anchor / np.linalg.norm(anchor))))
 
+    def anchor_of(self, index: int) -> np.ndarray:
+        """Bank face `index`'s anchor vector (its unit SFace embedding): `index_of`'s inverse."""
+        return self.sface[index] / np.linalg.norm(self.sface[index])
+
     def sample(self, rng: np.random.Generator, sex: int | None = None) -> int:
         """A random bank face index, of one sex if given."""
         pool = np.arange(len(self)) if sex is None else np.flatnonzero(self.sex == sex)

@@ -482,7 +482,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     if pick not in tried:
                         tried.append(pick)
                     index = pick
-                    z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
+                    z_a[i] = bank.anchor_of(pick)
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
                     drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
@@ -494,7 +494,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     # the last tries: the bank face in full, the ITM's first, then the farthest retried
                     for pick in [t for t in tried if full_renderer.scale(shapes[i], t) <= TEXTURE_HOLDS][:FULL_RETRIES]:
                         index = pick
-                        z_a[i] = bank.sface[pick] / np.linalg.norm(bank.sface[pick])
+                        z_a[i] = bank.anchor_of(pick)
                         anon.stats["retried"] += 1
                         drawn, nudge = _search(full_renderer, out, shapes[i], index, kps, find, tries, None, still, landmarker=lmk)
                         failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
@@ -535,11 +535,14 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             # a failed track drawn before is re-checked soon on the face it showed (FAILED_RECHECK), once
             # (and if that fails too, the fresh start comes when the failure's full interval is over)
             soon = bool(failed[i] and shown is not None and not before.get("soon"))
-            age = max(anon.cfg.reembed_every - FAILED_RECHECK, 0) + 1 if soon else 1
-            if failed[i] and before.get("soon"):
+            if soon:
+                age = max(anon.cfg.reembed_every - FAILED_RECHECK, 0) + 1
+            elif failed[i] and before.get("soon"):
                 age = min(FAILED_RECHECK, anon.cfg.reembed_every - 1) + 1
-            anchor = bank.sface[shown] / np.linalg.norm(bank.sface[shown]) if soon else z_a[i]
-            anon._tracks[int(tracks[i])] = {"z_a": anchor, "failed": bool(failed[i]), "age": age, "z_id": z_id[i],
+            else:
+                age = 1
+            anon._tracks[int(tracks[i])] = {"z_a": bank.anchor_of(shown) if soon else z_a[i], "failed": bool(failed[i]),
+                                            "age": age, "z_id": z_id[i],
                                             "held": not failed[i] or soon, "lessened": bool(lessened[i] and not failed[i]),
                                             "shown": shown, "soon": soon}
     return out, failed
