@@ -1367,3 +1367,62 @@ def test_under_a_nudge_the_targets_fine_detail_moves_with_the_texture(bank, astr
     moved = spot + np.array([shift, 0])
     assert spot_detail(spotted, plain, moved) > 15  # the spot is drawn where the texture moved it
     assert spot_detail(spotted, plain, spot) < 0.5 * spot_detail(spotted, plain, moved)
+
+
+def _glasses(rgb: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`rgb` with a thin dark frame of glasses painted on (a rim about each eye, the bridge, the
+    arms out to the outline), and the frame's pixels [h,w] bool inside the drawn face, away from
+    the eye openings and brows (which the drawing keeps or draws anyway)."""
+    import cv2
+
+    out = rgb.copy()
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    t = max(int(round(0.02 * iod)), 1)
+    frame = np.zeros(rgb.shape[:2], np.uint8)
+    for s in (slice(36, 42), slice(42, 48)):
+        c = shape[s].mean(0) + (0, 0.05 * iod)
+        cv2.ellipse(frame, (int(c[0]), int(c[1])), (int(0.4 * iod), int(0.27 * iod)), 0, 0, 360, 1, t)
+    y = int(shape[36:48, 1].mean() - 0.05 * iod)
+    cv2.line(frame, (int(shape[39, 0] + 0.1 * iod), y), (int(shape[42, 0] - 0.1 * iod), y), 1, t)
+    for e, o in ((36, 0), (45, 16)):
+        cv2.line(frame, (int(shape[e, 0] + np.sign(shape[o, 0] - shape[e, 0]) * 0.3 * iod), y), (int(shape[o, 0]), y), 1, t)
+    out[frame > 0] = (30, 28, 26)
+    away = np.zeros_like(frame)
+    for s in (slice(36, 42), slice(42, 48)):
+        cv2.fillPoly(away, [shape[s].astype(np.int32)], 1)
+    away = cv2.dilate(away, np.ones((int(0.2 * iod) | 1,) * 2, np.uint8))
+    for s in (slice(17, 22), slice(22, 27)):
+        cv2.polylines(away, [shape[s].astype(np.int32)], False, 1, thickness=int(0.15 * iod))
+    inside = np.zeros_like(frame)
+    cv2.fillConvexPoly(inside, cv2.convexHull(shape[[0, 16, 8]].astype(np.int32)), 1)
+    return out, (frame > 0) & (away == 0) & (inside > 0)
+
+
+def test_glasses_keep_their_frame_and_bare_eyes_get_none(bank, astronaut, astronaut_face):
+    """A bank face drawn over glasses took the frame away inside the face and left its arms outside
+    it (broken glasses on d9, d13): the target's frame stays. A bare face is not read as wearing
+    glasses and is drawn as before, and with `rims` 0 the frame is drawn over."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import glasses_worn
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    worn, frame = _glasses(astronaut, shape)
+    assert frame.sum() > 50
+    assert glasses_worn(astronaut, shape, iod) == 0.0 and glasses_worn(worn, shape, iod) == 1.0
+    kept = AnchorFaceRenderer(bank, RenderConfig()).render(worn, shape, 0)
+    over = AnchorFaceRenderer(bank, RenderConfig(rims=0.0)).render(worn, shape, 0)
+    # the warp moves the target's pixels a little: a frame pixel's value is the darkest within 2
+    dark = lambda img: cv2.erode(img.max(2), np.ones((5, 5), np.uint8))[frame]  # noqa: E731
+    assert np.median(dark(worn)) < 40
+    # drawn over, the skin (~210); kept, the frame's line on the drawing's skin (its contrast at
+    # the scale of `rim_sigma`: a 1-pixel line keeps about half)
+    assert np.median(dark(kept)) < np.median(dark(over)) - 60
+    assert np.mean(dark(kept) < 130) > 0.8 and np.mean(dark(over) < 130) < 0.1
+    cheeks = np.zeros(frame.shape, bool)
+    cheeks[int(shape[30, 1]):int(shape[33, 1]), int(shape[3, 0] + 0.1 * iod):int(shape[31, 0])] = True
+    assert np.array_equal(kept[cheeks], over[cheeks])  # nothing else changes
+    bare = AnchorFaceRenderer(bank, RenderConfig()).render(astronaut, shape, 0)
+    assert np.array_equal(bare, AnchorFaceRenderer(bank, RenderConfig(rims=0.0)).render(astronaut, shape, 0))

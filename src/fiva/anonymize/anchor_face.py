@@ -25,10 +25,10 @@ import torch
 
 from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_share
 from ..faces.shape_model import ShapeModel
-from .colour import lift_sockets, match_colour
+from .colour import lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
-from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hull, kept_lenses, lenses_worn, mouth_kept, ramp,
-                    skin_band_weight, socket_floor)
+from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hull, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
+                    mouth_kept, ramp, skin_band_weight, socket_floor, thin_lines)
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
@@ -106,6 +106,13 @@ class RenderConfig:
     # (masks.lens_darkness, masks.lenses_worn; bare eyes: 99% above 0.44 on LFW): a bank face drawn
     # over them is a smeared face with no eyes (0: off)
     lenses: float = 0.33
+    # A face wearing glasses (masks.glasses_worn: a thin line across the nose bridge) keeps its
+    # frame: about its eyes (masks.glasses_ring), on the target's thin lines (masks.thin_lines),
+    # the drawing takes the target's detail finer than `rim_sigma` eye distances over the bank
+    # face's coarser shading, `rims` times (0: off). Drawn over, the frame vanished inside the face
+    # and its arms stayed outside it: broken glasses (d9, d13, d19).
+    rims: float = 1.0
+    rim_sigma: float = 0.03
     # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
     # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
@@ -375,7 +382,8 @@ class AnchorFaceRenderer:
             m *= _poly_mask((h, w), hull, (sx0, sy0))
         mf = sub.astype(np.float32)
         # how dark the target's eye regions are against its cheeks, off its own pixels: sunglasses, or eyes in shadow
-        darkness = eye_darkness(rgb, shape, float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0))))
+        t_iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))  # the target's own
+        darkness = eye_darkness(rgb, shape, t_iod)
         if cfg.sockets > 0:
             lift_sockets(anchor, mf, new - (sx0, sy0), iod, cfg.sockets, floor=socket_floor(cfg, darkness))
         if cfg.detail > 0 and scale > TEXTURE_HOLDS:  # drawn larger than the texture: it lacks the finest band
@@ -391,6 +399,21 @@ class AnchorFaceRenderer:
             fine = under - cv2.GaussianBlur(under, (0, 0), cfg.detail_sigma * scale)
             keep = detail_weight(cfg, src_mesh, dst_d, tris, (sx0, sy0), (h, w), iod)
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
+        worn = cfg.rims * glasses_worn(rgb, shape, t_iod) if cfg.rims > 0 else 0.0
+        if worn > 0:  # the frame: the target's lines over the bank face's shading there
+            ring = worn * glasses_ring(new, (sx0, sy0), (h, w), iod, cfg.eye_feather)
+            ys, xs = np.nonzero(ring > 0.01)
+            if len(ys):
+                s = max(cfg.rim_sigma * iod, 0.7)
+                pad = int(3 * s) + 1
+                ry0, ry1, rx0, rx1 = max(ys.min() - pad, 0), ys.max() + pad + 1, max(xs.min() - pad, 0), xs.max() + pad + 1
+                a, t, r = anchor[ry0:ry1, rx0:rx1], mf[ry0:ry1, rx0:rx1], ring[ry0:ry1, rx0:rx1]
+                # only on the target's thin lines there (the frame; up to 8 pixels wide: on a big
+                # face, wider ones are its lids, creases and brows), grown by a pixel
+                lines = thin_lines(np.clip(t, 0, 255).astype(np.uint8), min(iod, 128.0))
+                lines = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8))
+                r = r * smooth(lines.astype(np.float32), max(0.01 * iod, 0.5))
+                a += r[..., None] * (cv2.GaussianBlur(a, (0, 0), s) - cv2.GaussianBlur(t, (0, 0), s) + t - a)
         if (mf[..., 0] == mf[..., 1]).all() and (mf[..., 1] == mf[..., 2]).all():
             anchor[...] = anchor.mean(2, keepdims=True)  # a grey photo gets a grey face, not the bank face's tints
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
