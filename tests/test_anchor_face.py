@@ -1426,3 +1426,37 @@ def test_glasses_keep_their_frame_and_bare_eyes_get_none(bank, astronaut, astron
     assert np.array_equal(kept[cheeks], over[cheeks])  # nothing else changes
     bare = AnchorFaceRenderer(bank, RenderConfig()).render(astronaut, shape, 0)
     assert np.array_equal(bare, AnchorFaceRenderer(bank, RenderConfig(rims=0.0)).render(astronaut, shape, 0))
+
+
+def test_tinted_lenses_in_a_frame_stay_and_bare_eyes_as_dark_are_drawn(bank, astronaut, astronaut_face):
+    """Tinted sunglasses are lighter than the dark ones `lenses` tells from bare eyes (Billy Bob
+    Thornton's, 0.45 of his cheeks), and were drawn as pale lenses with the bank face's eyes
+    behind: in a frame they stay. The same darkness with no frame is drawn over (deep-set or
+    shadowed bare eyes read as dark)."""
+    import cv2
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import eye_darkness, glasses_worn, lenses_worn
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    tinted = astronaut.copy()
+    lens = np.zeros(astronaut.shape[:2], np.uint8)
+    for s in (slice(36, 42), slice(42, 48)):
+        c = shape[s].mean(0) + (0, 0.05 * iod)
+        cv2.ellipse(lens, (int(c[0]), int(c[1])), (int(0.38 * iod), int(0.25 * iod)), 0, 0, 360, 1, -1)
+    tinted[lens > 0] = (tinted[lens > 0] * 0.45 + np.array([40, 20, 50]) * 0.55).astype(np.uint8)
+    framed, _ = _glasses(tinted, shape)
+    cfg = RenderConfig()
+    dark = eye_darkness(tinted, shape, iod)
+    assert cfg.lenses + 0.03 < dark < cfg.framed_lenses - 0.03
+    assert glasses_worn(tinted, shape, iod) == 0.0 and glasses_worn(framed, shape, iod) == 1.0
+    assert lenses_worn(cfg, dark) == 0.0 and lenses_worn(cfg, dark, 1.0) == 1.0
+    core = cv2.erode(lens, np.ones((int(0.12 * iod) | 1,) * 2, np.uint8)) > 0
+    openings = np.zeros_like(lens)
+    for s in (slice(36, 42), slice(42, 48)):
+        cv2.fillPoly(openings, [shape[s].astype(np.int32)], 1)
+    core &= cv2.dilate(openings, np.ones((int(0.15 * iod) | 1,) * 2, np.uint8)) == 0
+    same = lambda out, ref: np.mean(np.abs(out.astype(int)[core] - ref.astype(int)[core]).max(-1) < 20)  # noqa: E731
+    assert same(AnchorFaceRenderer(bank, cfg).render(framed, shape, 0), framed) > 0.8  # the lenses as they were
+    assert same(AnchorFaceRenderer(bank, cfg).render(tinted, shape, 0), tinted) < 0.3  # drawn over

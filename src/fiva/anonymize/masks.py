@@ -229,13 +229,16 @@ def eye_darkness(rgb: np.ndarray, shape: np.ndarray, iod: float) -> float:
     return lens_darkness(lab_l, shape, (x0, y0), iod)
 
 
-def lenses_worn(cfg: RenderConfig, darkness: float) -> float:
+def lenses_worn(cfg: RenderConfig, darkness: float, framed: float = 0.0) -> float:
     """In [0,1]: how surely a face whose `eye_darkness` is `darkness` wears sunglasses: 1 under
-    `cfg.lenses` - 0.03, 0 from `cfg.lenses` + 0.03 (a ramp, so a video's frames near it do not
-    flip); 0 with `cfg.lenses` 0."""
+    its threshold - 0.03, 0 from the threshold + 0.03 (a ramp, so a video's frames near it do not
+    flip); 0 with `cfg.lenses` 0. The threshold is `cfg.lenses`, and `cfg.framed_lenses` on a face
+    whose frame is seen (`framed`: `glasses_worn`; between the two as it is unsure): tinted lenses
+    are lighter than dark ones, but no bare eyes sit behind a frame."""
     if cfg.lenses <= 0:
         return 0.0
-    return float(1.0 - ramp(darkness, cfg.lenses - 0.03, cfg.lenses + 0.03))
+    t = cfg.lenses + framed * (cfg.framed_lenses - cfg.lenses)
+    return float(1.0 - ramp(darkness, t - 0.03, t + 0.03))
 
 
 def socket_floor(cfg: RenderConfig, darkness: float) -> float:
