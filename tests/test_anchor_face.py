@@ -415,6 +415,11 @@ def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astro
     out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
                              landmarker=lambda img, _: (target if np.array_equal(img, around) else closed)[None])
     assert np.array_equal(out, around) and not np.array_equal(around, none)
+    # ... or once the lips' whole thickness beyond them is
+    wider = AnchorFaceRenderer(bank, RenderConfig(alpha=0.0, keep_mouth=-1.0, mouth_lips=2.0)).render(astronaut, target, 3)
+    out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
+                             landmarker=lambda img, _: (target if np.array_equal(img, wider) else closed)[None])
+    assert np.array_equal(out, wider) and not np.array_equal(wider, around)
     # without a landmarker (video frames) the full geometry, as before
     assert np.array_equal(render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1)[0], full)
 

@@ -192,6 +192,10 @@ def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarra
 
 
 LENS_MIN_IOD = 10.0  # eye distance (pixels) under which `kept_lenses` cannot tell sunglasses (boxes of a few pixels)
+# ... and under which `glasses_worn` cannot tell a frame: the bridge is a few pixels wide, and any
+# line spans it (24 of the 26 faces of crowd_retinaface_img3.jpg at 11-16 read as glasses; a bare
+# face at 23 in crowd_selfie.jpg)
+GLASSES_MIN_IOD = 28.0
 
 
 def _cheek_lightness(lab_l: np.ndarray, shape: np.ndarray, offset, iod: float) -> float:
@@ -306,8 +310,8 @@ def glasses_worn(rgb: np.ndarray, shape: np.ndarray, iod: float, lo: float = 0.5
     clips (Shea Whigham's portrait; at an eye distance of 64 thin metal frames fade, at 128 his
     pores join up to 0.57); framed glasses 0.70-1.0 on the clips; on 200 LFW faces all 10 above
     0.5 wear glasses or sunglasses, and lighter frames read 0.38-0.48 (Stoiber,
-    Grassley). 0 with an eye distance under LENS_MIN_IOD."""
-    if iod < LENS_MIN_IOD:
+    Grassley). 0 with an eye distance under GLASSES_MIN_IOD."""
+    if iod < GLASSES_MIN_IOD:
         return 0.0
     f = min(1.0, 96.0 / iod)
     cl, cr = shape[EYE_L].mean(0), shape[EYE_R].mean(0)
