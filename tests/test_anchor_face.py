@@ -420,6 +420,12 @@ def test_a_photo_keeps_the_mouth_reading_the_original_had(bank, astronaut, astro
     out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
                              landmarker=lambda img, _: (target if np.array_equal(img, wider) else closed)[None])
     assert np.array_equal(out, wider) and not np.array_equal(wider, around)
+    # ... but not where it only reads closer: it keeps less of the bank face
+    nearer = target.copy()
+    nearer[[65, 66, 67]] -= [0, 0.05 * np.linalg.norm(kps[1] - kps[0])]
+    out, _ = render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1,
+                             landmarker=lambda img, _: (nearer if np.array_equal(img, wider) else closed)[None])
+    assert np.array_equal(out, full)
     # without a landmarker (video frames) the full geometry, as before
     assert np.array_equal(render_in_place(AnchorFaceRenderer(bank), astronaut, target, 3, kps, find, tries=1)[0], full)
 
