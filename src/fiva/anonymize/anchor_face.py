@@ -406,19 +406,22 @@ class AnchorFaceRenderer:
         framed = glasses_worn(rgb, shape, t_iod) if cfg.rims > 0 or cfg.framed_lenses != cfg.lenses else 0.0
         worn = cfg.rims * framed
         if worn > 0:  # the frame: the target's lines over the bank face's shading there
-            ring = worn * glasses_ring(new, (sx0, sy0), (h, w), iod, cfg.eye_feather)
-            ys, xs = np.nonzero(ring > 0.01)
-            if len(ys):
-                s = max(cfg.rim_sigma * iod, 0.7)
-                pad = int(3 * s) + 1
-                ry0, ry1, rx0, rx1 = max(ys.min() - pad, 0), ys.max() + pad + 1, max(xs.min() - pad, 0), xs.max() + pad + 1
-                a, t, r = anchor[ry0:ry1, rx0:rx1], mf[ry0:ry1, rx0:rx1], ring[ry0:ry1, rx0:rx1]
+            s = max(cfg.rim_sigma * iod, 0.7)
+            # about the eyes and out to the outline (masks.glasses_ring's reach, and the blurs')
+            pts = np.concatenate([new[EYE_L].mean(0, keepdims=True), new[EYE_R].mean(0, keepdims=True)]) - (sx0, sy0)
+            pad = 3 * max(s, cfg.eye_feather * iod) + 1
+            outline = new[[0, 16], 0] - sx0
+            rx0, rx1 = int(max(min(pts[:, 0].min() - 0.55 * iod, outline.min()) - pad, 0)), int(min(max(pts[:, 0].max() + 0.55 * iod, outline.max()) + pad, w))
+            ry0, ry1 = int(max(pts[:, 1].min() - 0.4 * iod - pad, 0)), int(min(pts[:, 1].max() + 0.5 * iod + pad, h))
+            if rx1 - rx0 > 2 and ry1 - ry0 > 2:
+                a, t = anchor[ry0:ry1, rx0:rx1], mf[ry0:ry1, rx0:rx1]
                 # only on the target's thin lines there (the frame; up to 8 pixels wide: on a big
                 # face, wider ones are its lids, creases and brows), grown by a pixel
                 lines = thin_lines(np.clip(t, 0, 255).astype(np.uint8), min(iod, 128.0))
                 lines = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8))
-                r = r * smooth(lines.astype(np.float32), max(0.01 * iod, 0.5))
-                a += r[..., None] * (cv2.GaussianBlur(a, (0, 0), s) - cv2.GaussianBlur(t, (0, 0), s) + t - a)
+                r = worn * glasses_ring(new, (sx0 + rx0, sy0 + ry0), lines.shape, iod, cfg.eye_feather)
+                r *= smooth(lines.astype(np.float32), max(0.01 * iod, 0.5))
+                a += r[..., None] * (t - a + cv2.GaussianBlur(a - t, (0, 0), s))
         if (mf[..., 0] == mf[..., 1]).all() and (mf[..., 1] == mf[..., 2]).all():
             anchor[...] = anchor.mean(2, keepdims=True)  # a grey photo gets a grey face, not the bank face's tints
         # 4. feathered blend inside the hull; the moved target elsewhere inside the ring
