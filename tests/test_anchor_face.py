@@ -1432,6 +1432,13 @@ def test_glasses_keep_their_frame_and_bare_eyes_get_none(bank, astronaut, astron
     # the scale of `rim_sigma`: a 1-pixel line keeps about half)
     assert np.median(dark(kept)) < np.median(dark(over)) - 60
     assert np.mean(dark(kept) < 130) > 0.8 and np.mean(dark(over) < 130) < 0.1
+    # a photo's last tries, the bank face in full, draw it over (kept, it fed the match)
+    from dataclasses import replace
+
+    from fiva.anonymize.native import FULL_RENDER
+
+    full = AnchorFaceRenderer(bank, replace(RenderConfig(), **FULL_RENDER)).render(worn, shape, 0)
+    assert np.mean(dark(full) < 130) < 0.1
     cheeks = np.zeros(frame.shape, bool)
     cheeks[int(shape[30, 1]):int(shape[33, 1]), int(shape[3, 0] + 0.1 * iod):int(shape[31, 0])] = True
     assert np.array_equal(kept[cheeks], over[cheeks])  # nothing else changes
@@ -1471,3 +1478,8 @@ def test_tinted_lenses_in_a_frame_stay_and_bare_eyes_as_dark_are_drawn(bank, ast
     same = lambda out, ref: np.mean(np.abs(out.astype(int)[core] - ref.astype(int)[core]).max(-1) < 20)  # noqa: E731
     assert same(AnchorFaceRenderer(bank, cfg).render(framed, shape, 0), framed) > 0.8  # the lenses as they were
     assert same(AnchorFaceRenderer(bank, cfg).render(tinted, shape, 0), tinted) < 0.3  # drawn over
+    from dataclasses import replace
+
+    from fiva.anonymize.native import FULL_RENDER
+
+    assert same(AnchorFaceRenderer(bank, replace(cfg, **FULL_RENDER)).render(framed, shape, 0), framed) < 0.3  # in full: over
