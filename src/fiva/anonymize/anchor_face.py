@@ -411,7 +411,8 @@ class AnchorFaceRenderer:
             pts = np.concatenate([new[EYE_L].mean(0, keepdims=True), new[EYE_R].mean(0, keepdims=True)]) - (sx0, sy0)
             pad = 3 * max(s, cfg.eye_feather * iod) + 1
             outline = new[[0, 16], 0] - sx0
-            rx0, rx1 = int(max(min(pts[:, 0].min() - 0.55 * iod, outline.min()) - pad, 0)), int(min(max(pts[:, 0].max() + 0.55 * iod, outline.max()) + pad, w))
+            rx0 = int(max(min(pts[:, 0].min() - 0.55 * iod, outline.min()) - pad, 0))
+            rx1 = int(min(max(pts[:, 0].max() + 0.55 * iod, outline.max()) + pad, w))
             ry0, ry1 = int(max(pts[:, 1].min() - 0.4 * iod - pad, 0)), int(min(pts[:, 1].max() + 0.5 * iod + pad, h))
             if rx1 - rx0 > 2 and ry1 - ry0 > 2:
                 a, t = anchor[ry0:ry1, rx0:rx1], mf[ry0:ry1, rx0:rx1]

@@ -5,7 +5,8 @@ less the target's kept eyes and open mouth (`blend_mask`), less the mesh triangl
 squashes (`squash_weight`: the far side of a turned head), and, for a real source face, the
 forehead and temples only where both faces show skin (`skin_band_weight`); less the target's
 sunglasses (`kept_lenses`). `detail_weight`: where the target's own fine detail is added to the
-drawing.
+drawing. `glasses_worn`, `glasses_ring` and `thin_lines`: whether the target wears a frame of
+glasses, and where its lines are kept over the drawing.
 """
 from __future__ import annotations
 
