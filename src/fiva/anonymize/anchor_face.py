@@ -27,7 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
-from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hull, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
+from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hull, glasses_box, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
                     mouth_kept, ramp, skin_band_weight, socket_floor, thin_lines)
 from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
@@ -408,12 +408,8 @@ class AnchorFaceRenderer:
         if worn > 0:  # the frame: the target's lines over the bank face's shading there
             s = max(cfg.rim_sigma * iod, 0.7)
             # about the eyes and out to the outline (masks.glasses_ring's reach, and the blurs')
-            pts = np.concatenate([new[EYE_L].mean(0, keepdims=True), new[EYE_R].mean(0, keepdims=True)]) - (sx0, sy0)
-            pad = 3 * max(s, cfg.eye_feather * iod) + 1
-            outline = new[[0, 16], 0] - sx0
-            rx0 = int(max(min(pts[:, 0].min() - 0.55 * iod, outline.min()) - pad, 0))
-            rx1 = int(min(max(pts[:, 0].max() + 0.55 * iod, outline.max()) + pad, w))
-            ry0, ry1 = int(max(pts[:, 1].min() - 0.4 * iod - pad, 0)), int(min(pts[:, 1].max() + 0.5 * iod + pad, h))
+            bx0, by0, bx1, by1 = glasses_box(new, iod, 3 * max(s, cfg.eye_feather * iod) + 1) - (sx0, sy0, sx0, sy0)
+            rx0, ry0, rx1, ry1 = int(max(bx0, 0)), int(max(by0, 0)), int(min(bx1, w)), int(min(by1, h))
             if rx1 - rx0 > 2 and ry1 - ry0 > 2:
                 a, t = anchor[ry0:ry1, rx0:rx1], mf[ry0:ry1, rx0:rx1]
                 # only on the target's thin lines there (the frame; up to 8 pixels wide: on a big

@@ -341,6 +341,15 @@ def glasses_worn(rgb: np.ndarray, shape: np.ndarray, iod: float, lo: float = 0.5
     return float(ramp(float(span), lo, hi))
 
 
+def glasses_box(shape: np.ndarray, iod: float, pad: float) -> np.ndarray:
+    """[4] x0, y0, x1, y1: a box holding `glasses_ring` of the face of 68 points `shape`, from the
+    ellipses' sides or the outline, whichever is farther out, with `pad` pixels more all round."""
+    cs = np.stack([shape[EYE_L].mean(0), shape[EYE_R].mean(0)])
+    outline = shape[[0, 16], 0]
+    return np.array([min(cs[:, 0].min() - 0.55 * iod, outline.min()) - pad, cs[:, 1].min() - 0.4 * iod - pad,
+                     max(cs[:, 0].max() + 0.55 * iod, outline.max()) + pad, cs[:, 1].max() + 0.5 * iod + pad])
+
+
 def glasses_ring(shape: np.ndarray, offset, hw, iod: float, feather: float) -> np.ndarray:
     """[h,w] in [0,1]: where a pair of glasses' frame lies about the face of 68 points `shape` (at
     `offset`): an ellipse about each eye (0.55 x 0.4 eye distances, its centre 0.05 under the
