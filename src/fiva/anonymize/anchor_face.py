@@ -111,12 +111,16 @@ class RenderConfig:
     # lenses 0.45-0.55 (Billy Bob Thornton, Andre Bucher, Candice Bergen, two men in crowd_selfie)
     framed_lenses: float = 0.6
     # A face wearing glasses (masks.glasses_worn: a thin line across the nose bridge) keeps its
-    # frame where it is: about its eyes (masks.glasses_ring), on the target's own (unmoved) thin lines (masks.thin_lines),
+    # frame: about its eyes (masks.glasses_ring), on the target's thin lines (masks.thin_lines),
     # the drawing takes the target's detail finer than `rim_sigma` eye distances over the bank
     # face's coarser shading, `rims` times (0: off). Drawn over, the frame vanished inside the face
     # and its arms stayed outside it: broken glasses (d9, d13, d19).
     rims: float = 1.0
     rim_sigma: float = 0.03
+    # ... taken from the target's own pixels, where the frame is (it lies in front of the face), not
+    # from the target moved to the new shape: the warp bent it where the brows and outline moved
+    # (kinks in d13's top bar, d9's rim pulled off its lens). Not on video (native.VIDEO_RENDER).
+    rims_in_place: bool = True
     # The bank's 256 px texture has no detail finer than its pixels; where the face is drawn larger
     # than that, the target's own finer detail (pores, stubble, hair strands) is added, `detail`
     # times: what a Gaussian of `detail_sigma` texture pixels, at the face's scale, removes.
@@ -411,11 +415,9 @@ class AnchorFaceRenderer:
             bx0, by0, bx1, by1 = glasses_box(new, iod, 3 * max(s, cfg.eye_feather * iod) + 1) - (sx0, sy0, sx0, sy0)
             rx0, ry0, rx1, ry1 = int(max(bx0, 0)), int(max(by0, 0)), int(min(bx1, w)), int(min(by1, h))
             if rx1 - rx0 > 2 and ry1 - ry0 > 2:
-                # the frame stays where it is: it lies in front of the face, so it is taken from
-                # the target's own pixels, not the moved ones (the warp bent it where the brows and
-                # outline moved: kinks in d13's top bar, d9's rim pulled off its lens)
                 a = anchor[ry0:ry1, rx0:rx1]
-                t = rgb[sy0 + ry0:sy0 + ry1, sx0 + rx0:sx0 + rx1].astype(np.float32)
+                t = (rgb[sy0 + ry0:sy0 + ry1, sx0 + rx0:sx0 + rx1].astype(np.float32) if cfg.rims_in_place
+                     else mf[ry0:ry1, rx0:rx1])
                 # only on the target's thin lines there (the frame; up to 8 pixels wide: on a big
                 # face, wider ones are its lids, creases and brows), grown by a pixel
                 lines = thin_lines(np.clip(t, 0, 255).astype(np.uint8), min(iod, 128.0))
