@@ -1488,3 +1488,31 @@ def test_tinted_lenses_in_a_frame_stay_and_bare_eyes_as_dark_are_drawn(bank, ast
     from fiva.anonymize.native import FULL_RENDER
 
     assert same(AnchorFaceRenderer(bank, replace(cfg, **FULL_RENDER)).render(framed, shape, 0), framed) < 0.3  # in full: over
+
+
+def test_a_big_faces_closed_lips_are_warped_as_exactly_as_a_small_faces(bank, astronaut_face):
+    """A face of ~1000 px is warped on a coarse grid (`piecewise_affine`); a closed mouth's
+    inner-lip triangles are a pixel or two high there, and the grid's map drew them as a stepped,
+    dark line with detached blocks (portrait_shea_whigham at 1:1). At the lips the big warp must
+    give what a warp of the mouth's box alone (fine enough for the exact map) gives."""
+    from fiva.anonymize.warp import piecewise_affine
+
+    _, target = astronaut_face
+    big = (target - target.mean(0)) * 4.0 + 700.0  # a face ~4x the astronaut's, eye distance ~250 px
+    big[[65, 66, 67]] = big[[63, 62, 61]] + (0.0, 1.5)  # closed: lower inner lip 1.5 px under the upper
+    src = bank.shapes[0] * (1000.0 / 256) + 200.0  # the bank face, large, its mouth a little open
+    src[[65, 66, 67]] = src[[63, 62, 61]] + (0.0, 30.0)
+    # grey skin, the bank face's open mouth black: drawn exactly, a thin dark line between the lips
+    tex = np.full((1500, 1500, 3), 128, np.uint8)
+    cv2.fillPoly(tex, [np.round(src[60:68]).astype(np.int32)], (0, 0, 0))
+    src_m, dst_m = mesh(src), mesh(big)
+    whole, _, (x0, y0, _, _) = piecewise_affine(tex, src_m, dst_m, bank.triangles, (1500, 1500))
+    lips = big[LIPS]
+    lo, hi = np.floor(lips.min(0)).astype(int) - 4, np.ceil(lips.max(0)).astype(int) + 4
+    exact, _, (ex0, ey0, ex1, ey1) = piecewise_affine(tex, src_m, dst_m, bank.triangles, (1500, 1500),
+                                                      box=(lo[0], lo[1], hi[0], hi[1]))
+    assert max(ex1 - ex0, ey1 - ey0) <= 256  # the reference is drawn pixel by pixel
+    got = whole[ey0 - y0:ey1 - y0, ex0 - x0:ex1 - x0].astype(int)
+    off = np.abs(got - exact.astype(int)).max(2)
+    line = (exact < 64).all(2)  # the lips' line, ~1,000 pixels
+    assert (off > 40).sum() < 0.06 * line.sum(), ((off > 40).sum(), line.sum())
