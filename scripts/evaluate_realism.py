@@ -41,7 +41,7 @@ from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
 from fiva.faces.detect import match_face
 from fiva.faces.identity import DlibEvaluator, load_sface
-from fiva.faces.landmarks68 import Landmarker68, eye_openness, mouth_opening
+from fiva.faces.landmarks68 import Landmarker68, brow_pose, eye_openness, mouth_opening
 from fiva.io import read_image
 
 
@@ -148,6 +148,7 @@ def main():
                     "detail": lap_var(out, inner) / max(lap_var(rgb, inner), 1e-6),
                     "mouth_err": abs(mouth_opening(s1) - mouth_opening(shape)),
                     "eyes_before": eye_openness(shape), "eyes_after": eye_openness(s1),
+                    "brows_before": brow_pose(shape), "brows_after": brow_pose(s1),
                     "found": m is not None,
                     "lm5_err": float(np.linalg.norm(kps - d1.landmarks[m], axis=1).mean() / iod) if m is not None else None,
                     "seconds": dt,
@@ -170,6 +171,10 @@ def main():
             "mouth_err_median": float(np.median(f("mouth_err"))), "mouth_err_le_0.05": float(np.mean(f("mouth_err") <= 0.05)),
             "mouth_err_max": float(f("mouth_err").max()),
             "eyes_open_closed_kept": float(eyes_same),
+            # the brows' height over the eyes and tilt (landmarks68.brow_pose), output less original
+            "brow_height_err_median": float(np.median([abs(r["brows_after"][0] - r["brows_before"][0]) for r in rows])),
+            "brow_height_drop_over_0.05": float(np.mean([r["brows_after"][0] - r["brows_before"][0] < -0.05 for r in rows])),
+            "brow_tilt_err_median": float(np.median([abs(r["brows_after"][1] - r["brows_before"][1]) for r in rows])),
             "yunet_found": float(np.mean(f("found"))), "lm5_err_median": float(np.median(f("lm5_err"))),
             "in_place_0.07": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 for r in rows])),
             "passes_sface_and_in_place": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 and r["sface_dist"] > 0.66 for r in rows])),

@@ -132,6 +132,32 @@ def test_raised_brows_move_down_only_a_little(bank, astronaut_face):
         assert np.allclose(moved[:, 1] - frame(near)[:, 1], 1.5 * 0.3 * m * iod, atol=1e-3 * iod)
 
 
+def test_brows_come_no_lower_and_no_more_frowning_than_in_either_face(bank, astronaut_face):
+    """Alpha 1.5 carried raised brows past a bank face's lower ones into a frown neither face has
+    (liveportrait_d14, retinaface_img11). With `brow_floor` no brow is lower over its eye, nor its
+    inner end lower against its outer end, than in the lower of the two faces (landmarks68.
+    brow_poses reads them); nothing else moves."""
+    from fiva.faces.align import similarity_transform
+    from fiva.faces.landmarks68 import brow_poses
+
+    _, target = astronaut_face
+    raised = target.copy()
+    iod = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
+    up = np.array([0.05, 0.1, 0.15, 0.25, 0.35, 0.35, 0.25, 0.15, 0.1, 0.05], np.float32)  # inner ends most
+    raised[17:27, 1] -= up * iod
+    frowns = 0
+    for i in range(0, len(bank), 5):
+        s = similarity_transform(five_points(bank.shapes[i]), five_points(raised))
+        placed = bank.shapes[i] @ s[:, :2].T + s[:, 2]
+        floor = np.minimum(brow_poses(raised), brow_poses(placed))
+        old = identity_shape(raised, bank.shapes[i], 1.5)
+        new = identity_shape(raised, bank.shapes[i], 1.5, brow_floor=True)
+        frowns += bool((brow_poses(old) < floor - 0.02).any())
+        assert (brow_poses(new) >= floor - 0.005).all()
+        assert np.array_equal(new[:17], old[:17]) and np.array_equal(new[27:], old[27:])
+    assert frowns >= 5  # without it, most bank faces drew the raised brows lower than either face
+
+
 @needs_dlib
 def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank, astronaut_face):
     """issue 16 (liveportrait_d13): the nose tip stays the target's while the rest of the nose moved to

@@ -85,6 +85,13 @@ class RenderConfig:
     nose_follow: float = 1.0
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
     brow_move: float = float("inf")  # the brows move up or down by at most this many eye distances (warp.identity_shape)
+    # no brow is drawn lower over its eye, nor its inner end lower against its outer end, than in
+    # the lower of the target and the bank face (warp._brow_floor): alpha 1.5 carried raised brows
+    # past a bank face's into a frown. 200 LFW photos drawing alone (`evaluate_realism.py
+    # --in-place`): brows down by over 0.05 eye distances (dlib's 68 points on the drawing) 30% ->
+    # 22.5%, mouth within 0.05 94.5% -> 95.0%; SFace passes 41.5% -> 37.5%, beyond dlib 0.6 95.0% ->
+    # 94.5%, two bank faces apart 51.5% -> 48.0%; through the pipeline 134 -> 133 of 260 drawn
+    brow_floor: bool = True
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
     squash_lo: float = 0.15  # bank-face triangles squashed to this share of their area are not drawn
@@ -286,7 +293,7 @@ class AnchorFaceRenderer:
             posed = shape_model().repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
             anchor = anchor + w * (posed - anchor)
         new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow,
-                             self.cfg.brow_move)
+                             self.cfg.brow_move, self.cfg.brow_floor)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move

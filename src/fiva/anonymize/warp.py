@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..faces.landmarks68 import BROWS, EYE_L, EYE_R, JAW, NOSE, NOSE_TIP, five_points
+from ..faces.landmarks68 import BROW_EYE, BROWS, EYE_L, EYE_R, JAW, NOSE, NOSE_TIP, brow_poses, face_up, five_points
 
 RING_POINTS = 12
 RING_SCALE = 1.5  # the ring's radius over the face's (centroid to farthest landmark)
@@ -163,7 +163,7 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0, brow_move: float = np.inf) -> np.ndarray:
+                   nose_follow: float = 1.0, brow_move: float = np.inf, brow_floor: bool = False) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
     The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
@@ -183,6 +183,9 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     Along the face's vertical the brows move by at most `brow_move` eye distances (default: no
     limit). A large difference in brow height is mostly expression: raised brows moved 1.5x the
     way down to a bank face's were drawn as an angry V (Alfonso Cuarón, LFW).
+    With `brow_floor`, no brow comes lower over its eye, nor its inner end lower against its outer
+    end, than in the lower of the two faces (`_brow_floor`): the brows take the anchor's shape,
+    not a frown neither face has.
     """
     from ..faces.align import similarity_transform
 
@@ -199,6 +202,8 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
         d = (out[BROWS] - target[BROWS]) @ rot.T  # eye-axis frame
         d[:, 1] = np.clip(d[:, 1], -brow_move * iod, brow_move * iod)
         out[BROWS] = target[BROWS] + d @ rot
+    if brow_floor:
+        _brow_floor(out, target, a)
     for s in (EYE_L, EYE_R):
         tc, ac = target[s].mean(0), a[s].mean(0)
         tl, al = (target[s] - tc) @ rot.T, (a[s] - ac) @ rot.T  # eye-axis frame
@@ -210,6 +215,24 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
         mix -= mix.mean(0)
         out[s] = tc + mix @ rot
     return out
+
+
+def _brow_floor(out: np.ndarray, target: np.ndarray, anchor: np.ndarray) -> None:
+    """In place on `out` [68,2]: each brow held no lower over its eye, and its inner end no lower
+    against its outer end (`brow_poses`, in each face's own eye distances), than the lower of the
+    target's and the aligned anchor's. Moved by alpha > 1 past both, brows higher than a bank
+    face's came down below it, inner ends most: a frown neither face has (liveportrait_d14's
+    raised brows, retinaface_img11). Held on both sides (between the two faces), 200 LFW photos
+    through the pipeline drew 127 faces, not 134: the brows' height carries identity that SFace
+    reads; held on the frown's side alone, 133."""
+    now = brow_poses(out)
+    dh, dt = (np.maximum(now, np.minimum(brow_poses(target), brow_poses(anchor))) - now).T
+    up, iod = face_up(out)
+    axis = np.array([-up[1], up[0]], np.float32)
+    for k, (brow, _) in enumerate(BROW_EYE):
+        x = out[brow] @ axis
+        w = (x - x[0]) / (x[-1] - x[0]) if abs(x[-1] - x[0]) > 1e-6 else np.zeros_like(x)  # outer end 0, inner 1
+        out[brow] += (iod * (dh[k] + dt[k] * (w - w.mean())))[:, None] * up
 
 
 def _move_by_two(pts: np.ndarray, p0, p1, q0, q1) -> np.ndarray:

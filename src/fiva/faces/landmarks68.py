@@ -49,6 +49,35 @@ def mouth_opening(shape: np.ndarray) -> float:
     return gap / iod
 
 
+# each brow, its outer end first, with its eye
+BROW_EYE = ((np.arange(17, 22), EYE_L), (np.arange(26, 21, -1), EYE_R))
+
+
+def face_up(shape: np.ndarray) -> tuple[np.ndarray, float]:
+    """The face's up (unit vector across its eye axis) and its eye distance."""
+    e = shape[EYE_R].mean(0) - shape[EYE_L].mean(0)
+    iod = float(np.linalg.norm(e)) + 1e-6
+    return np.array([e[1], -e[0]], np.float32) / iod, iod
+
+
+def brow_poses(shape: np.ndarray) -> np.ndarray:
+    """[2,2]: for each brow (image left, right), its height over its eye and its tilt (the inner
+    end's height over the outer end's: a frown's V reads lower), in eye distances along the face's
+    up."""
+    up, iod = face_up(shape)
+    out = np.zeros((2, 2), np.float32)
+    for k, (brow, eye) in enumerate(BROW_EYE):
+        h = shape[brow] @ up
+        out[k] = h.mean() - (shape[eye] @ up).mean(), h[-1] - h[0]
+    return out / iod
+
+
+def brow_pose(shape: np.ndarray) -> tuple[float, float]:
+    """The brows' expression, `brow_poses` averaged over both brows: (height, tilt)."""
+    h, t = brow_poses(shape).mean(0)
+    return float(h), float(t)
+
+
 def eye_openness(shape: np.ndarray) -> float:
     """Mean eye aspect ratio (lid gap over eye width) of both eyes."""
     out = []
