@@ -90,7 +90,7 @@ class RenderConfig:
     # past a bank face's into a frown. 200 LFW photos drawing alone (`evaluate_realism.py
     # --in-place`): brows down by over 0.05 eye distances (dlib's 68 points on the drawing) 30% ->
     # 22.5%, mouth within 0.05 94.5% -> 95.0%; SFace passes 41.5% -> 37.5%, beyond dlib 0.6 95.0% ->
-    # 94.5%, two bank faces apart 51.5% -> 48.0%; through the pipeline 134 -> 133 of 260 drawn
+    # 94.5%, two bank faces apart 51.5% -> 48.0%; `fiva anonymize` on them drew 133 of 279 faces, not 134
     brow_floor: bool = True
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
