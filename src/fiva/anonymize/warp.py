@@ -96,8 +96,7 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
     ys, xs = (np.mgrid[0:gh, 0:gw].astype(np.float32) + 0.5) * step - 0.5
     xs += x0
     ys += y0
-    map_x = mats[label, 0, 0] * xs + mats[label, 0, 1] * ys + mats[label, 0, 2]
-    map_y = mats[label, 1, 0] * xs + mats[label, 1, 1] * ys + mats[label, 1, 2]
+    map_x, map_y = _affine_maps(mats, label, xs, ys)
     covered = label > 0
     if step > 1:
         full = (step * gw, step * gh)
@@ -114,6 +113,13 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
     map_x[~covered], map_y[~covered] = -1, -1
     out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
     return out, covered, (x0, y0, x0 + pw, y0 + ph)
+
+
+def _affine_maps(mats: np.ndarray, label: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each output pixel (xs, ys) samples the source: the affine map `mats` [T+1,2,3] of its
+    triangle `label` (0: none)."""
+    return (mats[label, 0, 0] * xs + mats[label, 0, 1] * ys + mats[label, 0, 2],
+            mats[label, 1, 0] * xs + mats[label, 1, 1] * ys + mats[label, 1, 2])
 
 
 def _exact_about_thin(map_x: np.ndarray, map_y: np.ndarray, mats: np.ndarray, d_all: np.ndarray, ok: np.ndarray,
@@ -143,10 +149,8 @@ def _exact_about_thin(map_x: np.ndarray, map_y: np.ndarray, mats: np.ndarray, d_
     for t in [*np.flatnonzero(near & ~thin), *np.flatnonzero(thin)]:
         cv2.fillConvexPoly(label, polys[t], int(t) + 1, lineType=cv2.LINE_8, shift=shift)
     ys, xs = np.nonzero(label)
-    m = mats[label[ys, xs]]
     px, py = (xs + bx0 + origin[0]).astype(np.float32), (ys + by0 + origin[1]).astype(np.float32)
-    map_x[by0 + ys, bx0 + xs] = m[:, 0, 0] * px + m[:, 0, 1] * py + m[:, 0, 2]
-    map_y[by0 + ys, bx0 + xs] = m[:, 1, 0] * px + m[:, 1, 1] * py + m[:, 1, 2]
+    map_x[by0 + ys, bx0 + xs], map_y[by0 + ys, bx0 + xs] = _affine_maps(mats, label[ys, xs], px, py)
 
 
 def _rotation(shape: np.ndarray) -> np.ndarray:
