@@ -15,6 +15,8 @@ drawing (RenderConfig with native.STILL_RENDER, then --set); then
   output over original, at native resolution;
 - expression: mouth opening (inner-lip gap / eye distance) and eye aspect ratio, re-measured on
   the output by dlib's 68 points;
+- light: the share of the original's skin that the output shows lighter than any of it (pale
+  patches: a bank face's own highlights);
 - geometry: YuNet finds the face again (IoU > 0.3), 5-landmark error over the eye distance;
 - time per face.
 Wild photos: every face of 40 px or more, less the candidates the pipeline leaves untouched as
@@ -33,9 +35,10 @@ import cv2
 import numpy as np
 
 from fiva.anonymize.frame import Anonymizer, AnonymizeConfig
-from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, match_region
 from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
 from fiva.anonymize.in_place import local_finder, render_in_place
+from fiva.anonymize.masks import _poly_mask
 from fiva.anonymize.native import STILL_RENDER
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
@@ -43,6 +46,13 @@ from fiva.faces.detect import match_face
 from fiva.faces.identity import DlibEvaluator, load_sface
 from fiva.faces.landmarks68 import Landmarker68, brow_pose, eye_openness, mouth_opening
 from fiva.io import read_image
+
+
+def lit_past(rgb: np.ndarray, out: np.ndarray, shape: np.ndarray, margin: float = 8.0) -> float:
+    """The share of the original's skin (`match_region`) that the drawing `out` shows lighter
+    (mean of R, G, B) than the original's lightest skin pixel there by over `margin` levels."""
+    skin = _poly_mask(rgb.shape[:2], match_region(shape, 0.0), (0, 0)) > 0.5
+    return float(np.mean(out[skin].mean(1) > rgb[skin].mean(1).max() + margin)) if skin.any() else 0.0
 
 
 def lap_var(rgb: np.ndarray, box) -> float:
@@ -147,6 +157,7 @@ def main():
                     "sface_dist": float(1 - sface.embed(align_faces(out, kps[None], 112)[0])[0] @ z),
                     "detail": lap_var(out, inner) / max(lap_var(rgb, inner), 1e-6),
                     "mouth_err": abs(mouth_opening(s1) - mouth_opening(shape)),
+                    "lit_past": lit_past(rgb, out, shape),
                     "eyes_before": eye_openness(shape), "eyes_after": eye_openness(s1),
                     "brows_before": brow_pose(shape), "brows_after": brow_pose(s1),
                     "found": m is not None,
@@ -174,6 +185,8 @@ def main():
             # the brows' height over the eyes and tilt (landmarks68.brow_pose), output less original
             "brow_height_err_median": float(np.median([abs(r["brows_after"][0] - r["brows_before"][0]) for r in rows])),
             "brow_height_drop_over_0.05": float(np.mean([r["brows_after"][0] - r["brows_before"][0] < -0.05 for r in rows])),
+            "skin_lit_past_original_over_1pct": float(np.mean(f("lit_past") > 0.01)),
+            "skin_lit_past_original_max": float(f("lit_past").max()),
             "brow_tilt_err_median": float(np.median([abs(r["brows_after"][1] - r["brows_before"][1]) for r in rows])),
             "yunet_found": float(np.mean(f("found"))), "lm5_err_median": float(np.median(f("lm5_err"))),
             "in_place_0.07": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 for r in rows])),

@@ -1542,3 +1542,25 @@ def test_a_big_faces_closed_lips_are_warped_as_exactly_as_a_small_faces(bank, as
     off = np.abs(got - exact.astype(int)).max(2)
     line = (exact < 64).all(2)  # the lips' line, ~1,000 pixels
     assert (off > 40).sum() < 0.06 * line.sum(), ((off > 40).sum(), line.sum())
+
+
+def test_a_drawing_is_never_lit_brighter_than_the_targets_own_skin(bank, astronaut):
+    """A bank face's highlights come from its donors' light; the colour match stretched them to
+    the target's contrast, and on a brightly lit face they were drawn white, pale patches on the
+    nose, under the eyes and on the forehead (group_t1.jpg, liveportrait_d14). The astronaut made
+    over-exposed (her skin clipped at 200): no drawing goes more than a few levels past her skin's
+    lightest, where without the ceiling (`highlights` 0) every one did."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, match_region
+    from fiva.anonymize.masks import _poly_mask
+    from fiva.faces import FaceDetector
+    from fiva.faces.landmarks68 import Landmarker68
+
+    img = np.clip(255 - (255 - astronaut.astype(np.float32)) * 0.5, 0, 200).astype(np.uint8)
+    d = FaceDetector()(img)
+    shape = Landmarker68()(img, d.landmarks[:1])[0]
+    skin = _poly_mask(img.shape[:2], match_region(shape, 0.0), (0, 0)) > 0.5
+    top = img[skin].mean(1).max()
+    capped, uncapped = AnchorFaceRenderer(bank), AnchorFaceRenderer(bank, RenderConfig(highlights=0.0))
+    for k in np.flatnonzero(bank.sex == 1)[::4]:
+        assert np.mean(capped.render(img, shape, int(k))[skin].mean(1) > top + 12) < 0.005
+        assert np.mean(uncapped.render(img, shape, int(k))[skin].mean(1) > top + 12) > 0.05
