@@ -1564,3 +1564,36 @@ def test_a_drawing_is_never_lit_brighter_than_the_targets_own_skin(bank, astrona
     for k in np.flatnonzero(bank.sex == 1)[::4]:
         assert np.mean(capped.render(img, shape, int(k))[skin].mean(1) > top + 12) < 0.005
         assert np.mean(uncapped.render(img, shape, int(k))[skin].mean(1) > top + 12) > 0.05
+
+
+def test_a_cap_down_over_the_brows_stays_in_front_of_the_drawing(bank, astronaut, monkeypatch):
+    """A beanie's brim over the brows (LFW's Brawley King) was drawn over as a pale band of the
+    bank face's brows and forehead: the inner face, drawn whatever is there, reached 0.2 eye
+    distances above the brows. Where the brow bone and the band above it are both not skin
+    (`masks.covered_brows`), the inner face stops at the upper lids and the cap stays. The
+    astronaut in a dark cap pulled down to just above her lids."""
+    from fiva.anonymize import masks
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.native import STILL_RENDER
+    from fiva.faces import FaceDetector
+    from fiva.faces.landmarks68 import Landmarker68
+
+    d = FaceDetector()(astronaut)
+    shape = Landmarker68()(astronaut, d.landmarks[:1])[0]
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    img = astronaut.copy()
+    lids = shape[[36, 37, 38, 39, 42, 43, 44, 45]]
+    brim = int(lids[:, 1].mean() - 0.05 * iod)  # the brim's lower edge, just over the lids
+    x0, x1 = int(shape[:, 0].min() - 0.3 * iod), int(shape[:, 0].max() + 0.3 * iod)
+    img[int(brim - 1.5 * iod):brim, x0:x1] = (28, 30, 40)
+    cap = np.zeros(img.shape[:2], bool)
+    cap[int(brim - 1.2 * iod):int(brim - 0.2 * iod), x0 + 4:x1 - 4] = True  # its brim moves with the drawn brows
+    renderer = AnchorFaceRenderer(bank, RenderConfig(**STILL_RENDER))
+    women = np.flatnonzero(bank.sex == 1)[::4]
+
+    def changed() -> list[float]:
+        return [float(np.mean(np.abs(renderer.render(img, shape, int(k)).astype(int) - img).max(2)[cap] > 24)) for k in women]
+
+    assert max(changed()) < 0.01  # the cap is the target's
+    monkeypatch.setattr(masks, "BROWS_COVERED", (0.0, 0.0))  # never covered: the inner face reaches over the brows
+    assert min(changed()) > 0.05

@@ -173,22 +173,50 @@ def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.clip((4.0 - d) / 1.5, 0.0, 1.0)
 
 
+# mean skin likeness under which the forehead band over a brow, and its brow bone, are covered
+BROWS_COVERED = (0.3, 0.45)
+
+
+def covered_brows(shape: np.ndarray, raised: np.ndarray, target_skin: np.ndarray, offset) -> list[bool]:
+    """For each brow of `shape` [68,2] (image left, right): is the target covered both on its brow
+    bone (brow to upper lid) and on the band above it (up to `raised`, the brows raised), by mean
+    `target_skin` [h,w] (`skin_likeness`) under BROWS_COVERED (band, bone)? A cap's brim, a beanie
+    or a fringe down to the eyes; a brim just over the lids leaves the bone's lowest pixels bare.
+    Glasses, sunglasses or eye make-up darken the bone only: the forehead over them is skin (200
+    LFW photos: 22 bones under 0.5; both, only caps and fringes)."""
+    out = []
+    for brow, lid in ((slice(17, 22), [39, 38, 37, 36]), (slice(22, 27), [45, 44, 43, 42])):
+        means = []
+        for poly in (np.concatenate([shape[brow], raised[brow][::-1]]), np.concatenate([shape[brow], shape[lid]])):
+            m = _poly_mask(target_skin.shape, poly, offset) > 0.5
+            means.append(float(target_skin[m].mean()) if m.any() else 1.0)
+        out.append(means[0] < BROWS_COVERED[0] and means[1] < BROWS_COVERED[1])
+    return out
+
+
 def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarray, target: np.ndarray,
                      region: np.ndarray) -> np.ndarray:
     """[h,w] in [0,1] over `box`: 1 over the inner face (brows raised by `cfg.skin_band` eye
     distances, eyes, nose and mouth, and a margin of 0.1 eye distances), outside it the product of
     the drawing's and the target's `skin_likeness`, smoothed: forehead, temples and cheeks show
-    the drawing only where both are skin."""
+    the drawing only where both are skin. Where a brow is covered (`covered_brows`) the inner face
+    stops at that eye's upper lid: a beanie's brim over the brows (LFW's Brawley King) was drawn
+    over as a pale band of the bank face's brows and forehead."""
     x0, y0, x1, y1 = box
     hw = drawn.shape[:2]
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     up = shape[27] - shape[8]
     brows = shape[17:27] + cfg.skin_band * iod * up / (np.linalg.norm(up) + 1e-6)
-    inner = cv2.convexHull(np.concatenate([brows, shape[27:68]]).astype(np.float32))[:, 0]
+    raised = shape.copy()
+    raised[17:27] = brows
+    target_skin = skin_likeness(target, region)
+    tops = [shape[[36, 37, 38, 39] if k == 0 else [42, 43, 44, 45]] if covered else brows[5 * k:5 * k + 5]
+            for k, covered in enumerate(covered_brows(shape, raised, target_skin, (x0, y0)))]
+    inner = cv2.convexHull(np.concatenate(tops + [shape[27:68]]).astype(np.float32))[:, 0]
     c = inner.mean(0)
     inner = c + (inner - c) * (1 + 0.1 * iod / (np.linalg.norm(inner - c, axis=1, keepdims=True) + 1e-6))
     low = smooth(_poly_mask(hw, inner, (x0, y0)), max(0.05 * iod, 0.5))
-    skin = smooth(skin_likeness(drawn, region) * skin_likeness(target, region), max(0.03 * iod, 0.5))
+    skin = smooth(skin_likeness(drawn, region) * target_skin, max(0.03 * iod, 0.5))
     return low + (1 - low) * skin
 
 

