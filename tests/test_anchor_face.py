@@ -1597,3 +1597,40 @@ def test_a_cap_down_over_the_brows_stays_in_front_of_the_drawing(bank, astronaut
     assert max(changed()) < 0.01  # the cap is the target's
     monkeypatch.setattr(masks, "BROWS_COVERED", (0.0, 0.0))  # never covered: the inner face reaches over the brows
     assert min(changed()) > 0.05
+
+
+def test_the_targets_lashes_leave_no_ghost_over_a_big_drawings_lids(bank, astronaut):
+    """A face drawn larger than the bank's texture takes the target's own finest detail, and the
+    target's lashes came with it: a grey ghost of them over the bank face's lids, above the drawn
+    eyes (Kate Siegel's portrait). Within `detail_lids` eye distances of the eyes no detail is
+    added. The astronaut at 3x (eye distance ~130 px) with dark lashes drawn up from her lids: the
+    drawings' fine detail in a ring 0.03-0.12 eye distances about the eyes."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.native import STILL_RENDER
+    from fiva.faces import FaceDetector
+    from fiva.faces.landmarks68 import Landmarker68
+
+    img = cv2.resize(astronaut, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    d = FaceDetector()(img)
+    shape = Landmarker68()(img, d.landmarks[:1])[0]
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    rng = np.random.default_rng(0)
+    eyes = np.zeros(img.shape[:2], np.uint8)
+    for s in (slice(36, 42), slice(42, 48)):
+        cv2.fillPoly(eyes, [np.round(shape[s]).astype(np.int32)], 1)
+        lid = shape[s][:4]
+        for a, b in zip(lid[:-1], lid[1:]):
+            for t in np.linspace(0, 1, 12):
+                p = a + t * (b - a)
+                q = p + np.array([rng.normal(0, 0.02), -0.08 - rng.uniform(0, 0.03)]) * iod
+                cv2.line(img, tuple(np.round(p).astype(int)), tuple(np.round(q).astype(int)), (20, 15, 15), 2, cv2.LINE_AA)
+    grow = lambda r: cv2.dilate(eyes, np.ones((2 * int(r * iod) + 1,) * 2, np.uint8)) > 0  # noqa: E731
+    ring = grow(0.12) & ~grow(0.03)
+
+    def fine(out: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)[ring].var())
+
+    with_lids = AnchorFaceRenderer(bank, RenderConfig(**STILL_RENDER))
+    ghosts = AnchorFaceRenderer(bank, RenderConfig(**STILL_RENDER, detail_lids=0.0))
+    for k in np.flatnonzero(bank.sex == 1)[::4]:
+        assert fine(with_lids.render(img, shape, int(k))) < 0.15 * fine(ghosts.render(img, shape, int(k)))

@@ -70,6 +70,17 @@ def _eyes_and_teeth(shape: np.ndarray, offset, hw, iod: float) -> np.ndarray:
     return cv2.dilate(m, np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0.1
 
 
+def _about_eyes(shape: np.ndarray, offset, hw, reach: float) -> np.ndarray:
+    """[h,w] in [0,1]: 1 within `reach` pixels of the eye contours of `shape` [68,2], fading out
+    over another half of it."""
+    m = np.zeros(hw, np.uint8)
+    for s in (EYE_L, EYE_R):
+        cv2.fillPoly(m, [np.round(shape[s] - offset).astype(np.int32)], 1)
+    r = max(int(round(reach)), 1)
+    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(np.float32)
+    return np.clip(2 * cv2.GaussianBlur(m, (0, 0), r / 2), 0, 1)
+
+
 @functools.lru_cache(maxsize=1)
 def shape_model() -> ShapeModel:
     """Real faces' 68-point shapes (the shipped point-distribution model), loaded once."""
@@ -147,6 +158,10 @@ class RenderConfig:
     # at `detail_squash_lo` (`masks.detail_weight`: squashed, its nostrils drew sharp lines; 0: off)
     detail_squash_lo: float = 0.4
     detail_squash_hi: float = 0.8
+    # ... and none within this many eye distances of the eyes (0: off; video: off): the target's
+    # lashes, added as detail over the bank face's lids, drew a ghost of them above the drawn eyes
+    # (Kate Siegel's portrait)
+    detail_lids: float = 0.12
     chroma: float = 0.5  # share of the bank face's own colour detail kept; the rest: the target's, smoothed
     chroma_sigma: float = 0.15  # ... over this many eye distances
     light: float = 0.0  # the target's shading taken at this scale (x eye distance); 0: LAB mean/std only
@@ -431,6 +446,9 @@ class AnchorFaceRenderer:
             under = piecewise_affine(rgb, src_mesh, dst_d, tris, hw, box=(sx0, sy0, sx1, sy1))[0].astype(np.float32) if follow else mf
             fine = under - cv2.GaussianBlur(under, (0, 0), cfg.detail_sigma * scale)
             keep = detail_weight(cfg, src_mesh, dst_d, tris, (sx0, sy0), (h, w), iod)
+            if cfg.detail_lids > 0:
+                lids = 1.0 - _about_eyes(new, (sx0, sy0), (h, w), cfg.detail_lids * iod)
+                keep = lids if keep is None else keep * lids
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
         if cfg.highlights > 0:
             skin = _poly_mask((h, w), match_region(new, 0.0), (sx0, sy0)) > 0.5
