@@ -450,8 +450,8 @@ class AnchorFaceRenderer:
                 lids = 1.0 - _about_eyes(new, (sx0, sy0), (h, w), cfg.detail_lids * iod)
                 keep = lids if keep is None else keep * lids
             anchor += cfg.detail * (fine if keep is None else fine * keep[..., None])
-        if cfg.highlights > 0:
-            skin = _poly_mask((h, w), match_region(new, 0.0), (sx0, sy0)) > 0.5
+        if cfg.highlights > 0:  # the colour match's region (inset 0), at full size
+            skin = region if f == 1 else _poly_mask((h, w), match_region(new, 0.0), (sx0, sy0)) > 0.5
             cap_highlights(anchor, mf, skin, exempt=lambda: _eyes_and_teeth(new, (sx0, sy0), (h, w), iod), knee=cfg.highlights)
         framed = glasses_worn(rgb, shape, t_iod) if cfg.rims > 0 or cfg.framed_lenses != cfg.lenses else 0.0
         worn = cfg.rims * framed

@@ -124,8 +124,8 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
     """Where the drawing `anchor` (float RGB [h,w,3], in place) is lighter than the target `ref`'s
     skin ever is (the `pct` percentile of its grey over `region` [h,w] bool), ease it in under
     that ceiling, a soft knee `knee` grey levels wide (each pixel's RGB scaled alike, its colour
-    kept), except on `exempt` (eye whites, teeth): an [h,w] bool mask, or a function giving it,
-    called only when some pixel is over. A bank face's highlights come from its donors' light, not
+    kept), except on the [h,w] bool mask `exempt()` gives (eye whites, teeth), called only when
+    some pixel is over. A bank face's highlights come from its donors' light, not
     the target's, and the colour match stretches them to the target's contrast: on a brightly lit
     face they were drawn white, past anything on the target's skin, as pale patches on the nose,
     under the eyes and on the forehead (group_t1.jpg, liveportrait_d14)."""
@@ -137,6 +137,6 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
     if not over.any():
         return
     if exempt is not None:
-        over &= ~(exempt() if callable(exempt) else exempt)
+        over &= ~exempt()
     g = grey[over]
     anchor[over] *= ((hi + knee * np.tanh((g - hi) / knee)) / np.maximum(g, 1.0))[:, None]

@@ -179,15 +179,16 @@ BROWS_COVERED = (0.3, 0.45)
 
 def covered_brows(shape: np.ndarray, raised: np.ndarray, target_skin: np.ndarray, offset) -> list[bool]:
     """For each brow of `shape` [68,2] (image left, right): is the target covered both on its brow
-    bone (brow to upper lid) and on the band above it (up to `raised`, the brows raised), by mean
+    bone (brow to upper lid) and on the band above it (up to `raised` [10,2], the brows raised), by mean
     `target_skin` [h,w] (`skin_likeness`) under BROWS_COVERED (band, bone)? A cap's brim, a beanie
     or a fringe down to the eyes; a brim just over the lids leaves the bone's lowest pixels bare.
     Glasses, sunglasses or eye make-up darken the bone only: the forehead over them is skin (200
     LFW photos: 22 bones under 0.5; both, only caps and fringes)."""
     out = []
-    for brow, lid in ((slice(17, 22), [39, 38, 37, 36]), (slice(22, 27), [45, 44, 43, 42])):
+    for k, eye in enumerate((EYE_L, EYE_R)):
+        brow, lid = shape[17 + 5 * k:22 + 5 * k], shape[eye][3::-1]  # the upper lid, inner corner first
         means = []
-        for poly in (np.concatenate([shape[brow], raised[brow][::-1]]), np.concatenate([shape[brow], shape[lid]])):
+        for poly in (np.concatenate([brow, raised[5 * k:5 * k + 5][::-1]]), np.concatenate([brow, lid])):
             m = _poly_mask(target_skin.shape, poly, offset) > 0.5
             means.append(float(target_skin[m].mean()) if m.any() else 1.0)
         out.append(means[0] < BROWS_COVERED[0] and means[1] < BROWS_COVERED[1])
@@ -207,11 +208,9 @@ def skin_band_weight(cfg: RenderConfig, shape: np.ndarray, box, drawn: np.ndarra
     iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
     up = shape[27] - shape[8]
     brows = shape[17:27] + cfg.skin_band * iod * up / (np.linalg.norm(up) + 1e-6)
-    raised = shape.copy()
-    raised[17:27] = brows
     target_skin = skin_likeness(target, region)
-    tops = [shape[[36, 37, 38, 39] if k == 0 else [42, 43, 44, 45]] if covered else brows[5 * k:5 * k + 5]
-            for k, covered in enumerate(covered_brows(shape, raised, target_skin, (x0, y0)))]
+    tops = [shape[eye][:4] if covered else brows[5 * k:5 * k + 5]  # a covered brow: the inner face stops at the upper lid
+            for k, (eye, covered) in enumerate(zip((EYE_L, EYE_R), covered_brows(shape, brows, target_skin, (x0, y0))))]
     inner = cv2.convexHull(np.concatenate(tops + [shape[27:68]]).astype(np.float32))[:, 0]
     c = inner.mean(0)
     inner = c + (inner - c) * (1 + 0.1 * iod / (np.linalg.norm(inner - c, axis=1, keepdims=True) + 1e-6))
