@@ -29,7 +29,7 @@ from .colour import cap_highlights, lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
 from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hull, glasses_box, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
                     mouth_kept, ramp, skin_band_weight, socket_floor, thin_lines)
-from .warp import identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
+from .warp import held_outline, identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
 NOSE_BASE = slice(31, 36)
 # A bank face drawn more than this many times its texture's size has no detail as fine as the
@@ -105,6 +105,7 @@ class RenderConfig:
     # SFace on every video frame (fallback)
     nose_follow: float = 1.0
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
+    jaw_out: float = float("inf")  # the outline moves out of the target's face by at most this many eye distances (`warp.held_outline`)
     brow_move: float = float("inf")  # the brows move up or down by at most this many eye distances (warp.identity_shape)
     # no brow is drawn lower over its eye, nor its inner end lower against its outer end, than in
     # the lower of the target and the bank face (warp._brow_floor): alpha 1.5 carried raised brows
@@ -327,6 +328,8 @@ class AnchorFaceRenderer:
             anchor = anchor + w * (posed - anchor)
         new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow,
                              self.cfg.brow_move, self.cfg.brow_floor)
+        if np.isfinite(self.cfg.jaw_out):
+            new = held_outline(shape, new, self.cfg.jaw_out)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
         if self.cfg.nose_base != 1.0:  # the nose's lower points: their share of the move
