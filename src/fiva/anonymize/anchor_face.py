@@ -105,7 +105,12 @@ class RenderConfig:
     # SFace on every video frame (fallback)
     nose_follow: float = 1.0
     jaw: float = 0.5  # the jaw's share of alpha (YuNet places the 5 points partly by the outline)
-    jaw_out: float = float("inf")  # the outline moves out of the target's face by at most this many eye distances (`warp.held_outline`)
+    # On a face drawn larger than the texture holds (TEXTURE_HOLDS) the outline moves out of the
+    # target's face by at most this many eye distances (`warp.held_outline`): moved out, it squeezed
+    # the hair beside it into a step at a turned head's temple (retinaface_img11, Kate Siegel). On
+    # smaller faces that step is a pixel or two, and held everywhere 200 LFW photos drew 117 of 279
+    # faces, not 127 (the outline's move carries identity SFace reads)
+    jaw_out: float = float("inf")
     brow_move: float = float("inf")  # the brows move up or down by at most this many eye distances (warp.identity_shape)
     # no brow is drawn lower over its eye, nor its inner end lower against its outer end, than in
     # the lower of the target and the bank face (warp._brow_floor): alpha 1.5 carried raised brows
@@ -328,7 +333,7 @@ class AnchorFaceRenderer:
             anchor = anchor + w * (posed - anchor)
         new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow,
                              self.cfg.brow_move, self.cfg.brow_floor)
-        if np.isfinite(self.cfg.jaw_out):
+        if np.isfinite(self.cfg.jaw_out) and self.scale(shape, index) > TEXTURE_HOLDS:
             new = held_outline(shape, new, self.cfg.jaw_out)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
