@@ -107,7 +107,7 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
         covered = np.zeros((ph, pw), np.uint8)
         cv2.fillConvexPoly(covered, np.round((hull - (x0, y0)) * (1 << shift)).astype(np.int32), 1, cv2.LINE_8, shift)
         covered = covered > 0
-        _exact_where_coarse_fails(map_x, map_y, mats, d_all, ok, tris, (x0, y0), step, shift)
+        _exact_about_thin(map_x, map_y, mats, d_all, ok, (x0, y0), step, shift)
     else:
         map_x, map_y, covered = map_x[:ph, :pw], map_y[:ph, :pw], covered[:ph, :pw]
     map_x[~covered], map_y[~covered] = -1, -1
@@ -122,65 +122,32 @@ def _affine_maps(mats: np.ndarray, label: np.ndarray, xs: np.ndarray, ys: np.nda
             mats[label, 1, 0] * xs + mats[label, 1, 1] * ys + mats[label, 1, 2])
 
 
-KINK = 1.5  # source pixels a grid cell's bilinear blend of two neighbouring triangles' maps may be off by
-
-
-def _edge_pairs(tris: np.ndarray) -> np.ndarray:
-    """[E,2] the pairs of triangles of `tris` [T,3] that share an edge."""
-    seen: dict[tuple[int, int], int] = {}
-    pairs = []
-    for t, (a, b, c) in enumerate(tris.tolist()):
-        for e in ((a, b), (b, c), (c, a)):
-            e = (min(e), max(e))
-            if e in seen:
-                pairs.append((seen[e], t))
-            else:
-                seen[e] = t
-    return np.array(pairs, np.int64).reshape(-1, 2)
-
-
-def _exact_where_coarse_fails(map_x: np.ndarray, map_y: np.ndarray, mats: np.ndarray, d_all: np.ndarray, ok: np.ndarray,
-                              tris: np.ndarray, origin, step: int, shift: int) -> None:
-    """Put the exact map, pixel by pixel, in place of the coarse grid's (`piecewise_affine` on a
-    face larger than its grid) where the grid's bilinear map is off: about triangles thinner than
-    two grid cells, and along edges where two triangles' maps differ by more than KINK source
-    pixels over a grid cell. A closed mouth's inner-lip triangles are a pixel or two high: the grid
-    missed them or took their neighbours' maps, a stepped, dark line with detached blocks along a
-    big face's closed lips (portrait_shea_whigham at 1:1). A bank face's closed lips drawn over a
-    target's a little open, or the reverse, squeeze or stretch the lip triangles several times
-    over their neighbours: the blend sampled the texture up to 6 pixels off beside them, a dotted
-    line of light pixels along Kate Siegel's drawn upper lip."""
+def _exact_about_thin(map_x: np.ndarray, map_y: np.ndarray, mats: np.ndarray, d_all: np.ndarray, ok: np.ndarray,
+                      origin, step: int, shift: int) -> None:
+    """Put the exact map, pixel by pixel, in place of the coarse grid's about triangles thinner than
+    two grid cells (`piecewise_affine` on a face larger than its grid). A closed mouth's inner-lip
+    triangles are a pixel or two high: the grid missed them or took their neighbours' maps, and
+    the resized map blended the upper lip's map with the lower's across them, a stepped, dark line
+    with detached blocks along a big face's closed lips (portrait_shea_whigham at 1:1)."""
     area2 = np.abs(signed_areas(d_all))
     edges = np.linalg.norm(d_all - np.roll(d_all, 1, axis=1), axis=2).max(1)
-    marked = ok & (area2 / np.maximum(edges, 1e-6) < 2 * step)
-    pairs = _edge_pairs(tris)
-    if len(pairs):
-        both = ok[pairs].all(1)
-        lin = mats[1:, :, :2]
-        kink = step * np.abs(lin[pairs[:, 0]] - lin[pairs[:, 1]]).max((1, 2)) > KINK
-        marked[pairs[both & kink].ravel()] = True
-    if not marked.any():
+    thin = ok & (area2 / np.maximum(edges, 1e-6) < 2 * step)
+    if not thin.any():
         return
-    # the exact labels about the marked triangles (within 3 grid cells), on their bounding box
     ph, pw = map_x.shape
+    pts = d_all[thin].reshape(-1, 2) - origin
     pad = 3 * step
-    pts = d_all[marked].reshape(-1, 2) - origin
     bx0, by0 = (max(int(np.floor(v)) - pad, 0) for v in pts.min(0))
-    bx1, by1 = int(min(np.ceil(pts[:, 0].max()) + pad + 1, pw)), int(min(np.ceil(pts[:, 1].max()) + pad + 1, ph))
+    bx1, by1 = int(min(np.ceil(pts[:, 0].max()) + pad, pw)), int(min(np.ceil(pts[:, 1].max()) + pad, ph))
     if bx1 <= bx0 or by1 <= by0:
         return
+    label = np.zeros((by1 - by0, bx1 - bx0), np.int32)
     polys = np.round((d_all - (origin[0] + bx0, origin[1] + by0)) * (1 << shift)).astype(np.int32)
-    near = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
-    for t in np.flatnonzero(marked):
-        cv2.fillConvexPoly(near, polys[t], 1, lineType=cv2.LINE_8, shift=shift)
-    near = cv2.dilate(near, np.ones((2 * pad + 1,) * 2, np.uint8))
     lo, hi = d_all.min(1) - origin, d_all.max(1) - origin
-    inside = ok & (hi[:, 0] >= bx0) & (lo[:, 0] < bx1) & (hi[:, 1] >= by0) & (lo[:, 1] < by1)
-    label = np.zeros(near.shape, np.int32)
-    # marked triangles last: where rounding gives a pixel to two triangles, the thin one keeps it
-    for t in [*np.flatnonzero(inside & ~marked), *np.flatnonzero(inside & marked)]:
+    near = ok & (hi[:, 0] >= bx0) & (lo[:, 0] < bx1) & (hi[:, 1] >= by0) & (lo[:, 1] < by1)
+    # thin triangles last: where rounding gives a pixel to two triangles, the thin one keeps it
+    for t in [*np.flatnonzero(near & ~thin), *np.flatnonzero(thin)]:
         cv2.fillConvexPoly(label, polys[t], int(t) + 1, lineType=cv2.LINE_8, shift=shift)
-    label[near == 0] = 0
     ys, xs = np.nonzero(label)
     px, py = (xs + bx0 + origin[0]).astype(np.float32), (ys + by0 + origin[1]).astype(np.float32)
     map_x[by0 + ys, bx0 + xs], map_y[by0 + ys, bx0 + xs] = _affine_maps(mats, label[ys, xs], px, py)
