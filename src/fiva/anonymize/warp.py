@@ -272,7 +272,7 @@ def held_outline(target: np.ndarray, new: np.ndarray, limit: float) -> np.ndarra
     along the outline are kept. The target's pixels follow the drawn outline (the mesh ring stays
     put), so an outline moved out squeezes what lies beyond it against the ring: a turned head's
     hair at the temple drawn with a step in it (retinaface_img11, Kate Siegel)."""
-    iod = float(np.linalg.norm(target[EYE_L].mean(0) - target[EYE_R].mean(0)))
+    _, iod = face_up(target)
     jaw = target[JAW].astype(np.float32)
     tangent = np.gradient(jaw, axis=0)
     normal = np.stack([tangent[:, 1], -tangent[:, 0]], 1)
