@@ -58,3 +58,26 @@ def test_landmark_jitter_is_smoothed_and_two_faces_keep_their_tracks():
     smooth = np.stack([tf.dets.landmarks[np.argmin(tf.dets.boxes[:, 0])] for _, tf in out])
     truth = _face(20.0)[1]
     assert np.abs(smooth - truth)[3:-3].mean() < 0.7 * np.abs(raw - truth)[3:-3].mean()
+
+
+def test_a_video_stream_detecting_ahead_on_its_own_thread_gives_the_same_frames(astronaut):
+    import threading
+
+    from fiva import Anonymizer
+    from fiva.anonymize.frame import VideoStream
+
+    frames = [np.roll(astronaut, (2 * i, 3 * i), axis=(0, 1)) for i in range(7)]
+    frames[3] = frames[3] // 4  # a dark frame: the face missed and filled in
+    outs, threads = [], []
+    for ahead in (False, True):
+        anon = Anonymizer(progress=False, seed=0)
+        stream = VideoStream(anon, look_ahead=ahead)
+        if ahead:
+            detector = stream._detector
+            stream._detector = lambda rgb: (threads.append(threading.current_thread()), detector(rgb))[1]
+        got = [f for rgb in frames for f in stream.push(rgb.copy())] + stream.flush()
+        outs.append(got)
+    assert len(outs[1]) == len(frames) == len(outs[0])
+    assert all(np.array_equal(a, b) for a, b in zip(*outs))
+    assert not all(np.array_equal(a, f) for a, f in zip(outs[1], frames))  # the face is drawn
+    assert len(threads) == len(frames) and threading.main_thread() not in threads
