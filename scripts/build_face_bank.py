@@ -92,6 +92,11 @@ REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 13, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 
 # across the forehead (35) and dark patches at the temples (47, 54). Their drawings stop at 0.35
 # (`fringes`; AnchorFaceBank.forehead). Ghosted faces were not reviewed so.
 REVIEWED_FRINGES = (5, 14, 15, 18, 23, 35, 36, 38, 41, 42, 44, 47, 52, 54, 55, 60)
+# Clean faces of the shipped bank that look aged, seen at 1.6x beside the others of their sex: creased
+# foreheads and frown lines (women 36, 42, 44; men 14), older faces (women 37, 64; men 3, 9, 23, 31).
+# Eq. 1 took them for young targets (dlib reads age, and they are far from the young), drawn at a
+# portrait's size as crumpled skin. Ghosted faces were not reviewed so (`aged`).
+REVIEWED_AGED = (3, 9, 14, 23, 31, 36, 37, 42, 44, 64)
 FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 
@@ -321,6 +326,20 @@ def fringes(path: str | Path, reviewed=REVIEWED_FRINGES) -> np.ndarray:
     return reach
 
 
+def aged(path: str | Path, reviewed=REVIEWED_AGED) -> np.ndarray:
+    """Mark the bank faces of a bank file that look aged (`AnchorFaceBank.aged`, in place; the
+    JPEG textures are kept byte for byte): the `reviewed` ones."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        n = f.get_slice("sface").get_shape()[0]
+    marks = np.zeros(n, np.uint8)
+    marks[list(reviewed)] = 1
+    set_in_bank_file(path, "aged", marks, "aged", f"reviewed by eye ({len(reviewed)})")
+    print(f"{path}: {len(reviewed)} of {n} faces marked aged: {list(reviewed)}")
+    return marks.astype(bool)
+
+
 def set_in_bank_file(path: str | Path, name: str, values: np.ndarray, meta_key: str, meta_text: str) -> None:
     """Write one array and one metadata entry into a bank file in place, every other tensor (the
     JPEG textures among them) and metadata entry kept byte for byte."""
@@ -514,8 +533,15 @@ def main():
                     "its donors from --cache, REVIEWED_GHOSTS)")
     ap.add_argument("--fringes-only", default=None, help="only set how far above the brows this bank file's faces are drawn "
                     "(`fringes`: REVIEWED_FRINGES)")
+    ap.add_argument("--aged-only", default=None, help="only mark this bank file's faces that look aged (`aged`: REVIEWED_AGED)")
     a = ap.parse_args()
     cv2.setNumThreads(1)
+    if a.aged_only:
+        try:
+            aged(a.aged_only)
+        except (OSError, ValueError, SafetensorError) as e:
+            ap.error(f"{a.aged_only}: not a readable bank file ({e})")
+        return
     if a.fringes_only:
         try:
             fringes(a.fringes_only)
@@ -611,6 +637,7 @@ def main():
     shipped = a.drop == ",".join(map(str, REVIEWED_OUT))  # the shipped bank's selection: its reviews apply
     eye_ghosts(a.out, lfw, cache, reviewed=REVIEWED_GHOSTS if shipped else ())
     fringes(a.out, reviewed=REVIEWED_FRINGES if shipped else ())
+    aged(a.out, reviewed=REVIEWED_AGED if shipped else ())
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
 

@@ -76,10 +76,12 @@ def test_bank_faces_of_one_sex_are_different_people(bank):
 def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
                            bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b,
-                           ghost=np.array([True, False, True]), forehead=np.array([np.inf, 0.35, np.inf], np.float32))
+                           ghost=np.array([True, False, True]), forehead=np.array([np.inf, 0.35, np.inf], np.float32),
+                           aged=np.array([False, True, False]))
     small.save(tmp_path / "b.safetensors")
     back = AnchorFaceBank.load(tmp_path / "b.safetensors")
     assert back.ghost.tolist() == [True, False, True] and np.array_equal(back.forehead, small.forehead)
+    assert back.aged.tolist() == [False, True, False]
     assert np.array_equal(back.shapes, small.shapes) and np.array_equal(back.triangles, small.triangles)
     assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
     assert back.meta["k"] == "6"
@@ -613,6 +615,48 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         assert farther_anchor(bank, z, [int(far[0])], sex, target) == want
     space.target_descriptor = None  # without it: Eq. 1 on SFace as before
     assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(10)} == {1}
+
+
+def test_a_target_that_does_not_read_older_gets_no_aged_bank_face(bank):
+    """Eq. 1 takes the bank faces dlib reads farthest from the target, and age is much of what
+    dlib reads: young targets drew the bank's oldest faces (21 of 45 wild faces an aged one: Paul
+    Rudd an old grey man, the boys of crowd_selfie.jpg old men, young women creased foreheads,
+    crumpled at a portrait's size). A face drawn larger than the texture holds that does not read
+    older gets no aged face from Eq. 1 while its pool has others, and gets them last on retries;
+    one that reads older may, and so may a smaller face."""
+    from fiva.anonymize.native import farther_anchor
+
+    assert bank.aged is not None and bank.aged.any()
+    clean = ~bank.ghost
+    older = np.array([bank.reads_older(d) for d in bank.dlib])
+    assert older[bank.aged].mean() >= 0.8 and older[clean & ~bank.aged].mean() <= 0.2  # the bank's own faces, as marked
+    axis, mid = bank.age_axis()
+    z = np.random.default_rng(4).normal(size=128).astype(np.float32)
+    for sex in (0, 1):
+        pool = np.flatnonzero((bank.sex == sex) & clean)
+        # young targets (a bank face's own descriptor, a little off) whose farthest clean faces hold an aged one
+        young = [bank.dlib[i] + 0.01 for i in pool if not older[i]]
+        young = [t for t in young if bank.aged[pool[np.argsort(-np.linalg.norm(bank.dlib[pool] - t, axis=1))[:3]]].any()]
+        assert young  # without the rule an aged face would be among Eq. 1's candidates: the check can fail
+        space = bank.anchor_space(seed=0)
+        for target in young[:3]:
+            assert not bank.reads_older(target)
+            space.target_sex, space.target_descriptor, space.target_large = sex, target, True
+            assert not any(bank.aged[bank.index_of(space.sample(z))] for _ in range(20))
+            tried: list[int] = []
+            while (pick := farther_anchor(bank, z, tried, sex, target, large=True)) is not None:
+                tried.append(pick)
+            order = [i for i in tried if clean[i]]
+            first = next(k for k, i in enumerate(order) if bank.aged[i])
+            assert all(bank.aged[i] for i in order[first:])  # among the clean faces, the aged ones last
+            # a face drawn no larger than the texture holds: aged creases are an older face there, not
+            # crumpled skin, and Eq. 1 keeps its farthest candidates (an aged one among them)
+            space.target_large = False
+            assert any(bank.aged[bank.index_of(space.sample(z))] for _ in range(40))
+        # an older target keeps the whole pool: Eq. 1 may draw an aged face
+        old = bank.dlib[pool[np.argmax((bank.dlib[pool] - mid) @ axis)]] + 0.01
+        assert bank.reads_older(old)
+        assert np.array_equal(bank.prefer_age(pool, old), pool)
 
 
 def test_eq1_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
@@ -1292,13 +1336,16 @@ def test_a_photo_face_every_retry_fails_gets_the_bank_face_in_full_before_the_fa
     anon.anonymize_image(astronaut, d)
     assert list(anon.outcomes) == ["verify"] and len(drawn) == before
     # a face drawn larger than the bank's texture holds (here twice the astronaut's size): the
-    # drawing in full would have none of the photo's fine detail, a blur; pixelated instead
+    # drawing in full would have none of the photo's fine detail, a blur; pixelated instead, and
+    # after fewer other bank faces (LARGE_RETRIES: the later ones passed drawn blotchy and twisted)
     drawn.clear()
     monkeypatch.setattr(native, "FULL_MAX_YAW", 1.0)
     big = cv2.resize(astronaut, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     anon.reset()
     anon.anonymize_image(big, anon.detect(big)[:1])
-    assert list(anon.outcomes) == ["verify"] and len(drawn) == before
+    assert native.LARGE_RETRIES < native.STILL_RETRIES
+    assert list(anon.outcomes) == ["verify"] and len(drawn) == native.LARGE_RETRIES + 2
+    assert len({i for i, _ in drawn}) == native.LARGE_RETRIES + 1  # the ITM's bank face and LARGE_RETRIES others
 
     # a video frame: the first drawing and its two retries (the same bank face, another), then the fallback
     drawn.clear()

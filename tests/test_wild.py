@@ -252,3 +252,24 @@ def test_a_jpeg_without_faces_comes_back_pixel_for_pixel_without_its_metadata(tm
     assert len(Image.open(out).getexif()) == 0
     turned = read_image(tmp_path / "out" / "turned_anonymized.jpg")
     assert turned.shape == read_image(tmp_path / "turned.jpg").shape == (240, 320, 3)  # upright, as viewers showed it
+
+
+@needs_dlib
+@pytest.mark.skipif(not WILD.is_dir(), reason="in-the-wild photos not found at ../shared/data/wild")
+def test_young_faces_in_the_wild_photos_do_not_read_older_and_get_no_aged_bank_face():
+    """Two young women's portraits drew creased bank faces (Kate Siegel 36, retinaface_img11 42 on
+    a retry): crumpled foreheads at their size. dlib reads them on the young side of the bank's
+    age axis, so neither Eq. 1 nor a retry gives them an aged face (pool has others)."""
+    from fiva.faces.identity import DlibEvaluator
+
+    anon = Anonymizer(progress=False, seed=0)
+    bank, ev = anon.generator.bank, DlibEvaluator()
+    for name in ("portrait_kate_siegel.jpg", "retinaface_img11.jpg"):
+        rgb = read_image(WILD / name)
+        d = anon.detect(rgb)
+        box = d.boxes[d.largest()]
+        assert bank.reads_older(ev.embed(rgb, box)) is False
+        assert (anon.anonymize_image(rgb) != rgb).any()
+        picks = [bank.index_of(f) for f in anon.itm.pairs()[1]]
+        assert len(picks) == 1 and not bank.aged[picks].any()
+        anon.reset()  # the ITM takes the two for one person (SFace): each gets its own look-up here

@@ -62,6 +62,12 @@ class AnchorFaceBank:
     # where its donors' fringe starts (reviewed by eye, scripts/build_face_bank.py `fringes`). A
     # photo's taller forehead (native.STILL_RENDER, 0.6) stops there; None or inf: no limit
     forehead: np.ndarray | None = None
+    # [N] bool: bank faces that look aged (creased foreheads, older donors; reviewed by eye,
+    # scripts/build_face_bank.py `aged`): on a face drawn larger than the texture holds, Eq. 1 and
+    # the retries give them only to targets dlib reads as older (`reads_older`) while the pool has
+    # others (`prefer_age`, `SexMatchedAnchorSpace.target_large`)
+    aged: np.ndarray | None = None
+    _age_axis: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.textures)
@@ -82,7 +88,8 @@ class AnchorFaceBank:
                                                       "sex_b": np.array([self.sex_b], np.float32)}),
                    **({} if self.dlib is None else {"dlib": self.dlib.astype(np.float32)}),
                    **({} if self.ghost is None else {"ghost": self.ghost.astype(np.uint8)}),
-                   **({} if self.forehead is None else {"forehead": self.forehead.astype(np.float32)})},
+                   **({} if self.forehead is None else {"forehead": self.forehead.astype(np.float32)}),
+                   **({} if self.aged is None else {"aged": self.aged.astype(np.uint8)})},
                   str(path), metadata={k: str(v) for k, v in self.meta.items()})
 
     @classmethod
@@ -100,7 +107,8 @@ class AnchorFaceBank:
                         for i in range(len(off) - 1)])
         return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta,
                    d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0, d.get("dlib"),
-                   d["ghost"].astype(bool) if "ghost" in d else None, d.get("forehead"))
+                   d["ghost"].astype(bool) if "ghost" in d else None, d.get("forehead"),
+                   d["aged"].astype(bool) if "aged" in d else None)
 
     def forehead_reach(self, index: int, forehead: float) -> float:
         """`forehead` (a RenderConfig's, eye distances above the brows), held to bank face
@@ -138,6 +146,53 @@ class AnchorFaceBank:
             return pool
         clean = pool[~self.ghost[pool]]
         return clean if len(clean) >= least else pool
+
+    def reads_older(self, descriptor: np.ndarray) -> bool | None:
+        """Whether dlib's `descriptor` [128] of a target reads as old as the bank's aged faces:
+        its projection on the bank's age axis (`age_axis`) at or past the midpoint between the
+        aged and the other clean faces. None without descriptors or aged marks."""
+        axis = self.age_axis()
+        return None if axis is None else bool((descriptor - axis[1]) @ axis[0] >= 0.0)
+
+    def age_axis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(direction [128] unit, midpoint [128]) in dlib's descriptor space from the bank's own
+        faces: within each sex, the mean of the aged faces minus that of the other clean ones
+        (not ghosted), the two sexes averaged and the sex classifier's direction taken out (LFW's
+        women are younger: the raw axis read sex). 60 LFW fold-1 faces sorted by it, looked at:
+        the older half mostly past the midpoint, the young mostly before it, older men with
+        beards or glasses read young as often as not."""
+        if self.aged is None or self.dlib is None or not self.aged.any():
+            return None
+        if self._age_axis is None:
+            clean = ~self.ghost if self.ghost is not None else np.ones(len(self), bool)
+            ends, mids = [], []
+            for sex in np.unique(self.sex):
+                old, rest = self.aged & (self.sex == sex), ~self.aged & clean & (self.sex == sex)
+                if old.any() and rest.any():
+                    ends.append(self.dlib[old].mean(0) - self.dlib[rest].mean(0))
+                    mids.append((self.dlib[old].mean(0) + self.dlib[rest].mean(0)) / 2)
+            if not ends:
+                return None
+            axis = np.mean(ends, 0)
+            if self.sex_w is not None:
+                axis = axis - (axis @ self.sex_w) / (self.sex_w @ self.sex_w) * self.sex_w
+            self._age_axis = (axis / np.linalg.norm(axis)).astype(np.float32), np.mean(mids, 0).astype(np.float32)
+        return self._age_axis
+
+    def prefer_age(self, pool: np.ndarray, descriptor: np.ndarray | None, least: int = FAR_CANDIDATES) -> np.ndarray:
+        """The bank faces of `pool` that are not aged (`aged`) if the target (dlib's `descriptor`)
+        does not read older (`reads_older`) and at least `least` are; else `pool`. Eq. 1 takes the
+        bank faces dlib reads farthest from the target, and age is much of what dlib reads: young
+        targets got the bank's oldest faces (of 45 wild faces, 21 drew an aged one: Paul Rudd an
+        old grey man, the boys on crowd_selfie.jpg old men, Kate Siegel and the Jolie close-up a
+        creased forehead, crumpled at their size). The caller applies it to faces drawn larger
+        than the texture holds: there an aged texture's creases are crumpled skin, where on a face
+        LFW's size it is an older person, and held to every face it cost 200 LFW faces' first
+        drawings 94.5% -> 91.0% beyond dlib's 0.6."""
+        if descriptor is None or self.reads_older(descriptor) in (None, True):
+            return pool
+        young = pool[~self.aged[pool]]
+        return young if len(young) >= least else pool
 
     def farthest(self, descriptor: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
         """The `k` bank faces of `pool` whose textures dlib reads farthest from a target's
@@ -258,6 +313,9 @@ class SexMatchedAnchorSpace(AnchorSpace):
     target_sex: int | None = None
     target_descriptor: np.ndarray | None = None
     target_tone: float | None = None
+    # the target is drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS): an aged
+    # bank face's creases read as crumpled skin there, so it gets one only if it reads older (`prefer_age`)
+    target_large: bool = False
 
     def sample(self, z_id: np.ndarray) -> np.ndarray:
         z = z_id / np.linalg.norm(z_id)
@@ -268,6 +326,8 @@ class SexMatchedAnchorSpace(AnchorSpace):
             if self.target_tone is not None:
                 pool = self.bank.nearest_tone(self.target_tone, pool)
             pool = self.bank.prefer_clean(pool)
+            if self.target_large:
+                pool = self.bank.prefer_age(pool, self.target_descriptor)
             best = self.bank.farthest(self.target_descriptor, pool, FAR_CANDIDATES)
             return self.anchors[int(self.rng.choice(best))].copy()
         if self.target_sex is None or len(pool) == len(self.bank):

@@ -55,6 +55,11 @@ VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-ch
 # 2, since drawings are held near real faces' shapes (RenderConfig.shape_cap), which SFace matches
 # more often: 100 LFW photos, 123 faces drawn 49 (uncapped, 2) -> 39 (capped, 2) -> 45 (capped, 4)
 STILL_RETRIES = 4
+# ... none on a photo's face drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS):
+# there the retries' later bank faces passed SFace only drawn blotchy and twisted (retinaface_img11.jpg:
+# bank face 42, then, once its young face got no aged one, bank face 48, the fourth other), and
+# the first retry (the same bank face with less of the target) is all it gets before the fallback
+LARGE_RETRIES = 2
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
 RECHECK_TOLERANCE = IN_PLACE  # a re-check keeps the track's nudge while the face is found in place
@@ -294,7 +299,7 @@ def _still_same(anon, rgb: np.ndarray, out: np.ndarray, det: Detections, z_id: n
 
 
 def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, descriptor: np.ndarray | None = None,
-                   tone: float | None = None) -> int | None:
+                   tone: float | None = None, large: bool = False) -> int | None:
     """The bank face for a retry: of the target's `sex` (None: any), not in `tried`, within
     TONE_MAX of the target's cheek lightness `tone` (given; the nearest FAR_CANDIDATES if fewer
     are: `AnchorFaceBank.nearest_tone`, as Eq. 1), the one whose SFace embedding is farthest
@@ -305,7 +310,8 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     Ghosted bank faces (`AnchorFaceBank.ghost`) only once no clean one is left in that pool: a
     photo's drawing reaches 0.6 eye distances up the forehead (STILL_RENDER), and a donor's
     fringe there was drawn as a grey band across a woman's forehead (retinaface_img11.jpg, bank
-    face 39).
+    face 39). On a face drawn larger than the texture holds (`large`), aged bank faces come after
+    the others unless the target reads older (`AnchorFaceBank.prefer_age`).
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
     outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
@@ -318,6 +324,8 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     if tone is not None:
         pool = bank.nearest_tone(tone, pool)
     pool = bank.prefer_clean(pool, least=1)  # ghosted faces last: a retry draws more of the forehead, fringes and all
+    if large:  # aged faces last on a big face that does not read older (`SexMatchedAnchorSpace.target_large`)
+        pool = bank.prefer_age(pool, descriptor, least=1)
     if descriptor is not None and bank.dlib is not None:
         pool = bank.farthest(descriptor, pool, max(1, (len(pool) + 1) // 2))
     cos = bank.sface[pool] @ (z_id / (np.linalg.norm(z_id) + 1e-12))
@@ -437,6 +445,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
                 space.target_sex, space.target_descriptor = sexes[i], descriptors[i]
                 space.target_tone = tones[i] = cheek_lightness(rgb, shapes[i])
+                space.target_large = renderer.scale(shapes[i], 0) > TEXTURE_HOLDS
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
     out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
@@ -491,11 +500,12 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     lessened[i], r = True, retry_renderer
             else:
                 failed[i], tried = True, [index]
-                for k in range(STILL_RETRIES + 1 if still else 2):
+                large = renderer.scale(shapes[i], 0) > TEXTURE_HOLDS
+                for k in range((LARGE_RETRIES if large else STILL_RETRIES) + 1 if still else 2):
                     # the first retry redraws the same bank face with less of the target (RETRY_RENDER),
                     # the others other bank faces so
                     pick = index if k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
-                                                                         descriptors.get(i), tones.get(i))
+                                                                         descriptors.get(i), tones.get(i), large)
                     if pick is None:
                         break
                     anon.stats["retried"] += 1
