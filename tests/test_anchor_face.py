@@ -619,9 +619,8 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
 
 def test_a_target_that_does_not_read_older_gets_no_aged_bank_face(bank):
     """Eq. 1 takes the bank faces dlib reads farthest from the target, and age is much of what
-    dlib reads: young targets drew the bank's oldest faces (21 of 45 wild faces an aged one: Paul
-    Rudd an old grey man, the boys of crowd_selfie.jpg old men, young women creased foreheads,
-    crumpled at a portrait's size). A face drawn larger than the texture holds that does not read
+    dlib reads: young targets drew the bank's oldest faces (Paul Rudd an old grey man, young
+    women creased foreheads, crumpled at a portrait's size). A face drawn larger than the texture holds that does not read
     older gets no aged face from Eq. 1 while its pool has others, and gets them last on retries;
     one that reads older may, and so may a smaller face."""
     from fiva.anonymize.native import farther_anchor

@@ -61,6 +61,9 @@ def test_landmark_jitter_is_smoothed_and_two_faces_keep_their_tracks():
 
 
 def test_a_video_stream_detecting_ahead_on_its_own_thread_gives_the_same_frames(astronaut):
+    """A video's next frame is detected on a thread of its own while this frame is drawn (d13:
+    54 s -> 46 s): the same frames come back, in order, none lost at the end, and every frame's
+    faces were found on that thread."""
     import threading
 
     from fiva import Anonymizer

@@ -183,9 +183,9 @@ class AnchorFaceBank:
         """The bank faces of `pool` that are not aged (`aged`) if the target (dlib's `descriptor`)
         does not read older (`reads_older`) and at least `least` are; else `pool`. Eq. 1 takes the
         bank faces dlib reads farthest from the target, and age is much of what dlib reads: young
-        targets got the bank's oldest faces (of 45 wild faces, 21 drew an aged one: Paul Rudd an
-        old grey man, the boys on crowd_selfie.jpg old men, Kate Siegel and the Jolie close-up a
-        creased forehead, crumpled at their size). The caller applies it to faces drawn larger
+        targets got the bank's oldest faces (21 of 45 wild faces drew an aged one, young ones among
+        them: Paul Rudd an old grey man, Kate Siegel and the Jolie close-up a creased forehead,
+        crumpled at their size). The caller applies it to faces drawn larger
         than the texture holds: there an aged texture's creases are crumpled skin, where on a face
         LFW's size it is an older person, and held to every face it cost 200 LFW faces' first
         drawings 94.5% -> 91.0% beyond dlib's 0.6."""

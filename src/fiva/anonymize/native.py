@@ -55,10 +55,10 @@ VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-ch
 # 2, since drawings are held near real faces' shapes (RenderConfig.shape_cap), which SFace matches
 # more often: 100 LFW photos, 123 faces drawn 49 (uncapped, 2) -> 39 (capped, 2) -> 45 (capped, 4)
 STILL_RETRIES = 4
-# ... none on a photo's face drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS):
-# there the retries' later bank faces passed SFace only drawn blotchy and twisted (retinaface_img11.jpg:
-# bank face 42, then, once its young face got no aged one, bank face 48, the fourth other), and
-# the first retry (the same bank face with less of the target) is all it gets before the fallback
+# ... 2 on a photo's face drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS):
+# the later ones passed SFace drawn twisted and blotchy (retinaface_img11.jpg, once its young face
+# got no aged bank face: its fourth other, bank face 48, a crooked mouth and smudged eyes), where
+# the Jolie close-up passes on its second (bank face 51, a different woman)
 LARGE_RETRIES = 2
 COLOUR_SMOOTHING = 0.75  # weight of a track's running colour statistics against this frame's
 NUDGE_EASING = 0.3  # share of the way a track's shown texture nudge moves to its target each frame
