@@ -536,18 +536,13 @@ def main():
     ap.add_argument("--aged-only", default=None, help="only mark this bank file's faces that look aged (`aged`: REVIEWED_AGED)")
     a = ap.parse_args()
     cv2.setNumThreads(1)
-    if a.aged_only:
-        try:
-            aged(a.aged_only)
-        except (OSError, ValueError, SafetensorError) as e:
-            ap.error(f"{a.aged_only}: not a readable bank file ({e})")
-        return
-    if a.fringes_only:
-        try:
-            fringes(a.fringes_only)
-        except (OSError, ValueError, SafetensorError) as e:
-            ap.error(f"{a.fringes_only}: not a readable bank file ({e})")
-        return
+    for path, mark in ((a.aged_only, aged), (a.fringes_only, fringes)):  # marks reviewed by eye, set in place
+        if path:
+            try:
+                mark(path)
+            except (OSError, ValueError, SafetensorError) as e:
+                ap.error(f"{path}: not a readable bank file ({e})")
+            return
     if a.descriptors_only:
         from fiva.faces.identity import DlibEvaluator
 
