@@ -84,3 +84,8 @@ def test_a_video_stream_detecting_ahead_on_its_own_thread_gives_the_same_frames(
     assert all(np.array_equal(a, b) for a, b in zip(*outs))
     assert not all(np.array_equal(a, f) for a, f in zip(outs[1], frames))  # the face is drawn
     assert len(threads) == len(frames) and threading.main_thread() not in threads
+    # the thread's detector has the anonymizer's settings (a stricter score here), not the defaults
+    from fiva.faces import FaceDetector
+
+    anon.detector = FaceDetector(score_threshold=0.95)
+    assert VideoStream(anon, look_ahead=True)._detector.score_threshold == 0.95

@@ -525,11 +525,12 @@ class VideoStream:
         if look_ahead is None:
             look_ahead = cv2.getNumThreads() > 1  # a cluster worker given one thread keeps to it
         self._ahead = None
-        if look_ahead and getattr(anonymizer.detect, "__func__", None) is Anonymizer.detect:  # not a caller's own detect
+        # not where a caller brought a detect or detector of its own
+        if (look_ahead and getattr(anonymizer.detect, "__func__", None) is Anonymizer.detect
+                and type(anonymizer.detector) is FaceDetector):
             from concurrent.futures import ThreadPoolExecutor
 
-            # an OpenCV net is not to be shared between threads: YuNet keeps its input size
-            self._detector = FaceDetector(score_threshold=anonymizer.cfg.score_threshold)
+            self._detector = anonymizer.detector.twin()
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="fiva-detect")
         self._pending = None  # (frame, its detections to come)
 

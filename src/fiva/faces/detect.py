@@ -61,7 +61,7 @@ class FaceDetector:
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, coarse_side: int = 640,
                  max_face: int = 160, tile: int = 1920):
-        self.score_threshold = score_threshold
+        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.coarse_side, self.max_face, self.tile = coarse_side, max_face, tile
         try:  # OpenCV 5 warns about backend targets on every model load: noise for users
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -69,6 +69,11 @@ class FaceDetector:
             pass
         self._net = cv2.FaceDetectorYN.create(str(yunet_path()), "", (320, 320), score_threshold, nms_threshold, 5000)
         self._size = (320, 320)
+
+    def twin(self) -> "FaceDetector":
+        """A detector of the same settings with a YuNet of its own, for another thread: an OpenCV
+        net is not to be shared between threads (YuNet keeps its input size)."""
+        return FaceDetector(self.score_threshold, self.nms_threshold, self.coarse_side, self.max_face, self.tile)
 
     def scales(self, h: int, w: int) -> list[float]:
         """The pyramid's scale factors, coarsest first: full resolution, then 3x coarser until the
