@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from fiva.anonymize.frame import Anonymizer
+from fiva.anonymize.runner import file_seed
 from fiva.evaluate.lfw import read_folds
 from fiva.evaluate.wild import measure_photo
 from fiva.faces.identity import DlibEvaluator
@@ -71,7 +72,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, rgb in photos.items():
         t0 = time.time()
-        r = measure_photo(anon, rgb, evaluator)
+        r = measure_photo(anon, rgb, evaluator, seed=file_seed(anon.cfg.seed, name))  # as `fiva anonymize FOLDER` seeds it
         dt = time.time() - t0
         write_image(Path(a.out) / f"sheet_{Path(name).stem}.png", sheet(rgb, r.pop("output"), anon.detect(rgb).boxes))
         report[name] = r

@@ -200,6 +200,7 @@ def test_a_folder_of_reference_photos_is_accepted(tmp_path, astronaut):
 @pytest.mark.slow
 @pytest.mark.skipif(not WILD.is_dir(), reason="in-the-wild photos not found at ../shared/data/wild")
 def test_every_face_of_the_wild_photos_is_replaced_in_place_or_obfuscated():
+    from fiva.anonymize.runner import file_seed
     from fiva.evaluate.wild import measure_photo
     from fiva.faces.identity import DlibEvaluator
 
@@ -208,7 +209,7 @@ def test_every_face_of_the_wild_photos_is_replaced_in_place_or_obfuscated():
     # crowd_retinaface_img3.jpg took 105 of the 252 s of these photos in evaluate_wild.py; it measures
     # them (BENCHMARKS.md), with every other photo
     for path in sorted(p for p in WILD.iterdir() if p.suffix.lower() in (".jpg", ".png") and p.name != "crowd_retinaface_img3.jpg"):
-        r = measure_photo(anon, read_image(path), evaluator)
+        r = measure_photo(anon, read_image(path), evaluator, seed=file_seed(anon.cfg.seed, path.name))  # as the CLI
         assert r["marked_generated_misplaced"] == 0, path.name
         assert r["marked_in_place"] + r["marked_obfuscated"] == r["marked"], path.name
         assert not any(f["recognisable"] for f in r["face_records"] if f["outcome"] == "generated"), path.name
@@ -273,3 +274,24 @@ def test_young_faces_in_the_wild_photos_do_not_read_older_and_get_no_aged_bank_f
         picks = [bank.index_of(f) for f in anon.itm.pairs()[1]]
         assert len(picks) == 1 and not bank.aged[picks].any()
         anon.reset()  # the ITM takes the two for one person (SFace): each gets its own look-up here
+
+
+@needs_dlib
+def test_the_wild_measure_seeded_as_the_cli_seeds_a_photo_measures_what_the_cli_writes(tmp_path, astronaut):
+    """`evaluate_wild.py` seeds each photo as `fiva anonymize FOLDER` does (the photo's key and
+    --seed): the drawing it measures is the one the CLI writes, byte for byte, whatever photo it
+    measured before (one random generator running on from photo to photo drew others)."""
+    from fiva.anonymize.runner import file_seed
+    from fiva.evaluate.wild import measure_photo
+    from fiva.faces.identity import DlibEvaluator
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_image(folder / "astro.png", astronaut)
+    assert main(["anonymize", str(folder), "-o", str(tmp_path / "cli"), "--no-progress"]) == 0
+    anon, evaluator = Anonymizer(progress=False), DlibEvaluator()
+    measure_photo(anon, astronaut[::-1].copy(), evaluator)  # another photo first: the generator runs on
+    r = measure_photo(anon, astronaut, evaluator, seed=file_seed(anon.cfg.seed, "astro.png"))
+    write_image(tmp_path / "measured.png", r["output"])
+    assert r["outcomes"] and (r["output"] != astronaut).any()
+    assert (tmp_path / "measured.png").read_bytes() == (tmp_path / "cli" / "astro_anonymized.png").read_bytes()

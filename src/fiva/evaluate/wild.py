@@ -20,10 +20,13 @@ IN_PLACE_LANDMARKS = 0.08
 OBFUSCATED = ("blur", "pixelate", "mask", "small", "profile", "border", "unsure", "verify")
 
 
-def measure_photo(anonymizer, rgb: np.ndarray, evaluator: DlibEvaluator, marked_score: float = 0.6) -> dict:
+def measure_photo(anonymizer, rgb: np.ndarray, evaluator: DlibEvaluator, marked_score: float = 0.6,
+                  seed: int | None = None) -> dict:
     """Anonymize `rgb` [H,W,3] uint8 with `anonymizer` and measure it. "Marked" faces, the ones a
-    person would mark, are taken as the detections scoring >= `marked_score` that are not rejected."""
-    anonymizer.reset()
+    person would mark, are taken as the detections scoring >= `marked_score` that are not rejected.
+    `seed`: the photo's own (`runner.file_seed`, as `fiva anonymize` seeds each file), so what is
+    measured is what the CLI writes, whichever photos ran before; None: the anonymizer's runs on."""
+    anonymizer.reset(seed=seed)
     dets = anonymizer.detect(rgb)
     out = anonymizer.anonymize_image(rgb, dets)
     outcomes = list(anonymizer.outcomes)
