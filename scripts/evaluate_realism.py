@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from fiva.anonymize.frame import Anonymizer, AnonymizeConfig
-from fiva.anonymize.anchor_face import TEXTURE_HOLDS, AnchorFaceRenderer, RenderConfig, match_region
+from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, match_region
 from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
 from fiva.anonymize.in_place import local_finder, render_in_place
 from fiva.anonymize.masks import _poly_mask
@@ -130,7 +130,7 @@ def main():
                 sex = space.target_sex = bank.predict_sex(e0)  # as the pipeline does (native.py)
                 space.target_descriptor = e0  # ... and the bank faces farthest from it (in memory only)
                 space.target_tone = cheek_lightness(rgb, shape)  # ... of the nearer half in skin tone
-                space.target_large = renderer.scale(shape, 0) > TEXTURE_HOLDS  # ... no aged face on a big young one
+                space.target_large = renderer.large(shape)  # ... no aged face on a big young one
                 b1 = bank.index_of(space.sample(z))
                 t = time.perf_counter()
                 if a.in_place:

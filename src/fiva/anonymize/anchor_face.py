@@ -333,7 +333,7 @@ class AnchorFaceRenderer:
             anchor = anchor + w * (posed - anchor)
         new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow,
                              self.cfg.brow_move, self.cfg.brow_floor)
-        if np.isfinite(self.cfg.jaw_out) and self.scale(shape, index) > TEXTURE_HOLDS:
+        if np.isfinite(self.cfg.jaw_out) and self.large(shape, index):
             new = held_outline(shape, new, self.cfg.jaw_out)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)
             new = keypoint_shape(new, self.bank.shapes[index], self.cfg.keypoints, target=shape)
@@ -349,6 +349,11 @@ class AnchorFaceRenderer:
         a_shape = self.bank.shapes[index]
         return float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0))
                      / np.linalg.norm(a_shape[EYE_L].mean(0) - a_shape[EYE_R].mean(0)))
+
+    def large(self, shape: np.ndarray, index: int = 0) -> bool:
+        """Whether bank face `index` is drawn on `shape` larger than its texture holds (`scale` over
+        TEXTURE_HOLDS): the bank faces share one canonical frame, so any index tells it of a target."""
+        return self.scale(shape, index) > TEXTURE_HOLDS
 
     def plausible(self, shape: np.ndarray, new: np.ndarray) -> np.ndarray:
         """`new` with its move from `shape` scaled back (bisection) until the shape model reads it no

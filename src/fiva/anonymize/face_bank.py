@@ -67,7 +67,6 @@ class AnchorFaceBank:
     # the retries give them only to targets dlib reads as older (`reads_older`) while the pool has
     # others (`prefer_age`, `SexMatchedAnchorSpace.target_large`)
     aged: np.ndarray | None = None
-    _age_axis: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.textures)
@@ -163,21 +162,19 @@ class AnchorFaceBank:
         beards or glasses read young as often as not."""
         if self.aged is None or self.dlib is None or not self.aged.any():
             return None
-        if self._age_axis is None:
-            clean = ~self.ghost if self.ghost is not None else np.ones(len(self), bool)
-            ends, mids = [], []
-            for sex in np.unique(self.sex):
-                old, rest = self.aged & (self.sex == sex), ~self.aged & clean & (self.sex == sex)
-                if old.any() and rest.any():
-                    ends.append(self.dlib[old].mean(0) - self.dlib[rest].mean(0))
-                    mids.append((self.dlib[old].mean(0) + self.dlib[rest].mean(0)) / 2)
-            if not ends:
-                return None
-            axis = np.mean(ends, 0)
-            if self.sex_w is not None:
-                axis = axis - (axis @ self.sex_w) / (self.sex_w @ self.sex_w) * self.sex_w
-            self._age_axis = (axis / np.linalg.norm(axis)).astype(np.float32), np.mean(mids, 0).astype(np.float32)
-        return self._age_axis
+        clean = ~self.ghost if self.ghost is not None else np.ones(len(self), bool)
+        ends, mids = [], []
+        for sex in np.unique(self.sex):
+            old, rest = self.aged & (self.sex == sex), ~self.aged & clean & (self.sex == sex)
+            if old.any() and rest.any():
+                ends.append(self.dlib[old].mean(0) - self.dlib[rest].mean(0))
+                mids.append((self.dlib[old].mean(0) + self.dlib[rest].mean(0)) / 2)
+        if not ends:
+            return None
+        axis = np.mean(ends, 0)
+        if self.sex_w is not None:
+            axis = axis - (axis @ self.sex_w) / (self.sex_w @ self.sex_w) * self.sex_w
+        return (axis / np.linalg.norm(axis)).astype(np.float32), np.mean(mids, 0).astype(np.float32)
 
     def prefer_age(self, pool: np.ndarray, descriptor: np.ndarray | None, least: int = FAR_CANDIDATES) -> np.ndarray:
         """The bank faces of `pool` that are not aged (`aged`) if the target (dlib's `descriptor`)

@@ -21,7 +21,7 @@ from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
 from ..faces.landmarks68 import yaw_share
-from .anchor_face import TEXTURE_HOLDS, AnchorFaceRenderer, Drawing
+from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
 from .in_place import draw_in_place, fit_error, local_finder
@@ -445,7 +445,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 sexes[i], descriptors[i] = _target(anon, rgb, dets.boxes[i], None if tracks is None else tracks[i])
                 space.target_sex, space.target_descriptor = sexes[i], descriptors[i]
                 space.target_tone = tones[i] = cheek_lightness(rgb, shapes[i])
-                space.target_large = renderer.scale(shapes[i], 0) > TEXTURE_HOLDS
+                space.target_large = renderer.large(shapes[i])
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
     out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
@@ -500,7 +500,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     lessened[i], r = True, retry_renderer
             else:
                 failed[i], tried = True, [index]
-                large = renderer.scale(shapes[i], 0) > TEXTURE_HOLDS
+                large = renderer.large(shapes[i])
                 for k in range((LARGE_RETRIES if large else STILL_RETRIES) + 1 if still else 2):
                     # the first retry redraws the same bank face with less of the target (RETRY_RENDER),
                     # the others other bank faces so
@@ -522,7 +522,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     drawn.lift(out)
                 if failed[i] and still and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
                     # the last tries: the bank face in full, the ITM's first, then the farthest retried
-                    for pick in [t for t in tried if full_renderer.scale(shapes[i], t) <= TEXTURE_HOLDS][:FULL_RETRIES]:
+                    for pick in [t for t in tried if not full_renderer.large(shapes[i], t)][:FULL_RETRIES]:
                         index = pick
                         z_a[i] = bank.anchor_of(pick)
                         anon.stats["retried"] += 1
