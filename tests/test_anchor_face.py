@@ -1590,6 +1590,29 @@ def test_a_big_faces_closed_lips_are_warped_as_exactly_as_a_small_faces(bank, as
     assert (off > 40).sum() < 0.06 * line.sum(), ((off > 40).sum(), line.sum())
 
 
+def test_a_big_faces_lips_a_fraction_of_a_pixel_apart_sample_only_the_bank_faces_lips(bank, astronaut_face):
+    """Lips a third of a pixel apart leave inner-lip slivers thinner than a pixel, whose affine maps
+    stretch that third of a pixel over the bank face's open mouth. Filled as polygons, a sliver took
+    every pixel it touched, a stair of them along the lips, and its map carried beyond it sampled
+    the bank face far off: a dotted light line along Kate Siegel's drawn upper lip at 4x. A big
+    face's lips may sample only the bank face's lips and mouth (white beyond them here)."""
+    from fiva.anonymize.warp import piecewise_affine
+
+    _, target = astronaut_face
+    big = (target - target.mean(0)) * 4.0 + 700.0
+    big[[65, 66, 67]] = big[[63, 62, 61]] + (0.0, 0.33)  # closed: a third of a pixel between the lips
+    src = bank.shapes[0] * (1000.0 / 256) + 200.0  # the bank face, large, its mouth open 30 px
+    src[[65, 66, 67]] = src[[63, 62, 61]] + (0.0, 30.0)
+    tex = np.full((1500, 1500, 3), 255, np.uint8)
+    cv2.fillConvexPoly(tex, cv2.convexHull(np.round(src[48:60]).astype(np.int32)), (128, 128, 128))
+    whole, _, (x0, y0, x1, y1) = piecewise_affine(tex, mesh(src), mesh(big), bank.triangles, (1500, 1500))
+    lips = np.zeros((1500, 1500), np.uint8)
+    cv2.fillPoly(lips, [np.round(big[48:60]).astype(np.int32)], 1)
+    lips = cv2.erode(lips, np.ones((7, 7), np.uint8))[y0:y1, x0:x1] > 0  # the outer lips' contour, inset 3 px
+    assert lips.sum() > 5000
+    assert int((whole.min(2) > 200)[lips].sum()) == 0  # was 47
+
+
 def test_a_drawing_is_never_lit_brighter_than_the_targets_own_skin(bank, astronaut):
     """A bank face's highlights come from its donors' light; the colour match stretched them to
     the target's contrast, and on a brightly lit face they were drawn white, pale patches on the
