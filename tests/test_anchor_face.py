@@ -1325,6 +1325,8 @@ def test_a_photo_face_every_retry_fails_gets_the_bank_face_in_full_before_the_fa
         assert cfg.keep_mouth == drawn[0][1].keep_mouth  # an open mouth stays open
     for _, cfg in drawn[:before]:
         assert cfg.keep_eyes > 0 and cfg.detail > 0  # before: the target's eyes and detail
+    for _, cfg in drawn[1:before]:  # the retries: the geometry moved further
+        assert (cfg.alpha, cfg.jaw) == (native.RETRY_RENDER["alpha"], native.RETRY_RENDER["jaw"]) and cfg.eye_margin == 0
     assert not np.array_equal(out, astronaut)
     _, fakes = anon.itm.pairs()
     assert anon.generator.bank.index_of(fakes[0]) == farthest  # the person keeps the face that passed
@@ -1345,6 +1347,10 @@ def test_a_photo_face_every_retry_fails_gets_the_bank_face_in_full_before_the_fa
     assert native.LARGE_RETRIES < native.STILL_RETRIES
     assert list(anon.outcomes) == ["verify"] and len(drawn) == native.LARGE_RETRIES + 2
     assert len({i for i, _ in drawn}) == native.LARGE_RETRIES + 1  # the ITM's bank face and LARGE_RETRIES others
+    # ... each retry drawn with the first drawing's geometry, less the lid margin: moved as far as
+    # a smaller face's retries (RETRY_RENDER's alpha and jaw), a big face came out wide and puffy
+    for _, cfg in drawn[1:]:
+        assert (cfg.alpha, cfg.jaw) == (drawn[0][1].alpha, drawn[0][1].jaw) and cfg.eye_margin == 0 < drawn[0][1].eye_margin
 
     # a video frame: the first drawing and its two retries (the same bank face, another), then the fallback
     drawn.clear()

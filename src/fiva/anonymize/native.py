@@ -114,6 +114,13 @@ VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3, "rims_in_place": False, 
 # astronaut, a smile and an outline. 80 LFW photos, jaw 0.5 / 1.0: 49 / 51 drawn; 1.0 drew wide,
 # puffy lower faces on the wild portraits (retinaface_img11, Paul Rudd), 0.75 less so.
 RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75, "jaw": 0.75}
+# ... but a photo's face drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS)
+# keeps its first drawing's geometry on retries, losing only the lid margin: moved further, it
+# was drawn wide and puffy (Kate Siegel's portrait, whose first drawing SFace matched at 0.752
+# against the 0.76 asked, passed its retry so; a jaw of 1.0 had done the same to retinaface_img11
+# and Paul Rudd). Drawn so, Kate Siegel passes her retry (0.763) and the Jolie close-up its second
+# other bank face, as at 1.75.
+LARGE_RETRY_RENDER = {"eye_margin": 0.0}
 # A photo's drawings (the first and its retries) draw the bank face's forehead up to 0.6 eye
 # distances above the brows (video frames: 0.35; swaps: SWAP_RENDER), beyond 0.2 only where both faces show
 # skin (RenderConfig.skin_band: a fringe or cap stays in front): the target's own brow ridge and
@@ -414,6 +421,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     elif anon.cfg.identity != "swap":  # a swap draws its source's face as `SWAP_RENDER` says
         renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **STILL_RENDER))
     retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **(RETRY_RENDER if still else VIDEO_RETRY_RENDER)))
+    large_retry_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **LARGE_RETRY_RENDER)) if still else retry_renderer
     full_renderer = AnchorFaceRenderer(bank, replace(renderer.cfg, **FULL_RENDER))
     crops, _ = align_faces(rgb, dets.landmarks, 112)
     dim = anon.itm.anchors.anchors.shape[1]
@@ -501,6 +509,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             else:
                 failed[i], tried = True, [index]
                 large = renderer.large(shapes[i])
+                again = large_retry_renderer if large else retry_renderer
                 for k in range((LARGE_RETRIES if large else STILL_RETRIES) + 1 if still else 2):
                     # the first retry redraws the same bank face with less of the target (RETRY_RENDER),
                     # the others other bank faces so
@@ -514,10 +523,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     index = pick
                     z_a[i] = bank.anchor_of(pick)
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                    drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
+                    drawn, nudge = _search(again, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:
-                        lessened[i], r = True, retry_renderer
+                        lessened[i], r = True, again
                         break
                     drawn.lift(out)
                 if failed[i] and still and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
