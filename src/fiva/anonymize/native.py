@@ -117,9 +117,9 @@ RETRY_RENDER = {"eye_margin": 0.0, "alpha": 1.75, "jaw": 0.75}
 # ... but a photo's face drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS)
 # keeps its first drawing's geometry on retries, losing only the lid margin: moved further, it
 # was drawn wide and puffy (Kate Siegel's portrait, whose first drawing SFace matched at 0.752
-# against the 0.76 asked, passed its retry so; a jaw of 1.0 had done the same to retinaface_img11
-# and Paul Rudd). Drawn so, Kate Siegel passes her retry (0.763) and the Jolie close-up its second
-# other bank face, as at 1.75.
+# against the 0.76 asked, passed its retry drawn so; a jaw of 1.0 had done the same to
+# retinaface_img11 and Paul Rudd). Drawn with its own geometry, Kate Siegel passes her retry
+# (0.763) and the Jolie close-up its second other bank face, as at 1.75.
 LARGE_RETRY_RENDER = {"eye_margin": 0.0}
 # A photo's drawings (the first and its retries) draw the bank face's forehead up to 0.6 eye
 # distances above the brows (video frames: 0.35; swaps: SWAP_RENDER), beyond 0.2 only where both faces show
@@ -511,8 +511,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 large = renderer.large(shapes[i])
                 again = large_retry_renderer if large else retry_renderer
                 for k in range((LARGE_RETRIES if large else STILL_RETRIES) + 1 if still else 2):
-                    # the first retry redraws the same bank face with less of the target (RETRY_RENDER),
-                    # the others other bank faces so
+                    # the first retry redraws the same bank face with less of the target (RETRY_RENDER;
+                    # a big face LARGE_RETRY_RENDER), the others other bank faces so
                     pick = index if k == 0 else farther_anchor(bank, z_id[i], tried, sexes.get(i) if matched else None,
                                                                          descriptors.get(i), tones.get(i), large)
                     if pick is None:

@@ -150,8 +150,8 @@ def _exact_about_thin(map_x: np.ndarray, map_y: np.ndarray, mats: np.ndarray, d_
         cv2.fillConvexPoly(label, polys[t], int(t) + 1, lineType=cv2.LINE_8, shift=shift)
     # thin triangles last, each taking only the pixels whose centres it contains: a closed mouth's
     # inner-lip triangles (1-2 px high) show, and a sliver a third of a pixel high takes no stair
-    # of pixels beside it (each sampled the bank face's parted lips there: a dotted light line
-    # along Kate Siegel's drawn upper lip)
+    # of pixels beside it (its map, carried beyond it, sampled the bank face far off there: a
+    # dotted light line along Kate Siegel's drawn upper lip)
     for t in np.flatnonzero(thin):
         _fill_centres(label, local[t], int(t) + 1)
     ys, xs = np.nonzero(label)
