@@ -57,6 +57,7 @@ from fiva.evaluate.lfw import read_folds
 from fiva.faces import FaceDetector
 from fiva.faces.align import similarity_transform, template
 from fiva.faces.landmarks68 import EYE_L, EYE_R, Landmarker68, eye_openness, five_points, mouth_opening, yaw_share
+from fiva.weights import DEFAULT_FACE_BANK
 
 SIZE = 256
 # Bank faces (their order as this script's defaults select them) removed after looking at the
@@ -388,6 +389,11 @@ def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np
     return np.clip(t + 0.5, 0, 255).astype(np.uint8), new_shape
 
 
+def same_faces(bank: AnchorFaceBank, other: AnchorFaceBank | None) -> bool:
+    """Whether `bank` holds the very textures of `other`."""
+    return other is not None and other.textures.shape == bank.textures.shape and bool(np.array_equal(other.textures, bank.textures))
+
+
 def make_candidates(donors, desc, lfw, a, rng, tris, ev, det) -> list[dict]:
     """Per sex, up to --pool x wanted averages of k donors (tone bins taken in turn), each found
     by YuNet and more than --min-donor-distance from each of its donors."""
@@ -553,6 +559,10 @@ def main():
         eye_ghosts(a.ghosts_only, lfw, cache)
         return
     cache.mkdir(parents=True, exist_ok=True)
+    try:  # the packaged bank, before --out (by default its own file) is written over
+        packaged = AnchorFaceBank.load(DEFAULT_FACE_BANK)
+    except (OSError, ValueError, SafetensorError):
+        packaged = None
     rows = scan(lfw, cache)
     donors = screen(rows)
     print(f"scanned {len(rows)} faces; {len(donors)} people pass screening "
@@ -629,7 +639,11 @@ def main():
     groups = [f["group"] for f in faces]
     np.savez(cache / "groups.npz", groups=np.array(groups), bank_dlib=dl,
              donor_files=np.array([donors[i]["file"] for g in groups for i in g]))
-    shipped = a.drop == ",".join(map(str, REVIEWED_OUT))  # the shipped bank's selection: its reviews apply
+    # the reviews by eye (REVIEWED_*: indices into the shipped bank) apply only to the shipped
+    # bank's faces: a build whose render check or settings select others gets none of them
+    shipped = a.drop == ",".join(map(str, REVIEWED_OUT)) and same_faces(AnchorFaceBank.load(a.out), packaged)
+    if not shipped:
+        print(f"{a.out}: not the shipped bank's faces; the reviews by eye (ghosts, fringes, aged) are not applied")
     eye_ghosts(a.out, lfw, cache, reviewed=REVIEWED_GHOSTS if shipped else ())
     fringes(a.out, reviewed=REVIEWED_FRINGES if shipped else ())
     aged(a.out, reviewed=REVIEWED_AGED if shipped else ())
