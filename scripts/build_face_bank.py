@@ -37,7 +37,11 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
 
 Cached under --cache (git-ignored runs/): scan results and donors' dlib descriptors (real identity
 data: kept there, never shipped); the bank itself holds no donor data, only each face's smallest
-distance to its donors.
+distance to its donors. The candidates (the averages, made before the render check) depend only on
+the scan, the settings and --seed, not on the renderer: a bank whose build cache is lost gets its
+donors back with --groups-only BANK once a build with the bank's settings (--out elsewhere: the
+render check of today's renderer may select other faces) has cached them. The shipped bank's 66
+faces are all among the candidates such a build makes today.
 """
 from __future__ import annotations
 
@@ -394,6 +398,28 @@ def same_faces(bank: AnchorFaceBank, other: AnchorFaceBank | None) -> bool:
     return other is not None and other.textures.shape == bank.textures.shape and bool(np.array_equal(other.textures, bank.textures))
 
 
+def match_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance: float = 3.0) -> np.ndarray:
+    """Each bank texture's index among a build's candidate textures: the candidate it was made from
+    (the bank stores them as JPEG, a mean absolute difference of about 1 grey level; two
+    different averages differ by 15 or more). Raises ValueError for a texture no candidate is
+    within `tolerance` of: a bank from other candidates (another seed, k, caricature or scan)."""
+    flat = cand_textures.reshape(len(cand_textures), -1)
+    out = np.empty(len(textures), int)
+    for i, t in enumerate(textures):
+        d = np.abs(flat.astype(np.float32) - t.reshape(-1).astype(np.float32)).mean(1)
+        out[i] = int(np.argmin(d))
+        if d[out[i]] > tolerance:
+            raise ValueError(f"bank face {i} is no cached candidate (nearest differs by {d[out[i]]:.1f} grey levels)")
+    return out
+
+
+def save_groups(cache: Path, groups: list, bank_dlib: np.ndarray, donors: list[dict]) -> None:
+    """Which donors made which bank face (their LFW files), for the evaluation's donor checks and
+    `eye_ghosts`: kept in the cache only, never shipped."""
+    np.savez(cache / "groups.npz", groups=np.array(groups), bank_dlib=bank_dlib,
+             donor_files=np.array([donors[i]["file"] for g in groups for i in g]))
+
+
 def make_candidates(donors, desc, lfw, a, rng, tris, ev, det) -> list[dict]:
     """Per sex, up to --pool x wanted averages of k donors (tone bins taken in turn), each found
     by YuNet and more than --min-donor-distance from each of its donors."""
@@ -540,6 +566,8 @@ def main():
     ap.add_argument("--fringes-only", default=None, help="only set how far above the brows this bank file's faces are drawn "
                     "(`fringes`: REVIEWED_FRINGES)")
     ap.add_argument("--aged-only", default=None, help="only mark this bank file's faces that look aged (`aged`: REVIEWED_AGED)")
+    ap.add_argument("--groups-only", default=None, help="only find which donors made each face of this bank file, from "
+                    "--cache's candidates (a build run with the bank's settings makes them), and write --cache/groups.npz")
     a = ap.parse_args()
     cv2.setNumThreads(1)
     for path, mark in ((a.aged_only, aged), (a.fringes_only, fringes)):  # marks reviewed by eye, set in place
@@ -557,6 +585,19 @@ def main():
     lfw, cache = Path(a.lfw), Path(a.cache)
     if a.ghosts_only:
         eye_ghosts(a.ghosts_only, lfw, cache)
+        return
+    if a.groups_only:
+        bank, cand_file = AnchorFaceBank.load(a.groups_only), cache / "candidates.npz"
+        if not cand_file.exists():
+            ap.error(f"{cand_file}: no cached candidates; run a build with {a.groups_only}'s settings "
+                     f"(k {bank.meta.get('k')}, caricature {bank.meta.get('caricature')}, seed {bank.meta.get('seed')}) first")
+        c = np.load(cand_file)
+        try:
+            match = match_candidates(bank.textures, c["tex"])
+        except ValueError as e:
+            ap.error(f"{a.groups_only}: {e}")
+        save_groups(cache, [list(c["group"][j]) for j in match], c["dlib"][match], screen(scan(lfw, cache)))
+        print(f"wrote {cache / 'groups.npz'}: the donors of {len(bank)} faces of {a.groups_only}")
         return
     cache.mkdir(parents=True, exist_ok=True)
     try:  # the packaged bank, before --out (by default its own file) is written over
@@ -635,10 +676,7 @@ def main():
                           sex_w, sex_b, bank_descriptors(np.stack([f["tex"] for f in faces]), det, ev))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
-    # which donors made which face: for the evaluation's donor checks, kept in the cache only
-    groups = [f["group"] for f in faces]
-    np.savez(cache / "groups.npz", groups=np.array(groups), bank_dlib=dl,
-             donor_files=np.array([donors[i]["file"] for g in groups for i in g]))
+    save_groups(cache, [f["group"] for f in faces], dl, donors)
     # the reviews by eye (REVIEWED_*: indices into the shipped bank) apply only to the shipped
     # bank's faces: a build whose render check or settings select others gets none of them
     shipped = a.drop == ",".join(map(str, REVIEWED_OUT)) and same_faces(AnchorFaceBank.load(a.out), packaged)

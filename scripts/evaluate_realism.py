@@ -8,7 +8,8 @@ Generator path alone (no verification, no fallback): for each face, the 68 point
 bank's SFace anchors (as the ITM does), one rendering at native resolution as a photo's first
 drawing (RenderConfig with native.STILL_RENDER, then --set); then
 - dlib distance output-original (YuNet box of the original on both; > 0.6 = someone else), and
-  output-donors (the bank face's k donors, from the build's cache in runs/);
+  output-donors (the bank face's k donors, from the build's cache in runs/; a bank whose cache
+  is lost gets them back with `build_face_bank.py --groups-only BANK`);
 - distinct: dlib distances between outputs of different people; a second rendering of the same
   face with another bank face, and the distance between the two outputs;
 - detail: variance of the Laplacian over the inner-face box (the original's 68 points 17-67),

@@ -1175,6 +1175,25 @@ def test_the_shipped_bank_carries_its_reviews(bank):
     assert np.array_equal(bank.forehead, reach)
 
 
+def test_a_bank_whose_build_cache_is_lost_finds_its_faces_among_a_rebuilds_candidates(bank):
+    """`build_face_bank.py --groups-only`: the donors of each bank face (for the donor checks of
+    issue 16) come back from a rebuild's candidates, matched through the JPEG the bank stores its
+    textures as; a face that is no candidate (another seed or settings) is an error, not a guess."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_face_bank.py"
+    spec = importlib.util.spec_from_file_location("build_face_bank", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cands = bank.textures[:12]  # stand-ins for a build's candidates: decoded, then stored again as JPEG
+    stored = np.stack([cv2.imdecode(cv2.imencode(".jpg", t, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_UNCHANGED)
+                       for t in cands[[7, 2, 11, 0]]])
+    assert script.match_candidates(stored, cands).tolist() == [7, 2, 11, 0]
+    with pytest.raises(ValueError, match="bank face 1 is no cached candidate"):
+        script.match_candidates(np.stack([stored[0], bank.textures[20]]), cands)
+
+
 def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face):
     """Bank faces whose donors' fringe starts low (`AnchorFaceBank.forehead`, reviewed by eye) are
     drawn only up to their own reach, also by a photo's taller forehead: bank face 18's fringe was
