@@ -27,7 +27,9 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
    dropped if any drawing comes within --render-donor-distance of one of its donors, or more
    than --weak drawings within 0.6 of the target they are drawn on (a drawing
    mixes the bank face with the target: it can land nearer a donor than the bank face itself;
-   about 1 drawing in 20 of an unchecked candidate comes within 0.6).
+   about 1 drawing in 20 of an unchecked candidate comes within 0.6). Candidates whose lips are
+   parted (mouth opening over --max-mouth: the averaged smiles' teeth show between them) are
+   dropped too.
    Of the rest, per sex, a greedy pick of the faces whose drawings on the same target lie
    farthest apart (dlib > 0.6 on most targets) and whose textures are no near twins: a retry or
    a second session then gives another person, not the same one twice.
@@ -102,6 +104,12 @@ REVIEWED_FRINGES = (5, 14, 15, 18, 23, 35, 36, 38, 41, 42, 44, 47, 52, 54, 55, 6
 # Eq. 1 took them for young targets (dlib reads age, and they are far from the young), drawn at a
 # portrait's size as crumpled skin. Ghosted faces were not reviewed so (`aged`).
 REVIEWED_AGED = (3, 9, 14, 23, 31, 36, 37, 42, 44, 64)
+# A bank face's lips parted wider than this (mouth opening) show teeth: looked at as mouth crops, the
+# shipped bank's 10 faces over it (8, 27, 33, 36, 38, 41, 46, 51, 52, 62; it predates this screen)
+# all show teeth or a light band between the lips, and of the 13 between 0.09 and 0.12 two do
+# (37, 49), the others closed, full or pale lips. Of two trial builds' faces picked by eye (k 5 at
+# caricature 1.75, k 6 at 2.0), those with teeth 0.128-0.185, with closed lips 0.023-0.108.
+MAX_MOUTH = 0.12
 FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 
@@ -398,6 +406,15 @@ def same_faces(bank: AnchorFaceBank, other: AnchorFaceBank | None) -> bool:
     return other is not None and other.textures.shape == bank.textures.shape and bool(np.array_equal(other.textures, bank.textures))
 
 
+def lips_closed(shape: np.ndarray, max_mouth: float = MAX_MOUTH) -> bool:
+    """Whether a bank face's lips are closed: its mouth opening (inner-lip gap over the eye
+    distance) at most `max_mouth`. Donors are screened at 0.2 each, but a group of smiles averages
+    to parted lips with a band of teeth between them, and the caricature widens it; drawn on a
+    closed mouth, those lips are pressed onto the target's and the teeth show as a grimace (the
+    build at --caricature 2.0, bank face 50 on Kate Siegel)."""
+    return float(mouth_opening(shape)) <= max_mouth
+
+
 def match_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance: float = 3.0) -> np.ndarray:
     """Each bank texture's index among a build's candidate textures: the candidate it was made from
     (the bank stores them as JPEG, a mean absolute difference of about 1 grey level; two
@@ -551,6 +568,8 @@ def main():
     ap.add_argument("--pool", type=float, default=2.5, help="candidates made per bank face wanted (the selection keeps the most distinct)")
     ap.add_argument("--weak", type=int, default=2, help="check targets a bank face's drawing may stay within 0.6 of (a face too weak to change them)")
     ap.add_argument("--targets", type=int, default=12, help="check targets per sex (training faces that are no donors)")
+    ap.add_argument("--max-mouth", type=float, default=MAX_MOUTH, help="the widest mouth opening of a bank face's "
+                    "lips (inner-lip gap over eye distance): wider ones show teeth between them")
     ap.add_argument("--caricature", type=float, default=1.5, help="push each average away from its sex's mean face by this factor")
     ap.add_argument("--drop", default=",".join(map(str, REVIEWED_OUT)),
                     help="bank faces (indices as selected) left out after review by eye (default: REVIEWED_OUT; '' keeps all)")
@@ -652,6 +671,9 @@ def main():
         ok = [c for c in range(len(cands)) if cands[c]["sex"] == sex and cands[c]["rdd"] > a.render_donor_distance
               and cands[c]["weak"] <= a.weak]
         print(f"{SEXES[sex]}: {len(ok)} of {sum(c['sex'] == sex for c in cands)} candidates pass the render check", flush=True)
+        shut = [c for c in ok if lips_closed(cands[c]["shape"], a.max_mouth)]
+        print(f"{SEXES[sex]}: {len(shut)} of them with lips closed (mouth opening <= {a.max_mouth})", flush=True)
+        ok = shut
         faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
     drop = {int(v) for v in a.drop.split(",") if v.strip()}
     faces = [f for j, f in enumerate(faces) if j not in drop]
@@ -672,7 +694,7 @@ def main():
                           {"sex_classifier_accuracy": f"{acc:.3f}", "k": a.k, "source": "LFW training identities (folds 2-10)", "spread": a.spread,
                            "min_donor_distance": a.min_donor_distance, "render_donor_distance": a.render_donor_distance,
                            "render_check_targets": a.targets, "reuse": a.reuse, "pool": a.pool,
-                           "caricature": a.caricature, "seed": a.seed, "reviewed_out": a.drop},
+                           "caricature": a.caricature, "max_mouth": a.max_mouth, "seed": a.seed, "reviewed_out": a.drop},
                           sex_w, sex_b, bank_descriptors(np.stack([f["tex"] for f in faces]), det, ev))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)

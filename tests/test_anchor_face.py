@@ -1157,11 +1157,8 @@ def test_a_photos_drawing_reaches_higher_up_the_forehead_than_a_video_frames(ban
     assert np.array_equal(a[:int(top - 0.65 * iod)], b[:int(top - 0.65 * iod)])  # nothing above the photo's reach
 
 
-def test_the_shipped_bank_carries_its_reviews(bank):
-    """The faces looked at and marked by eye (`build_face_bank.py`'s REVIEWED_GHOSTS and
-    REVIEWED_FRINGES: glasses rims, doubled lids, donors' hair drawn over open foreheads and
-    temples) are marked in the bank that ships, so a drawing passes them over or stops below the
-    hair, and a rebuild from the script marks the same ones."""
+def _build_face_bank_script():
+    """scripts/build_face_bank.py as a module (it is no package module)."""
     import importlib.util
     from pathlib import Path
 
@@ -1169,6 +1166,15 @@ def test_the_shipped_bank_carries_its_reviews(bank):
     spec = importlib.util.spec_from_file_location("build_face_bank", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_shipped_bank_carries_its_reviews(bank):
+    """The faces looked at and marked by eye (`build_face_bank.py`'s REVIEWED_GHOSTS and
+    REVIEWED_FRINGES: glasses rims, doubled lids, donors' hair drawn over open foreheads and
+    temples) are marked in the bank that ships, so a drawing passes them over or stops below the
+    hair, and a rebuild from the script marks the same ones."""
+    script = _build_face_bank_script()
     assert bank.ghost[list(script.REVIEWED_GHOSTS)].all()
     reach = np.full(len(bank), np.inf, np.float32)
     reach[list(script.REVIEWED_FRINGES)] = script.FRINGE_REACH
@@ -1179,19 +1185,27 @@ def test_a_bank_whose_build_cache_is_lost_finds_its_faces_among_a_rebuilds_candi
     """`build_face_bank.py --groups-only`: the donors of each bank face (for the donor checks of
     issue 16) come back from a rebuild's candidates, matched through the JPEG the bank stores its
     textures as; a face that is no candidate (another seed or settings) is an error, not a guess."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "build_face_bank.py"
-    spec = importlib.util.spec_from_file_location("build_face_bank", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _build_face_bank_script()
     cands = bank.textures[:12]  # stand-ins for a build's candidates: decoded, then stored again as JPEG
     stored = np.stack([cv2.imdecode(cv2.imencode(".jpg", t, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_UNCHANGED)
                        for t in cands[[7, 2, 11, 0]]])
     assert script.match_candidates(stored, cands).tolist() == [7, 2, 11, 0]
     with pytest.raises(ValueError, match="bank face 1 is no cached candidate"):
         script.match_candidates(np.stack([stored[0], bank.textures[20]]), cands)
+
+
+def test_a_bank_build_keeps_only_faces_whose_lips_are_closed(bank):
+    """`build_face_bank.py` drops averages whose lips are parted (averaged smiles: a band of teeth
+    between the lips, drawn on a closed mouth as a grimace): the shipped bank's faces 46 and 52
+    show teeth, 63 and 0 closed lips, and the same lips opened by a fifth of an eye distance
+    are dropped."""
+    script = _build_face_bank_script()
+    assert not script.lips_closed(bank.shapes[46]) and not script.lips_closed(bank.shapes[52])
+    assert script.lips_closed(bank.shapes[63]) and script.lips_closed(bank.shapes[0])
+    opened = bank.shapes[63].copy()
+    iod = np.linalg.norm(opened[36:42].mean(0) - opened[42:48].mean(0))
+    opened[[65, 66, 67]] += [0, 0.2 * iod]
+    assert not script.lips_closed(opened)
 
 
 def test_a_retry_stops_below_a_bank_faces_fringe(bank, astronaut, astronaut_face):
