@@ -105,8 +105,8 @@ REVIEWED_FRINGES = (5, 14, 15, 18, 23, 35, 36, 38, 41, 42, 44, 47, 52, 54, 55, 6
 # portrait's size as crumpled skin. Ghosted faces were not reviewed so (`aged`).
 REVIEWED_AGED = (3, 9, 14, 23, 31, 36, 37, 42, 44, 64)
 # A bank face's lips parted wider than this (mouth opening) show teeth: looked at as mouth crops, the
-# shipped bank's 10 faces over it (8, 27, 33, 36, 38, 41, 46, 51, 52, 62; it predates this screen)
-# all show teeth or a light band between the lips, and of the 13 between 0.09 and 0.12 two do
+# shipped bank's 11 faces over it (8, 27, 33, 35, 36, 38, 41, 46, 51, 52, 62; it predates this
+# screen) all show teeth or a light band between the lips, and of the 11 between 0.09 and 0.12 two do
 # (37, 49), the others closed, full or pale lips. Of two trial builds' faces picked by eye (k 5 at
 # caricature 1.75, k 6 at 2.0), those with teeth 0.128-0.185, with closed lips 0.023-0.108.
 MAX_MOUTH = 0.12

@@ -98,7 +98,11 @@ def main():
         desc = np.load(Path(a.cache) / "donor_dlib.npz")
         files = g["donor_files"].reshape(len(g["groups"]), -1)
         donors = np.stack([[desc[f] for f in row] for row in files])  # [N,k,128]
-        if len(donors) != len(bank):
+        # the groups of this very bank: as many, and each face's descriptor where the build left
+        # it (the shipped bank's own descriptors lie within 0.07 of its build's; two faces, 0.3+)
+        if len(donors) != len(bank) or (bank.dlib is not None and "bank_dlib" in g
+                                        and np.linalg.norm(g["bank_dlib"] - bank.dlib, axis=1).max() > 0.2):
+            print(f"{groups_file}: donor groups of another bank; no donor figures", flush=True)
             donors = None
     sets = {"lfw": lfw_faces(Path(a.lfw), a.lfw_faces)}
     wild = Path(a.wild)
