@@ -406,6 +406,13 @@ def same_faces(bank: AnchorFaceBank, other: AnchorFaceBank | None) -> bool:
     return other is not None and other.textures.shape == bank.textures.shape and bool(np.array_equal(other.textures, bank.textures))
 
 
+def same_selection(textures: list[np.ndarray], bank: AnchorFaceBank | None, tolerance: float = 3.0) -> bool:
+    """Whether a build's selected textures are `bank`'s faces, in its order (within `tolerance` grey
+    levels, mean absolute difference: the bank stores them as JPEG)."""
+    return bank is not None and len(textures) == len(bank) and all(
+        np.abs(t.astype(np.float32) - b.astype(np.float32)).mean() <= tolerance for t, b in zip(textures, bank.textures))
+
+
 def lips_closed(shape: np.ndarray, max_mouth: float = MAX_MOUTH) -> bool:
     """Whether a bank face's lips are closed: its mouth opening (inner-lip gap over the eye
     distance) at most `max_mouth`. Donors are screened at 0.2 each, but a group of smiles averages
@@ -677,7 +684,13 @@ def main():
         ok = shut
         faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
     drop = {int(v) for v in a.drop.split(",") if v.strip()}
-    faces = [f for j, f in enumerate(faces) if j not in drop]
+    kept = [f for j, f in enumerate(faces) if j not in drop]
+    if a.drop == ",".join(map(str, REVIEWED_OUT)) and not same_selection([f["tex"] for f in kept], packaged):
+        # REVIEWED_OUT indexes the selection the shipped bank was reviewed from; dropped from
+        # another (today's render check selects other faces), it would take out faces nobody looked at
+        print("not the shipped bank's selection: REVIEWED_OUT is not applied; look at the faces and pass --drop", flush=True)
+        kept = faces
+    faces = kept
     for f in faces:
         crop = cv2.warpAffine(f["tex"], similarity_transform(five_points(f["shape"]), template(112)), (112, 112), flags=cv2.INTER_AREA)
         lab = cv2.cvtColor(f["tex"], cv2.COLOR_RGB2LAB).astype(np.float32)

@@ -1194,6 +1194,17 @@ def test_a_bank_whose_build_cache_is_lost_finds_its_faces_among_a_rebuilds_candi
         script.match_candidates(np.stack([stored[0], bank.textures[20]]), cands)
 
 
+def test_a_bank_build_drops_the_reviewed_faces_only_from_the_selection_they_were_reviewed_in(bank):
+    """`build_face_bank.py`'s REVIEWED_OUT indexes the selection the shipped bank was reviewed
+    from: a build whose selection (before the drop) is another drops none of it, rather than faces
+    nobody looked at. `same_selection` tells the shipped faces, stored as JPEG, from any other."""
+    script = _build_face_bank_script()
+    stored = [cv2.imdecode(cv2.imencode(".jpg", t, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_UNCHANGED) for t in bank.textures]
+    assert script.same_selection(stored, bank)
+    assert not script.same_selection(stored[1:] + stored[:1], bank)  # the same faces, another order
+    assert not script.same_selection(stored[:-1], bank) and not script.same_selection(stored, None)
+
+
 def test_a_bank_build_keeps_only_faces_whose_lips_are_closed(bank):
     """`build_face_bank.py` drops averages whose lips are parted (averaged smiles: a band of teeth
     between the lips, drawn on a closed mouth as a grimace): the shipped bank's faces 46 and 52
