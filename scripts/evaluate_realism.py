@@ -40,7 +40,7 @@ from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig, match_r
 from fiva.anonymize.face_bank import AnchorFaceBank, cheek_lightness
 from fiva.anonymize.in_place import local_finder, render_in_place
 from fiva.anonymize.masks import _poly_mask
-from fiva.anonymize.native import STILL_RENDER, farthest_drawn
+from fiva.anonymize.native import STILL_RENDER
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.faces import FaceDetector, align_faces
 from fiva.faces.detect import match_face
@@ -137,8 +137,6 @@ def main():
                 space.target_tone = cheek_lightness(rgb, shape)  # ... of the nearer half in skin tone
                 space.target_large = renderer.large(shape)  # ... no aged face on a big young one
                 b1 = bank.index_of(space.sample(z))
-                if space.last_candidates is not None and len(space.last_candidates) > 1:  # as a photo's new person (native.py)
-                    b1 = farthest_drawn(lambda c: sface.embed(c[None])[0], renderer, rgb, shape, kps, z, space.last_candidates)
                 t = time.perf_counter()
                 if a.in_place:
                     # as the pipeline draws a photo: the whole image looked at, still_tries renderings (shifts up to still_limit)

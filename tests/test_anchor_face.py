@@ -606,7 +606,6 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         space.target_sex, space.target_descriptor = sex, target
         picks = {bank.index_of(space.sample(z)) for _ in range(30)}
         assert picks <= set(far.tolist()) and len(picks) >= 2
-        assert sorted(space.last_candidates.tolist()) == sorted(far.tolist())  # what a photo's new person is drawn with
         assert not bank.ghost[list(picks)].any()
         # a retry: of the clean faces not yet tried, the half farthest by dlib, and of those the one farthest by SFace
         everyone = np.flatnonzero(bank.sex == sex)
@@ -616,31 +615,6 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         assert farther_anchor(bank, z, [int(far[0])], sex, target) == want
     space.target_descriptor = None  # without it: Eq. 1 on SFace as before
     assert {int(bank.sex[bank.index_of(space.sample(z))]) for _ in range(10)} == {1}
-    assert space.last_candidates is None
-
-
-def test_a_photos_new_person_gets_the_candidate_drawn_farthest_from_them(bank, astronaut, astronaut_face):
-    """Of Eq. 1's candidates (the bank faces whose textures dlib reads farthest from the target),
-    a photo's new person gets the one whose drawing SFace reads farthest from them
-    (`native.farthest_drawn`): the textures' distances say only loosely where a drawing lands."""
-    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
-    from fiva.anonymize.native import STILL_RENDER, farthest_drawn
-    from fiva.faces import align_faces
-    from fiva.faces.identity import load_sface
-
-    d, shape = astronaut_face
-    kps, sface = d.landmarks[0], load_sface()
-    z = sface.embed(align_faces(astronaut, kps[None], 112)[0])[0]
-    renderer = AnchorFaceRenderer(bank, RenderConfig(**STILL_RENDER))
-    cands = np.flatnonzero(bank.sex == 1)[[0, 5, 9]]
-    away = [1.0 - float(sface.embed(align_faces(renderer.render(astronaut, shape, int(j)), kps[None], 112)[0])[0] @ z)
-            for j in cands]
-    assert max(away) - min(away) > 0.02  # the candidates' drawings differ for SFace: the choice is one
-    before = astronaut.copy()
-    embed = lambda c: sface.embed(c[None])[0]  # noqa: E731
-    assert farthest_drawn(embed, renderer, astronaut, shape, kps, z, cands) == int(cands[int(np.argmax(away))])
-    assert farthest_drawn(embed, renderer, astronaut, shape, kps, z, cands[::-1]) == int(cands[int(np.argmax(away))])
-    assert np.array_equal(astronaut, before)  # drawn on a copy
 
 
 def test_a_target_that_does_not_read_older_gets_no_aged_bank_face(bank):

@@ -313,9 +313,6 @@ class SexMatchedAnchorSpace(AnchorSpace):
     # the target is drawn larger than the bank's texture holds (anchor_face.TEXTURE_HOLDS): an aged
     # bank face's creases read as crumpled skin there, so it gets one only if it reads older (`prefer_age`)
     target_large: bool = False
-    # the bank faces the last `sample` with a target descriptor chose among (native.farthest_drawn
-    # draws them and keeps the one SFace reads farthest); None after any other sample
-    last_candidates: np.ndarray | None = None
 
     def sample(self, z_id: np.ndarray) -> np.ndarray:
         z = z_id / np.linalg.norm(z_id)
@@ -328,9 +325,8 @@ class SexMatchedAnchorSpace(AnchorSpace):
             pool = self.bank.prefer_clean(pool)
             if self.target_large:
                 pool = self.bank.prefer_age(pool, self.target_descriptor)
-            best = self.last_candidates = self.bank.farthest(self.target_descriptor, pool, FAR_CANDIDATES)
+            best = self.bank.farthest(self.target_descriptor, pool, FAR_CANDIDATES)
             return self.anchors[int(self.rng.choice(best))].copy()
-        self.last_candidates = None
         if self.target_sex is None or len(pool) == len(self.bank):
             return super().sample(z_id)
         pool = self.bank.prefer_clean(pool)

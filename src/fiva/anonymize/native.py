@@ -394,29 +394,6 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
 
 
-def farthest_drawn(embed, renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.ndarray, kps: np.ndarray,
-                   z_id: np.ndarray, candidates) -> int:
-    """Of Eq. 1's candidate bank faces (`SexMatchedAnchorSpace.last_candidates`), the one whose
-    drawing (one rendering) SFace, the pipeline's own identity model, reads farthest from the
-    target's `z_id`. The textures' own dlib descriptors say only loosely where a drawing lands (it
-    keeps the target's eyes, outline and skin tone): 40 LFW faces each drawn with every bank face
-    of their sex, the descriptors' and the drawings' distances correlated at 0.57, and Eq. 1's
-    pick sat at the 66th percentile of the drawings. 200 LFW faces, one rendering each: beyond
-    dlib's 0.6 from the original 93.5% with Eq. 1's pick, 96.5% with this one. Photos only: a
-    video keeps one bank face per track and draws it every frame. `embed(crop [112,112,3] RGB)`:
-    SFace's unit embedding."""
-    work, best, far = rgb.copy(), int(candidates[0]), -np.inf
-    for j in candidates:
-        drawn = renderer.draw(rgb, shape, int(j))
-        drawn.paste(work)
-        crop, _ = align_faces(work, kps[None], 112)
-        d = 1.0 - float(embed(crop[0]) @ z_id)
-        drawn.lift(work)
-        if d > far:
-            best, far = int(j), d
-    return best
-
-
 def held_face(anon, track) -> dict | None:
     """The state of a video track that holds a bank face: the one its last re-check verified on it
     ("z_a", its anchor, and "lessened", whether a retry's drawing passed); None: none yet, or that
@@ -478,12 +455,6 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 space.target_tone = tones[i] = cheek_lightness(rgb, shapes[i])
                 space.target_large = renderer.large(shapes[i])
             z_a[i], keys[i] = anon._fake_identity(z_id[i])
-            cands = getattr(space, "last_candidates", None) if matched else None
-            if still and cands is not None and len(cands) > 1 and keys[i] is not None and (known is None or keys[i] >= known):
-                # a person new to the ITM: of Eq. 1's candidates, the one drawn farthest (photos)
-                embed = lambda c: anon._embed(to_tensor(c[None]).to(anon.device))[0]  # noqa: E731
-                z_a[i] = bank.anchor_of(farthest_drawn(embed, renderer, rgb, shapes[i], dets.landmarks[i], z_id[i], cands))
-                anon.itm.reassign(keys[i], z_a[i])
     out = rgb.copy()  # drawn on in place, face after face: one copy of the frame, not one per rendering
     for i in range(n):
         if i not in fresh and failed[i]:
