@@ -401,11 +401,6 @@ def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np
     return np.clip(t + 0.5, 0, 255).astype(np.uint8), new_shape
 
 
-def same_faces(bank: AnchorFaceBank, other: AnchorFaceBank | None) -> bool:
-    """Whether `bank` holds the very textures of `other`."""
-    return other is not None and other.textures.shape == bank.textures.shape and bool(np.array_equal(other.textures, bank.textures))
-
-
 def same_selection(textures: list[np.ndarray], bank: AnchorFaceBank | None, tolerance: float = 3.0) -> bool:
     """Whether a build's selected textures are `bank`'s faces, in its order (within `tolerance` grey
     levels, mean absolute difference: the bank stores them as JPEG)."""
@@ -685,9 +680,11 @@ def main():
         faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
     drop = {int(v) for v in a.drop.split(",") if v.strip()}
     kept = [f for j, f in enumerate(faces) if j not in drop]
-    if a.drop == ",".join(map(str, REVIEWED_OUT)) and not same_selection([f["tex"] for f in kept], packaged):
-        # REVIEWED_OUT indexes the selection the shipped bank was reviewed from; dropped from
-        # another (today's render check selects other faces), it would take out faces nobody looked at
+    # the reviews by eye (REVIEWED_*) index the selection the shipped bank was reviewed from and the
+    # shipped bank itself: they apply only where the selection less REVIEWED_OUT is that bank's faces
+    reviewed = a.drop == ",".join(map(str, REVIEWED_OUT))
+    shipped = reviewed and same_selection([f["tex"] for f in kept], packaged)
+    if reviewed and not shipped:  # dropped from another selection, it would take out faces nobody looked at
         print("not the shipped bank's selection: REVIEWED_OUT is not applied; look at the faces and pass --drop", flush=True)
         kept = faces
     faces = kept
@@ -713,9 +710,6 @@ def main():
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     bank.save(a.out)
     save_groups(cache, [f["group"] for f in faces], dl, donors)
-    # the reviews by eye (REVIEWED_*: indices into the shipped bank) apply only to the shipped
-    # bank's faces: a build whose render check or settings select others gets none of them
-    shipped = a.drop == ",".join(map(str, REVIEWED_OUT)) and same_faces(AnchorFaceBank.load(a.out), packaged)
     if not shipped:
         print(f"{a.out}: not the shipped bank's faces; the reviews by eye (ghosts, fringes, aged) are not applied")
     eye_ghosts(a.out, lfw, cache, reviewed=REVIEWED_GHOSTS if shipped else ())

@@ -137,25 +137,25 @@ def main():
                 space.target_tone = cheek_lightness(rgb, shape)  # ... of the nearer half in skin tone
                 space.target_large = renderer.large(shape)  # ... no aged face on a big young one
                 b1 = bank.index_of(space.sample(z))
-                t = time.perf_counter()
-                if a.in_place:
+
+                def draw(b: int) -> np.ndarray:
+                    if not a.in_place:
+                        return renderer.render(rgb, shape, b)
                     # as the pipeline draws a photo: the whole image looked at, still_tries renderings (shifts up to still_limit)
                     # and the expression checked with dlib's 68 points (the measure below reads the same)
-                    out = render_in_place(renderer, rgb, shape, b1, kps, local_finder(det, box, margin=None), tries=cfg.still_tries,
-                                          tolerance=cfg.still_tolerance, limit=cfg.still_limit,
-                                          landmarker=lm68 if a.expression else None)[0]
-                else:
-                    out = renderer.render(rgb, shape, b1)
+                    return render_in_place(renderer, rgb, shape, b, kps, local_finder(det, box, margin=None), tries=cfg.still_tries,
+                                           tolerance=cfg.still_tolerance, limit=cfg.still_limit,
+                                           landmarker=lm68 if a.expression else None)[0]
+
+                t = time.perf_counter()
+                out = draw(b1)
                 dt = time.perf_counter() - t
-                # a second anchor of the same sex: what a retry or another session would give
-                b2 = int(rng.choice([j for j in range(len(bank)) if j != b1 and (sex is None or bank.sex[j] == sex)]))
-                # drawn as the first is: an in-place drawing against a single rendering differs by
-                # the search's nudges and expression steps as well (200 LFW: 47.0% > 0.6 apart, both
+                # a second anchor of the same sex: what a retry or another session would give, drawn
+                # as the first is (an in-place drawing against a single rendering differs by the
+                # search's nudges and expression steps as well: 200 LFW, 47.0% > 0.6 apart; both
                 # single renderings 35.0%)
-                out2 = (render_in_place(renderer, rgb, shape, b2, kps, local_finder(det, box, margin=None), tries=cfg.still_tries,
-                                        tolerance=cfg.still_tolerance, limit=cfg.still_limit,
-                                        landmarker=lm68 if a.expression else None)[0]
-                        if a.in_place else renderer.render(rgb, shape, b2))
+                b2 = int(rng.choice([j for j in range(len(bank)) if j != b1 and (sex is None or bank.sex[j] == sex)]))
+                out2 = draw(b2)
                 e1, e2 = ev.embed(out, box), ev.embed(out2, box)
                 d1 = det(out)
                 m = match_face(box, d1.boxes)
