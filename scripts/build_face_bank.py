@@ -609,7 +609,10 @@ def main():
         eye_ghosts(a.ghosts_only, lfw, cache)
         return
     if a.groups_only:
-        bank, cand_file = AnchorFaceBank.load(a.groups_only), cache / "candidates.npz"
+        try:
+            bank, cand_file = AnchorFaceBank.load(a.groups_only), cache / "candidates.npz"
+        except (OSError, ValueError, SafetensorError) as e:
+            ap.error(f"{a.groups_only}: not a readable bank file ({e})")
         if not cand_file.exists():
             ap.error(f"{cand_file}: no cached candidates; run a build with {a.groups_only}'s settings "
                      f"(k {bank.meta.get('k')}, caricature {bank.meta.get('caricature')}, seed {bank.meta.get('seed')}) first")
