@@ -37,6 +37,14 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
    glasses rims, a double face, a wire, a man among the women that the donors' screening let
    through and the average shows.
 
+6. Push (--push-only BANK, run on a built bank; the shipped one: --push 1.3): each face pushed
+   further from its sex's mean bank face, by the largest of --push, --push - 0.1, ... that keeps
+   it more than --min-donor-distance from each of its donors (a push towards the donor the
+   average leans to is taken back). Six-donor averages still look alike when drawn: two of them
+   drawn on one LFW face stayed within dlib's 0.6 of each other on 58.5% of faces (two real
+   people, drawn the same way as a single rendering, on 27%: scripts/two_apart_ceiling.py).
+   The faces stay the ones reviewed, so the reviews by eye keep applying.
+
 Cached under --cache (git-ignored runs/): scan results and donors' dlib descriptors (real identity
 data: kept there, never shipped); the bank itself holds no donor data, only each face's smallest
 distance to its donors. The candidates (the averages, made before the render check) depend only on
@@ -66,6 +74,7 @@ from fiva.faces.landmarks68 import EYE_L, EYE_R, Landmarker68, eye_openness, fiv
 from fiva.weights import DEFAULT_FACE_BANK
 
 SIZE = 256
+PUSH_STEP = 0.1  # the steps in which `push_bank` tries smaller pushes
 # Bank faces (their order as this script's defaults select them) removed after looking at the
 # built bank, face by face at 196 px: what the screening of donors let through and an average
 # shows as a ghost: glasses rims, even faint ones (0, 1, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39,
@@ -401,6 +410,54 @@ def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np
     return np.clip(t + 0.5, 0, 255).astype(np.uint8), new_shape
 
 
+def sface_and_tone(tex: np.ndarray, shape: np.ndarray, sface) -> tuple[np.ndarray, np.ndarray]:
+    """A bank face's SFace embedding (its anchor for Eq. 1) and its cheeks' LAB mean and spread."""
+    crop = cv2.warpAffine(tex, similarity_transform(five_points(shape), template(112)), (112, 112), flags=cv2.INTER_AREA)
+    lab = cv2.cvtColor(tex, cv2.COLOR_RGB2LAB).astype(np.float32)
+    cheeks = np.concatenate([lab[y0:y1, x0:x1].reshape(-1, 3) for k, (x0, y0, x1, y1) in regions(shape).items() if k.startswith("cheek")])
+    return sface.embed(crop[None])[0], np.concatenate([cheeks.mean(0), cheeks.std(0)])
+
+
+def sex_means(bank: AnchorFaceBank) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per sex, the mean bank face: its texture [S,S,3] uint8 (every face warped to the mean shape,
+    averaged) and its mean shape [68,2]."""
+    size, tris, out = bank.textures.shape[1], bank.triangles, {}
+    for sex in np.unique(bank.sex):
+        idx = np.flatnonzero(bank.sex == sex)
+        ms = bank.shapes[idx].mean(0).astype(np.float32)
+        warped = np.stack([piecewise_affine(bank.textures[i].astype(np.float32), mesh(bank.shapes[i], ms), mesh(ms), tris,
+                                            (size, size), box=(0, 0, size, size), border=cv2.BORDER_REFLECT)[0] for i in idx])
+        out[int(sex)] = blend(warped), ms
+    return out
+
+
+def push_bank(bank: AnchorFaceBank, donors: np.ndarray, most: float, floor: float, embed) -> np.ndarray:
+    """Push each face of `bank` further from its sex's mean bank face (`caricature`, shape and
+    texture; in place), by the largest factor of `most`, `most` - PUSH_STEP, ... above 1 whose
+    result `embed` (texture -> dlib descriptor, None where no face is found) puts more than `floor`
+    from each of its donors (`donors` [N,k,128]). A face no factor keeps that far stays as it is.
+    Its `dlib` and `donor_distance` follow. Returns the factors [N] (1 where unchanged).
+
+    Averages of six people still look alike (two bank faces drawn on one face are taken for one
+    person far more often than two real people are); a further push restores some of what the
+    average lost, and the donor check bounds it: a push towards a donor (the one the average
+    leans to) is taken back."""
+    factors = np.ones(len(bank), np.float32)
+    steps = np.round(np.arange(most, 1.0, -PUSH_STEP), 3)
+    for sex, (mean_tex, ms) in sex_means(bank).items():
+        for i in np.flatnonzero(bank.sex == sex):
+            for g in steps:
+                tex, shape = caricature(bank.textures[i], bank.shapes[i], mean_tex, ms, float(g), bank.triangles)
+                e = embed(tex)
+                d = np.inf if e is None else float(np.linalg.norm(donors[i] - e, axis=1).min())
+                if e is not None and d > floor:
+                    bank.textures[i], bank.shapes[i], factors[i], bank.donor_distance[i] = tex, shape, g, d
+                    if bank.dlib is not None:
+                        bank.dlib[i] = e
+                    break
+    return factors
+
+
 def same_selection(textures: list[np.ndarray], bank: AnchorFaceBank | None, tolerance: float = 3.0) -> bool:
     """Whether a build's selected textures are `bank`'s faces, in its order (within `tolerance` grey
     levels, mean absolute difference: the bank stores them as JPEG)."""
@@ -431,6 +488,22 @@ def match_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance:
         if d[out[i]] > tolerance:
             raise ValueError(f"bank face {i} is no cached candidate (nearest differs by {d[out[i]]:.1f} grey levels)")
     return out
+
+
+def donor_groups(cache: Path, bank: AnchorFaceBank) -> np.ndarray:
+    """The dlib descriptors [N,k,128] of each bank face's donors, from the build's cache
+    (groups.npz, donor_dlib.npz). Raises OSError where the cache has none, ValueError where its
+    groups are another bank's: not as many, or a face's descriptor not where the build left it
+    (the shipped bank's own descriptors lie within 0.07 of its build's; two faces, 0.3+)."""
+    groups_file = cache / "groups.npz"
+    if not groups_file.exists():
+        raise OSError(f"{groups_file}: no donor groups")
+    g, desc = np.load(groups_file), np.load(cache / "donor_dlib.npz")
+    files = g["donor_files"].reshape(len(g["groups"]), -1)
+    if len(files) != len(bank) or (bank.dlib is not None and "bank_dlib" in g
+                                   and np.linalg.norm(g["bank_dlib"] - bank.dlib, axis=1).max() > 0.2):
+        raise ValueError(f"{groups_file}: donor groups of another bank")
+    return np.stack([[desc[f] for f in row] for row in files])
 
 
 def save_groups(cache: Path, groups: list, bank_dlib: np.ndarray, donors: list[dict]) -> None:
@@ -555,6 +628,41 @@ def select(cands, drawn, want: int) -> list[int]:
     return chosen
 
 
+def push_only(ap, path: str, cache: Path, most: float, floor: float) -> None:
+    """`--push-only`: push the faces of bank file `path` (`push_bank`), in place, with their
+    SFace embeddings, tones, descriptors and donor distances, and the cache's record of the
+    descriptors (groups.npz) following them."""
+    from fiva.faces.identity import DlibEvaluator, load_sface
+
+    try:
+        bank = AnchorFaceBank.load(path)
+    except (OSError, ValueError, SafetensorError) as e:
+        ap.error(f"{path}: not a readable bank file ({e})")
+    try:
+        donors = donor_groups(cache, bank)
+    except (OSError, ValueError) as e:
+        ap.error(f"{e}: the donors of {path} are needed (--groups-only {path} recovers them)")
+    det, ev, sface = FaceDetector(score_threshold=0.5), DlibEvaluator(), load_sface()
+
+    def embed(tex):
+        d = det(tex)
+        return None if len(d) == 0 else ev.embed(tex, d.boxes[d.largest()])
+
+    before = bank.donor_distance.copy()
+    factors = push_bank(bank, donors, most, floor, embed)
+    for i in np.flatnonzero(factors != 1):
+        bank.sface[i], bank.tone[i] = sface_and_tone(bank.textures[i], bank.shapes[i], sface)
+    bank.meta["pushed"] = ",".join(f"{v:g}" for v in factors)
+    bank.meta["pushed_floor"] = f"{floor}"
+    bank.save(path)
+    g = dict(np.load(cache / "groups.npz"))
+    if bank.dlib is not None:
+        g["bank_dlib"] = bank.dlib
+    np.savez(cache / "groups.npz", **g)
+    print(f"{path}: {int((factors != 1).sum())} of {len(bank)} faces pushed further (by {sorted({float(f'{v:g}') for v in factors})}; "
+          f"median {np.median(factors):.2f}); nearest-donor distance min {before.min():.3f} -> {bank.donor_distance.min():.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", default="../shared/data/lfw")
@@ -590,6 +698,10 @@ def main():
     ap.add_argument("--aged-only", default=None, help="only mark this bank file's faces that look aged (`aged`: REVIEWED_AGED)")
     ap.add_argument("--groups-only", default=None, help="only find which donors made each face of this bank file, from "
                     "--cache's candidates (a build run with the bank's settings makes them), and write --cache/groups.npz")
+    ap.add_argument("--push-only", default=None, help="only push this bank file's faces further from their sex's mean "
+                    "bank face (`push_bank`: by up to --push, each kept more than --min-donor-distance from its donors, "
+                    "from --cache/groups.npz, which follows)")
+    ap.add_argument("--push", type=float, default=1.3, help="with --push-only: the largest further push")
     a = ap.parse_args()
     cv2.setNumThreads(1)
     for path, mark in ((a.aged_only, aged), (a.fringes_only, fringes)):  # marks reviewed by eye, set in place
@@ -623,6 +735,9 @@ def main():
             ap.error(f"{a.groups_only}: {e}")
         save_groups(cache, [list(c["group"][j]) for j in match], c["dlib"][match], screen(scan(lfw, cache)))
         print(f"wrote {cache / 'groups.npz'}: the donors of {len(bank)} faces of {a.groups_only}")
+        return
+    if a.push_only:
+        push_only(ap, a.push_only, cache, a.push, a.min_donor_distance)
         return
     cache.mkdir(parents=True, exist_ok=True)
     try:  # the packaged bank, before --out (by default its own file) is written over
@@ -692,10 +807,7 @@ def main():
         kept = faces
     faces = kept
     for f in faces:
-        crop = cv2.warpAffine(f["tex"], similarity_transform(five_points(f["shape"]), template(112)), (112, 112), flags=cv2.INTER_AREA)
-        lab = cv2.cvtColor(f["tex"], cv2.COLOR_RGB2LAB).astype(np.float32)
-        cheeks = np.concatenate([lab[y0:y1, x0:x1].reshape(-1, 3) for k, (x0, y0, x1, y1) in regions(f["shape"]).items() if k.startswith("cheek")])
-        f["sface"], f["tone"] = sface.embed(crop[None])[0], np.concatenate([cheeks.mean(0), cheeks.std(0)])
+        f["sface"], f["tone"] = sface_and_tone(f["tex"], f["shape"], sface)
     dl = np.stack([f["dlib"] for f in faces])
     pair = np.linalg.norm(dl[:, None] - dl[None], axis=2)[np.triu_indices(len(faces), 1)]
     print(f"bank: {len(faces)} faces ({sum(f['sex'] == 0 for f in faces)} men, {sum(f['sex'] == 1 for f in faces)} women); "

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ from fiva.faces.detect import match_face
 from fiva.faces.identity import DlibEvaluator, load_sface
 from fiva.faces.landmarks68 import Landmarker68, brow_pose, eye_openness, mouth_opening
 from fiva.io import read_image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from build_face_bank import donor_groups  # noqa: E402
 
 
 def lit_past(rgb: np.ndarray, out: np.ndarray, shape: np.ndarray, margin: float = 8.0) -> float:
@@ -91,19 +95,11 @@ def main():
     space = bank.anchor_space(seed=a.seed)
     det, lm68, ev, sface = FaceDetector(score_threshold=0.5), Landmarker68(), DlibEvaluator(), load_sface()
     looker = Anonymizer(AnonymizeConfig(generator="anchor-face", model=a.bank, progress=False))  # its second look
-    donors = None
-    groups_file = Path(a.cache) / "groups.npz"
-    if groups_file.exists():  # the donors' descriptors never leave runs/
-        g = np.load(groups_file)
-        desc = np.load(Path(a.cache) / "donor_dlib.npz")
-        files = g["donor_files"].reshape(len(g["groups"]), -1)
-        donors = np.stack([[desc[f] for f in row] for row in files])  # [N,k,128]
-        # the groups of this very bank: as many, and each face's descriptor where the build left
-        # it (the shipped bank's own descriptors lie within 0.07 of its build's; two faces, 0.3+)
-        if len(donors) != len(bank) or (bank.dlib is not None and "bank_dlib" in g
-                                        and np.linalg.norm(g["bank_dlib"] - bank.dlib, axis=1).max() > 0.2):
-            print(f"{groups_file}: donor groups of another bank; no donor figures", flush=True)
-            donors = None
+    try:  # the donors' descriptors never leave runs/
+        donors = donor_groups(Path(a.cache), bank)
+    except (OSError, ValueError) as e:
+        print(f"{e}; no donor figures", flush=True)
+        donors = None
     sets = {"lfw": lfw_faces(Path(a.lfw), a.lfw_faces)}
     wild = Path(a.wild)
     if wild.is_dir():

@@ -27,13 +27,12 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_face_bank import blend, caricature  # noqa: E402
+from build_face_bank import caricature, sex_means  # noqa: E402
 
 from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig  # noqa: E402
 from fiva.anonymize.face_bank import AnchorFaceBank  # noqa: E402
 from fiva.anonymize.native import STILL_RENDER  # noqa: E402
 from fiva.anonymize.source_face import SWAP_RENDER, source_bank  # noqa: E402
-from fiva.anonymize.warp import mesh, piecewise_affine  # noqa: E402
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path, read_folds  # noqa: E402
 from fiva.faces import FaceDetector  # noqa: E402
 from fiva.faces.identity import DlibEvaluator, load_sface  # noqa: E402
@@ -43,16 +42,10 @@ from fiva.io import read_image  # noqa: E402
 
 def pushed(bank: AnchorFaceBank, gamma: float) -> AnchorFaceBank:
     """A copy of `bank` with every face pushed `gamma` x away from its sex's mean bank face."""
-    size, tris = bank.textures.shape[1], bank.triangles
     tex, shapes = bank.textures.copy(), bank.shapes.copy()
-    for sex in (0, 1):
-        idx = np.flatnonzero(bank.sex == sex)
-        ms = bank.shapes[idx].mean(0)
-        warped = np.stack([piecewise_affine(bank.textures[i].astype(np.float32), mesh(bank.shapes[i], ms), mesh(ms), tris,
-                                            (size, size), box=(0, 0, size, size), border=cv2.BORDER_REFLECT)[0] for i in idx])
-        mean_tex = blend(warped)
-        for i in idx:
-            tex[i], shapes[i] = caricature(bank.textures[i], bank.shapes[i], mean_tex, ms, gamma, tris)
+    for sex, (mean_tex, ms) in sex_means(bank).items():
+        for i in np.flatnonzero(bank.sex == sex):
+            tex[i], shapes[i] = caricature(bank.textures[i], bank.shapes[i], mean_tex, ms, gamma, bank.triangles)
     return replace(bank, textures=tex, shapes=shapes)
 
 

@@ -1205,6 +1205,43 @@ def test_a_bank_build_drops_the_reviewed_faces_only_from_the_selection_they_were
     assert not script.same_selection(stored[:-1], bank) and not script.same_selection(stored, None)
 
 
+def test_a_bank_push_goes_as_far_as_its_donors_allow(bank):
+    """`build_face_bank.py --push-only` pushes each bank face further from its sex's mean bank
+    face (shape and texture), by the largest step up to --push that keeps it more than the floor
+    from each of its donors: a push that lands on a donor is taken back to the next smaller one;
+    a face no push keeps clear of its donors stays as it was."""
+    from dataclasses import replace
+
+    script = _build_face_bank_script()
+
+    def copy():
+        return replace(bank, textures=bank.textures.copy(), shapes=bank.shapes.copy(),
+                       donor_distance=bank.donor_distance.copy(), dlib=bank.dlib.copy())
+
+    def embed(tex):  # a stand-in descriptor: the texture in 8 x 16 grey cells, scaled
+        grey = cv2.resize(tex.mean(2).astype(np.float32), (16, 8), interpolation=cv2.INTER_AREA)
+        return grey.ravel() / 255.0
+
+    means = script.sex_means(bank)
+    mean_tex, ms = means[int(bank.sex[0])]
+    far = np.full((len(bank), 2, 128), 100.0, np.float32)  # donors far from every face
+    donors = far.copy()
+    donors[0, 1] = embed(script.caricature(bank.textures[0], bank.shapes[0], mean_tex, ms, 1.3, bank.triangles)[0])
+    b = copy()
+    factors = script.push_bank(b, donors, 1.3, 0.05, embed)
+    assert factors[0] == pytest.approx(1.2) and np.allclose(factors[1:], 1.3)  # face 0's 1.3 lies on a donor
+    assert np.allclose(b.shapes[0], ms + 1.2 * (bank.shapes[0] - ms), atol=1e-3)
+    # further from its sex's mean face (texture and shape) than before
+    i = int(np.flatnonzero(bank.sex == bank.sex[0])[1])
+    on = script.caricature(bank.textures[i], bank.shapes[i], mean_tex, ms, 0.0, bank.triangles)[0].astype(float)
+    assert np.abs(b.textures[i] - on).mean() > 1.2 * np.abs(bank.textures[i] - on).mean()
+    assert b.dlib[i] == pytest.approx(embed(b.textures[i])) and b.donor_distance[i] > 50
+    # a floor no push clears: nothing moves
+    b = copy()
+    assert np.all(script.push_bank(b, np.zeros_like(far), 1.3, np.inf, embed) == 1)
+    assert np.array_equal(b.textures, bank.textures) and np.array_equal(b.shapes, bank.shapes)
+
+
 def test_a_bank_build_keeps_only_faces_whose_lips_are_closed(bank):
     """`build_face_bank.py` drops averages whose lips are parted (averaged smiles: a band of teeth
     between the lips, drawn on a closed mouth as a grimace): the shipped bank's faces 46 and 52
