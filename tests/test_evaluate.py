@@ -162,3 +162,25 @@ def test_reconstruction_attack_changes_only_what_r_changes(astronaut):
         R.head.bias.fill_(0.2)  # brightens every pixel of the crop
     rec = reconstruct(R, rgb, lm)
     assert np.abs(rec.astype(int) - rgb).max() > 10  # a real change still reaches the image
+
+
+def test_realism_figures_over_seeds_keep_each_seeds_value_and_their_spread():
+    """`scripts/realism_seeds.py` combines evaluate_realism.py's summaries of several seeds: for
+    each figure every seed has as a number, the mean, the smallest and the largest (Eq. 1's
+    random pick moves figures by a few points, so banks are compared over seeds); lists of faces,
+    missing figures (None: no donor cache) and flags are left out."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "realism_seeds.py"
+    spec = importlib.util.spec_from_file_location("realism_seeds", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a = {"beyond_0.6_from_original": 0.945, "faces": 200, "beyond_0.6_from_donors": None, "worst_mouth": ["x 0.1"], "ok": True}
+    b = {"beyond_0.6_from_original": 0.915, "faces": 200, "beyond_0.6_from_donors": 0.95, "worst_mouth": ["y 0.2"], "ok": False}
+    c = dict(a, **{"beyond_0.6_from_original": 0.925})
+    out = script.combine([a, b, c])
+    assert set(out) == {"beyond_0.6_from_original", "faces"}
+    f = out["beyond_0.6_from_original"]
+    assert f["values"] == [0.945, 0.915, 0.925] and f["min"] == 0.915 and f["max"] == 0.945
+    assert f["mean"] == pytest.approx(0.92833, abs=1e-4)
