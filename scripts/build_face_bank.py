@@ -641,6 +641,8 @@ def push_only(ap, path: str, cache: Path, most: float, floor: float) -> None:
         bank = AnchorFaceBank.load(path)
     except (OSError, ValueError, SafetensorError) as e:
         ap.error(f"{path}: not a readable bank file ({e})")
+    if "pushed" in bank.meta:  # once: a second push would leave no way back to the build's candidates
+        ap.error(f"{path}: already pushed further (--push-only runs once on a built bank)")
     try:
         donors = donor_groups(cache, bank)
     except (OSError, ValueError) as e:
