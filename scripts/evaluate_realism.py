@@ -10,9 +10,9 @@ drawing (RenderConfig with native.STILL_RENDER, then --set); then
 - dlib distance output-original (YuNet box of the original on both; > 0.6 = someone else), and
   output-donors (the bank face's k donors, from the build's cache in runs/; a bank whose cache
   is lost gets them back with `build_face_bank.py --groups-only BANK`), and as its chance level
-  the original against the same donors (chance: dlib takes strangers for one person at 0.6 too;
-  4.7% of LFW fold-1 originals lie within 0.6 of one of a random bank face's six donors, 1.5% of
-  the drawn one's, which Eq. 1 takes far from the target);
+  the original against the same donors (dlib takes strangers for one person at 0.6 too: 4.7% of
+  LFW fold-1 originals lie within 0.6 of one of a random bank face's six donors, 1.5% of the drawn
+  one's, which Eq. 1 takes far from the target);
 - distinct: dlib distances between outputs of different people; a second rendering of the same
   face with another bank face, and the distance between the two outputs;
 - detail: variance of the Laplacian over the inner-face box (the original's 68 points 17-67),
