@@ -617,7 +617,10 @@ def render_check(cands, targets, lfw, tris, ev) -> np.ndarray:
 def select(cands, drawn, want: int) -> list[int]:
     """Greedy: the candidate whose drawings lie > 0.6 from the others' on the most targets
     first, then each next one the one adding the most such pairs to those already chosen, less
-    one for each chosen face its own texture lies within 0.6 of (a near twin in the bank)."""
+    one for each chosen face its own texture lies within 0.6 of (a near twin in the bank). None
+    of no candidates."""
+    if len(cands) == 0 or want <= 0:
+        return []
     t = ~np.isnan(drawn[0, :, 0])
     far = (np.linalg.norm(drawn[:, None, t] - drawn[None, :, t], axis=3) > 0.6).mean(2)  # [C,C]
     e = np.stack([c["dlib"] for c in cands])
@@ -803,6 +806,10 @@ def main():
         shut = [c for c in ok if lips_closed(cands[c]["shape"], a.max_mouth)]
         print(f"{SEXES[sex]}: {len(shut)} of them with lips closed (mouth opening <= {a.max_mouth})", flush=True)
         ok = shut
+        if want > 0 and not ok:  # the candidates and their render check stay cached: loosen and rerun
+            ap.error(f"no {SEXES[sex]} candidate passes the render check (--render-donor-distance "
+                     f"{a.render_donor_distance}, --weak {a.weak} of {a.targets} targets); rerun with looser ones "
+                     f"and --candidates-from-cache")
         faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
     drop = {int(v) for v in a.drop.split(",") if v.strip()}
     kept = [f for j, f in enumerate(faces) if j not in drop]

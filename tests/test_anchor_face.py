@@ -1242,6 +1242,17 @@ def test_a_bank_push_goes_as_far_as_its_donors_allow(bank):
     assert np.array_equal(b.textures, bank.textures) and np.array_equal(b.shapes, bank.shapes)
 
 
+def test_a_bank_builds_selection_of_no_candidates_is_none():
+    """`build_face_bank.py`'s greedy selection given no candidates (none of a sex passed the
+    render check: 24 targets at 0.65 from the donors passed none of 125 men) selects none, and
+    the build then stops with a one-line error, not an IndexError after the half-hour check."""
+    script = _build_face_bank_script()
+    assert script.select([], np.zeros((0, 24, 128), np.float32), 50) == []
+    cands = [{"dlib": np.eye(128, dtype=np.float32)[i]} for i in range(3)]
+    drawn = np.stack([np.full((4, 128), i, np.float32) for i in range(3)])  # drawings 11+ apart
+    assert sorted(script.select(cands, drawn, 5)) == [0, 1, 2] and len(script.select(cands, drawn, 2)) == 2
+
+
 def test_a_bank_build_keeps_only_faces_whose_lips_are_closed(bank):
     """`build_face_bank.py` drops averages whose lips are parted (averaged smiles: a band of teeth
     between the lips, drawn on a closed mouth as a grimace): the shipped bank's faces 46 and 52
