@@ -78,6 +78,9 @@ from fiva.weights import DEFAULT_FACE_BANK
 
 SIZE = 256
 PUSH_STEP = 0.1  # the steps in which `push_bank` tries smaller pushes
+# mean absolute difference (grey levels) within which a stored bank texture is a build's own (the
+# bank stores JPEG: the shipped bank's lie 0.6-1.2 from their candidates, others 13.6 or more)
+STORED_TOLERANCE = 3.0
 # Bank faces (their order as this script's defaults select them) removed after looking at the
 # built bank, face by face at 196 px: what the screening of donors let through and an average
 # shows as a ghost: glasses rims, even faint ones (0, 1, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39,
@@ -413,6 +416,13 @@ def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np
     return np.clip(t + 0.5, 0, 255).astype(np.uint8), new_shape
 
 
+def texture_descriptor(tex: np.ndarray, det, ev) -> np.ndarray | None:
+    """The dlib descriptor of the face YuNet finds largest on a bank texture, None where it finds
+    none (an average or a push no longer face-like)."""
+    d = det(tex)
+    return None if len(d) == 0 else ev.embed(tex, d.boxes[d.largest()])
+
+
 def sface_and_tone(tex: np.ndarray, shape: np.ndarray, sface) -> tuple[np.ndarray, np.ndarray]:
     """A bank face's SFace embedding (its anchor for Eq. 1) and its cheeks' LAB mean and spread."""
     crop = cv2.warpAffine(tex, similarity_transform(five_points(shape), template(112)), (112, 112), flags=cv2.INTER_AREA)
@@ -461,7 +471,7 @@ def push_bank(bank: AnchorFaceBank, donors: np.ndarray, most: float, floor: floa
     return factors
 
 
-def same_selection(textures: list[np.ndarray], bank: AnchorFaceBank | None, tolerance: float = 3.0) -> bool:
+def same_selection(textures: list[np.ndarray], bank: AnchorFaceBank | None, tolerance: float = STORED_TOLERANCE) -> bool:
     """Whether a build's selected textures are `bank`'s faces, in its order (within `tolerance` grey
     levels, mean absolute difference: the bank stores them as JPEG)."""
     return bank is not None and len(textures) == len(bank) and all(
@@ -477,7 +487,7 @@ def lips_closed(shape: np.ndarray, max_mouth: float = MAX_MOUTH) -> bool:
     return float(mouth_opening(shape)) <= max_mouth
 
 
-def match_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance: float = 3.0) -> np.ndarray:
+def match_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance: float = STORED_TOLERANCE) -> np.ndarray:
     """Each bank texture's index among a build's candidate textures: the candidate it was made from
     (the bank stores them as JPEG: the shipped bank's lie 0.6-1.2 grey levels, mean absolute
     difference, from theirs, and 13.6 or more from any other). Raises ValueError for a texture no
@@ -556,15 +566,14 @@ def make_candidates(donors, desc, lfw, a, rng, tris, ev, det) -> list[dict]:
                 tex, shape = blend(warped, w), mean_shape
                 if a.caricature != 1:
                     tex, shape = caricature(tex, shape, *means[sex], a.caricature, tris)
-                d = det(tex)
-                if len(d) == 0:
+                e = texture_descriptor(tex, det, ev)
+                if e is None:
                     break
-                e = ev.embed(tex, d.boxes[d.largest()])
                 dd = np.linalg.norm(desc[group] - e, axis=1)
                 if dd.min() > a.min_donor_distance:
                     break
                 w[int(np.argmin(dd))] *= 0.5
-            if dd is None or len(d) == 0:
+            if dd is None or e is None:
                 continue
             if dd.min() <= a.min_donor_distance:
                 uses[group[int(np.argmin(dd))]] += 1  # this person dominates averages: drawn less
@@ -651,13 +660,8 @@ def push_only(ap, path: str, cache: Path, most: float, floor: float) -> None:
     except (OSError, ValueError) as e:
         ap.error(f"{e}: the donors of {path} are needed (--groups-only {path} recovers them)")
     det, ev, sface = FaceDetector(score_threshold=0.5), DlibEvaluator(), load_sface()
-
-    def embed(tex):
-        d = det(tex)
-        return None if len(d) == 0 else ev.embed(tex, d.boxes[d.largest()])
-
     before = bank.donor_distance.copy()
-    factors = push_bank(bank, donors, most, floor, embed)
+    factors = push_bank(bank, donors, most, floor, lambda tex: texture_descriptor(tex, det, ev))
     for i in np.flatnonzero(factors != 1):
         bank.sface[i], bank.tone[i] = sface_and_tone(bank.textures[i], bank.shapes[i], sface)
     bank.meta["pushed"] = ",".join(f"{v:g}" for v in factors)
