@@ -45,15 +45,23 @@ def main():
     script = Path(__file__).with_name("evaluate_realism.py")
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
-    def run(seed: int) -> Path:
+    def run(seed: int) -> Path | None:
         path = out.with_name(f"{out.stem}_s{seed}.json")
-        with open(path.with_suffix(".log"), "w") as log:
-            subprocess.run([sys.executable, str(script), *rest, "--seed", str(seed), "--json", str(path)],
-                           env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        log = path.with_suffix(".log")
+        with open(log, "w") as f:
+            rc = subprocess.run([sys.executable, str(script), *rest, "--seed", str(seed), "--json", str(path)],
+                                env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            last = (log.read_text().strip().splitlines() or [""])[-1]
+            print(f"realism_seeds: error: seed {seed} failed (exit {rc}; {log}): {last}", file=sys.stderr)
+            return None
         return path
 
     with ThreadPoolExecutor(max(a.jobs, 1)) as pool:
-        reports = [json.loads(p.read_text()) for p in pool.map(run, a.seeds)]
+        paths = list(pool.map(run, a.seeds))
+    if None in paths:  # a mean over fewer seeds than asked would read as the whole
+        sys.exit(1)
+    reports = [json.loads(p.read_text()) for p in paths]
     sets = {name: combine([r["sets"][name]["summary"] for r in reports]) for name in reports[0]["sets"]}
     out.write_text(json.dumps({"seeds": a.seeds, "args": rest, "sets": sets}, indent=1))
     for name, figures in sets.items():
