@@ -14,6 +14,12 @@ that passes is the one kept, none passing is the fallback. Writes attempts.json 
 no embeddings) and prints the table: margin, drawn share, SFace and dlib leaks (a kept drawing
 within the calibrated FAR-0.001 thresholds of another photo of its person: verified; and that photo
 nearer than any other person's in the gallery of all probes' photos: retrieved, `fiva evaluate`'s ID).
+
+With --iod N each probe photo is first shrunk (INTER_AREA) so its face's eyes lie N pixels apart,
+as a face in a crowd: the drawings are made and judged at that size, against the person's other
+photos at full size (an attacker's gallery). Each record then also holds the shrunk original's own
+distances (`orig_*`: what the face gave away before it was anonymized) and the pixelated
+fallback's (`pix_*`), the chance levels a drawing at that size is judged against.
 """
 import argparse
 import json
@@ -24,6 +30,7 @@ import cv2
 import numpy as np
 
 from fiva.anonymize import native
+from fiva.anonymize.baselines import obfuscate
 from fiva.anonymize.frame import Anonymizer, AnonymizeConfig
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path, read_folds
 from fiva.evaluate.models import embed_images, load_models
@@ -58,6 +65,7 @@ def main():
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--out", default="runs/verify_margin")
+    ap.add_argument("--iod", type=float, default=None, help="shrink each probe photo so its face's eyes lie this many pixels apart")
     a = ap.parse_args()
     lfw, out = Path(a.lfw), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +88,8 @@ def main():
         rec["place"] = bool(anon._in_place(rgb, img, det, still, place)[0])
         if anon._dlib is not None:
             o = original if original is not None else anon._dlib.embed(rgb, det.boxes[0])
-            rec["dlib_ok"] = float(np.linalg.norm(o - anon._dlib.embed(img, det.boxes[0]))) >= native.DLIB_MATCH
+            rec["dlib"] = float(np.linalg.norm(o - anon._dlib.embed(img, det.boxes[0])))
+            rec["dlib_ok"] = rec["dlib"] >= native.DLIB_MATCH
         else:
             rec["dlib_ok"] = True
         probe = state["face"]
@@ -107,9 +116,25 @@ def main():
             rest = [f for y in names if y != x for f in (faces.get(image_path(lfw, k)) for k in keys[y]) if f is not None]
             state.update(face=face, attempts=[], others={n: np.stack([f.emb[n] for f in others]) for n in models},
                          rest={n: np.stack([f.emb[n] for f in rest]) for n in models})
+            rgb = read_image(image_path(lfw, keys[x][0]))
+            row = {"probe": i, "others": len(others)}
+            if a.iod:
+                s = a.iod / float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
+                rgb = cv2.resize(rgb, (max(round(rgb.shape[1] * s), 1), max(round(rgb.shape[0] * s), 1)), interpolation=cv2.INTER_AREA)
+                d0 = anon.detector(rgb)
+                j = match_face(face.box * s, d0.boxes)
+                if j is None:
+                    continue
+                state["face"] = type(face)(d0.boxes[j], d0.landmarks[j], {})
+                for tag, img in (("orig", rgb), ("pix", obfuscate(rgb, d0[np.array([j])], "pixelate"))):
+                    for n, m in models.items():
+                        q = m.embed(img, d0.boxes[j], d0.landmarks[j])
+                        row[f"{tag}_eval_{n}"] = float(m.distances(q, state["others"][n]).min())
+                        row[f"{tag}_rest_{n}"] = float(m.distances(q, state["rest"][n]).min())
             anon.reset(seed=0)
-            anon.anonymize_image(read_image(image_path(lfw, keys[x][0])))
-            rows.append({"probe": i, "others": len(others), "attempts": state["attempts"]})
+            anon.anonymize_image(rgb)
+            row["attempts"] = state["attempts"]
+            rows.append(row)
             print(f"{i + 1}/{len(names)} {time.time() - t0:.0f}s attempts {len(state['attempts'])}", flush=True)
     finally:
         native._still_same = real
