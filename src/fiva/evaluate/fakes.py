@@ -38,7 +38,8 @@ def detector_scores(detector, rgb: np.ndarray, dets) -> np.ndarray:
 
     if len(dets) == 0:
         return np.zeros(0)
-    crops, _ = align_faces(rgb, dets.landmarks, detector.resolution)
+    # sampled as in its training: blurred first, Paul Rudd's real 1000 px face scored 0.62, not 0.02
+    crops, _ = align_faces(rgb, dets.landmarks, detector.resolution, antialias=False)
     with torch.no_grad():
         return torch.sigmoid(detector(to_tensor(crops))).numpy().astype(float)
 
@@ -53,7 +54,7 @@ def residual_scores(attack, rgb: np.ndarray, dets) -> np.ndarray:
 
     if len(dets) == 0:
         return np.zeros(0)
-    crops, _ = align_faces(rgb, dets.landmarks, attack.resolution)
+    crops, _ = align_faces(rgb, dets.landmarks, attack.resolution, antialias=False)  # as the detector's
     x = to_tensor(crops)
     with torch.no_grad():
         r = attack(x)

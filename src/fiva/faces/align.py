@@ -35,13 +35,15 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def align_faces(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+def align_faces(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Warp each face to the template.
 
     Args:
         rgb: image [H,W,3] uint8.
         landmarks: [N,5,2] in image pixels.
         size: crop side in pixels.
+        antialias: blur a face the warp shrinks first (`_warp_down`); False: sample it bilinearly
+            as the fake detector was trained (a blurred big real face reads as manipulated to it).
     Returns:
         crops [N,size,size,3] uint8 and the 2x3 image->crop matrices [N,2,3].
     """
@@ -50,7 +52,8 @@ def align_faces(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112) -> tupl
     mats = np.zeros((len(landmarks), 2, 3), np.float32)
     for i, lm in enumerate(landmarks):
         mats[i] = similarity_transform(lm, tpl)
-        crops[i] = _warp_down(rgb, mats[i], size)
+        crops[i] = _warp_down(rgb, mats[i], size) if antialias else cv2.warpAffine(
+            rgb, mats[i], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return crops, mats
 
 

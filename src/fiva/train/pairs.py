@@ -96,7 +96,8 @@ def pair_of(anon, rgb: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndar
     if anon.outcomes[i] != "generated":
         return None
     lm = dets.landmarks[i][None]
-    return align_faces(rgb, lm, size)[0][0], align_faces(out, lm, size)[0][0]
+    # sampled as the fake detector reads its inputs (fakes.detector_scores)
+    return align_faces(rgb, lm, size, antialias=False)[0][0], align_faces(out, lm, size, antialias=False)[0][0]
 
 
 def render_pairs(cfg: PairsConfig) -> Path:
