@@ -149,6 +149,12 @@ def passes(rec: dict, margin: float, rule: str) -> bool:
 
 def table(rows: list[dict]) -> str:
     lines = [f"{len(rows)} probes; rule, margin: drawn, leaks by SFace and dlib (kept drawings verified / retrieved as their person)"]
+    for tag, what in (("orig", "the shrunk original"), ("pix", "the pixelated fallback")):  # --iod's chance levels
+        got = [r for r in rows if f"{tag}_eval_sface" in r]
+        if got:
+            sf = sum(r[f"{tag}_eval_sface"] < min(SFACE_EVAL, r[f"{tag}_rest_sface"]) for r in got)
+            dl = sum(r[f"{tag}_eval_dlib"] < min(DLIB_EVAL, r[f"{tag}_rest_dlib"]) for r in got)
+            lines.append(f"{what}: SFace retrieved {sf} ({sf / len(got):.1%}), dlib retrieved {dl} ({dl / len(got):.1%})")
     for rule in ("self", "augmented"):
         for m in MARGINS:
             drawn = sf = dl = sf_id = dl_id = 0

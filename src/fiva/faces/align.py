@@ -52,19 +52,18 @@ def align_faces(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112, antiali
     mats = np.zeros((len(landmarks), 2, 3), np.float32)
     for i, lm in enumerate(landmarks):
         mats[i] = similarity_transform(lm, tpl)
-        crops[i] = _warp_down(rgb, mats[i], size) if antialias else cv2.warpAffine(
-            rgb, mats[i], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        crops[i] = _warp_down(rgb, mats[i], size, antialias)
     return crops, mats
 
 
-def _warp_down(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """`rgb` warped by the 2x3 matrix `m` to a `size` crop, blurred first where `m` shrinks it (a
+def _warp_down(rgb: np.ndarray, m: np.ndarray, size: int, blur: bool = True) -> np.ndarray:
+    """`rgb` warped by the 2x3 matrix `m` to a `size` crop, with `blur` blurred first where `m` shrinks it (a
     Gaussian of 0.5 / scale - 0.5 pixels over the crop's source region only): bilinear sampling
     reads 4 source pixels per crop pixel and aliases the rest, so a big face's crop was a
     different grain of it at each size (SFace on portrait_shea_whigham at 1/2 and 1/8 of its
     size: 0.042 and 0.058 from itself; blurred first, 0.001 and 0.018)."""
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64)))))
-    sigma = 0.5 / scale - 0.5 if scale > 0 else 0.0
+    sigma = 0.5 / scale - 0.5 if blur and scale > 0 else 0.0
     if sigma > 0.3:
         inv = cv2.invertAffineTransform(m)
         corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float32) @ inv[:, :2].T + inv[:, 2]
