@@ -9,7 +9,8 @@ and with the 112 px network (--generator fiva; not with --no-fiva112); per clip 
 mean dlib distance between consecutive frames of the output over the original's (identity
 jitter; the issue asks <= 1.2), and the spread of their pairwise cosine distances (Eq. 7's
 M_tc^sigma, as `fiva evaluate` computes it) over the original's, and the drawing's mouth-opening
-error per frame (dlib's 68 points on the frame and on the drawing, as evaluate_realism.py measures photos).
+error per frame (dlib's 68 points on the frame and on the drawing, as evaluate_realism.py measures photos)
+and how the drawing's brows follow the frame's (`brow_following`).
 
 Sheets (PNG, in --sheets): faces before | after, each as the whole face (shrunk to 200 px when
 larger) and its centre at real size (1:1), wild photos, LFW fold-1 faces with open mouths (expression), and
@@ -29,7 +30,7 @@ from fiva.anonymize.frame import Anonymizer, AnonymizeConfig, VideoStream
 from fiva.evaluate.lfw import evaluation_identities, identity_images, image_path
 from fiva.evaluate.metrics import temporal_consistency
 from fiva.faces.identity import DlibEvaluator
-from fiva.faces.landmarks68 import Landmarker68, mouth_opening
+from fiva.faces.landmarks68 import Landmarker68, brow_pose, mouth_opening
 from fiva.io import read_image
 
 TILE = 200
@@ -91,6 +92,20 @@ def run_video(anon: Anonymizer, frames: list[np.ndarray]) -> tuple[list[np.ndarr
     return out, (time.perf_counter() - t) / len(frames)
 
 
+def brow_following(brows: np.ndarray, raise_by: float = 0.04) -> dict:
+    """How the drawing's brows follow the frame's: `brows` [F,2], the brows' height over the eyes
+    (eye distances, `brow_pose`) on each frame and on its drawing. Each series less its median over
+    the clip (the face at rest) is its expression: their correlation, and of the frames whose
+    brows are raised more than `raise_by`, the share drawn lower than the drawing's rest (a frown)
+    and the median share of the raise drawn."""
+    o, g = (brows - np.median(brows, 0)).T
+    up = o > raise_by
+    return {"brow_follow_corr": float(np.corrcoef(o, g)[0, 1]) if o.std() > 0 and g.std() > 0 else float("nan"),
+            "brow_raised_frames": int(up.sum()),
+            "brow_raised_drawn_lower": float(np.mean(g[up] < 0)) if up.any() else float("nan"),
+            "brow_raise_drawn_share_median": float(np.median(g[up] / o[up])) if up.any() else float("nan")}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", default="../shared/data/videos")
@@ -122,7 +137,7 @@ def main():
             # the drawing alone too (no verification, no fallback): pixelated frames between drawn
             # ones would count as identity jitter
             out_g, _ = run_video(alone, frames)
-            emb_o, emb_a, emb_g, mouth = [], [], [], []
+            emb_o, emb_a, emb_g, mouth, brows = [], [], [], [], []
             for f, g, h in zip(frames, out_a, out_g):
                 d = anchor.detect(f)
                 if len(d) == 0:
@@ -137,7 +152,9 @@ def main():
                 # expression: the drawing's mouth opening against the frame's, dlib's 68 points on each
                 # (the original's key points), as evaluate_realism.py measures photos
                 kps = d.landmarks[d.largest()][None]
-                mouth.append(abs(mouth_opening(lm(h, kps)[0]) - mouth_opening(lm(f, kps)[0])))
+                shape_f, shape_h = lm(f, kps)[0], lm(h, kps)[0]
+                mouth.append(abs(mouth_opening(shape_h) - mouth_opening(shape_f)))
+                brows.append((brow_pose(shape_f)[0], brow_pose(shape_h)[0]))
             jit = lambda e: [float(np.linalg.norm(x - y)) for x, y in zip(e, e[1:]) if x is not None and y is not None]  # noqa: E731
             jo, ja, jg = jit(emb_o), jit(emb_a), jit(emb_g)
             # Eq. 7 (fiva evaluate's M_tc) on the same consecutive frames: spread of the pairwise
@@ -147,6 +164,7 @@ def main():
             r.update({f"Mtc_{k}": {"mu": v[0], "sigma": v[1]} for k, v in tc.items()})
             r.update({"Mtc_sigma_ratio": tc["output"][1] / tc["original"][1],
                       "Mtc_sigma_ratio_drawing_alone": tc["drawing_alone"][1] / tc["original"][1]})
+            r.update(brow_following(np.array(brows)))
             r.update({"mouth_err_drawing_alone_median": float(np.median(mouth)), "mouth_err_drawing_alone_le_0.05": float(np.mean(np.array(mouth) <= 0.05)),
                       "mouth_err_drawing_alone_max": float(np.max(mouth))})
             r.update({"consecutive_dlib_original": float(np.mean(jo)), "consecutive_dlib_output": float(np.mean(ja)),

@@ -371,3 +371,36 @@ def test_a_track_that_passed_on_a_retry_keeps_drawing_with_less_of_the_target(as
     assert again == first and len(set(held)) == 1  # the same bank face, kept by the track
     assert set(margins[:start]) == {anon.generator.renderer.cfg.eye_margin}
     assert len(margins) > start + 3 and set(margins[start:]) == {retry}  # the retry, 3 frames between and at re-checks
+
+
+@needs_dlib
+def test_a_video_tracks_raised_brows_are_drawn_raised(bank, astronaut_face):
+    """issue 16 (talking heads): the drawn brows were moved from the target's raised brows towards
+    the bank face's, 1.5x the way, so a raise was drawn as brows held down, a frown. Along a track
+    the move is taken from the brows at rest, and the raise since is added back."""
+    from collections import deque
+
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer
+    from fiva.anonymize.native import brow_rest
+    from fiva.faces.landmarks68 import brow_pose
+
+    _, shape = astronaut_face
+    shape = shape.astype(np.float32)
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    raised = shape.copy()
+    raised[17:27, 1] -= 0.1 * iod  # the brows up by 0.1 eye distances
+    history = deque(maxlen=150)
+    for _ in range(30):  # a track at rest
+        assert np.array_equal(brow_rest(history, shape, iod), shape)
+    rest = brow_rest(history, raised, iod)
+    assert np.allclose(rest, shape, atol=1e-4)  # the raise is told from the rest
+    renderer = AnchorFaceRenderer(bank)
+    for index in range(0, len(bank), 7):
+        at_rest = brow_pose(renderer.new_shape(shape, index))[0]
+        followed = brow_pose(renderer.new_shape(raised, index, rest))[0]
+        before = brow_pose(renderer.new_shape(raised, index))[0]
+        assert followed - at_rest > 0.07  # the drawn brows go up with the target's
+        assert before - at_rest < 0.03  # moved from the raised brows, they did not
+    frown = shape.copy()
+    frown[17:27, 1] += 0.3 * iod  # a dlib misfit far below the rest: at most BROW_EXPRESSION of it kept
+    assert np.abs(brow_rest(history, frown, iod)[17:27, 1] - (frown[17:27, 1] - 0.15 * iod)).max() < 1e-3

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_share
+from ..faces.landmarks68 import BROWS, EYE_L, EYE_R, five_points, mouth_opening, yaw_share
 from ..faces.shape_model import ShapeModel
 from .colour import cap_highlights, lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
@@ -324,7 +324,16 @@ class AnchorFaceRenderer:
         self.bank = bank
         self.cfg = config or RenderConfig()
 
-    def new_shape(self, shape: np.ndarray, index: int) -> np.ndarray:
+    def new_shape(self, shape: np.ndarray, index: int, rest: np.ndarray | None = None) -> np.ndarray:
+        """The drawn shape: `shape` [68,2] with its identity-bearing geometry moved towards bank face
+        `index`'s. `rest` (a video track's, `native.brow_rest`): the same face with its brows at their
+        rest over the eyes; the move is taken from it, and the brows' raise or frown since (the
+        expression) is added back. Moved from the raised brows, a raise drew them lower (alpha
+        1.5 moves them half their rise the other way), a frown on the drawn face."""
+        if rest is not None:
+            new = self.new_shape(rest, index)
+            new[BROWS] += shape[BROWS] - rest[BROWS]
+            return self.plausible(shape, new) if self.cfg.shape_cap > 0 else new
         anchor, yaw = self.bank.shapes[index], yaw_share(five_points(shape))
         lo, hi = self.cfg.repose_from, self.cfg.repose_full
         w = float(ramp(yaw, lo, hi)) if self.cfg.repose else 0.0
@@ -375,7 +384,7 @@ class AnchorFaceRenderer:
         return out
 
     def draw(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None,
-             colour=None, coarse: bool = False) -> "Drawing":
+             colour=None, coarse: bool = False, rest: np.ndarray | None = None) -> "Drawing":
         """The face of 68 points `shape` given bank face `index`, as a patch over its mesh's box.
 
         `nudge` [5,2] (pixels): move the bank face's texture, not the target's pixels, by the
@@ -383,12 +392,12 @@ class AnchorFaceRenderer:
         given the colour match's LAB statistics [4,3] (`match_colour`) that returns the ones to
         use (a video track smooths them along the track). `coarse` (video): a face drawn at f >= 2
         times the bank's scale takes the bank face and its colour match on a grid f times coarser
-        (its texture has nothing finer), the rest at full size."""
+        (its texture has nothing finer), the rest at full size. `rest`: see `new_shape`."""
         # the forehead reaches no higher than the bank face's own (below its donors' fringe)
         cfg, tris = replace(self.cfg, forehead=self.bank.forehead_reach(index, self.cfg.forehead)), self.bank.triangles
         hw = rgb.shape[:2]
         shape = shape.astype(np.float32)
-        new = self.new_shape(shape, index)
+        new = self.new_shape(shape, index, rest)
         # 2. the target's pixels follow the new outline (the ring, T's own, stays put)
         src_mesh, dst_mesh = mesh(shape), mesh(new, ring_of=shape)
         moved, covered, box = piecewise_affine(rgb, src_mesh, dst_mesh, tris, hw)

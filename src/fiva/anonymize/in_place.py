@@ -25,7 +25,7 @@ def render_in_place(renderer: AnchorFaceRenderer, rgb: np.ndarray, shape: np.nda
 def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarray, index: int, kps: np.ndarray,
                   find, tolerance: float = 0.05, tries: int = 2, colour=None, coarse: bool = False,
                   start: np.ndarray | None = None, step: float = 1.0, limit: float = 0.2, landmarker=None,
-                  mouth_tolerance: float = 0.04) -> tuple[Drawing, np.ndarray | None]:
+                  mouth_tolerance: float = 0.04, rest: np.ndarray | None = None) -> tuple[Drawing, np.ndarray | None]:
     """Draw on `img` itself (only the face's mesh box changes; `Drawing.lift` takes it back), and
     while a detector finds the 5 key points of the drawn face more than `tolerance` eye distances
     (mean) from the original's `kps` [5,2], draw again (up to `tries` renderings) with the bank
@@ -40,7 +40,8 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
     (a tracker, a landmark-driven effect) should find the face where it was; this puts it there.
     `find(image) -> [5,2] or None` is the detector's view of the face. `start`: the nudge to try
     first (a video track's, so a re-check that finds it still good does not move the face); `step`:
-    the share of the error found that each new rendering corrects; `limit`: the largest shift of
+    the share of the error found that each new rendering corrects; `rest`: the face with its brows
+    at rest (a video track's, `AnchorFaceRenderer.new_shape`); `limit`: the largest shift of
     a key point, in eye distances (a large one shows: the bank face's brows and lids beside the
     target's kept eyes).
 
@@ -51,7 +52,8 @@ def draw_in_place(renderer: AnchorFaceRenderer, img: np.ndarray, shape: np.ndarr
     chin and a nose base moved towards the bank face's as a closing mouth (12 LFW faces whose
     mouth read 0.09-0.37 off: 0.01-0.06 with no geometry moved, the bank face's texture alone).
     """
-    search = dict(tolerance=tolerance, tries=tries, colour=colour, coarse=coarse, start=start, step=step, limit=limit)
+    search = dict(tolerance=tolerance, tries=tries, colour=colour, coarse=coarse, start=start, step=step, limit=limit,
+                  rest=rest)
     drawn, used, err, got = _nudged(renderer, img, shape, index, kps, find, **search)
     if landmarker is None or got is None:
         return drawn, used
@@ -95,7 +97,7 @@ EXPRESSION_STEPS = ({"jaw": 0.0, "nose_base": 0.0}, {"jaw": 0.0, "nose_base": 0.
 LAST_STEP = {"alpha": 0.0, "keep_mouth": -1.0, "mouth_lips": 2.0}
 
 
-def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit):
+def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, coarse, start, step, limit, rest):
     """draw_in_place's search for one renderer: (the drawing left on img, its nudge, its error,
     the points found [5,2] or None)."""
     iod = float(np.linalg.norm(kps[1] - kps[0])) + 1e-6
@@ -105,7 +107,7 @@ def _nudged(renderer, img, shape, index, kps, find, tolerance, tries, colour, co
         used = nudge.copy() if nudge.any() else None
         if drawn is not None:
             drawn.lift(img)  # every rendering starts from the original pixels
-        drawn = renderer.draw(img, shape, index, nudge=used, colour=colour, coarse=coarse)
+        drawn = renderer.draw(img, shape, index, nudge=used, colour=colour, coarse=coarse, rest=rest)
         drawn.paste(img)
         got = find(img)
         if got is None:

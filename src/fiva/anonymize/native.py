@@ -11,6 +11,7 @@ texture shifted when YuNet finds the drawn face's points off) on the frame itsel
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import replace
 
 import cv2
@@ -20,7 +21,7 @@ import torch
 from ..faces import Detections, align_faces
 from ..faces.align import ARCFACE_112, similarity_transform
 from ..faces.identity import to_tensor
-from ..faces.landmarks68 import yaw_share
+from ..faces.landmarks68 import BROWS, yaw_share
 from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
@@ -49,6 +50,13 @@ _MOUTH = np.r_[48:68]
 EXPRESSION_LAG = (0.04, 0.1)
 EXPRESSION_SMOOTHING = 0.4
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
+# A video track's brows at rest: per brow point, the median of its height over the eyes (the
+# track's face frame) in its last BROW_REST_FRAMES frames. The drawn shape is moved from the rest,
+# and the brows' raise or frown since is added back (`AnchorFaceRenderer.new_shape`), at most
+# BROW_EXPRESSION eye distances: moved from the raised brows themselves, a raise was drawn as
+# brows held down, a frown.
+BROW_REST_FRAMES = 150
+BROW_EXPRESSION = 0.15
 STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 # other bank faces tried on a photo when the first fails verification (a video frame: 1); 4, not
@@ -186,14 +194,17 @@ def smoothed_shape(raw: np.ndarray, prev: np.ndarray, iod: float) -> np.ndarray:
     return out
 
 
-def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None) -> np.ndarray:
-    """68 points [N,68,2] per face; along a track, averaged with the last frame's (`smoothed_shape`)
+def shapes68(anon, rgb: np.ndarray, dets: Detections,
+             tracks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """68 points [N,68,2] per face, and along a track the same with the brows at rest (`brow_rest`;
+    photos: None). Along a track the points are averaged with the last frame's (`smoothed_shape`)
     in the face's own frame, so head motion is not smoothed away. The frame is the similarity that
     lays this frame's nose and eye corners (`_FRAME`) on the track's averaged ones: the 5 key points'
     frame jitters with the detector, and the averaged points carried back through it jitter alike."""
     shapes = anon.generator.landmarker(rgb, dets.landmarks)
     if tracks is None:
-        return shapes
+        return shapes, None
+    rests = shapes.copy()
     iod = float(np.linalg.norm(ARCFACE_112[1] - ARCFACE_112[0]))
     for i, t in enumerate(tracks):
         prev = anon._tracks.get(("shape68", int(t)))
@@ -204,8 +215,22 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray | None)
             m = similarity_transform(shapes[i][_FRAME], prev[_FRAME])
             local = smoothed_shape(_apply(m, shapes[i]), prev, iod)
         anon._tracks[("shape68", int(t))] = local
-        shapes[i] = _apply(cv2.invertAffineTransform(m), local)
-    return shapes
+        back = cv2.invertAffineTransform(m)
+        shapes[i] = _apply(back, local)
+        rests[i] = _apply(back, brow_rest(anon._tracks.setdefault(("brows", int(t)), deque(maxlen=BROW_REST_FRAMES)),
+                                          local, iod))
+    return shapes, rests
+
+
+def brow_rest(history: deque, local: np.ndarray, iod: float) -> np.ndarray:
+    """A track's 68 points `local` [68,2] (its upright face frame, eye distance `iod`) with each brow
+    point at its rest height: the median over `history` (appended to), less a raise or frown of
+    more than BROW_EXPRESSION eye distances."""
+    history.append(local[BROWS, 1].copy())
+    rest = local.copy()
+    lim = BROW_EXPRESSION * iod
+    rest[BROWS, 1] = local[BROWS, 1] - np.clip(local[BROWS, 1] - np.median(np.stack(history), 0), -lim, lim)
+    return rest
 
 
 class _Nudges:
@@ -382,7 +407,7 @@ def _noise(anon, img: np.ndarray, drawn: Drawing) -> None:
     view[ys, xs] = np.clip(view[ys, xs].astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
-def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=None, landmarker=None):
+def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=None, landmarker=None, rest=None):
     """`draw_in_place` on `out`. In video a track's first search takes half steps, the texture
     shifted by at most VIDEO_NUDGE_LIMIT; a re-check starts from the track's nudge (`start`) and
     keeps it while the drawn face is found in place (a search that moves the texture moves the
@@ -391,7 +416,8 @@ def _search(renderer, out, shape, index, kps, find, tries, colour, still, start=
     kw = {"tolerance": c.still_tolerance, "limit": c.still_limit} if still else {"step": FIRST_STEP, "limit": VIDEO_NUDGE_LIMIT, "coarse": True}
     if start is not None:
         kw.update(start=start, tolerance=RECHECK_TOLERANCE, step=RECHECK_STEP)
-    return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker, **kw)
+    return draw_in_place(renderer, out, shape, index, kps, find, tries=tries, colour=colour, landmarker=landmarker,
+                         rest=rest, **kw)
 
 
 def held_face(anon, track) -> dict | None:
@@ -439,7 +465,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
     sexes: dict[int, int | None] = {}
     descriptors: dict[int, np.ndarray] = {}
     tones: dict[int, float] = {}  # the target's cheek lightness (LAB L)
-    shapes = shapes68(anon, rgb, dets, tracks)
+    shapes, rests = shapes68(anon, rgb, dets, tracks)
     if fresh:
         z_id[fresh] = anon._embed(to_tensor(crops[fresh]).to(anon.device))
         for i in fresh:
@@ -475,6 +501,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             if kps is None:  # not seen on the second look before: the face's neighbourhood
                 kps, find = dets.landmarks[i], local_finder(anon.detector, dets.boxes[i])
         key = ("nudge", int(tracks[i])) if tracks is not None else None
+        rest = None if rests is None else rests[i]  # a video track's brows at rest (photos: none)
         index = bank.index_of(z_a[i])
         colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
         nudges = _Nudges(anon._tracks, key, index, _iod(dets.landmarks[i]))
@@ -483,10 +510,10 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
         r = retry_renderer if lessened[i] else renderer
         if i in fresh or nudges.target is None:
             drawn, nudge = _search(r, out, shapes[i], index, kps, find, HELD_TRIES if held[i] else tries, colour, still,
-                                   nudges.target, lmk)
+                                   nudges.target, lmk, rest)
         else:  # between re-checks a track keeps its nudge
             nudge = nudges.target
-            drawn = r.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still)
+            drawn = r.draw(out, shapes[i], index, nudge=nudges.shown(), colour=colour, coarse=not still, rest=rest)
             drawn.paste(out)
         place = HELD_IN_PLACE if held[i] else IN_PLACE
         # a photo's descriptor is of this very frame (a track's is of its first one)
@@ -502,7 +529,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                 # as the CLI seeds it: 10 frames pixelated, then bank face 34 became bank face 9)
                 anon.stats["retried"] += 1
                 drawn, nudge = _search(retry_renderer, out, shapes[i], index, kps, find, HELD_TRIES, colour, still,
-                                       nudges.target, lmk)
+                                       nudges.target, lmk, rest)
                 failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, place, original)
                 if not failed[i]:
                     lessened[i], r = True, retry_renderer
@@ -523,7 +550,8 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                     index = pick
                     z_a[i] = bank.anchor_of(pick)
                     colour = None if tracks is None else ColourTrack(anon._tracks, int(tracks[i]), index)
-                    drawn, nudge = _search(again, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk)
+                    drawn, nudge = _search(again, out, shapes[i], index, kps, find, tries, colour, still, landmarker=lmk,
+                                           rest=rest)
                     failed[i] = _still_same(anon, rgb, out, dets[i:i + 1], z_id[i], still, original=original)
                     if not failed[i]:
                         lessened[i], r = True, again
@@ -555,7 +583,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
             shown = nudges.shown()
             if not _same_nudge(shown, nudge):  # the face eases to a new nudge over a few frames
                 drawn.lift(out)
-                drawn = r.draw(out, shapes[i], index, nudge=shown, colour=colour, coarse=not still)
+                drawn = r.draw(out, shapes[i], index, nudge=shown, colour=colour, coarse=not still, rest=rest)
                 drawn.paste(out)
         if anon.cfg.defense == "noise":
             _noise(anon, out, drawn)
