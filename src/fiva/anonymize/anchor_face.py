@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..faces.landmarks68 import BROWS, EYE_L, EYE_R, five_points, mouth_opening, yaw_share
+from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_share
 from ..faces.shape_model import ShapeModel
 from .colour import cap_highlights, lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
@@ -329,10 +329,9 @@ class AnchorFaceRenderer:
         `index`'s. `rest` (a video track's, `native.brow_rest`): the same face with its brows at their
         rest over the eyes; the move is taken from it, and the brows' raise or frown since (the
         expression) is added back. Moved from the raised brows, a raise drew them lower (alpha
-        1.5 moves them half their rise the other way), a frown on the drawn face."""
+        1.5 moves them half their rise the other way, down to the bank face's height): a frown."""
         if rest is not None:
-            new = self.new_shape(rest, index)
-            new[BROWS] += shape[BROWS] - rest[BROWS]
+            new = self.new_shape(rest, index) + (shape - rest)
             return self.plausible(shape, new) if self.cfg.shape_cap > 0 else new
         anchor, yaw = self.bank.shapes[index], yaw_share(five_points(shape))
         lo, hi = self.cfg.repose_from, self.cfg.repose_full
