@@ -401,6 +401,9 @@ def test_a_video_tracks_raised_brows_are_drawn_raised(bank, astronaut_face):
         before = brow_pose(renderer.new_shape(raised, index))[0]
         assert followed - at_rest > 0.07  # the drawn brows go up with the target's
         assert before - at_rest < 0.03  # moved from the raised brows, they did not
+    far = shape.copy()
+    far[17:27, 1] -= 0.3 * iod  # a dlib misfit far above the rest: at most BROW_EXPRESSION of it is a raise
+    assert np.abs(brow_rest(history, far, iod)[17:27, 1] - (far[17:27, 1] + 0.15 * iod)).max() < 1e-3
     frown = shape.copy()
-    frown[17:27, 1] += 0.3 * iod  # a dlib misfit far below the rest: at most BROW_EXPRESSION of it kept
-    assert np.abs(brow_rest(history, frown, iod)[17:27, 1] - (frown[17:27, 1] - 0.15 * iod)).max() < 1e-3
+    frown[17:27, 1] += 0.1 * iod  # lowered brows are moved from as they are (BROW_FROWN 0)
+    assert np.array_equal(brow_rest(history, frown, iod), frown)

@@ -326,10 +326,10 @@ class AnchorFaceRenderer:
 
     def new_shape(self, shape: np.ndarray, index: int, rest: np.ndarray | None = None) -> np.ndarray:
         """The drawn shape: `shape` [68,2] with its identity-bearing geometry moved towards bank face
-        `index`'s. `rest` (a video track's, `native.brow_rest`): the same face with its brows at their
-        rest over the eyes; the move is taken from it, and the brows' raise or frown since (the
-        expression) is added back. Moved from the raised brows, a raise drew them lower (alpha
-        1.5 moves them half their rise the other way, down to the bank face's height): a frown."""
+        `index`'s. `rest` (a video track's, `native.brow_rest`): the same face with its raised brows
+        at their rest over the eyes; the move is taken from it, and the raise (the expression) is
+        added back. Moved from the raised brows, a raise drew them lower (alpha 1.5 moves them
+        half their rise the other way): a frown."""
         if rest is not None:
             new = self.new_shape(rest, index) + (shape - rest)
             return self.plausible(shape, new) if self.cfg.shape_cap > 0 else new

@@ -52,11 +52,17 @@ EXPRESSION_SMOOTHING = 0.4
 _FRAME = np.r_[27:36, 36, 39, 42, 45]  # the nose and the eye corners: a face's frame along its track
 # A video track's brows at rest: per brow point, the median of its height over the eyes (the
 # track's face frame) in its last BROW_REST_FRAMES frames. The drawn shape is moved from the rest,
-# and the brows' raise or frown since is added back (`AnchorFaceRenderer.new_shape`), at most
-# BROW_EXPRESSION eye distances: moved from the raised brows themselves, a raise was drawn as
-# brows held down, a frown.
+# and the brows' raise since is added back (`AnchorFaceRenderer.new_shape`), at most
+# BROW_EXPRESSION eye distances: moved from the raised brows themselves (alpha 1.5 moves them half
+# their rise the other way), a raise was drawn as brows held down, a frown. 6 talking heads' first
+# 150 frames, frames whose brows are raised over 0.04 eye distances above the clip's median (dlib's
+# 68 points; /tmp probe): 56 of 143 drawn below the drawing's median, 20 now. A frown is moved
+# from as before, so drawn as brows lifted (BROW_FROWN: how far below the rest a frown is added
+# back too): followed up to 0.15, frowns drew 16 of the 143 lower, but SFace matched more of the
+# frowning frames, and 80 fewer faces of d3, d10, d12 and d20 were drawn (1,029 of 1,174).
 BROW_REST_FRAMES = 150
 BROW_EXPRESSION = 0.15
+BROW_FROWN = 0.0
 STILL_TRIES = 3  # renderings per anchor on a photo (RenderConfig.still_tries' default; render_in_place)
 VIDEO_TRIES = 3  # ... and on a video frame (a track's first frame and its re-checks)
 # other bank faces tried on a photo when the first fails verification (a video frame: 1); 4, not
@@ -224,12 +230,12 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections,
 
 def brow_rest(history: deque, local: np.ndarray, iod: float) -> np.ndarray:
     """A track's 68 points `local` [68,2] (its upright face frame, eye distance `iod`) with each brow
-    point at its rest height: the median over `history` (appended to), less a raise or frown of
-    more than BROW_EXPRESSION eye distances."""
+    point raised above its rest (the median over `history`, appended to) put back at it, less a
+    raise of more than BROW_EXPRESSION eye distances; one lower than its rest stays (BROW_FROWN)."""
     history.append(local[BROWS, 1].copy())
     rest = local.copy()
-    lim = BROW_EXPRESSION * iod
-    rest[BROWS, 1] = local[BROWS, 1] - np.clip(local[BROWS, 1] - np.median(np.stack(history), 0), -lim, lim)
+    rest[BROWS, 1] = local[BROWS, 1] - np.clip(local[BROWS, 1] - np.median(np.stack(history), 0),
+                                               -BROW_EXPRESSION * iod, BROW_FROWN * iod)
     return rest
 
 
