@@ -1,6 +1,6 @@
 """Choose verification's margin (AnonymizeConfig.verify_margin) on the selection split.
 
-    python scripts/select_verify_margin.py [--n 200] [--out runs/verify_margin]
+    python scripts/select_verify_margin.py [--n 200] [--start 0] [--out runs/verify_margin]
 
 Probes: the first photo of the fold-1 identities `fiva evaluate` does not probe (its seeded
 shuffle's identities 300 on) that have another photo, then fold-2 and fold-3 identities with one (training identities), up to N.
@@ -10,7 +10,9 @@ versions of its crop: other photos imitated), whether it was found in place and 
 what `fiva evaluate` measures on it: the smallest SFace and dlib distances to the person's OTHER
 photos. Verification is told every drawing failed, so each probe's whole retry sequence is drawn
 (it does not depend on the outcomes) and any rule is replayed on the records: the first drawing
-that passes is the one kept, none passing is the fallback. Writes attempts.json (distances only,
+that passes is the one kept, none passing is the fallback (rules: "self", the drawing beyond VERIFY +
+margin from the probe's own embedding, the pipeline's; "augmented", from the nearest of it and its
+other-photo versions). --start skips the first probes: a held-out set to confirm a rule on. Writes attempts.json (distances only,
 no embeddings) and prints the table: margin, drawn share, SFace and dlib leaks (a kept drawing
 within the calibrated FAR-0.001 thresholds of another photo of its person: verified; and that photo
 nearer than any other person's in the gallery of all probes' photos: retrieved, `fiva evaluate`'s ID).
@@ -41,7 +43,7 @@ from fiva.io import read_image
 
 SFACE_EVAL, DLIB_EVAL = 0.6616, 0.5568  # `fiva evaluate`'s calibrated thresholds (FAR 0.001, all 6000 LFW pairs)
 VERIFY = AnonymizeConfig.threshold  # verification's SFace threshold (the ITM's)
-MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
+MARGINS = (0.0, 0.02, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
 
 
 def selection_probes(lfw: Path, n: int) -> list[str]:
@@ -64,12 +66,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--start", type=int, default=0, help="skip the first START probes (a held-out set to confirm a rule on)")
     ap.add_argument("--out", default="runs/verify_margin")
     ap.add_argument("--iod", type=float, default=None, help="shrink each probe photo so its face's eyes lie this many pixels apart")
     a = ap.parse_args()
     lfw, out = Path(a.lfw), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = selection_probes(lfw, a.n)
+    names = selection_probes(lfw, a.start + a.n)[a.start:]
     models = load_models(("dlib", "sface"))
     keys = {x: identity_images(lfw, x) for x in names}
     faces = embed_images([image_path(lfw, k) for x in names for k in keys[x]], models, workers=1, progress=False)
