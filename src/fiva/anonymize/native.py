@@ -213,17 +213,17 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections,
     rests = shapes.copy()
     iod = float(np.linalg.norm(ARCFACE_112[1] - ARCFACE_112[0]))
     for i, t in enumerate(tracks):
-        prev = anon._tracks.get(("shape68", int(t)))
+        prev = anon._tracks.get(track_key(t, "shape68"))
         if prev is None:  # the track's frame: its first face's 5 key points on ARCFACE_112
             m = similarity_transform(dets.landmarks[i], ARCFACE_112)
             local = _apply(m, shapes[i])
         else:
             m = similarity_transform(shapes[i][_FRAME], prev[_FRAME])
             local = smoothed_shape(_apply(m, shapes[i]), prev, iod)
-        anon._tracks[("shape68", int(t))] = local
+        anon._tracks[track_key(t, "shape68")] = local
         back = cv2.invertAffineTransform(m)
         shapes[i] = _apply(back, local)
-        rests[i] = _apply(back, brow_rest(anon._tracks.setdefault(("brows", int(t)), deque(maxlen=BROW_REST_FRAMES)),
+        rests[i] = _apply(back, brow_rest(anon._tracks.setdefault(track_key(t, "brows"), deque(maxlen=BROW_REST_FRAMES)),
                                           local, iod))
     return shapes, rests
 
