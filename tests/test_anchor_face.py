@@ -716,6 +716,29 @@ def test_a_lifted_socket_keeps_the_colour_of_its_skin():
     assert np.abs(after[1:] - before[1:]).max() < 0.6  # the same colour (grey light: 1.8 lower)
 
 
+def test_a_capped_highlight_takes_the_colour_of_the_targets_lit_skin():
+    """A broad near-white highlight eased under the target's lightest skin pixel by pixel became a
+    flat grey-white plateau (Kate Siegel's nose bridge, 40 px wide). A pixel dimmed by two knees or
+    more takes the colour of the target's lit skin; one just over the ceiling keeps its own."""
+    from fiva.anonymize.colour import cap_highlights
+
+    ref = np.full((100, 100, 3), (190, 140, 115), np.float32)
+    ref[:10] = (220, 170, 140)  # the target's lit skin, its lightest tenth
+    region = np.ones((100, 100), bool)
+    hi = float(np.percentile(ref.mean(2), 99.0))
+    anchor = np.full((100, 100, 3), (170, 130, 110), np.float32)
+    anchor[40:60, 40:60] = (250, 248, 246)  # a near-white plateau
+    anchor[80, 80] = (hi + 1.5, hi - 0.5, hi + 2.0)  # barely over
+    out = anchor.copy()
+    cap_highlights(out, ref, region, knee=8.0)
+    patch = out[50, 50]
+    assert patch.mean() <= hi + 8.0  # under the knee
+    assert np.allclose(patch / patch.mean(), np.array((220, 170, 140)) / (530 / 3), atol=0.01)  # lit skin's colour
+    low = out[80, 80]
+    assert np.allclose(low / low.mean(), anchor[80, 80] / anchor[80, 80].mean(), atol=0.01)  # its own colour
+    assert np.array_equal(out[:30], anchor[:30])  # under the ceiling: untouched
+
+
 def test_eyes_in_shadow_get_darkened_sockets_and_bare_eyes_do_not():
     """A target whose eyes lie in a cap's shadow keeps its dark eyes: the drawn face's sockets
     are darkened towards it (else two black holes in a bright face); a target with eyes lit

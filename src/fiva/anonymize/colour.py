@@ -123,9 +123,10 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
                    knee: float = 8.0, pct: float = 99.0) -> None:
     """Where the drawing `anchor` (float RGB [h,w,3], in place) is lighter than the target `ref`'s
     skin ever is (the `pct` percentile of its grey over `region` [h,w] bool), ease it in under
-    that ceiling, a soft knee `knee` grey levels wide (each pixel's RGB scaled alike, its colour
-    kept), except on the [h,w] bool mask `exempt()` gives (eye whites, teeth), called only when
-    some pixel is over. A bank face's highlights come from its donors' light, not
+    that ceiling, a soft knee `knee` grey levels wide (each pixel's RGB scaled alike, then its
+    colour drawn toward the target's lit skin as far as it was dimmed), except on the [h,w] bool
+    mask `exempt()` gives (eye whites, teeth), called only when some pixel is over. A bank face's
+    highlights come from its donors' light, not
     the target's, and the colour match stretches them to the target's contrast: on a brightly lit
     face they were drawn white, past anything on the target's skin, as pale patches on the nose,
     under the eyes and on the forehead (group_t1.jpg, liveportrait_d14)."""
@@ -138,5 +139,16 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
         return
     if exempt is not None:
         over &= ~exempt()
+    if not over.any():
+        return
     g = grey[over]
-    anchor[over] *= ((hi + knee * np.tanh((g - hi) / knee)) / np.maximum(g, 1.0))[:, None]
+    eased = hi + knee * np.tanh((g - hi) / knee)
+    # a broad near-white highlight eased pixel by pixel becomes a flat plateau of the drawing's own
+    # grey-white (Kate Siegel's nose bridge, 40 px): each dimmed pixel's colour moves toward the
+    # target's lightest skin (the top decile of its grey over `region`, as chromaticity), fully
+    # once it was dimmed by two knees, so the plateau reads as lit skin
+    lit = ref[region]
+    lit = lit[lit.mean(1) >= np.percentile(lit.mean(1), 90.0)].mean(0)
+    skin = lit / max(float(lit.mean()), 1.0)
+    w = np.clip((g - eased) / (2.0 * knee), 0.0, 1.0)[:, None]
+    anchor[over] = eased[:, None] * ((anchor[over] / np.maximum(g, 1.0)[:, None]) * (1.0 - w) + skin * w)
