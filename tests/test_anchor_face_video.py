@@ -407,3 +407,38 @@ def test_a_video_tracks_raised_brows_are_drawn_raised(bank, astronaut_face):
     frown = shape.copy()
     frown[17:27, 1] += 0.1 * iod  # lowered brows are moved from as they are (BROW_FROWN 0)
     assert np.array_equal(brow_rest(history, frown, iod), frown)
+
+
+@needs_dlib
+def test_an_ended_tracks_state_is_forgotten_and_its_person_keeps_the_fake_identity(astronaut, astronaut_face):
+    """A long crowd video held every passer-by's track state (identity, 68 points, brow history,
+    colour statistics, the original's dlib descriptor) until it ended. The astronaut seen for 3
+    frames, gone for 8 (her track ends), back for 3: nothing of the first track is kept once it
+    ended, and the ITM still gives her second track the bank face of her first."""
+    from fiva import Anonymizer
+    from fiva.anonymize.frame import VideoStream
+    from fiva.faces import Detections
+
+    d, _ = astronaut_face
+    anon = Anonymizer(generator="anchor-face", defense="none", progress=False)
+    shown = [True] * 3 + [False] * 8 + [True] * 3
+    seen = iter(shown)
+    anon.detect = lambda rgb: d[:1] if next(seen) else Detections.empty()
+    video = VideoStream(anon, look_ahead=False)
+    tracks, faces = [], []
+
+    def spy(rgb, dets, tracks_):
+        tracks.append(sorted({k if isinstance(k, int) else k[1] for k in anon._tracks}))
+        out = real(rgb, dets, tracks_)
+        if len(dets):
+            faces.append(anon.generator.bank.index_of(anon._tracks[int(tracks_[0])]["z_a"]))
+        return out
+
+    real, anon.anonymize_frame = anon.anonymize_frame, spy
+    for _ in shown:
+        video.push(astronaut)
+    video.flush()
+    assert tracks[3] == [0] and tracks[4] == []  # kept while it lived, forgotten in the frame after it ended
+    assert 0 not in {k if isinstance(k, int) else k[1] for k in anon._tracks}
+    assert any(isinstance(k, tuple) and k[1] == 1 for k in anon._tracks)  # the second track's state is there
+    assert anon.stats["generated"] == 6 and len(set(faces)) == 1  # one person, one fake identity

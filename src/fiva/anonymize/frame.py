@@ -225,6 +225,15 @@ class Anonymizer:
             if self.generator is not None:
                 self.itm.anchors.rng = np.random.default_rng(seed)
 
+    def forget_tracks(self, ended) -> None:
+        """Drop what is remembered of face tracks that have ended (`ended`: their ids; a track id
+        is never used again): a long crowd video would otherwise hold every passer-by's state
+        (identity, brow history, colour statistics) until it ends. Tracked identities stay in the ITM."""
+        ended = {int(t) for t in ended}
+        if ended:
+            for key in [k for k in self._tracks if (k if isinstance(k, int) else k[1]) in ended]:
+                del self._tracks[key]
+
     def detect(self, rgb: np.ndarray) -> Detections:
         return self.detector(rgb)
 
@@ -533,6 +542,7 @@ class VideoStream:
             self._detector = anonymizer.detector.twin()
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="fiva-detect")
         self._pending = None  # (frame, its detections to come)
+        self._live: set[int] = set()  # the tracks in the last frame given to the anonymizer
 
     def push(self, rgb: np.ndarray) -> list[np.ndarray]:
         if self._ahead is None:
@@ -555,7 +565,12 @@ class VideoStream:
         return [self._apply(img, tf) for img, tf in self.tracker.push(rgb, dets)]
 
     def _apply(self, img, tf) -> np.ndarray:
-        return self.anon.anonymize_frame(img, tf.dets, tf.tracks)
+        out = self.anon.anonymize_frame(img, tf.dets, tf.tracks)
+        live = {int(t) for t in tf.tracks}
+        # the tracker fills a track's gaps before it hands a frame over: one missing is one ended
+        self.anon.forget_tracks(self._live - live)
+        self._live = live
+        return out
 
 
 def track_key(track, kind: str | None = None):
