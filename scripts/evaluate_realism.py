@@ -63,6 +63,26 @@ def lit_past(rgb: np.ndarray, out: np.ndarray, shape: np.ndarray, margin: float 
     return float(np.mean(out[skin].mean(1) > rgb[skin].mean(1).max() + margin)) if skin.any() else 0.0
 
 
+def _lip_edge(img: np.ndarray, shape: np.ndarray) -> float:
+    """How much darker than the skin 0.1-0.2 eye distances above it the upper lip's edge is (the
+    darkest quarter of the band from just below points 49-53 to 0.08 above), as a share."""
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    top, up = shape[49:54].astype(np.float32), np.array([0, -1], np.float32)
+    band = lambda lo, hi: _poly_mask(img.shape[:2], np.concatenate([top + lo * iod * up, (top + hi * iod * up)[::-1]]),  # noqa: E731
+                                     (0, 0)) > 0.5
+    edge, skin = band(-0.01, 0.08), band(0.1, 0.2)
+    if edge.sum() < 4 or skin.sum() < 4:
+        return 0.0
+    g = img.astype(np.float32).mean(2)
+    return float(1.0 - np.sort(g[edge])[:max(edge.sum() // 4, 1)].mean() / max(float(np.median(g[skin])), 1.0))
+
+
+def lip_line(rgb: np.ndarray, out: np.ndarray, shape: np.ndarray) -> float:
+    """How much darker the drawing's upper-lip edge stands out than the original's (`_lip_edge`):
+    a bank face's blurred lip border left above a kept mouth reads as a thin moustache."""
+    return _lip_edge(out, shape) - _lip_edge(rgb, shape)
+
+
 def lap_var(rgb: np.ndarray, box) -> float:
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     g = cv2.cvtColor(rgb[max(y0, 0):y1, max(x0, 0):x1], cv2.COLOR_RGB2GRAY)
@@ -170,7 +190,7 @@ def main():
                     "sface_dist": float(1 - sface.embed(align_faces(out, kps[None], 112)[0])[0] @ z),
                     "detail": lap_var(out, inner) / max(lap_var(rgb, inner), 1e-6),
                     "mouth_err": abs(mouth_opening(s1) - mouth_opening(shape)),
-                    "lit_past": lit_past(rgb, out, shape),
+                    "lit_past": lit_past(rgb, out, shape), "lip_line": lip_line(rgb, out, shape),
                     "eyes_before": eye_openness(shape), "eyes_after": eye_openness(s1),
                     "brows_before": brow_pose(shape), "brows_after": brow_pose(s1),
                     "found": m is not None,
@@ -201,6 +221,7 @@ def main():
             "brow_height_drop_over_0.05": float(np.mean([r["brows_after"][0] - r["brows_before"][0] < -0.05 for r in rows])),
             "skin_lit_past_original_over_1pct": float(np.mean(f("lit_past") > 0.01)),
             "skin_lit_past_original_max": float(f("lit_past").max()),
+            "lip_line_over_0.1": float(np.mean(f("lip_line") > 0.1)),
             "brow_tilt_err_median": float(np.median([abs(r["brows_after"][1] - r["brows_before"][1]) for r in rows])),
             "yunet_found": float(np.mean(f("found"))), "lm5_err_median": float(np.median(f("lm5_err"))),
             "in_place_0.07": float(np.mean([r["found"] and r["lm5_err"] <= 0.07 for r in rows])),
@@ -210,6 +231,7 @@ def main():
             "worst_mouth": [f"{r['file']}:{r['face']} {r['mouth_err']:.3f}" for r in sorted(rows, key=lambda r: -r["mouth_err"])[:5]],
             "eyes_changed": [f"{r['file']}:{r['face']}" for r in rows if (r["eyes_before"] > 0.18) != (r["eyes_after"] > 0.18)][:5],
             "nearest_original": [f"{r['file']}:{r['face']} {r['d_orig']:.3f}" for r in sorted(rows, key=lambda r: r["d_orig"])[:5]],
+            "darkest_lip_line": [f"{r['file']}:{r['face']} {r['lip_line']:.3f}" for r in sorted(rows, key=lambda r: -r["lip_line"])[:5]],
         }
         report["sets"][name] = {"summary": summ, "faces": rows}
         print(name, json.dumps(summ, indent=1), flush=True)

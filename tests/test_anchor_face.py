@@ -836,6 +836,42 @@ def test_a_nudge_can_leave_the_bank_faces_lids_around_the_kept_eyes():
     assert np.allclose(mouth[48:68], shape[48:68]) and np.allclose(mouth[:36], both[:36])
 
 
+def test_a_kept_smile_gets_no_second_lip_border_from_the_bank_face(bank, astronaut, astronaut_face):
+    """The bank faces' averaged lips are blurred past their own outline; where the target's whole
+    open mouth stays, that border lay just above its upper lip as a thin dark moustache (Cecilia
+    Cheung, Eriko Tamura). The bank face's lips are filled with its skin first (`lipless`): above
+    the astronaut's kept smile the drawn lip edge is lighter against the skin over it for every
+    bank face tried; a closed mouth (not kept) still gets the bank face's own lips."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import _poly_mask
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    top, up = shape[49:54], np.array([0.0, -1.0])
+
+    def band(lo, hi):
+        return _poly_mask(astronaut.shape[:2], np.concatenate([top + lo * iod * up, (top + hi * iod * up)[::-1]]), (0, 0)) > 0.5
+
+    edge, skin = band(0.0, 0.06), band(0.12, 0.2)
+
+    def darkness(img):  # the lip edge's darkest quarter against the skin above it
+        g = img.astype(np.float32).mean(2)
+        return 1 - np.sort(g[edge])[:edge.sum() // 4].mean() / np.median(g[skin])
+
+    drops = []
+    for k in np.flatnonzero(bank.sex == 1)[::3]:
+        with_, without = (AnchorFaceRenderer(bank, RenderConfig(lipless=v)).render(astronaut, shape, int(k)) for v in (0.05, 0.0))
+        drops.append(darkness(without) - darkness(with_))
+    assert min(drops) >= -0.005 and np.mean(drops) > 0.03
+    lips = bank.lipless(3, 0.05)
+    outside = np.ones(lips.shape[:2], bool)
+    outside[int(bank.shapes[3][48:60, 1].min()) - 8:int(bank.shapes[3][48:60, 1].max()) + 9,
+            int(bank.shapes[3][48:60, 0].min()) - 8:int(bank.shapes[3][48:60, 0].max()) + 9] = False
+    assert np.array_equal(lips[outside], bank.textures[3][outside]) and not np.array_equal(lips, bank.textures[3])
+    closed = [AnchorFaceRenderer(bank, RenderConfig(keep_mouth=1.0, lipless=v)).render(astronaut, shape, 3) for v in (0.05, 0.0)]
+    assert np.array_equal(*closed)
+
+
 def test_a_nudged_drawing_keeps_an_open_mouth_where_the_targets_lips_are(bank, astronaut, astronaut_face):
     """A photo's drawing nudged into place (draw_in_place) keeps the target's open mouth with
     its whole lips where they are: the nudge moves the bank face's texture, not the kept lips

@@ -136,6 +136,11 @@ class RenderConfig:
     keep_mouth: float = 0.03  # mouth opening (inner-lip gap / eye distance) above which its interior stays
     mouth_lips: float = 1.0  # ... with this share of the lips' thickness around it (1: the whole lips; dlib reads pasted lips on an open mouth as closer)
     keep_anchor_mouth: bool = False  # ... and so where the anchor's own mouth is open (a real face's teeth)
+    # where a kept mouth keeps its whole lips (mouth_lips >= 1), the bank face's lips, grown by this
+    # many of its eye distances, are filled with its skin first (`AnchorFaceBank.lipless`; 0: off):
+    # its blurred lip border, left just outside the target's, read as a thin dark moustache over
+    # a smile (Cecilia Cheung, Eriko Tamura, Courteney Cox on multiface.jpg)
+    lipless: float = 0.05
     # the target's sunglasses stay where its eye regions are darker against its cheeks than this
     # (masks.lens_darkness, masks.lenses_worn; bare eyes: 99% above 0.44 on LFW): a bank face drawn
     # over them is a smeared face with no eyes (0: off)
@@ -418,7 +423,8 @@ class AnchorFaceRenderer:
         if sx1 - sx0 < 4 or sy1 - sy0 < 4:
             return Drawing(moved, covered, box)
         sub = moved[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
-        tex = self.bank.textures[index].astype(np.float32)
+        lipless = cfg.lipless > 0 and cfg.mouth_lips >= 1 and mouth_kept(cfg, new, anchor_open)
+        tex = (self.bank.lipless(index, cfg.lipless) if lipless else self.bank.textures[index]).astype(np.float32)
         scale = self.scale(new, index)
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
