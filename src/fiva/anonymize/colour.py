@@ -126,10 +126,10 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
     that ceiling, a soft knee `knee` grey levels wide (each pixel's RGB scaled alike, then its
     colour drawn toward the target's lit skin as far as it was dimmed), except on the [h,w] bool
     mask `exempt()` gives (eye whites, teeth), called only when some pixel is over. A bank face's
-    highlights come from its donors' light, not
-    the target's, and the colour match stretches them to the target's contrast: on a brightly lit
-    face they were drawn white, past anything on the target's skin, as pale patches on the nose,
-    under the eyes and on the forehead (group_t1.jpg, liveportrait_d14)."""
+    highlights come from its donors' light, not the target's, and the colour match stretches them
+    to the target's contrast: on a brightly lit face they were drawn white, past anything on the
+    target's skin, as pale patches on the nose, under the eyes and on the forehead (group_t1.jpg,
+    liveportrait_d14)."""
     if region.sum() < 16:
         return
     hi = float(np.percentile(ref[region].mean(1), pct))

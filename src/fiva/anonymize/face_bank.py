@@ -67,6 +67,7 @@ class AnchorFaceBank:
     # the retries give them only to targets dlib reads as older (`reads_older`) while the pool has
     # others (`prefer_age`, `SexMatchedAnchorSpace.target_large`)
     aged: np.ndarray | None = None
+    _lipless: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # `lipless`'s textures
 
     def __len__(self) -> int:
         return len(self.textures)
@@ -114,17 +115,16 @@ class AnchorFaceBank:
         distance) filled in from the skin around them (OpenCV's Telea inpainting), for a drawing
         that keeps the target's whole mouth: the average's lips are blurred past its own outline,
         and that border, left beside the target's lips, reads as a dark line. Cached."""
-        cache = self.__dict__.setdefault("_lipless", {})
         key = (int(index), float(grow))
-        if key not in cache:
+        if key not in self._lipless:
             shape = self.shapes[index]
             iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
             mask = np.zeros(self.textures.shape[1:3], np.uint8)
             cv2.fillPoly(mask, [np.round(shape[48:60]).astype(np.int32)], 1)
             k = 2 * int(round(grow * iod)) + 1
             mask = cv2.dilate(mask, np.ones((k, k), np.uint8))
-            cache[key] = cv2.inpaint(np.ascontiguousarray(self.textures[index]), mask, 3, cv2.INPAINT_TELEA)
-        return cache[key]
+            self._lipless[key] = cv2.inpaint(np.ascontiguousarray(self.textures[index]), mask, 3, cv2.INPAINT_TELEA)
+        return self._lipless[key]
 
     def forehead_reach(self, index: int, forehead: float) -> float:
         """`forehead` (a RenderConfig's, eye distances above the brows), held to bank face
