@@ -468,6 +468,7 @@ def push_bank(bank: AnchorFaceBank, donors: np.ndarray, most: float, floor: floa
                     if bank.dlib is not None:
                         bank.dlib[i] = e
                     break
+    bank._lipless.clear()  # textures changed in place
     return factors
 
 
