@@ -381,6 +381,21 @@ class AnchorFaceRenderer:
             lo, hi = (t, hi) if model.distance(shape + t * (new - shape)) <= cap else (lo, t)
         return (shape + lo * (new - shape)).astype(np.float32)
 
+    def _with_lips(self, anchor: np.ndarray, index: int, a_mesh, n_mesh, new: np.ndarray, box, hw, grow: float) -> np.ndarray:
+        """The warped `lipless` bank face `anchor` (over `box`) with bank face `index`'s own lips
+        warped back in about the lips of `new` (grown by `grow` pixels): what the colour match
+        reads. Read on skin where the target keeps its lips, the match darkened the whole drawing
+        (the astronaut made dim: 1.6 grey levels)."""
+        sx0, sy0, sx1, sy1 = box
+        lo, hi = np.floor(new[48:60].min(0) - grow - 2).astype(int), np.ceil(new[48:60].max(0) + grow + 3).astype(int)
+        lx0, ly0, lx1, ly1 = max(lo[0], sx0), max(lo[1], sy0), min(hi[0], sx1), min(hi[1], sy1)
+        read = anchor.copy()
+        if lx1 - lx0 > 0 and ly1 - ly0 > 0:
+            lips, _, _ = piecewise_affine(self.bank.textures[index].astype(np.float32), a_mesh, n_mesh, self.bank.triangles, hw,
+                                          box=(lx0, ly0, lx1, ly1), border=cv2.BORDER_REPLICATE)
+            read[ly0 - sy0:ly1 - sy0, lx0 - sx0:lx1 - sx0] = lips
+        return read
+
     def render(self, rgb: np.ndarray, shape: np.ndarray, index: int, nudge: np.ndarray | None = None) -> np.ndarray:
         """A copy of `rgb` with the face drawn (`draw`, pasted)."""
         out = rgb.copy()
@@ -423,18 +438,19 @@ class AnchorFaceRenderer:
         if sx1 - sx0 < 4 or sy1 - sy0 < 4:
             return Drawing(moved, covered, box)
         sub = moved[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
-        lipless = cfg.lipless > 0 and cfg.mouth_lips >= 1 and mouth_kept(cfg, new, anchor_open)
-        tex = (self.bank.lipless(index, cfg.lipless) if lipless else self.bank.textures[index]).astype(np.float32)
         scale = self.scale(new, index)
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
+        lipless = f == 1 and cfg.lipless > 0 and cfg.mouth_lips >= 1 and mouth_kept(cfg, new, anchor_open)
+        tex = (self.bank.lipless(index, cfg.lipless) if lipless else self.bank.textures[index]).astype(np.float32)
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), match_region(new, 0.0), (sx0, sy0)) > 0.5
             inner = _poly_mask((h, w), match_region(new), (sx0, sy0)) > 0.5
+            read = self._with_lips(anchor, index, a_mesh, n_mesh, new, (sx0, sy0, sx1, sy1), hw, cfg.lipless * iod) if lipless else None
             anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour,
-                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner)
+                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner, read=read)
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer

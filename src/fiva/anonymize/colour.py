@@ -45,7 +45,7 @@ def chroma_slope(lab: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
                  chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0,
-                 shade_chroma: float = 1.0, inner: np.ndarray | None = None) -> np.ndarray:
+                 shade_chroma: float = 1.0, inner: np.ndarray | None = None, read: np.ndarray | None = None) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s; with
     `inner` [h,w] bool (the skin well inside `region`), the means and `chroma_slope` are read there.
 
@@ -56,14 +56,17 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     target's colour smoothed over `chroma_sigma` pixels: averaged (and caricatured) faces carry
     greenish or purple casts around the eyes that no real face has. `stats`: a function given the
     measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
+    `read` (float RGB like `src`): the pixels `src`'s statistics are read from, if not its own (a
+    `lipless` bank face's are read with its lips).
     """
     a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
     if region.sum() < 16:
         return src
-    measured = lab_stats(a, b, region)
+    r = a if read is None else cv2.cvtColor(np.clip(read, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    measured = lab_stats(r, b, region)
     if inner is not None and inner.sum() >= 16:
-        measured[[0, 2]] = lab_stats(a, b, inner)[[0, 2]]
+        measured[[0, 2]] = lab_stats(r, b, inner)[[0, 2]]
     else:
         inner = region
     ma, sa, mb, sb = measured if stats is None else stats(measured)

@@ -51,10 +51,12 @@ from .face_bank import AnchorFaceBank, canonical_template
 # - no shape cap: the source is a real face and its proportions are what a swap draws (the cap
 #   holds the anonymizer's bank faces, moved 1.5x past an average, near real faces' shapes), and
 #   the source's shape not reposed (repose 0: not measured on swaps; Table 4 is from before it).
+# - the source's lips drawn as they are under a kept mouth (lipless 0): a real face's lips end at
+#   their outline; the bank's averages' blurred lip border is what `lipless` fills in.
 SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
                            tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03, sockets=0.0,
                            expression_steps=({"jaw": 0.0},), nudge_lids=True, nudge_lips=True, nose_follow=0.0, detail_squash_hi=0.0,
-                           shape_cap=0.0, repose=0)
+                           shape_cap=0.0, repose=0, lipless=0.0)
 MAX_SIZE = 512  # side of the source texture's canonical frame at most (a bank face's: 256)
 
 
