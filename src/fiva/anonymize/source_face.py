@@ -53,10 +53,14 @@ from .face_bank import AnchorFaceBank, canonical_template
 #   the source's shape not reposed (repose 0: not measured on swaps; Table 4 is from before it).
 # - the source's lips drawn as they are under a kept mouth (lipless 0): a real face's lips end at
 #   their outline; the bank's averages' blurred lip border is what `lipless` fills in.
+# - the source's brows where its shape puts them (brow_floor off): the anonymizer's floor holds
+#   drawn brows no lower than the lower of the two faces', which gave a swap the target's brow
+#   height back (100 LFW pairs, `scripts/evaluate_swap.py`: ID (source) 0.77 with it, 0.81 without;
+#   0.76 on the code at the twenty-sixth session's start, 0.82 on older code: nothing re-measured it).
 SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
                            tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03, sockets=0.0,
                            expression_steps=({"jaw": 0.0},), nudge_lids=True, nudge_lips=True, nose_follow=0.0, detail_squash_hi=0.0,
-                           shape_cap=0.0, repose=0, lipless=0.0)
+                           shape_cap=0.0, repose=0, lipless=0.0, brow_floor=False)
 MAX_SIZE = 512  # side of the source texture's canonical frame at most (a bank face's: 256)
 
 
