@@ -416,7 +416,7 @@ def test_an_ended_tracks_state_is_forgotten_and_its_person_keeps_the_fake_identi
     frames, gone for 8 (her track ends), back for 3: nothing of the first track is kept once it
     ended, and the ITM still gives her second track the bank face of her first."""
     from fiva import Anonymizer
-    from fiva.anonymize.frame import VideoStream
+    from fiva.anonymize.frame import VideoStream, track_of
     from fiva.faces import Detections
 
     d, _ = astronaut_face
@@ -428,7 +428,7 @@ def test_an_ended_tracks_state_is_forgotten_and_its_person_keeps_the_fake_identi
     tracks, faces = [], []
 
     def spy(rgb, dets, tracks_):
-        tracks.append(sorted({k if isinstance(k, int) else k[1] for k in anon._tracks}))
+        tracks.append(sorted({track_of(k) for k in anon._tracks}))
         out = real(rgb, dets, tracks_)
         if len(dets):
             faces.append(anon.generator.bank.index_of(anon._tracks[int(tracks_[0])]["z_a"]))
@@ -439,6 +439,6 @@ def test_an_ended_tracks_state_is_forgotten_and_its_person_keeps_the_fake_identi
         video.push(astronaut)
     video.flush()
     assert tracks[3] == [0] and tracks[4] == []  # kept while it lived, forgotten in the frame after it ended
-    assert 0 not in {k if isinstance(k, int) else k[1] for k in anon._tracks}
+    assert 0 not in {track_of(k) for k in anon._tracks}
     assert any(isinstance(k, tuple) and k[1] == 1 for k in anon._tracks)  # the second track's state is there
     assert anon.stats["generated"] == 6 and len(set(faces)) == 1  # one person, one fake identity

@@ -135,7 +135,9 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
     liveportrait_d14)."""
     if region.sum() < 16:
         return
-    hi = float(np.percentile(ref[region].mean(1), pct))
+    skin_px = ref[region]
+    skin_grey = skin_px.mean(1)
+    hi = float(np.percentile(skin_grey, pct))
     grey = anchor.mean(2)
     over = grey > hi
     if not over.any():
@@ -150,8 +152,7 @@ def cap_highlights(anchor: np.ndarray, ref: np.ndarray, region: np.ndarray, exem
     # grey-white (Kate Siegel's nose bridge, 40 px): each dimmed pixel's colour moves toward the
     # target's lightest skin (the top decile of its grey over `region`, as chromaticity), fully
     # once it was dimmed by two knees, so the plateau reads as lit skin
-    lit = ref[region]
-    lit = lit[lit.mean(1) >= np.percentile(lit.mean(1), 90.0)].mean(0)
+    lit = skin_px[skin_grey >= np.percentile(skin_grey, 90.0)].mean(0)
     skin = lit / max(float(lit.mean()), 1.0)
     w = np.clip((g - eased) / (2.0 * knee), 0.0, 1.0)[:, None]
     anchor[over] = eased[:, None] * ((anchor[over] / np.maximum(g, 1.0)[:, None]) * (1.0 - w) + skin * w)

@@ -231,7 +231,7 @@ class Anonymizer:
         (identity, brow history, colour statistics) until it ends. Tracked identities stay in the ITM."""
         ended = {int(t) for t in ended}
         if ended:
-            for key in [k for k in self._tracks if (k if isinstance(k, int) else k[1]) in ended]:
+            for key in [k for k in self._tracks if track_of(k) in ended]:
                 del self._tracks[key]
 
     def detect(self, rgb: np.ndarray) -> Detections:
@@ -576,6 +576,11 @@ class VideoStream:
 def track_key(track, kind: str | None = None):
     """The key of a face track's remembered state in `Anonymizer._tracks` (kind None: its identity)."""
     return int(track) if kind is None else (kind, int(track))
+
+
+def track_of(key) -> int:
+    """The track id of a `track_key`."""
+    return key if isinstance(key, int) else key[1]
 
 
 def _reference_files(paths) -> list[Path]:
