@@ -7,7 +7,7 @@ from fiva.anonymize.face_bank import AnchorFaceBank, canonical_template
 from fiva.anonymize.warp import identity_shape, mesh, ring
 from fiva.faces.landmarks68 import INNER_LIPS, LIPS, five_points, mouth_opening, signed_yaw
 
-from conftest import needs_dlib
+from conftest import lfw_image, needs_dlib, needs_lfw
 
 
 def test_the_shipped_bank_loads_from_safetensors_and_its_anchors_are_its_faces(bank):
@@ -1901,3 +1901,61 @@ def test_a_big_drawings_outline_never_pushes_out_over_the_hair_beside_the_face(b
     pushed = changed(2.0, free)
     assert max(pushed) > 0.1 and sum(s > 0.03 for s in pushed) >= 5
     assert changed(1.0, {}) == changed(1.0, free)
+
+
+def test_a_bearded_targets_beard_stays_and_the_colour_is_read_off_its_skin(bank, astronaut, astronaut_face):
+    """A bearded target keeps its beard (`masks.facial_hair`): drawn over, the bank face's clean
+    skin took the beard's darkness and the target's fine band laid the bristles over it as grey
+    mottling, half a beard. The astronaut given a dark, rough beard below her nostrils: with the
+    beard kept its pixels stay hers and her upper cheeks are drawn as light as on her clean face;
+    drawn over, the beard changes and the cheeks are drawn darker. Her clean face reads no beard
+    and draws as before."""
+    from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
+    from fiva.anonymize.masks import _poly_mask, facial_hair
+
+    _, shape = astronaut_face
+    iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+    hw = astronaut.shape[:2]
+    beard = _poly_mask(hw, np.concatenate([shape[2:15], shape[[35, 34, 33, 32, 31]]]), (0, 0)) > 0.5
+    beard &= ~(cv2.dilate((_poly_mask(hw, shape[48:60], (0, 0)) > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    rng = np.random.default_rng(0)
+    bearded = astronaut.copy()
+    bearded[beard] = np.clip(rng.normal((45, 35, 30), 18, (int(beard.sum()), 3)), 0, 255).astype(np.uint8)
+    assert facial_hair(shape, (0, 0), hw, astronaut, iod) is None
+    hair = facial_hair(shape, (0, 0), hw, bearded, iod)
+    assert hair is not None and hair[beard].mean() > 0.8
+    kept, over, clean = (AnchorFaceRenderer(bank, RenderConfig(facial_hair=v)).render(img, shape, 3)
+                         for v, img in ((1.0, bearded), (0.0, bearded), (1.0, astronaut)))
+    core = cv2.erode(beard.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    beard_colour = bearded[core].mean(0)  # (the target's pixels move with the drawn shape: its colour, not each pixel)
+    assert np.abs(kept[core].mean(0) - beard_colour).max() < 8  # the beard stays
+    assert np.abs(over[core].mean(0) - beard_colour).max() > 25  # ... drawn over, it did not
+    cheeks = np.zeros(hw, bool)
+    cheeks[int(shape[40, 1]) + 8:int(shape[29, 1]), int(shape[36, 0]):int(shape[39, 0])] = True
+    lit = [float(img[cheeks].mean()) for img in (kept, over, clean)]
+    assert abs(lit[0] - lit[2]) < 4 and lit[1] < lit[0] - 4  # read off the skin beside the beard, not the beard
+    assert np.array_equal(clean, AnchorFaceRenderer(bank, RenderConfig(facial_hair=0.0)).render(astronaut, shape, 3))
+
+
+@needs_lfw
+def test_a_beard_is_told_on_real_faces_and_a_shaded_chin_is_not():
+    """On LFW fold-1 faces: Abdul Rahman's full beard and Fidel Castro Daiz-Balart's read as
+    beards; Angela Bassett's and Dianne Reeves' shaded lower faces (dark skin, a broad smile),
+    which lightness or colour alone took for beards, do not; video and swaps keep the drawing
+    as it was."""
+    from fiva.anonymize.masks import facial_hair
+    from fiva.anonymize.native import VIDEO_RENDER
+    from fiva.anonymize.source_face import SWAP_RENDER
+    from fiva.faces import FaceDetector
+    from fiva.faces.landmarks68 import Landmarker68
+
+    det, lm = FaceDetector(), Landmarker68()
+    told = {}
+    for name in ("Abdul_Rahman", "Fidel_Castro_Daiz-Balart", "Angela_Bassett", "Dianne_Reeves"):
+        rgb = lfw_image(name)
+        d = det(rgb)
+        shape = lm(rgb, d.landmarks[d.largest()][None])[0]
+        iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+        told[name] = facial_hair(shape, (0, 0), rgb.shape[:2], rgb, iod) is not None
+    assert told == {"Abdul_Rahman": True, "Fidel_Castro_Daiz-Balart": True, "Angela_Bassett": False, "Dianne_Reeves": False}
+    assert VIDEO_RENDER["facial_hair"] == 0.0 and SWAP_RENDER.facial_hair == 0.0

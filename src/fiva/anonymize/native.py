@@ -115,7 +115,7 @@ FAILED_RECHECK = 3
 # The target's detail is kept about the eyes too (RenderConfig.detail_lids): video's narrower band
 # (detail_sigma 0.3) carries less of the lashes, and its figures were measured so (not re-measured).
 VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3, "rims_in_place": False, "brow_floor": False, "highlights": 0.0,
-                "detail_lids": 0.0}
+                "detail_lids": 0.0, "facial_hair": 0.0}
 # A photo's retries after failed verification draw with less of the target: no lid margin kept
 # around its eye openings (eye_margin 0.06 -> 0) and the identity-bearing geometry moved further
 # (alpha 1.5 -> 1.75). The first retry redraws the same bank face so, then STILL_RETRIES others.

@@ -60,7 +60,7 @@ from .face_bank import AnchorFaceBank, canonical_template
 SWAP_RENDER = RenderConfig(alpha=1.0, jaw=0.3, keypoints=1.0, keep_eyes=0.0, forehead=0.9, skin_band=0.12, chroma=1.0,
                            tone=0.5, feather=0.12, keep_anchor_mouth=True, still_tries=6, still_tolerance=0.03, sockets=0.0,
                            expression_steps=({"jaw": 0.0},), nudge_lids=True, nudge_lips=True, nose_follow=0.0, detail_squash_hi=0.0,
-                           shape_cap=0.0, repose=0, lipless=0.0, brow_floor=False)
+                           shape_cap=0.0, repose=0, lipless=0.0, brow_floor=False, facial_hair=0.0)
 MAX_SIZE = 512  # side of the source texture's canonical frame at most (a bank face's: 256)
 
 
