@@ -1911,7 +1911,7 @@ def test_a_bearded_targets_beard_stays_and_the_colour_is_read_off_its_skin(bank,
     drawn over, the beard changes and the cheeks are drawn darker. Her clean face reads no beard
     and draws as before."""
     from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
-    from fiva.anonymize.masks import _poly_mask, facial_hair
+    from fiva.anonymize.masks import _poly_mask, bearded, facial_hair
 
     _, shape = astronaut_face
     iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
@@ -1919,15 +1919,15 @@ def test_a_bearded_targets_beard_stays_and_the_colour_is_read_off_its_skin(bank,
     beard = _poly_mask(hw, np.concatenate([shape[2:15], shape[[35, 34, 33, 32, 31]]]), (0, 0)) > 0.5
     beard &= ~(cv2.dilate((_poly_mask(hw, shape[48:60], (0, 0)) > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
     rng = np.random.default_rng(0)
-    bearded = astronaut.copy()
-    bearded[beard] = np.clip(rng.normal((45, 35, 30), 18, (int(beard.sum()), 3)), 0, 255).astype(np.uint8)
-    assert facial_hair(shape, (0, 0), hw, astronaut, iod) is None
-    hair = facial_hair(shape, (0, 0), hw, bearded, iod)
+    with_beard = astronaut.copy()
+    with_beard[beard] = np.clip(rng.normal((45, 35, 30), 18, (int(beard.sum()), 3)), 0, 255).astype(np.uint8)
+    assert not bearded(astronaut, shape) and bearded(with_beard, shape)
+    hair = facial_hair(shape, (0, 0), hw, with_beard, iod)
     assert hair is not None and hair[beard].mean() > 0.8
     kept, over, clean = (AnchorFaceRenderer(bank, RenderConfig(facial_hair=v)).render(img, shape, 3)
-                         for v, img in ((1.0, bearded), (0.0, bearded), (1.0, astronaut)))
+                         for v, img in ((1.0, with_beard), (0.0, with_beard), (1.0, astronaut)))
     core = cv2.erode(beard.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    beard_colour = bearded[core].mean(0)  # (the target's pixels move with the drawn shape: its colour, not each pixel)
+    beard_colour = with_beard[core].mean(0)  # (the target's pixels move with the drawn shape: its colour, not each pixel)
     assert np.abs(kept[core].mean(0) - beard_colour).max() < 8  # the beard stays
     assert np.abs(over[core].mean(0) - beard_colour).max() > 25  # ... drawn over, it did not
     cheeks = np.zeros(hw, bool)
@@ -1943,7 +1943,7 @@ def test_a_beard_is_told_on_real_faces_and_a_shaded_chin_is_not():
     beards; Angela Bassett's and Dianne Reeves' shaded lower faces (dark skin, a broad smile),
     which lightness or colour alone took for beards, do not; video and swaps keep the drawing
     as it was."""
-    from fiva.anonymize.masks import facial_hair
+    from fiva.anonymize.masks import bearded
     from fiva.anonymize.native import VIDEO_RENDER
     from fiva.anonymize.source_face import SWAP_RENDER
     from fiva.faces import FaceDetector
@@ -1954,8 +1954,6 @@ def test_a_beard_is_told_on_real_faces_and_a_shaded_chin_is_not():
     for name in ("Abdul_Rahman", "Fidel_Castro_Daiz-Balart", "Angela_Bassett", "Dianne_Reeves"):
         rgb = lfw_image(name)
         d = det(rgb)
-        shape = lm(rgb, d.landmarks[d.largest()][None])[0]
-        iod = float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
-        told[name] = facial_hair(shape, (0, 0), rgb.shape[:2], rgb, iod) is not None
+        told[name] = bearded(rgb, lm(rgb, d.landmarks[d.largest()][None])[0])
     assert told == {"Abdul_Rahman": True, "Fidel_Castro_Daiz-Balart": True, "Angela_Bassett": False, "Dianne_Reeves": False}
     assert VIDEO_RENDER["facial_hair"] == 0.0 and SWAP_RENDER.facial_hair == 0.0

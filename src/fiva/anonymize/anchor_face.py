@@ -27,7 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import cap_highlights, lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
-from .masks import (_poly_mask, blend_mask, detail_weight, eye_darkness, face_hull, facial_hair, glasses_box, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
+from .masks import (_poly_mask, bearded, blend_mask, detail_weight, eye_darkness, face_hull, facial_hair, glasses_box, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
                     mouth_kept, ramp, skin_band_weight, socket_floor, thin_lines)
 from .warp import held_outline, identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
@@ -237,7 +237,7 @@ class RenderConfig:
     # The refiner's correction (anonymize/refine.py, models/refiner.py) laid over the drawing, this
     # many times (0: off): streaks, seams and waxy skin the renderer leaves, learned against real faces.
     refine: float = 0.0
-    # A bearded target keeps its beard and moustache (`masks.facial_hair`), and the colour match
+    # A bearded target (`masks.bearded`) keeps its beard and moustache (`masks.facial_hair`), and the colour match
     # reads the skin beside them: drawn over, the bank face's clean skin took the beard's darkness
     # and the target's fine band (`detail`) laid its bristles over it as grey mottling, half a
     # beard (Abdul Rahman, Fidel Castro Daiz-Balart). Photos only (native.VIDEO_RENDER: 0).
@@ -449,7 +449,7 @@ class AnchorFaceRenderer:
         f = max(int(scale), 1) if coarse else 1
         lipless = f == 1 and cfg.lipless > 0 and cfg.mouth_lips >= 1 and mouth_kept(cfg, new, anchor_open)
         tex = (self.bank.lipless(index, cfg.lipless) if lipless else self.bank.textures[index]).astype(np.float32)
-        hair = facial_hair(new, (sx0, sy0), (h, w), sub, iod) if cfg.facial_hair > 0 and f == 1 else None
+        hair = facial_hair(new, (sx0, sy0), (h, w), sub, iod) if cfg.facial_hair > 0 and f == 1 and bearded(rgb, shape) else None
         if f == 1:
             anchor, _, _ = piecewise_affine(tex, a_mesh, n_mesh, tris, hw, box=(sx0, sy0, sx1, sy1), border=cv2.BORDER_REPLICATE)
             region = _poly_mask((h, w), match_region(new, 0.0), (sx0, sy0)) > 0.5

@@ -173,7 +173,7 @@ def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.clip((4.0 - d) / 1.5, 0.0, 1.0)
 
 
-# A bearded target (`facial_hair`): its lower face (nostrils to chin inside the jaw, the lips left
+# A bearded target (`bearded`): its lower face (nostrils to chin inside the jaw, the lips left
 # out) at most BEARD_DARK of its cheekbones' lightness (median) and BEARD_TEXTURE times as rough
 # (median energy of the fine band, 0.04 eye distances). 200 LFW fold-1 faces: 6 pass, all bearded
 # or stubbled (Abdul Rahman, Fidel Castro Daiz-Balart, Anthony Carter, Anthony Mazur, Damon
@@ -182,16 +182,15 @@ def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
 # 0.73; white ones) are not told.
 BEARD_DARK = 0.65
 BEARD_TEXTURE = 2.0
-# ... and of a bearded target, the pixels of the lower face under this share of the cheekbones'
+# ... and of a bearded target, the pixels of the lower face (`facial_hair`) under this share of the cheekbones'
 # lightness are hair: in full under the first, none over the second
 HAIR_DARK = (0.55, 0.75)
 
 
-def facial_hair(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float) -> np.ndarray | None:
-    """[h,w] in [0,1] over a box at `offset` of size `hw`: the beard and moustache of a bearded
-    target (BEARD_DARK, BEARD_TEXTURE), the pixels of its lower face darker than its cheekbones'
-    skin (HAIR_DARK); None for a face that does not read bearded. `target` [h,w,3]: the target's
-    pixels where `shape` [68,2] lies (the moved target)."""
+def _lower_face(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float):
+    """(lower face [h,w] bool: nostrils to chin inside the jaw, the lips left out; the cheekbones'
+    boxes [h,w] bool; LAB lightness [h,w]) over a box at `offset` of size `hw`; None where either
+    region is (nearly) outside it."""
     lower = _poly_mask(hw, np.concatenate([shape[2:15], shape[[35, 34, 33, 32, 31]]]), offset) > 0.5
     lips = cv2.convexHull(shape[LIPS].astype(np.float32))[:, 0]
     c = lips.mean(0)
@@ -203,12 +202,40 @@ def facial_hair(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float) -
     if lower.sum() < 16 or cheeks.sum() < 8:
         return None
     light = cv2.cvtColor(np.clip(target, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    return lower, cheeks, light
+
+
+def bearded(rgb: np.ndarray, shape: np.ndarray) -> bool:
+    """Does the face of 68 points `shape` [68,2] in `rgb` read bearded (BEARD_DARK, BEARD_TEXTURE)?
+    Read on the photo as it is: on a drawing's moved target the lower face follows the geometry
+    moved towards the bank face, and a retry's took in shade past the jaw (Bob Graham, Bruna
+    Colosio read bearded so)."""
+    iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+    x0, y0 = np.floor(shape.min(0) - 0.2 * iod).astype(int)
+    x1, y1 = np.ceil(shape.max(0) + 0.2 * iod).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, rgb.shape[1]), min(y1, rgb.shape[0])
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return False
+    got = _lower_face(shape, (x0, y0), (y1 - y0, x1 - x0), rgb[y0:y1, x0:x1], iod)
+    if got is None:
+        return False
+    lower, cheeks, light = got
     fine = light - cv2.GaussianBlur(light, (0, 0), max(0.04 * iod, 0.8))
     rough = cv2.GaussianBlur(fine * fine, (0, 0), max(0.05 * iod, 1.0))
     skin = max(float(np.median(light[cheeks])), 1.0)
-    if (float(np.median(light[lower])) / skin > BEARD_DARK
-            or float(np.median(rough[lower])) / (float(np.median(rough[cheeks])) + 1.0) < BEARD_TEXTURE):
+    return (float(np.median(light[lower])) / skin <= BEARD_DARK
+            and float(np.median(rough[lower])) / (float(np.median(rough[cheeks])) + 1.0) >= BEARD_TEXTURE)
+
+
+def facial_hair(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float) -> np.ndarray | None:
+    """[h,w] in [0,1] over a box at `offset` of size `hw`: a bearded target's (`bearded`) beard
+    and moustache, the pixels of its lower face darker than its cheekbones' skin (HAIR_DARK).
+    `target` [h,w,3]: the target's pixels where `shape` [68,2] lies (the moved target)."""
+    got = _lower_face(shape, offset, hw, target, iod)
+    if got is None:
         return None
+    lower, cheeks, light = got
+    skin = max(float(np.median(light[cheeks])), 1.0)
     lo, hi = HAIR_DARK
     hair = np.clip((hi - light / skin) / (hi - lo), 0.0, 1.0) * lower
     return np.clip(smooth(hair, max(0.03 * iod, 0.5)), 0.0, 1.0).astype(np.float32)
