@@ -98,18 +98,15 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # 13 and 34, dark temple hair, drawn as brown or dark arcs over the temples of open foreheads even at
 # 0.35 eye distances: Alexander Lukashenko's bald head, Bill Nelson's, where a photo's drawing in
 # full drew 34's as a dark smear from the temple down past the eye).
-# And women's faces whose drawings look wrong far more often than others' (2026-12-04): on 200
+# And two women's faces whose drawings look wrong far more often than others' (2026-12-04): on 200
 # LFW photos through the pipeline, of the 140 drawings that passed verification, 53 looked smeared or
 # grotesque by eye; 48 drew 6 of 6 so, 36 5 of 7. Checked on 8 held-out LFW women (fold 1, after the
 # first 200) drawn as a retry draws with six bank faces: 2 of 8 looked right with 48 and with 36,
-# 5-6 with 43 and 52 (smeared eye regions and cheeks, a doubled mouth). On 10 more (after the
-# first 400) drawn with all 16 clean women's faces, 41 and 60 looked right on 4 and 1-2 of 10
-# (blotched cheeks, smeared eyes; 60 drew lined, older faces), 43 and 52 on 8-9: marked too
-# (41 had looked right on 1-2 of the first 8).
+# 5-6 with 43 and 52 (smeared eye regions and cheeks, a doubled mouth).
 # Not dropped (Eq. 1 passes them over while their pool has others, a retry takes one only once no clean
 # face is left: `eye_ghosts`).
-REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 13, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 34, 36, 39, 40, 41, 45, 46, 48, 49, 50, 53, 56,
-                   57, 59, 60, 61, 62, 63)
+REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 13, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 34, 36, 39, 40, 45, 46, 48, 49, 50, 53, 56, 57,
+                   59, 61, 62, 63)
 # Faces of the shipped bank, clean around the eyes, whose donors' hair shows between 0.35 and 0.6 eye
 # distances above the brows (18's strands reach lower: it is ghosted too), looked at as forehead crops
 # with those lines drawn and as retries' drawings (forehead 0.6) on an open forehead (Alfonso
