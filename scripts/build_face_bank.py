@@ -102,7 +102,10 @@ REVIEWED_OUT = (0, 1, 4, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39, 43, 49, 51, 54,
 # LFW photos through the pipeline, of the 140 drawings that passed verification, 53 looked smeared or
 # grotesque by eye; 48 drew 6 of 6 so, 36 5 of 7. Checked on 8 held-out LFW women (fold 1, after the
 # first 200) drawn as a retry draws with six bank faces: 2 of 8 looked right with 48 and with 36,
-# 5-6 with 43 and 52 (smeared eye regions and cheeks, a doubled mouth).
+# 5-6 with 43 and 52 (smeared eye regions and cheeks, a doubled mouth). 41 and 60 looked right on
+# 4 and 1-2 of 10 more held-out women (43, 37, 52: 8-9), but are not marked: the bank's age axis
+# (`AnchorFaceBank.age_axis`) is read off the clean faces, and without them retinaface_img11's young
+# woman read older (her projection -0.044 -> +0.001).
 # Not dropped (Eq. 1 passes them over while their pool has others, a retry takes one only once no clean
 # face is left: `eye_ghosts`).
 REVIEWED_GHOSTS = (1, 4, 6, 11, 12, 13, 17, 18, 19, 20, 21, 22, 25, 28, 29, 30, 34, 36, 39, 40, 45, 46, 48, 49, 50, 53, 56, 57,
