@@ -175,9 +175,9 @@ def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 # A bearded target (`bearded`): its lower face (nostrils to chin inside the jaw, the lips left
 # out) at most BEARD_DARK of its cheekbones' lightness (median) and BEARD_TEXTURE times as rough
-# (median energy of the fine band, 0.04 eye distances). 200 LFW fold-1 faces: 6 pass, all bearded
-# or stubbled (Abdul Rahman, Fidel Castro Daiz-Balart, Anthony Carter, Anthony Mazur, Damon
-# Stoudamire, Fernando Sanz); lightness, roughness or colour alone took shaded chins, dark skin
+# (median energy of the fine band, 0.04 eye distances). 200 LFW fold-1 faces: 6 pass, bearded or
+# stubbled (Abdul Rahman, Fidel Castro Daiz-Balart, Anthony Carter, Anthony Mazur, Damon
+# Stoudamire) and a blurred background face; lightness, roughness or colour alone took shaded chins, dark skin
 # and women (Angela Bassett, Dianne Reeves) for beards. Lighter or thinner beards (Bart Freundlich,
 # 0.73; white ones) are not told.
 BEARD_DARK = 0.65
