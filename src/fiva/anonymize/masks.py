@@ -189,8 +189,8 @@ HAIR_DARK = (0.55, 0.75)
 
 def _lower_face(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float):
     """(lower face [h,w] bool: nostrils to chin inside the jaw, the lips left out; the cheekbones'
-    boxes [h,w] bool; LAB lightness [h,w]) over a box at `offset` of size `hw`; None where either
-    region is (nearly) outside it."""
+    boxes [h,w] bool; LAB lightness [h,w]; the cheekbones' median lightness) over a box at `offset`
+    of size `hw`; None where either region is (nearly) outside it."""
     lower = _poly_mask(hw, np.concatenate([shape[2:15], shape[[35, 34, 33, 32, 31]]]), offset) > 0.5
     lips = cv2.convexHull(shape[LIPS].astype(np.float32))[:, 0]
     c = lips.mean(0)
@@ -202,7 +202,7 @@ def _lower_face(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float):
     if lower.sum() < 16 or cheeks.sum() < 8:
         return None
     light = cv2.cvtColor(np.clip(target, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
-    return lower, cheeks, light
+    return lower, cheeks, light, max(float(np.median(light[cheeks])), 1.0)
 
 
 def bearded(rgb: np.ndarray, shape: np.ndarray) -> bool:
@@ -219,10 +219,9 @@ def bearded(rgb: np.ndarray, shape: np.ndarray) -> bool:
     got = _lower_face(shape, (x0, y0), (y1 - y0, x1 - x0), rgb[y0:y1, x0:x1], iod)
     if got is None:
         return False
-    lower, cheeks, light = got
+    lower, cheeks, light, skin = got
     fine = light - cv2.GaussianBlur(light, (0, 0), max(0.04 * iod, 0.8))
     rough = cv2.GaussianBlur(fine * fine, (0, 0), max(0.05 * iod, 1.0))
-    skin = max(float(np.median(light[cheeks])), 1.0)
     return (float(np.median(light[lower])) / skin <= BEARD_DARK
             and float(np.median(rough[lower])) / (float(np.median(rough[cheeks])) + 1.0) >= BEARD_TEXTURE)
 
@@ -234,8 +233,7 @@ def facial_hair(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float) -
     got = _lower_face(shape, offset, hw, target, iod)
     if got is None:
         return None
-    lower, cheeks, light = got
-    skin = max(float(np.median(light[cheeks])), 1.0)
+    lower, _, light, skin = got
     lo, hi = HAIR_DARK
     hair = np.clip((hi - light / skin) / (hi - lo), 0.0, 1.0) * lower
     return np.clip(smooth(hair, max(0.03 * iod, 0.5)), 0.0, 1.0).astype(np.float32)
