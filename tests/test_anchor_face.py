@@ -77,11 +77,12 @@ def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
                            bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b,
                            ghost=np.array([True, False, True]), forehead=np.array([np.inf, 0.35, np.inf], np.float32),
-                           aged=np.array([False, True, False]))
+                           aged=np.array([False, True, False]), poor=np.array([False, True, False]))
     small.save(tmp_path / "b.safetensors")
     back = AnchorFaceBank.load(tmp_path / "b.safetensors")
     assert back.ghost.tolist() == [True, False, True] and np.array_equal(back.forehead, small.forehead)
-    assert back.aged.tolist() == [False, True, False]
+    assert back.aged.tolist() == [False, True, False] and back.poor.tolist() == [False, True, False]
+    assert back.last.tolist() == [True, True, True]
     assert np.array_equal(back.shapes, small.shapes) and np.array_equal(back.triangles, small.triangles)
     assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
     assert back.meta["k"] == "6"
@@ -357,8 +358,8 @@ def test_a_retry_takes_the_bank_face_farthest_from_the_original(bank):
     for sex in (0, 1, None):
         pool = np.arange(len(bank)) if sex is None else np.flatnonzero(bank.sex == sex)
         pick = farther_anchor(bank, z, [], sex)
-        assert pick in pool and not bank.ghost[pick]
-        clean = pool[~bank.ghost[pool]]
+        assert pick in pool and not bank.last[pick]
+        clean = pool[~bank.last[pool]]
         cos = bank.sface[clean] @ (z / np.linalg.norm(z))
         assert bank.sface[pick] @ (z / np.linalg.norm(z)) == pytest.approx(cos.min())
         # a second retry takes another, and none is left once all were tried
@@ -399,13 +400,13 @@ def test_retries_take_ghosted_bank_faces_only_once_no_clean_one_is_left(bank):
     for sex in (0, 1):
         pool = np.flatnonzero(bank.sex == sex)
         tone = float(np.median(bank.tone[pool, 0]))
-        clean = set(bank.nearest_tone(tone, pool[~bank.ghost[pool]]).tolist())
-        assert clean and bank.ghost[pool].any()  # the bank has both kinds: the check can fail
+        clean = set(bank.nearest_tone(tone, pool[~bank.last[pool]]).tolist())
+        assert clean and bank.last[pool].any()  # the bank has both kinds: the check can fail
         tried: list[int] = []
         while (pick := farther_anchor(bank, z, tried, sex, tone=tone)) is not None:
             tried.append(pick)
         assert sorted(tried) == sorted(pool.tolist())  # every face is reached in the end
-        first_ghost = next(k for k, i in enumerate(tried) if bank.ghost[i])
+        first_ghost = next(k for k, i in enumerate(tried) if bank.last[i])
         assert clean <= set(tried[:first_ghost])
 
 
@@ -606,7 +607,7 @@ def test_eq1_with_the_targets_descriptor_picks_the_bank_faces_farthest_from_it(b
         space.target_sex, space.target_descriptor = sex, target
         picks = {bank.index_of(space.sample(z)) for _ in range(30)}
         assert picks <= set(far.tolist()) and len(picks) >= 2
-        assert not bank.ghost[list(picks)].any()
+        assert not bank.last[list(picks)].any()
         # a retry: of the clean faces not yet tried, the half farthest by dlib, and of those the one farthest by SFace
         everyone = np.flatnonzero(bank.sex == sex)
         left = bank.prefer_clean(everyone[everyone != far[0]], least=1)
@@ -626,7 +627,7 @@ def test_a_target_that_does_not_read_older_gets_no_aged_bank_face(bank):
     from fiva.anonymize.native import farther_anchor
 
     assert bank.aged is not None and bank.aged.any()
-    clean = ~bank.ghost
+    clean = ~bank.last
     older = np.array([bank.reads_older(d) for d in bank.dlib])
     assert older[bank.aged].mean() >= 0.8 and older[clean & ~bank.aged].mean() <= 0.2  # the bank's own faces, as marked
     axis, mid = bank.age_axis()
@@ -919,20 +920,20 @@ def test_eq1_passes_over_bank_faces_ghosted_around_the_eyes_and_a_retry_takes_th
     far = pool[np.argsort(-np.linalg.norm(bank.dlib[pool] - target, axis=1))]
     ghost = np.zeros(len(bank), bool)
     ghost[far[:4]] = True  # the four farthest: the ones Eq. 1 would draw among
-    marked = replace(bank, ghost=ghost)
+    marked = replace(bank, ghost=ghost, poor=None)
     space = marked.anchor_space(seed=0)
     space.target_sex, space.target_descriptor = sex, target
     z = np.random.default_rng(3).normal(size=128).astype(np.float32)
     picks = {marked.index_of(space.sample(z)) for _ in range(30)}
     assert picks <= set(far[4:4 + FAR_CANDIDATES].tolist()) and len(picks) >= 2
     retry = farther_anchor(marked, z, [], sex, target)
-    assert not ghost[retry] and retry == farther_anchor(replace(bank, ghost=None), z, list(far[:4]), sex, target)
+    assert not ghost[retry] and retry == farther_anchor(replace(bank, ghost=None, poor=None), z, list(far[:4]), sex, target)
     assert farther_anchor(marked, z, [int(i) for i in pool if not ghost[i]], sex, target) in far[:4]
     # a pool with fewer clean faces than FAR_CANDIDATES keeps them all
     ghost[pool[FAR_CANDIDATES - 1:]] = True
-    space = replace(bank, ghost=ghost).anchor_space(seed=0)
+    space = replace(bank, ghost=ghost, poor=None).anchor_space(seed=0)
     space.target_sex, space.target_descriptor = sex, target
-    assert {replace(bank, ghost=ghost).index_of(space.sample(z)) for _ in range(30)} <= set(far[:FAR_CANDIDATES].tolist())
+    assert {replace(bank, ghost=ghost, poor=None).index_of(space.sample(z)) for _ in range(30)} <= set(far[:FAR_CANDIDATES].tolist())
 
 
 def test_eye_coherence_tells_donors_whose_eyes_line_up_from_a_ghost():
@@ -1232,11 +1233,12 @@ def _build_face_bank_script():
 
 def test_the_shipped_bank_carries_its_reviews(bank):
     """The faces looked at and marked by eye (`build_face_bank.py`'s REVIEWED_GHOSTS and
-    REVIEWED_FRINGES: glasses rims, doubled lids, donors' hair drawn over open foreheads and
+    REVIEWED_FRINGES, REVIEWED_POOR: glasses rims, doubled lids, donors' hair drawn over open foreheads and
     temples) are marked in the bank that ships, so a drawing passes them over or stops below the
     hair, and a rebuild from the script marks the same ones."""
     script = _build_face_bank_script()
     assert bank.ghost[list(script.REVIEWED_GHOSTS)].all()
+    assert np.flatnonzero(bank.poor).tolist() == sorted(script.REVIEWED_POOR) and not bank.ghost[bank.poor].any()
     reach = np.full(len(bank), np.inf, np.float32)
     reach[list(script.REVIEWED_FRINGES)] = script.FRINGE_REACH
     assert np.array_equal(bank.forehead, reach)

@@ -67,6 +67,11 @@ class AnchorFaceBank:
     # the retries give them only to targets dlib reads as older (`reads_older`) while the pool has
     # others (`prefer_age`, `SexMatchedAnchorSpace.target_large`)
     aged: np.ndarray | None = None
+    # [N] bool: bank faces whose drawings looked smeared or grotesque far more often than others'
+    # (reviewed by eye, scripts/build_face_bank.py `poor`): taken last, as ghosted ones are
+    # (`prefer_clean`), but kept apart from `ghost` so that the age axis, read off the faces that are
+    # not ghosted (`age_axis`), does not move when one is marked
+    poor: np.ndarray | None = None
     _lipless: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # `lipless`'s textures
 
     def __len__(self) -> int:
@@ -89,7 +94,8 @@ class AnchorFaceBank:
                    **({} if self.dlib is None else {"dlib": self.dlib.astype(np.float32)}),
                    **({} if self.ghost is None else {"ghost": self.ghost.astype(np.uint8)}),
                    **({} if self.forehead is None else {"forehead": self.forehead.astype(np.float32)}),
-                   **({} if self.aged is None else {"aged": self.aged.astype(np.uint8)})},
+                   **({} if self.aged is None else {"aged": self.aged.astype(np.uint8)}),
+                   **({} if self.poor is None else {"poor": self.poor.astype(np.uint8)})},
                   str(path), metadata={k: str(v) for k, v in self.meta.items()})
 
     @classmethod
@@ -108,7 +114,7 @@ class AnchorFaceBank:
         return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta,
                    d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0, d.get("dlib"),
                    d["ghost"].astype(bool) if "ghost" in d else None, d.get("forehead"),
-                   d["aged"].astype(bool) if "aged" in d else None)
+                   d["aged"].astype(bool) if "aged" in d else None, d["poor"].astype(bool) if "poor" in d else None)
 
     def lipless(self, index: int, grow: float) -> np.ndarray:
         """Bank face `index`'s texture with its lips (the outer outline grown by `grow` of its eye
@@ -153,14 +159,22 @@ class AnchorFaceBank:
         ok = pool[diff <= max_diff]
         return ok if len(ok) >= FAR_CANDIDATES else pool[np.argsort(diff)[:FAR_CANDIDATES]]
 
+    @property
+    def last(self) -> np.ndarray:
+        """[N] bool: the bank faces Eq. 1 and the retries take last, ghosted (`ghost`) or drawn
+        poorly (`poor`)."""
+        out = np.zeros(len(self), bool)
+        for mark in (self.ghost, self.poor):
+            if mark is not None:
+                out |= mark
+        return out
+
     def prefer_clean(self, pool: np.ndarray, least: int = FAR_CANDIDATES) -> np.ndarray:
-        """The bank faces of `pool` whose eye region is not ghosted (`ghost`), if at least `least`
-        are; else `pool`. dlib reads a ghosted face (a faint glasses rim, doubled brows) as far
-        from everyone, so Eq. 1's farthest pick favoured them: on 200 LFW faces the most drawn
-        bank face (15 times) was one with a glasses rim."""
-        if self.ghost is None:
-            return pool
-        clean = pool[~self.ghost[pool]]
+        """The bank faces of `pool` that are neither ghosted around the eyes (`ghost`) nor drawn
+        poorly (`poor`), if at least `least` are; else `pool`. dlib reads a ghosted face (a faint
+        glasses rim, doubled brows) as far from everyone, so Eq. 1's farthest pick favoured them:
+        on 200 LFW faces the most drawn bank face (15 times) was one with a glasses rim."""
+        clean = pool[~self.last[pool]]
         return clean if len(clean) >= least else pool
 
     def reads_older(self, descriptor: np.ndarray) -> bool | None:

@@ -345,7 +345,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     target's `descriptor` (given, and the bank has its faces' own: both checks of verification
     pass); None when none is left. Without the tone, 17% of 200 LFW faces' first retries took a
     bank face more than 60 from the target's lightness (Eq. 1: none), drawn grey or with a cast.
-    Ghosted bank faces (`AnchorFaceBank.ghost`) only once no clean one is left in that pool: a
+    Ghosted or poorly drawn bank faces (`AnchorFaceBank.last`) only once no clean one is left in that pool: a
     photo's drawing reaches 0.6 eye distances up the forehead (STILL_RENDER), and a donor's
     fringe there was drawn as a grey band across a woman's forehead (retinaface_img11.jpg, bank
     face 39). On a face drawn larger than the texture holds (`large`), aged bank faces come after
@@ -361,7 +361,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
         return None
     if tone is not None:
         pool = bank.nearest_tone(tone, pool)
-    pool = bank.prefer_clean(pool, least=1)  # ghosted faces last: a retry draws more of the forehead, fringes and all
+    pool = bank.prefer_clean(pool, least=1)  # ghosted (and poorly drawn) faces last: a retry draws more of the forehead, fringes and all
     if large:  # aged faces last on a big face that does not read older (`SexMatchedAnchorSpace.target_large`)
         pool = bank.prefer_age(pool, descriptor, least=1)
     if descriptor is not None and bank.dlib is not None:
