@@ -1905,6 +1905,29 @@ def test_a_big_drawings_outline_never_pushes_out_over_the_hair_beside_the_face(b
     assert changed(1.0, {}) == changed(1.0, free)
 
 
+def test_a_targets_looks_are_read_again_when_its_pixels_change(astronaut, astronaut_face):
+    """A photo's face is drawn dozens of times on its own pixels, and the reads of the target's
+    looks (`masks.read_once`: a beard, dark eye regions, a frame) are answered from memory then;
+    but an image changed in place (a drawing pasted, a beard painted in) is read again, and so is
+    the same face at another place or with other points."""
+    from fiva.anonymize import masks
+
+    _, shape = astronaut_face
+    img = astronaut.copy()
+    lower = masks._poly_mask(img.shape[:2], np.concatenate([shape[2:15], shape[[35, 34, 33, 32, 31]]]), (0, 0)) > 0.5
+    lower &= masks._poly_mask(img.shape[:2], shape[48:60], (0, 0)) < 0.01
+    calls = []
+    plain = masks.bearded.__wrapped__
+    seen = masks.read_once(lambda rgb, pts: calls.append(1) or plain(rgb, pts))
+    assert not seen(img, shape) and not seen(img, shape) and len(calls) == 1  # the same face: read once
+    keep = img[lower].copy()
+    img[lower] = np.clip(np.random.default_rng(0).normal((45, 35, 30), 18, (int(lower.sum()), 3)), 0, 255).astype(np.uint8)
+    assert seen(img, shape) and len(calls) == 2  # painted in place: read again, and bearded now
+    img[lower] = keep  # lifted back: the first answer, from memory
+    assert not seen(img, shape) and len(calls) == 2
+    assert not seen(img, shape + 0.5) and len(calls) == 3  # other points
+
+
 def test_a_bearded_targets_beard_stays_and_the_colour_is_read_off_its_skin(bank, astronaut, astronaut_face):
     """A bearded target keeps its beard (`masks.facial_hair`): drawn over, the bank face's clean
     skin took the beard's darkness and the target's fine band laid the bristles over it as grey

@@ -10,6 +10,10 @@ glasses, and where its lines are kept over the drawing.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import cv2
@@ -173,6 +177,40 @@ def skin_likeness(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.clip((4.0 - d) / 1.5, 0.0, 1.0)
 
 
+# The target's own looks (a beard, dark eye regions, a frame of glasses) are read off its pixels
+# about its face, and a photo's face is drawn dozens of times (the tries, the in-place renderings,
+# the expression steps), each on the same pixels: the last drawing is lifted back before the next.
+# `read_once` answers a read again from memory when the face's 68 points and the pixels about them
+# (the points' box grown by READ_REACH eye distances, which holds every read's region) are the same.
+READ_REACH = 0.5
+READS_KEPT = 64
+_reads: OrderedDict = OrderedDict()
+_reads_lock = threading.Lock()
+
+
+def read_once(read):
+    """`read(rgb, shape, *args)` answered from memory for a face read before (READ_REACH)."""
+    @functools.wraps(read)
+    def once(rgb: np.ndarray, shape: np.ndarray, *args):
+        iod = float(np.linalg.norm(shape[EYE_L].mean(0) - shape[EYE_R].mean(0)))
+        x0, y0 = np.maximum(np.floor(shape.min(0) - READ_REACH * iod - 4).astype(int), 0)
+        x1, y1 = np.ceil(shape.max(0) + READ_REACH * iod + 4).astype(int)
+        digest = hashlib.blake2b(np.ascontiguousarray(rgb[y0:y1, x0:x1]).data, digest_size=16)
+        digest.update(np.ascontiguousarray(shape).data)
+        key = (read.__name__, rgb.shape, shape.dtype.str, x0, y0, digest.digest(), args)
+        with _reads_lock:
+            if key in _reads:
+                _reads.move_to_end(key)
+                return _reads[key]
+        value = read(rgb, shape, *args)
+        with _reads_lock:
+            _reads[key] = value
+            while len(_reads) > READS_KEPT:
+                _reads.popitem(last=False)
+        return value
+    return once
+
+
 # A bearded target (`bearded`): its lower face (nostrils to chin inside the jaw, the lips left
 # out) at most BEARD_DARK of its cheekbones' lightness (median) and BEARD_TEXTURE times as rough
 # (median energy of the fine band, 0.04 eye distances). 200 LFW fold-1 faces: 6 pass, bearded or
@@ -205,6 +243,7 @@ def _lower_face(shape: np.ndarray, offset, hw, target: np.ndarray, iod: float):
     return lower, cheeks, light, max(float(np.median(light[cheeks])), 1.0)
 
 
+@read_once
 def bearded(rgb: np.ndarray, shape: np.ndarray) -> bool:
     """Does the face of 68 points `shape` [68,2] in `rgb` read bearded (BEARD_DARK, BEARD_TEXTURE)?
     Read on the photo as it is: on a drawing's moved target the lower face follows the geometry
@@ -316,6 +355,7 @@ def lens_darkness(lab_l: np.ndarray, shape: np.ndarray, offset, iod: float) -> f
     return float(np.percentile(vals, 75) / (cheeks + 1.0)) if len(vals) and cheeks > 0 else 1.0
 
 
+@read_once
 def eye_darkness(rgb: np.ndarray, shape: np.ndarray, iod: float) -> float:
     """`lens_darkness` of the face of 68 points `shape` in `rgb`, read off its own pixels (1.0,
     "bare", with an eye distance under LENS_MIN_IOD)."""
@@ -394,6 +434,7 @@ def thin_lines(rgb: np.ndarray, iod: float, level: float = 14) -> np.ndarray:
     return np.maximum(cv2.morphologyEx(lab_l, cv2.MORPH_BLACKHAT, el), cv2.morphologyEx(lab_l, cv2.MORPH_TOPHAT, el)) > level
 
 
+@read_once
 def glasses_worn(rgb: np.ndarray, shape: np.ndarray, iod: float, lo: float = 0.5, hi: float = 0.65) -> float:
     """In [0,1]: how surely the face of 68 points `shape` in `rgb` wears glasses, read off its own
     pixels: a frame's bridge is one thin line across the nose between the inner eye corners. Over
