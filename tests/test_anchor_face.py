@@ -1905,6 +1905,35 @@ def test_a_big_drawings_outline_never_pushes_out_over_the_hair_beside_the_face(b
     assert changed(1.0, {}) == changed(1.0, free)
 
 
+def test_the_mask_about_the_eyes_is_worked_out_near_them_only(astronaut_face):
+    """`_about_eyes` (where a big face's drawing keeps none of the target's detail) is worked out
+    over the eyes' box grown by its reach: on faces of many sizes, near the box's edges or partly
+    past them, it equals the mask dilated and blurred over the whole box, as it was drawn before."""
+    from fiva.anonymize.anchor_face import _about_eyes
+
+    def whole(shape, offset, hw, reach):
+        m = np.zeros(hw, np.uint8)
+        for s in (slice(36, 42), slice(42, 48)):
+            cv2.fillPoly(m, [np.round(shape[s] - offset).astype(np.int32)], 1)
+        r = max(int(round(reach)), 1)
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(np.float32)
+        return np.clip(2 * cv2.GaussianBlur(m, (0, 0), r / 2), 0, 1)
+
+    _, shape0 = astronaut_face
+    rng = np.random.default_rng(0)
+    cut = inside = 0
+    for k in range(40):
+        scale = rng.uniform(0.3, 4.0)
+        hw = (int(rng.integers(24, 700)), int(rng.integers(24, 700))) if k % 2 else (int(500 * scale),) * 2
+        shape = (shape0 - shape0.mean(0)) * scale + (rng.uniform(-0.2, 1.2, 2) if k % 2 else 0.5) * np.array([hw[1], hw[0]])
+        offset, reach = rng.uniform(-20, 20, 2), rng.uniform(0.05, 0.4) * 60 * scale
+        want = whole(shape, offset, hw, reach)
+        assert np.abs(_about_eyes(shape, offset, hw, reach) - want).max() < 1e-5
+        edge = want[0].any() or want[-1].any() or want[:, 0].any() or want[:, -1].any()
+        cut, inside = cut + (want.any() and edge), inside + (want.any() and not edge)
+    assert cut >= 5 and inside >= 5  # masks cut by the box's edge and masks wholly inside it
+
+
 def test_a_targets_looks_are_read_again_when_its_pixels_change(astronaut, astronaut_face):
     """A photo's face is drawn dozens of times on its own pixels, and the reads of the target's
     looks (`masks.read_once`: a beard, dark eye regions, a frame) are answered from memory then;

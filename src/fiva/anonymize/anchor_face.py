@@ -72,13 +72,22 @@ def _eyes_and_teeth(shape: np.ndarray, offset, hw, iod: float) -> np.ndarray:
 
 def _about_eyes(shape: np.ndarray, offset, hw, reach: float) -> np.ndarray:
     """[h,w] in [0,1]: 1 within `reach` pixels of the eye contours of `shape` [68,2], fading out
-    over another half of it."""
-    m = np.zeros(hw, np.uint8)
-    for s in (EYE_L, EYE_R):
-        cv2.fillPoly(m, [np.round(shape[s] - offset).astype(np.int32)], 1)
+    over another half of it. Worked out over the eyes' box grown by 3 `reach` (the dilation's
+    reach and the blur's kernel, 4 sigmas): past it the answer is 0, and inside it the same as over
+    the whole box, where on a 2048 px portrait the dilation of the whole face took 0.4 s a drawing."""
     r = max(int(round(reach)), 1)
+    out = np.zeros(hw, np.float32)
+    eyes = np.concatenate([shape[EYE_L], shape[EYE_R]]) - offset
+    x0, y0 = np.maximum(np.floor(eyes.min(0)).astype(int) - 3 * r - 2, 0)
+    x1, y1 = np.minimum(np.ceil(eyes.max(0)).astype(int) + 3 * r + 3, (hw[1], hw[0]))
+    if x1 <= x0 or y1 <= y0:
+        return out
+    m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for s in (EYE_L, EYE_R):
+        cv2.fillPoly(m, [np.round(shape[s] - offset).astype(np.int32) - (x0, y0)], 1)
     m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(np.float32)
-    return np.clip(2 * cv2.GaussianBlur(m, (0, 0), r / 2), 0, 1)
+    out[y0:y1, x0:x1] = np.clip(2 * cv2.GaussianBlur(m, (0, 0), r / 2), 0, 1)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
