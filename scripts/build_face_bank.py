@@ -352,15 +352,7 @@ def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOST
 def poor(path: str | Path, reviewed=REVIEWED_POOR) -> np.ndarray:
     """Mark the bank faces of a bank file whose drawings look wrong far more often than others'
     (`AnchorFaceBank.poor`, in place; the JPEG textures are kept byte for byte): the `reviewed` ones."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "np") as f:
-        n = f.get_slice("sface").get_shape()[0]
-    marks = np.zeros(n, np.uint8)
-    marks[list(reviewed)] = 1
-    set_in_bank_file(path, "poor", marks, "poor", f"drawn poorly, reviewed by eye ({len(reviewed)})")
-    print(f"{path}: {len(reviewed)} of {n} faces taken last, drawn poorly: {list(reviewed)}")
-    return marks.astype(bool)
+    return _mark_reviewed(path, "poor", reviewed, "drawn poorly, reviewed by eye", "faces taken last, drawn poorly")
 
 
 def fringes(path: str | Path, reviewed=REVIEWED_FRINGES) -> np.ndarray:
@@ -383,14 +375,19 @@ def fringes(path: str | Path, reviewed=REVIEWED_FRINGES) -> np.ndarray:
 def aged(path: str | Path, reviewed=REVIEWED_AGED) -> np.ndarray:
     """Mark the bank faces of a bank file that look aged (`AnchorFaceBank.aged`, in place; the
     JPEG textures are kept byte for byte): the `reviewed` ones."""
+    return _mark_reviewed(path, "aged", reviewed, "reviewed by eye", "faces marked aged")
+
+
+def _mark_reviewed(path: str | Path, name: str, reviewed, meta_text: str, said: str) -> np.ndarray:
+    """Write a bank file's [N] mark `name` in place: 1 for the `reviewed` faces, 0 for the others."""
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as f:
         n = f.get_slice("sface").get_shape()[0]
     marks = np.zeros(n, np.uint8)
     marks[list(reviewed)] = 1
-    set_in_bank_file(path, "aged", marks, "aged", f"reviewed by eye ({len(reviewed)})")
-    print(f"{path}: {len(reviewed)} of {n} faces marked aged: {list(reviewed)}")
+    set_in_bank_file(path, name, marks, name, f"{meta_text} ({len(reviewed)})")
+    print(f"{path}: {len(reviewed)} of {n} {said}: {list(reviewed)}")
     return marks.astype(bool)
 
 

@@ -1244,6 +1244,33 @@ def test_the_shipped_bank_carries_its_reviews(bank):
     assert np.array_equal(bank.forehead, reach)
 
 
+def test_review_marks_are_written_into_a_bank_file_and_nothing_else_changes(tmp_path):
+    """`build_face_bank.py --poor-only` / `--aged-only` set one mark in a bank file in place: the
+    reviewed faces marked, the others not, every other tensor (the JPEG textures among them) as it
+    was, and the bank's age axis, read off the faces that are not ghosted, unmoved by `poor`."""
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from fiva.anonymize.face_bank import AnchorFaceBank
+    from fiva.weights import DEFAULT_FACE_BANK
+
+    script = _build_face_bank_script()
+    path = tmp_path / "bank.safetensors"
+    shutil.copy(DEFAULT_FACE_BANK, path)
+    before = load_file(str(path))
+    axis = AnchorFaceBank.load(path).age_axis()
+    script.poor(path, reviewed=(0, 5))
+    script.aged(path, reviewed=(2,))
+    after = load_file(str(path))
+    assert np.flatnonzero(after["poor"]).tolist() == [0, 5] and np.flatnonzero(after["aged"]).tolist() == [2]
+    assert all(np.array_equal(before[k], after[k]) for k in before if k not in ("poor", "aged"))
+    back = AnchorFaceBank.load(path)
+    assert back.last[[0, 5]].all() and not back.ghost[[0, 5]].any()  # taken last, not ghosted
+    back.aged = AnchorFaceBank.load(DEFAULT_FACE_BANK).aged  # the shipped aged marks
+    assert all(np.array_equal(a, b) for a, b in zip(back.age_axis(), axis))  # poor marks leave the axis
+
+
 def test_a_bank_whose_build_cache_is_lost_finds_its_faces_among_a_rebuilds_candidates(bank):
     """`build_face_bank.py --groups-only`: the donors of each bank face (for the donor checks of
     issue 16) come back from a rebuild's candidates, matched through the JPEG the bank stores its
