@@ -87,6 +87,25 @@ def test_sface_is_stable_under_flip_rescale_and_jpeg(detector, sface, astronaut)
     assert (e[1:] @ e[0]).min() >= 0.9
 
 
+def test_sface_with_its_norms_folded_embeds_as_the_converted_model_does(detector, sface, astronaut):
+    import torch
+    from safetensors.torch import load_file
+
+    from fiva.faces.identity import SFace, sface_weights_path
+
+    plain = SFace()
+    plain.load_state_dict(load_file(str(sface_weights_path())))
+    plain.eval()
+    norms = [m for m in sface.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms == [sface.bn1]  # only the one before the flatten is left
+    crop = align_faces(astronaut, detector(astronaut).landmarks, 112)[0]
+    crops = np.concatenate([crop, crop[:, ::-1], 255 - crop])
+    assert np.abs(sface.embed(crops) - plain.embed(crops)).max() < 1e-5
+    x = torch.rand(2, 3, 112, 112, requires_grad=True)
+    sface.identity(x * 2 - 1).sum().backward()  # training losses still reach the input
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 @needs_lfw
 def test_sface_separates_different_people_and_matches_the_same(detector, sface):
     def emb(name, n):
