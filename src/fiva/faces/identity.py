@@ -92,8 +92,9 @@ class SFace(nn.Module):
     def fold_batch_norms(self) -> "SFace":
         """Fold each frozen BatchNorm into the convolution before it (same outputs to ~1e-6).
 
-        Each conv then carries the norm's scale and shift, and the norm becomes an identity, so an
-        embedding costs a third less. Only valid with frozen statistics, as `load_sface` gives.
+        Each conv then carries the norm's scale and shift, and the norm becomes an identity: a
+        batch of 9 faces embeds in about a quarter to a third less time (2 threads). Only valid
+        with frozen statistics, as `load_sface` gives; the state dict's keys change with it.
         """
         for unit in self.modules():
             if isinstance(unit, _ConvBNPReLU) and isinstance(unit[1], nn.BatchNorm2d):
