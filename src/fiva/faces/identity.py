@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from safetensors.torch import load_file, save_file
 
 from ..weights import cache_dir, dlib_model_paths, sface_onnx_path
@@ -98,13 +99,7 @@ class SFace(nn.Module):
         """
         for unit in self.modules():
             if isinstance(unit, _ConvBNPReLU) and isinstance(unit[1], nn.BatchNorm2d):
-                conv, bn = unit[0], unit[1]
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                  conv.padding, groups=conv.groups, bias=True)
-                fused.weight.data.copy_(conv.weight * scale[:, None, None, None])
-                fused.bias.data.copy_(bn.bias - bn.running_mean * scale)
-                unit[0], unit[1] = fused.to(conv.weight.device), nn.Identity()
+                unit[0], unit[1] = fuse_conv_bn_eval(unit[0], unit[1]), nn.Identity()
         return self
 
     @torch.no_grad()
