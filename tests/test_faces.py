@@ -120,3 +120,21 @@ def test_sface_separates_different_people_and_matches_the_same(detector, sface):
     sim = a @ b.T
     assert np.diag(sim).min() > 0.5  # the same person, another photo
     assert sim[~np.eye(4, dtype=bool)].max() < 0.3  # different people
+
+
+@pytest.mark.parametrize("degrees", [-40, 45])
+def test_a_tilted_heads_68_points_are_found_as_on_the_upright_head(astronaut, astronaut_face, degrees):
+    """dlib's predictor expects an upright face: on a head tilted onto a shoulder its points for
+    the mouth landed on the chin (group_t1.jpg), and the face was drawn over them."""
+    import cv2
+
+    from fiva.faces.landmarks68 import Landmarker68
+
+    d, upright = astronaut_face
+    big = cv2.copyMakeBorder(astronaut, 200, 200, 200, 200, cv2.BORDER_REFLECT)
+    m = cv2.getRotationMatrix2D((big.shape[1] / 2, big.shape[0] / 2), degrees, 1.0)
+    tilted = cv2.warpAffine(big, m, big.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    turn = lambda p: (p + 200) @ m[:, :2].T + m[:, 2]  # noqa: E731
+    got = Landmarker68()(tilted, turn(d.landmarks[:1]))[0]
+    iod = float(np.linalg.norm(d.landmarks[0, 1] - d.landmarks[0, 0]))
+    assert np.linalg.norm(got - turn(upright), axis=1).mean() / iod < 0.04
