@@ -131,14 +131,15 @@ class Landmarker68:
         out = np.zeros((len(kps), 68, 2), np.float32)
         for i, k in enumerate(kps):
             k = np.asarray(k, np.float32)
-            if abs(roll(k)) <= LEVEL_ROLL:
+            tilt = roll(k)
+            if abs(tilt) <= LEVEL_ROLL:
                 out[i] = self._predict(rgb, k)
                 continue
             # a tilted head is turned upright, in its neighbourhood only (3 box sides square about
             # the box, as `_predict` crops), and its points turned back
             box = dlib_box(k)
             centre, side = (box[:2] + box[2:]) / 2, 3 * float(box[2] - box[0])
-            m = cv2.getRotationMatrix2D(tuple(float(v) for v in centre), roll(k), 1.0)
+            m = cv2.getRotationMatrix2D(tuple(float(v) for v in centre), tilt, 1.0)
             m[:, 2] += side / 2 - centre
             n = max(int(round(side)), 1)
             upright = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
