@@ -213,11 +213,36 @@ class DlibEvaluator:
         self._sp = dlib.shape_predictor(str(sp))
 
     def embed(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """128-D dlib descriptor of the face inside `box` (x1,y1,x2,y2) of an RGB uint8 image."""
+        """128-D dlib descriptor of the face inside `box` (x1,y1,x2,y2) of an RGB uint8 image.
+
+        dlib's 5-point predictor expects an upright face: where the points it finds tilt by more
+        than LEVEL_ROLL degrees, they are found again on the face turned upright about its box and
+        turned back, and the descriptor is read with those (the recognizer's own alignment then
+        levels the face as on any other)."""
+        import cv2
+
+        from .landmarks68 import LEVEL_ROLL
+
+        rgb = np.ascontiguousarray(rgb)
         x1, y1, x2, y2 = (int(round(float(c))) for c in box)
         rect = self._dlib.rectangle(x1, y1, x2, y2)
-        shape = self._sp(np.ascontiguousarray(rgb), rect)
-        return np.asarray(self._rec.compute_face_descriptor(np.ascontiguousarray(rgb), shape), np.float32)
+        shape = self._sp(rgb, rect)
+        pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+        eyes = pts[[0, 2]] if len(pts) == 5 else pts[[36, 42]]  # an eye corner each (5- or 68-point model)
+        eyes = eyes[np.argsort(eyes[:, 0])]
+        tilt = float(np.degrees(np.arctan2(*(eyes[1] - eyes[0])[::-1])))
+        if abs(tilt) > LEVEL_ROLL:
+            centre, side = ((x1 + x2) / 2, (y1 + y2) / 2), 3 * max(x2 - x1, y2 - y1, 1)
+            m = cv2.getRotationMatrix2D(centre, tilt, 1.0)
+            m[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
+            upright = cv2.warpAffine(rgb, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            o = side / 2
+            found = self._sp(upright, self._dlib.rectangle(*(int(round(v)) for v in
+                                                            (o - (x2 - x1) / 2, o - (y2 - y1) / 2, o + (x2 - x1) / 2, o + (y2 - y1) / 2))))
+            back = cv2.invertAffineTransform(m)
+            up = np.array([(p.x, p.y) for p in found.parts()], np.float64) @ back[:, :2].T + back[:, 2]
+            shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y))) for x, y in up])
+        return np.asarray(self._rec.compute_face_descriptor(rgb, shape), np.float32)
 
     @staticmethod
     def distance(a: np.ndarray, b: np.ndarray) -> float:
