@@ -221,24 +221,20 @@ class DlibEvaluator:
         levels the face as on any other)."""
         import cv2
 
-        from .landmarks68 import LEVEL_ROLL
+        from .landmarks68 import LEVEL_ROLL, roll, upright_view
 
         rgb = np.ascontiguousarray(rgb)
         x1, y1, x2, y2 = (int(round(float(c))) for c in box)
         rect = self._dlib.rectangle(x1, y1, x2, y2)
         shape = self._sp(rgb, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
-        eyes = pts[[0, 2]] if len(pts) == 5 else pts[[36, 42]]  # an eye corner each (5- or 68-point model)
-        eyes = eyes[np.argsort(eyes[:, 0])]
-        tilt = float(np.degrees(np.arctan2(*(eyes[1] - eyes[0])[::-1])))
+        eyes = pts[[0, 2]]  # the 5-point model's outer eye corners
+        tilt = roll(eyes[np.argsort(eyes[:, 0])])
         if abs(tilt) > LEVEL_ROLL:
-            centre, side = ((x1 + x2) / 2, (y1 + y2) / 2), 3 * max(x2 - x1, y2 - y1, 1)
-            m = cv2.getRotationMatrix2D(centre, tilt, 1.0)
-            m[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
-            upright = cv2.warpAffine(rgb, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            o = side / 2
-            found = self._sp(upright, self._dlib.rectangle(*(int(round(v)) for v in
-                                                            (o - (x2 - x1) / 2, o - (y2 - y1) / 2, o + (x2 - x1) / 2, o + (y2 - y1) / 2))))
+            w, h = x2 - x1, y2 - y1
+            upright, m = upright_view(rgb, ((x1 + x2) / 2, (y1 + y2) / 2), tilt, 3 * max(w, h, 1))
+            o = upright.shape[1] / 2
+            found = self._sp(upright, self._dlib.rectangle(*(int(round(v)) for v in (o - w / 2, o - h / 2, o + w / 2, o + h / 2))))
             back = cv2.invertAffineTransform(m)
             up = np.array([(p.x, p.y) for p in found.parts()], np.float64) @ back[:, :2].T + back[:, 2]
             shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y))) for x, y in up])

@@ -51,6 +51,16 @@ def roll(kps: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(e[1], e[0])))
 
 
+def upright_view(rgb: np.ndarray, centre: np.ndarray, tilt: float, side: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square of `side` px about `centre` (x, y) of `rgb`, turned by `tilt` degrees (`roll`'s
+    sign) so that a head tilted so stands upright in it (edges replicated), and the affine map
+    [2,3] from the image's pixels to the view's."""
+    m = cv2.getRotationMatrix2D(tuple(float(v) for v in centre), tilt, 1.0)
+    m[:, 2] += side / 2 - np.asarray(centre)
+    n = max(int(round(side)), 1)
+    return cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), m
+
+
 def five_points(shape: np.ndarray) -> np.ndarray:
     """The 5 key points [5,2] of a 68-point shape, in YuNet's order (eye centres, nose tip,
     mouth corners)."""
@@ -138,11 +148,7 @@ class Landmarker68:
             # a tilted head is turned upright, in its neighbourhood only (3 box sides square about
             # the box, as `_predict` crops), and its points turned back
             box = dlib_box(k)
-            centre, side = (box[:2] + box[2:]) / 2, 3 * float(box[2] - box[0])
-            m = cv2.getRotationMatrix2D(tuple(float(v) for v in centre), tilt, 1.0)
-            m[:, 2] += side / 2 - centre
-            n = max(int(round(side)), 1)
-            upright = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            upright, m = upright_view(rgb, (box[:2] + box[2:]) / 2, tilt, 3 * float(box[2] - box[0]))
             back = cv2.invertAffineTransform(m)
             pts = self._predict(upright, k @ m[:, :2].T + m[:, 2])
             out[i] = pts @ back[:, :2].T + back[:, 2]
