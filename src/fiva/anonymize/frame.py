@@ -47,9 +47,6 @@ SURE_SCORE = 0.6  # a first detection this confident is obfuscated even when the
 # lying sideways or looking down are found more often than with the aligned crop alone.
 FACE_LIKE = 0.5
 TURNED_LIKE = 0.6  # the same on look_around's turned views
-# A box not found again whose centre lies over a face found again, up to HAIR_ABOVE of that face's
-# height above its box's top and HAIR_BELOW below it, is on that face's head (`on_a_head`).
-HAIR_ABOVE, HAIR_BELOW = 0.45, 0.25
 DLIB_MATCH = 0.6  # dlib's own "same person" distance
 # (strength, grow) of the fallback where dlib still knows a face (photos): half the blocks, then one
 # (the mean colour), within the 1.5x box the in-the-wild check counts as the face's (change away)
@@ -403,8 +400,7 @@ class Anonymizer:
         generated face), "unsure" (something face-like there, or a confident first detection: it
         gets the fallback obfuscation) or "no" (a weak first detection that no look, neither its aligned
         crop nor `look_around`'s views of its box, finds face-like at FACE_LIKE: a false alarm, left
-        untouched; photos only; or, in photos and video, a box not face-like on its aligned crop that
-        sits on the hair of a face found again, `on_a_head`). Faces under `min_face` px are too small to judge and
+        untouched; photos only). Faces under `min_face` px are too small to judge and
         count as unsure. Tracked faces are looked at again every `reembed_every` frames."""
         sure = np.full(len(dets), "unsure", dtype=object)
         todo, known = self.recheck(tracks, len(dets), "look")
@@ -428,10 +424,6 @@ class Anonymizer:
                 if sizes[j] >= self.cfg.min_face:
                     weak = seen[j] < FACE_LIKE and dets.scores[i] < SURE_SCORE
                     sure[i] = "yes" if again[j] >= CONFIRM_SCORE else "no" if weak and tracks is None else "unsure"
-            faces = dets.boxes[sure == "yes"]
-            for j, i in enumerate(todo):
-                if sure[i] == "unsure" and seen[j] < FACE_LIKE and len(faces) and on_a_head(dets.boxes[i], faces):
-                    sure[i] = "no"
                 if tracks is not None:
                     self._tracks[track_key(tracks[i], "look")] = {"sure": sure[i], "age": 1}
         return sure
@@ -579,21 +571,6 @@ class VideoStream:
         self.anon.forget_tracks(self._live - live)
         self._live = live
         return out
-
-
-def on_a_head(box: np.ndarray, faces: np.ndarray) -> bool:
-    """Does `box` sit on the hair of one of `faces` [N,4] (boxes of faces found again)? Its centre
-    over the face's box, from HAIR_ABOVE face heights above the box's top to HAIR_BELOW below it,
-    and its side 0.5-1.5x the face's. A face there would be hidden by that head; what YuNet finds
-    there is the head's own hair (a red-haired man in the crowd clip: a box at 0.67 over his drawn
-    forehead was pixelated). In the crowd clip's first 60 frames the hair boxes sat 0.16-0.40 face
-    heights above the top at 0.66-0.88x its side; a distant head seen over a near one, 0.55 above at
-    0.38x, is left to the fallback."""
-    cx, cy, side = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[2] - box[0], box[3] - box[1])
-    h = faces[:, 3] - faces[:, 1]
-    ratio = side / np.maximum(faces[:, 2] - faces[:, 0], h)
-    return bool(np.any((faces[:, 0] <= cx) & (cx <= faces[:, 2]) & (cy >= faces[:, 1] - HAIR_ABOVE * h)
-                       & (cy <= faces[:, 1] + HAIR_BELOW * h) & (ratio >= 0.5) & (ratio <= 1.5)))
 
 
 def track_key(track, kind: str | None = None):
