@@ -233,8 +233,9 @@ class DlibEvaluator:
         if abs(tilt) > LEVEL_ROLL:
             w, h = x2 - x1, y2 - y1
             upright, m = upright_view(rgb, ((x1 + x2) / 2, (y1 + y2) / 2), tilt, 3 * max(w, h, 1))
-            o = upright.shape[1] / 2
-            found = self._sp(upright, self._dlib.rectangle(*(int(round(v)) for v in (o - w / 2, o - h / 2, o + w / 2, o + h / 2))))
+            o = upright.shape[1] / 2  # the box's centre in the view
+            found = self._sp(upright, self._dlib.rectangle(*(int(round(v)) for v in
+                                                            (o - w / 2, o - h / 2, o + w / 2, o + h / 2))))
             back = cv2.invertAffineTransform(m)
             up = np.array([(p.x, p.y) for p in found.parts()], np.float64) @ back[:, :2].T + back[:, 2]
             shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y))) for x, y in up])
