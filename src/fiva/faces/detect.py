@@ -166,14 +166,14 @@ class FaceDetector:
                 rgb, m, (cell, cell), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         faces = self._detect(mosaic)
         iod = float(np.linalg.norm(tpl[1] - tpl[0]))
-        side = ALIGNED_SIDE * cell  # an aligned face's box (LFW: 0.47-0.57 of the cell)
+        side, centre = ALIGNED_SIDE * cell, tpl.mean(0)  # an aligned face's box (LFW: 0.47-0.57 of the cell)
         for f in faces:
             cx, cy = f[0] + f[2] / 2, f[1] + f[3] / 2
             r, c = int(cy // cell), int(cx // cell)
             i = r * cols + c
             if not (0 <= r < rows and 0 <= c < cols) or i >= n:
                 continue
-            if (np.hypot(cx - c * cell - tpl[:, 0].mean(), cy - r * cell - tpl[:, 1].mean()) <= 0.35 * side
+            if (np.hypot(cx - c * cell - centre[0], cy - r * cell - centre[1]) <= 0.35 * side
                     and 0.5 * side <= f[2] <= 2 * side):
                 seen[i] = max(seen[i], f[14])
             lm = f[4:14].reshape(5, 2) - (c * cell, r * cell)

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -21,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from safetensors.torch import load_file, save_file
 
 from ..weights import cache_dir, dlib_model_paths, sface_onnx_path
+from .landmarks68 import LEVEL_ROLL, roll, upright_view
 
 # SFace's depthwise-separable stack: (name, in, out, stride of the depthwise conv).
 _SFACE_BLOCKS = [
@@ -219,10 +221,6 @@ class DlibEvaluator:
         than LEVEL_ROLL degrees, they are found again on the face turned upright about its box and
         turned back, and the descriptor is read with those (the recognizer's own alignment then
         levels the face as on any other)."""
-        import cv2
-
-        from .landmarks68 import LEVEL_ROLL, roll, upright_view
-
         rgb = np.ascontiguousarray(rgb)
         x1, y1, x2, y2 = (int(round(float(c))) for c in box)
         rect = self._dlib.rectangle(x1, y1, x2, y2)
