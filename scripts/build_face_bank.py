@@ -72,7 +72,7 @@ from fiva.anonymize.face_bank import SEXES, AnchorFaceBank, add_descriptors, ban
 from fiva.anonymize.warp import mesh, piecewise_affine, triangulate
 from fiva.evaluate.lfw import read_folds
 from fiva.faces import FaceDetector
-from fiva.faces.align import similarity_transform, template
+from fiva.faces.align import similarity_transform, template, transform_points
 from fiva.faces.landmarks68 import EYE_L, EYE_R, Landmarker68, eye_openness, five_points, mouth_opening, yaw_share
 from fiva.weights import DEFAULT_FACE_BANK
 
@@ -217,7 +217,7 @@ def screen_measures(crop: np.ndarray, shape: np.ndarray) -> dict[str, float]:
 def to_canonical(rgb: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = similarity_transform(five_points(shape), canonical_template(SIZE))
     crop = cv2.warpAffine(rgb, m, (SIZE, SIZE), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    return crop, (shape @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    return crop, transform_points(m, shape).astype(np.float32)
 
 
 def read_rgb(path) -> np.ndarray:

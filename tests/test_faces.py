@@ -50,6 +50,21 @@ def test_alignment_maps_landmarks_onto_the_template(detector, astronaut):
         assert np.abs(mapped - template(size)).max() < 0.08 * size
 
 
+def test_points_are_carried_where_the_warp_carries_their_pixels():
+    # every step that warps an image (turning a head upright, the bank's canonical frame) carries
+    # its points with `transform_points`: a dot warped by cv2 must land where its point does
+    from fiva.faces.align import similarity_transform, transform_points
+
+    ys, xs = np.mgrid[:200, :240]
+    img = np.exp(-((xs - 143.0) ** 2 + (ys - 57.0) ** 2) / (2 * 4.0 ** 2)).astype(np.float32)  # a soft dot at (143, 57)
+    m = similarity_transform(np.array([[10, 20], [200, 40], [90, 180]], np.float32),
+                             np.array([[30, 15], [180, 70], [60, 170]], np.float32))
+    warped = cv2.warpAffine(img, m, (240, 200), flags=cv2.INTER_LINEAR)
+    centre = np.array([(xs * warped).sum(), (ys * warped).sum()]) / warped.sum()
+    assert np.abs(transform_points(m, np.array([[143.0, 57.0]]))[0] - centre).max() < 0.05
+    assert transform_points(m, np.zeros((3, 5, 2), np.float32)).shape == (3, 5, 2)
+
+
 def test_a_big_faces_aligned_crop_is_the_same_at_any_size(detector, sface, astronaut):
     # the astronaut's face 4x larger, with fine grain (pores, noise) a shrinking warp must average,
     # not sample: read at two sizes the crop is the same face (the identity models see one person)

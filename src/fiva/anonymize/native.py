@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..faces import Detections, align_faces
-from ..faces.align import ARCFACE_112, similarity_transform
+from ..faces.align import ARCFACE_112, similarity_transform, transform_points
 from ..faces.identity import to_tensor
 from ..faces.landmarks68 import BROWS, yaw_share
 from .anchor_face import AnchorFaceRenderer, Drawing
@@ -173,10 +173,6 @@ FULL_RETRIES = 4
 FULL_MAX_YAW = 0.25
 
 
-def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ m[:, :2].T + m[:, 2]
-
-
 def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
     """The previous frame's weight in a track's 68 points (face frame, [68,2] each): SHAPE_SMOOTHING's
     first on a still face (dlib's points jitter by ~0.02 eye distances, and a bank face drawn on
@@ -216,14 +212,14 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections,
         prev = anon._tracks.get(track_key(t, "shape68"))
         if prev is None:  # the track's frame: its first face's 5 key points on ARCFACE_112
             m = similarity_transform(dets.landmarks[i], ARCFACE_112)
-            local = _apply(m, shapes[i])
+            local = transform_points(m, shapes[i])
         else:
             m = similarity_transform(shapes[i][_FRAME], prev[_FRAME])
-            local = smoothed_shape(_apply(m, shapes[i]), prev, iod)
+            local = smoothed_shape(transform_points(m, shapes[i]), prev, iod)
         anon._tracks[track_key(t, "shape68")] = local
         back = cv2.invertAffineTransform(m)
-        shapes[i] = _apply(back, local)
-        rests[i] = _apply(back, brow_rest(anon._tracks.setdefault(track_key(t, "brows"), deque(maxlen=BROW_REST_FRAMES)),
+        shapes[i] = transform_points(back, local)
+        rests[i] = transform_points(back, brow_rest(anon._tracks.setdefault(track_key(t, "brows"), deque(maxlen=BROW_REST_FRAMES)),
                                           local, iod))
     return shapes, rests
 
@@ -382,7 +378,7 @@ def second_look_finder(detector, lm: np.ndarray, cell: int = 160):
         again, _, found = detector.second_look(img, lm[None], cell)
         if again[0] < CONFIRM_SCORE or np.isnan(found[0]).any():
             return None
-        return _apply(inv, found[0] * iod).astype(np.float32)
+        return transform_points(inv, found[0] * iod).astype(np.float32)
 
     return find
 

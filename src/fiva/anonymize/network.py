@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..faces import Detections, align_faces, paste_back
+from ..faces.align import transform_points
 from ..faces.identity import to_tensor, to_uint8
 from ..faces.region import outline_mask
 from .frame import DLIB_MATCH, track_key
@@ -102,7 +103,7 @@ def regions(anon, rgb, dets, mats, size, tracks=None) -> torch.Tensor:
     if todo:
         outlines = anon._outline(rgb, dets.landmarks[todo])
         for i, o in zip(todo, outlines):
-            masks[i] = outline_mask(o @ mats[i, :, :2].T + mats[i, :, 2], size)
+            masks[i] = outline_mask(transform_points(mats[i], o), size)
             if tracks is not None:
                 anon._tracks[track_key(tracks[i], "region")] = {"mask": masks[i], "age": 1}
     return torch.from_numpy(masks[:, None]).to(anon.device)

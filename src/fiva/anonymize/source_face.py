@@ -20,7 +20,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from ..faces.align import similarity_transform
+from ..faces.align import similarity_transform, transform_points
 from ..faces.landmarks68 import EYE_L, EYE_R, five_points
 from .anchor_face import RenderConfig
 from .face_bank import AnchorFaceBank, canonical_template
@@ -95,7 +95,7 @@ def source_bank(rgb: np.ndarray, detector, landmarker, like: AnchorFaceBank, sfa
         src = cv2.GaussianBlur(rgb, (0, 0), sigma) if sigma > 0.3 else rgb
         flags = cv2.INTER_LINEAR
     tex = cv2.warpAffine(src, m, (size, size), flags=flags, borderMode=cv2.BORDER_REFLECT)
-    cshape = (shape @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    cshape = transform_points(m, shape).astype(np.float32)
     from ..faces import align_faces
 
     crop, _ = align_faces(rgb, d.landmarks[i:i + 1], 112)

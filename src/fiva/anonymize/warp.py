@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..faces.align import transform_points
 from ..faces.landmarks68 import BROW_EYE, BROWS, EYE_L, EYE_R, JAW, NOSE, NOSE_TIP, brow_poses, face_up, five_points
 
 RING_POINTS = 12
@@ -217,7 +218,7 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     from ..faces.align import similarity_transform
 
     m = similarity_transform(five_points(anchor), five_points(target))
-    a = anchor @ m[:, :2].T + m[:, 2]
+    a = transform_points(m, anchor)
     out = target.astype(np.float32).copy()
     for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
         out[s] += f * alpha * (a[s] - target[s])
@@ -279,7 +280,7 @@ def keypoint_shape(shape: np.ndarray, anchor: np.ndarray, t: float, target: np.n
     from ..faces.align import similarity_transform
 
     m = similarity_transform(five_points(anchor), five_points(shape if target is None else target))
-    a = anchor @ m[:, :2].T + m[:, 2]
+    a = transform_points(m, anchor)
     out = shape.astype(np.float32).copy()
     for s in (EYE_L, EYE_R):
         out[s] += t * (a[s].mean(0) - out[s].mean(0))

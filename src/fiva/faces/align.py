@@ -16,6 +16,11 @@ def template(size: int) -> np.ndarray:
     return ARCFACE_112 * (size / 112.0)
 
 
+def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Points `pts` [...,2] through the 2x3 affine matrix `m` (as cv2.warpAffine maps pixels)."""
+    return pts @ m[:, :2].T + m[:, 2]
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (Umeyama) mapping points src [N,2] onto dst [N,2]; returns a 2x3 matrix."""
     src = src.astype(np.float64)
@@ -66,7 +71,7 @@ def _warp_down(rgb: np.ndarray, m: np.ndarray, size: int, blur: bool = True) -> 
     sigma = 0.5 / scale - 0.5 if blur and scale > 0 else 0.0
     if sigma > 0.3:
         inv = cv2.invertAffineTransform(m)
-        corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float32) @ inv[:, :2].T + inv[:, 2]
+        corners = transform_points(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float32))
         pad = 3 * sigma + 2
         x0, y0 = np.maximum(np.floor(corners.min(0) - pad), 0).astype(int)
         x1, y1 = np.minimum(np.ceil(corners.max(0) + pad), (rgb.shape[1], rgb.shape[0])).astype(int)

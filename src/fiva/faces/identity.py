@@ -22,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from safetensors.torch import load_file, save_file
 
 from ..weights import cache_dir, dlib_model_paths, sface_onnx_path
+from .align import transform_points
 from .landmarks68 import LEVEL_ROLL, roll, upright_view
 
 # SFace's depthwise-separable stack: (name, in, out, stride of the depthwise conv).
@@ -235,7 +236,7 @@ class DlibEvaluator:
             found = self._sp(upright, self._dlib.rectangle(*(int(round(v)) for v in
                                                             (o - w / 2, o - h / 2, o + w / 2, o + h / 2))))
             back = cv2.invertAffineTransform(m)
-            up = np.array([(p.x, p.y) for p in found.parts()], np.float64) @ back[:, :2].T + back[:, 2]
+            up = transform_points(back, np.array([(p.x, p.y) for p in found.parts()], np.float64))
             shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y))) for x, y in up])
         return np.asarray(self._rec.compute_face_descriptor(rgb, shape), np.float32)
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..weights import dlib_model_paths
+from .align import transform_points
 
 JAW, BROWS, NOSE = slice(0, 17), slice(17, 27), slice(27, 36)
 EYE_L, EYE_R = slice(36, 42), slice(42, 48)  # image left and right as seen
@@ -150,8 +151,8 @@ class Landmarker68:
             box = dlib_box(k)
             upright, m = upright_view(rgb, (box[:2] + box[2:]) / 2, tilt, 3 * float(box[2] - box[0]))
             back = cv2.invertAffineTransform(m)
-            pts = self._predict(upright, k @ m[:, :2].T + m[:, 2])
-            out[i] = pts @ back[:, :2].T + back[:, 2]
+            pts = self._predict(upright, transform_points(m, k))
+            out[i] = transform_points(back, pts)
         return out
 
     def _predict(self, rgb: np.ndarray, k: np.ndarray) -> np.ndarray:
