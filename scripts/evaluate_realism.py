@@ -123,7 +123,10 @@ def main():
     except (OSError, ValueError) as e:
         print(f"{e}; no donor figures", flush=True)
         donors = None
-    sets = {"lfw": lfw_faces(Path(a.lfw), a.lfw_faces)}
+    # --lfw-faces 0: the wild photos alone. Eq. 1's and the second bank face's random picks run on
+    # from the LFW set's, so the wild figures then come from other picks than a full run's (seed 0:
+    # beyond 0.6 84.4% against 80.0%, two bank faces apart 24.4% against 31.1%)
+    sets = {"lfw": lfw_faces(Path(a.lfw), a.lfw_faces)} if a.lfw_faces > 0 else {}
     wild = Path(a.wild)
     if wild.is_dir():
         sets["wild"] = sorted(p for p in wild.iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -198,6 +201,9 @@ def main():
                     "seconds": dt,
                 })
                 outs.append((p.name, e1))
+        if not rows:
+            print(f"{name}: no faces", flush=True)
+            continue
         dl = [o for o in outs]
         pairs = [float(np.linalg.norm(x[1] - y[1])) for k, x in enumerate(dl) for y in dl[k + 1:] if x[0] != y[0] or name == "lfw"]
         f = lambda key: np.array([r[key] for r in rows if r[key] is not None], float)  # noqa: E731
@@ -239,7 +245,7 @@ def main():
         anon = looker
         anon.generator.renderer.cfg = cfg
         left = total = 0
-        for p in sets["lfw"]:
+        for p in sets.get("lfw", []):
             rgb = read_image(p)
             d0 = det(rgb)
             if len(d0) == 0:
