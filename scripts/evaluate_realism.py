@@ -185,7 +185,7 @@ def main():
                 inner = np.concatenate([shape[17:].min(0), shape[17:].max(0)])
                 s1 = lm68(out, (d1.landmarks[m] if m is not None else kps)[None])[0]
                 rows.append({
-                    "file": p.name, "face": int(i), "iod": iod, "bank": b1, "sex": sex,
+                    "file": p.name, "face": int(i), "iod": iod, "bank": b1, "bank2": b2, "sex": sex,
                     "d_orig": float(np.linalg.norm(e0 - e1)), "d_second_anchor": float(np.linalg.norm(e1 - e2)),
                     "d_donor": float(np.linalg.norm(donors[b1] - e1, axis=1).min()) if donors is not None else None,
                     # the same donors against the original (chance: strangers dlib takes for one person)
