@@ -220,7 +220,7 @@ def shapes68(anon, rgb: np.ndarray, dets: Detections,
         back = cv2.invertAffineTransform(m)
         shapes[i] = transform_points(back, local)
         rests[i] = transform_points(back, brow_rest(anon._tracks.setdefault(track_key(t, "brows"), deque(maxlen=BROW_REST_FRAMES)),
-                                          local, iod))
+                                                    local, iod))
     return shapes, rests
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..faces.align import transform_points
+from ..faces.align import similarity_transform, transform_points
 from ..faces.landmarks68 import BROW_EYE, BROWS, EYE_L, EYE_R, JAW, NOSE, NOSE_TIP, brow_poses, face_up, five_points
 
 RING_POINTS = 12
@@ -215,8 +215,6 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     end, than in the lower of the two faces (`_brow_floor`): the brows take the anchor's shape,
     not a frown neither face has.
     """
-    from ..faces.align import similarity_transform
-
     m = similarity_transform(five_points(anchor), five_points(target))
     a = transform_points(m, anchor)
     out = target.astype(np.float32).copy()
@@ -277,8 +275,6 @@ def keypoint_shape(shape: np.ndarray, anchor: np.ndarray, t: float, target: np.n
     (eye distance, eyes to nose and mouth) become the anchor's. Each eye moves whole (its openness
     stays); the mouth keeps its own shape (opening, smile), moved and scaled so its corners go to
     the anchor's."""
-    from ..faces.align import similarity_transform
-
     m = similarity_transform(five_points(anchor), five_points(shape if target is None else target))
     a = transform_points(m, anchor)
     out = shape.astype(np.float32).copy()
