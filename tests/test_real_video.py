@@ -6,7 +6,7 @@ import pytest
 from fiva import Anonymizer
 from fiva.anonymize.video import probe_video
 
-from conftest import SHARED
+from conftest import SHARED, make_video
 
 CLIP = SHARED / "videos" / "liveportrait_d3.mp4"
 
@@ -63,16 +63,9 @@ def test_the_same_frames_encode_to_the_same_video_on_every_run(tmp_path):
     # through untouched in one process, gave 5 different videos.
     from fiva.anonymize.video import process_video
 
-    cut = tmp_path / "cut.mp4"
-    with av.open(str(D13)) as inp, av.open(str(cut), "w") as out:
-        vin = inp.streams.video[0]
-        vs = out.add_stream("libx264", rate=vin.average_rate)
-        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        for i, f in enumerate(inp.decode(video=0)):
-            if i == 60:
-                break
-            out.mux(vs.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")))
-        out.mux(vs.encode(None))
+    with av.open(str(D13)) as inp:
+        clip = [f.to_ndarray(format="rgb24") for _, f in zip(range(60), inp.decode(video=0))]
+    cut = make_video(tmp_path / "cut.mp4", clip, fps=30, audio=False)
 
     class Untouched:
         def push(self, rgb):
