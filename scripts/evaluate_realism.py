@@ -107,6 +107,8 @@ def main():
     ap.add_argument("--in-place", action="store_true", help="render_in_place as on a photo: more renderings while YuNet (whole image) finds the points off")
     ap.add_argument("--no-expression", dest="expression", action="store_false", help="with --in-place: no expression check (as before)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="*", default=None, help="measure only these files (names in the sets)")
+    ap.add_argument("--save", default=None, help="write each face's original and first drawing side by side here (PNG)")
     a = ap.parse_args()
     cv2.setNumThreads(1)
     cfg = RenderConfig(**STILL_RENDER)  # as a photo's drawing
@@ -135,6 +137,8 @@ def main():
     for name, paths in sets.items():
         rows, outs, alarms = [], [], []
         for p in paths:
+            if a.only is not None and p.name not in a.only:
+                continue
             rgb = read_image(p)
             d0 = det(rgb)
             if len(d0) == 0:
@@ -201,6 +205,12 @@ def main():
                     "seconds": dt,
                 })
                 outs.append((p.name, e1))
+                if a.save:
+                    x0, y0 = np.maximum(np.floor(shape.min(0) - 0.5 * iod).astype(int), 0)
+                    x1, y1 = np.ceil(shape.max(0) + 0.5 * iod).astype(int)
+                    Path(a.save).mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(Path(a.save) / f"{p.stem}_{i}.png"),
+                                cv2.cvtColor(np.hstack([rgb[y0:y1, x0:x1], out[y0:y1, x0:x1], out2[y0:y1, x0:x1]]), cv2.COLOR_RGB2BGR))
         if not rows:
             print(f"{name}: no faces", flush=True)
             continue
@@ -246,6 +256,8 @@ def main():
         anon.generator.renderer.cfg = cfg
         left = total = 0
         for p in sets.get("lfw", []):
+            if a.only is not None and p.name not in a.only:
+                continue
             rgb = read_image(p)
             d0 = det(rgb)
             if len(d0) == 0:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fiva.anonymize.face_bank import AnchorFaceBank, canonical_template
-from fiva.anonymize.warp import identity_shape, mesh, ring
+from fiva.anonymize.warp import identity_shape, mesh, placed_anchor, ring
 from fiva.faces.landmarks68 import INNER_LIPS, LIPS, five_points, mouth_opening, signed_yaw
 
 from conftest import lfw_image, needs_dlib, needs_lfw
@@ -108,7 +108,6 @@ def test_raised_brows_move_down_only_a_little(bank, astronaut_face):
     can be held to `brow_move` eye distances up or down (RenderConfig.brow_move, off by default: it
     costs SFace passes); a small one is moved in full."""
     from fiva.anonymize.warp import _rotation
-    from fiva.faces.align import similarity_transform
 
     _, target = astronaut_face
     raised = target.copy()
@@ -119,8 +118,7 @@ def test_raised_brows_move_down_only_a_little(bank, astronaut_face):
     frame = lambda p: p[17:27] @ rot.T  # noqa: E731  the brows in the eye-axis frame (x along the eyes, y down)
     m = 0.05
     for i in range(0, len(bank), 7):
-        s = similarity_transform(five_points(bank.shapes[i]), five_points(raised))
-        placed = bank.shapes[i] @ s[:, :2].T + s[:, 2]
+        placed = placed_anchor(raised, bank.shapes[i])
         a, r = frame(placed), frame(raised)
         new = frame(identity_shape(raised, bank.shapes[i], 1.5, brow_move=m))
         # up or down no more than m; sideways the full 1.5x
@@ -140,7 +138,6 @@ def test_brows_come_no_lower_and_no_more_frowning_than_in_either_face(bank, astr
     (liveportrait_d14, retinaface_img11). With `brow_floor` no brow is lower over its eye, nor its
     inner end lower against its outer end, than in the lower of the two faces (landmarks68.
     brow_poses reads them); nothing else moves."""
-    from fiva.faces.align import similarity_transform
     from fiva.faces.landmarks68 import brow_poses
 
     _, target = astronaut_face
@@ -150,8 +147,7 @@ def test_brows_come_no_lower_and_no_more_frowning_than_in_either_face(bank, astr
     raised[17:27, 1] -= up * iod
     frowns = 0
     for i in range(0, len(bank), 5):
-        s = similarity_transform(five_points(bank.shapes[i]), five_points(raised))
-        placed = bank.shapes[i] @ s[:, :2].T + s[:, 2]
+        placed = placed_anchor(raised, bank.shapes[i])
         floor = np.minimum(brow_poses(raised), brow_poses(placed))
         old = identity_shape(raised, bank.shapes[i], 1.5)
         new = identity_shape(raised, bank.shapes[i], 1.5, brow_floor=True)
@@ -161,6 +157,41 @@ def test_brows_come_no_lower_and_no_more_frowning_than_in_either_face(bank, astr
     assert frowns >= 5  # without it, most bank faces drew the raised brows lower than either face
 
 
+def _opened(shape: np.ndarray, drop: float) -> np.ndarray:
+    """`shape` [68,2] with its jaw dropped `drop` pixels (upright face: image y is its vertical):
+    the lower lip and chin by `drop`, the mouth corners by half, the jaw between them in proportion."""
+    out = shape.copy()
+    corners, chin = shape[[48, 54], 1].mean(), shape[8, 1]
+    out[:17, 1] += drop * np.clip((shape[:17, 1] - corners) / (chin - corners), 0, 1)
+    out[[55, 56, 57, 58, 59, 65, 66, 67], 1] += drop
+    out[[48, 54, 60, 64], 1] += drop / 2
+    return out
+
+
+def test_an_open_mouth_is_drawn_with_the_jaw_of_a_closed_one_dropped(bank):
+    """issue 16 (liveportrait_d10): an open mouth lowers the mouth corners and the chin. The bank
+    face, aligned on the lowered corners, was scaled up (d10's O-shaped mouth: 10%) and its jaw
+    drawn wide and puffy, the chin pulled up towards the closed-mouthed bank face's. Aligned on
+    where the corners would be closed, the jaw is as wide as on the closed mouth, dropped by as
+    much. Each bank face is drawn towards itself, opened: the mouth as it was when closed is known."""
+    from fiva.faces.align import similarity_transform
+
+    wider, faces = 0, range(0, len(bank), 5)
+    for i in faces:
+        target = bank.shapes[i] * 0.8 + 20  # upright, like every bank shape
+        iod = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
+        drop = 0.3 * iod
+        opened = _opened(target, drop)
+        width = lambda s: (s[12, 0] - s[4, 0]) / iod  # noqa: E731  the lower jaw's width
+        closed, open_ = identity_shape(target, bank.shapes[i], 1.0), identity_shape(opened, bank.shapes[i], 1.0)
+        assert abs(width(open_) - width(closed)) < 0.01
+        assert open_[8, 1] - closed[8, 1] == pytest.approx(drop, abs=0.02 * iod)
+        assert np.array_equal(open_[48:68], opened[48:68])  # the open mouth itself is kept
+        m = similarity_transform(five_points(bank.shapes[i]), five_points(opened))  # aligned on the lowered corners
+        wider += width(bank.shapes[i] @ m[:, :2].T + m[:, 2]) > width(closed) + 0.05
+    assert wider >= len(faces) - 1
+
+
 @needs_dlib
 def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank, astronaut_face):
     """issue 16 (liveportrait_d13): the nose tip stays the target's while the rest of the nose moved to
@@ -168,13 +199,11 @@ def test_the_nose_moves_about_its_kept_tip_and_its_tip_is_drawn_unstretched(bank
     face's shading under its tip showed as a dark, sharp-edged diamond."""
     from fiva.anonymize.anchor_face import AnchorFaceRenderer, RenderConfig
     from fiva.anonymize.warp import signed_areas
-    from fiva.faces.align import similarity_transform
 
     _, target = astronaut_face
     # alpha 1 about the tip: the lower nose (29-35) is the anchor's own, placed on the target's tip
     for i in (0, 5, 9):
-        m = similarity_transform(five_points(bank.shapes[i]), five_points(target))
-        a = bank.shapes[i] @ m[:, :2].T + m[:, 2]
+        a = placed_anchor(target, bank.shapes[i])
         new = identity_shape(target, bank.shapes[i], 1.0)
         assert np.allclose(new[29:36] - target[30], a[29:36] - a[30], atol=1e-3)
         assert np.abs(five_points(new) - five_points(target)).max() < 1e-3
@@ -785,6 +814,35 @@ def test_colour_match_gives_darker_patches_the_targets_saturation():
     assert dark[..., 0].mean() < light[..., 0].mean() - 30
     # redder and yellower than the target's own colour there (its light, pale skin)
     assert dark[..., 1].mean() > lab[:, -8:, 1].mean() + 3 and dark[..., 2].mean() > lab[:, -8:, 2].mean() + 3
+
+
+def test_the_targets_colour_is_read_on_skin_and_lips_not_on_lashes_or_eye_whites():
+    """issue 16 (liveportrait_d10): the target's colour, smoothed over the patch for the drawing,
+    took in her black lashes, eyeliner and eye whites, and the drawn skin about the eyes came out
+    grey, like bruises. The grey is left out (the skin's colour is read past it); lips, redder than
+    skin, are read as they are."""
+    import cv2
+
+    from fiva.anonymize.colour import match_colour
+
+    h, w = 64, 96
+    skin = np.array([170, 142, 150], np.float32)  # LAB: a warm, light skin
+    lab = np.tile(skin, (h, w, 1))
+    lab[20:30, 10:40] = (40, 129, 129)  # a black eyeliner and lashes
+    lab[30:34, 15:35] = (225, 128, 128)  # the eye white
+    lab[40:50, 56:86] = (130, 165, 150)  # red lips
+    ref = cv2.cvtColor(lab.astype(np.uint8), cv2.COLOR_LAB2RGB)
+    src = np.full((h, w, 3), 150, np.float32)  # a grey bank face: all its colour comes from the target
+    region = np.zeros((h, w), bool)
+    region[50:, :] = True  # the cheeks
+    out = cv2.cvtColor(match_colour(src, ref, region, chroma=0.5, chroma_sigma=6.0).astype(np.uint8),
+                       cv2.COLOR_RGB2LAB).astype(np.float32)
+    about_eye = np.zeros((h, w), bool)
+    about_eye[14:40, 4:46] = True
+    about_eye[20:34, 10:40] = False
+    chroma = np.hypot(out[..., 1] - 128, out[..., 2] - 128)
+    assert chroma[about_eye].min() > 0.85 * np.hypot(*(skin[1:] - 128))  # as coloured as the skin, not greyed
+    assert out[44:46, 60:82, 1].mean() > out[55:, :, 1].mean() + 5  # the lips' red stays
 
 
 def _eyes_shape() -> np.ndarray:

@@ -128,6 +128,10 @@ class RenderConfig:
     # 22.5%, mouth within 0.05 94.5% -> 95.0%; SFace passes 41.5% -> 37.5%, beyond dlib 0.6 95.0% ->
     # 94.5%, two bank faces apart 51.5% -> 48.0%; `fiva anonymize` on them drew 133 of 279 faces, not 134
     brow_floor: bool = True
+    # where the target's mouth is open wider than the bank face's, the bank face is aligned on the
+    # mouth corners as if closed and its jaw dropped as far (warp.identity_shape): aligned on an open
+    # mouth's lowered corners it was scaled up and drawn wide and puffy (liveportrait_d10)
+    open_jaw: bool = True
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
     squash_lo: float = 0.15  # bank-face triangles squashed to this share of their area are not drawn
@@ -359,7 +363,7 @@ class AnchorFaceRenderer:
             posed = shape_model().repose(anchor, shape, _pose_modes()[:int(self.cfg.repose)])
             anchor = anchor + w * (posed - anchor)
         new = identity_shape(shape, anchor, effective_alpha(self.cfg, yaw), self.cfg.jaw, self.cfg.nose_follow,
-                             self.cfg.brow_move, self.cfg.brow_floor)
+                             self.cfg.brow_move, self.cfg.brow_floor, self.cfg.open_jaw)
         if np.isfinite(self.cfg.jaw_out) and self.large(shape, index):
             new = held_outline(shape, new, self.cfg.jaw_out)
         if self.cfg.keypoints > 0:  # the proportions the 5 key points carry (a swap: the source's)

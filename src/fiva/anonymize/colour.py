@@ -21,6 +21,20 @@ def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def skin_colour(lab: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
+    """[h,w,2]: the a and b of float LAB `lab` smoothed over `sigma` pixels, with what is much
+    greyer than the skin of `region` (the cheeks) weighted 50 times less: lashes, eyeliner, dark
+    brows, eye whites and hair, smoothed in, drew grey halos about the drawn eyes
+    (liveportrait_d10). Lips, redder than skin, count in full; where no skin lies near, the grey
+    is all there is to read."""
+    sat = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
+    skin = float(np.median(sat[region])) if region.any() else 0.0
+    if skin < 4.0:  # a grey or nearly grey face: nothing to tell apart
+        return smooth(lab[..., 1:], sigma)
+    w = np.clip((sat - 0.5 * skin) / (0.25 * skin), 0.0, 1.0).astype(np.float32) + 0.02
+    return smooth(lab[..., 1:] * w[..., None], sigma) / smooth(w, sigma)[..., None]
+
+
 def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
     """[4,3]: the LAB mean and std of `a` over `region` [h,w] bool, then `b`'s (float LAB [h,w,3])."""
     out = np.zeros((4, 3), np.float32)
@@ -53,8 +67,9 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     colour casts. With `light_sigma` > 0 the lightness also takes `ref`'s shading at that scale
     (pixels): where the light falls on the target's head, not the anchor donors'. With
     `chroma` < 1 only that share of the anchor's own colour variation is kept and the rest is the
-    target's colour smoothed over `chroma_sigma` pixels: averaged (and caricatured) faces carry
-    greenish or purple casts around the eyes that no real face has. `stats`: a function given the
+    target's colour smoothed over `chroma_sigma` pixels (`skin_colour`: its grey features left
+    out): averaged (and caricatured) faces carry greenish or purple casts around the eyes that no
+    real face has. `stats`: a function given the
     measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
     `read` (float RGB like `src`): the pixels `src`'s statistics are read from, if not its own (a
     `lipless` bank face's are read with its lips).
@@ -79,7 +94,7 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
         a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
     if chroma < 1 and chroma_sigma > 0:
         own = a[..., 1:] - smooth(a[..., 1:], chroma_sigma)
-        a[..., 1:] = smooth(b[..., 1:], chroma_sigma) + chroma * own
+        a[..., 1:] = skin_colour(b, inner, chroma_sigma) + chroma * own
         # The target's smoothed colour belongs to its own shading: where the bank face is darker
         # than the target there (its averaged shading), skin keeps the target's colour of a darker
         # patch, which is more saturated; without it those patches read grey (group_t1).

@@ -191,13 +191,15 @@ NOSE_FOLLOW = np.array([0.0, 0.5, 1, 1, 1, 1, 1, 1, 1], np.float32)
 
 
 def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: float = 1.0,
-                   nose_follow: float = 1.0, brow_move: float = np.inf, brow_floor: bool = False) -> np.ndarray:
+                   nose_follow: float = 1.0, brow_move: float = np.inf, brow_floor: bool = False,
+                   open_jaw: bool = True) -> np.ndarray:
     """The target's shape [68,2] with its identity-bearing geometry moved towards the anchor's.
 
-    The anchor's shape is first similarity-aligned on the target's 5 key points. Jaw, brows and
-    nose then move by `alpha` towards it; each eye takes the anchor's contour (by `alpha`) but
-    keeps the target's centre and openness (the jaw moves by `jaw` x alpha); the nose tip and the whole mouth stay the target's, so
-    the 5 key points, the mouth opening and the expression are kept.
+    The anchor's shape is first aligned on the target's 5 key points (`placed_anchor`; an open
+    mouth's as if closed). Jaw, brows and nose then move by `alpha` towards it; each eye takes the
+    anchor's contour (by `alpha`) but keeps the target's centre and openness (the jaw moves by
+    `jaw` x alpha); the nose tip and the whole mouth stay the target's, so the 5 key points, the
+    mouth opening and the expression are kept.
 
     The nose moves about its kept tip: its lower points (29-35) take the anchor's shape relative to
     the anchor's tip, not the anchor's place (`nose_follow` x NOSE_FOLLOW; 0: the place). The 5-point
@@ -215,8 +217,7 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
     end, than in the lower of the two faces (`_brow_floor`): the brows take the anchor's shape,
     not a frown neither face has.
     """
-    m = similarity_transform(five_points(anchor), five_points(target))
-    a = transform_points(m, anchor)
+    a = placed_anchor(target, anchor, open_jaw)
     out = target.astype(np.float32).copy()
     for s, f in ((JAW, jaw), (BROWS, 1.0), (NOSE, 1.0)):
         out[s] += f * alpha * (a[s] - target[s])
@@ -240,6 +241,52 @@ def identity_shape(target: np.ndarray, anchor: np.ndarray, alpha: float, jaw: fl
             mix[:, 1] *= th / mh
         mix -= mix.mean(0)
         out[s] = tc + mix @ rot
+    return out
+
+
+def placed_anchor(target: np.ndarray, anchor: np.ndarray, open_jaw: bool = True) -> np.ndarray:
+    """The anchor's shape [68,2] similarity-aligned on the target's 5 key points; with
+    `open_jaw`, where the target's mouth is open wider than the anchor's, on its mouth corners
+    where they would be closed (`_corners_raised`), and its jaw then dropped as far (`_jaw_dropped`)."""
+    drop = _mouth_drop(target, anchor) if open_jaw else 0.0
+    kps = five_points(target)
+    if drop > 0:
+        kps[3:] += _corners_raised(target, anchor, drop)[:, None] * face_up(target)[0]
+    a = transform_points(similarity_transform(five_points(anchor), kps), anchor)
+    return _jaw_dropped(a, target, drop) if drop > 0 else a
+
+
+def _mouth_drop(target: np.ndarray, anchor: np.ndarray) -> float:
+    """How much wider the target's mouth is open than the anchor's (the inner lips' gap along each
+    face's up, in its own eye distances), in the target's pixels; 0 if it is not."""
+    up_t, iod_t = face_up(target)
+    up_a, iod_a = face_up(anchor)
+    gap = float((target[62] - target[66]) @ up_t) / iod_t - float((anchor[62] - anchor[66]) @ up_a) / iod_a
+    return max(gap, 0.0) * iod_t
+
+
+def _corners_raised(target: np.ndarray, anchor: np.ndarray, drop: float) -> np.ndarray:
+    """[2]: how far (pixels, up to `drop`) each mouth corner of the target sits lower under its
+    upper inner lip than the anchor's do under theirs (eye distances): an open jaw carries the
+    corners down with the lower lip (an O-shaped mouth: about half the gap), a smile's stay up."""
+    up_t, iod_t = face_up(target)
+    up_a, iod_a = face_up(anchor)
+    below_t = (target[62] - target[[48, 54]]) @ up_t / iod_t
+    below_a = (anchor[62] - anchor[[48, 54]]) @ up_a / iod_a
+    return np.clip((below_t - below_a) * iod_t, 0.0, drop).astype(np.float32)
+
+
+def _jaw_dropped(a: np.ndarray, target: np.ndarray, drop: float) -> np.ndarray:
+    """The aligned anchor shape `a` [68,2] with its jaw below the mouth corners lowered by `drop`
+    pixels (`_mouth_drop`): the chin in full, the points between the corners' height and the
+    chin in proportion. An open mouth lowers the chin and the mouth corners: aligned on the
+    corners and moved towards a closed-mouthed bank face's chin, the anchor was scaled up (d10,
+    an O-shaped mouth: 10%) and the jaw drawn wide, its chin pulled up against the kept mouth."""
+    up, _ = face_up(target)
+    corners, chin = (a[48] + a[54]) / 2 @ up, a[8] @ up
+    w = np.clip((corners - a[JAW] @ up) / max(corners - chin, 1e-6), 0.0, 1.0)
+    out = a.copy()
+    out[JAW] -= (drop * w)[:, None] * up
     return out
 
 
