@@ -471,7 +471,8 @@ class AnchorFaceRenderer:
                 region, inner = region & (hair < 0.5), inner & (hair < 0.5)
             read = self._with_lips(anchor, index, a_mesh, n_mesh, new, (sx0, sy0, sx1, sy1), hw, cfg.lipless * iod) if lipless else None
             anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour,
-                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner, read=read)
+                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner, read=read,
+                                  eyes=_eye_openings(new - (sx0, sy0), (h, w), iod))
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -485,7 +486,8 @@ class AnchorFaceRenderer:
             region = _poly_mask((gh, gw), small(match_region(new, 0.0)), (0, 0)) > 0.5
             inner = _poly_mask((gh, gw), small(match_region(new)), (0, 0)) > 0.5
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour,
-                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner)
+                                  tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner,
+                                  eyes=_eye_openings(small(new), (gh, gw), iod / f))
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
             m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),
@@ -561,6 +563,13 @@ class AnchorFaceRenderer:
 
             refine_drawing(shipped_refiner(), rgb, drawing, shape, cfg.refine)
         return drawing
+
+
+def _eye_openings(shape: np.ndarray, hw, iod: float) -> np.ndarray:
+    """[h,w] in [0,1]: the eye openings of `shape` [68,2] (in the patch's pixels), feathered over
+    0.03 eye distances."""
+    m = np.maximum(_poly_mask(hw, shape[EYE_L], (0, 0)), _poly_mask(hw, shape[EYE_R], (0, 0)))
+    return smooth(m, max(0.03 * iod, 0.5))
 
 
 class Drawing:

@@ -21,18 +21,27 @@ def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def skin_colour(lab: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
+def skin_colour(lab: np.ndarray, region: np.ndarray, sigma: float, eyes: np.ndarray | None = None) -> np.ndarray:
     """[h,w,2]: the a and b of float LAB `lab` smoothed over `sigma` pixels, with what is much
     greyer than the skin of `region` (the cheeks) weighted 50 times less: lashes, eyeliner, dark
     brows, eye whites and hair, smoothed in, drew grey halos about the drawn eyes
     (liveportrait_d10). Lips, redder than skin, count in full; where no skin lies near, the grey
-    is all there is to read."""
+    is all there is to read. Inside `eyes` [h,w] in [0,1] (the eye openings) the colour is
+    smoothed plainly: a bank face's own eyes drawn there took the skin's colour, red whites."""
     sat = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
     skin = float(np.median(sat[region])) if region.any() else 0.0
     if skin < 4.0:  # a grey or nearly grey face: nothing to tell apart
         return smooth(lab[..., 1:], sigma)
     w = np.clip((sat - 0.5 * skin) / (0.25 * skin), 0.0, 1.0).astype(np.float32) + 0.02
-    return smooth(lab[..., 1:] * w[..., None], sigma) / smooth(w, sigma)[..., None]
+    out = smooth(lab[..., 1:] * w[..., None], sigma) / smooth(w, sigma)[..., None]
+    if eyes is not None and eyes.any():
+        y, x = np.nonzero(eyes > 0)
+        pad = int(3 * sigma) + 1
+        y0, y1, x0, x1 = max(y.min() - pad, 0), y.max() + pad + 1, max(x.min() - pad, 0), x.max() + pad + 1
+        plain = smooth(lab[y0:y1, x0:x1, 1:], sigma)
+        e = eyes[y0:y1, x0:x1, None]
+        out[y0:y1, x0:x1] += e * (plain - out[y0:y1, x0:x1])
+    return out
 
 
 def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -59,7 +68,8 @@ def chroma_slope(lab: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
                  chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0,
-                 shade_chroma: float = 1.0, inner: np.ndarray | None = None, read: np.ndarray | None = None) -> np.ndarray:
+                 shade_chroma: float = 1.0, inner: np.ndarray | None = None, read: np.ndarray | None = None,
+                 eyes: np.ndarray | None = None) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s; with
     `inner` [h,w] bool (the skin well inside `region`), the means and `chroma_slope` are read there.
 
@@ -72,7 +82,7 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     real face has. `stats`: a function given the
     measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
     `read` (float RGB like `src`): the pixels `src`'s statistics are read from, if not its own (a
-    `lipless` bank face's are read with its lips).
+    `lipless` bank face's are read with its lips). `eyes`: see `skin_colour`.
     """
     a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -94,7 +104,7 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
         a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
     if chroma < 1 and chroma_sigma > 0:
         own = a[..., 1:] - smooth(a[..., 1:], chroma_sigma)
-        a[..., 1:] = skin_colour(b, inner, chroma_sigma) + chroma * own
+        a[..., 1:] = skin_colour(b, inner, chroma_sigma, eyes) + chroma * own
         # The target's smoothed colour belongs to its own shading: where the bank face is darker
         # than the target there (its averaged shading), skin keeps the target's colour of a darker
         # patch, which is more saturated; without it those patches read grey (group_t1).
