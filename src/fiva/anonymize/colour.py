@@ -79,8 +79,8 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     `chroma` < 1 only that share of the anchor's own colour variation is kept and the rest is the
     target's colour smoothed over `chroma_sigma` pixels (`skin_colour`: its grey features left
     out): averaged (and caricatured) faces carry greenish or purple casts around the eyes that no
-    real face has. `stats`: a function given the
-    measured statistics (`lab_stats`) that returns the ones to use (a video track smooths them).
+    real face has. `stats`: a function given the measured statistics (`lab_stats`) that returns
+    the ones to use (a video track smooths them).
     `read` (float RGB like `src`): the pixels `src`'s statistics are read from, if not its own (a
     `lipless` bank face's are read with its lips). `eyes`: see `skin_colour`.
     """
