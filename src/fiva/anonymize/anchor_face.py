@@ -132,7 +132,8 @@ class RenderConfig:
     # mouth corners as if closed and its jaw dropped as far (warp.placed_anchor): aligned on an open
     # mouth's lowered corners it was scaled up and drawn wide and puffy (liveportrait_d10's frame
     # 100: its jaw placed 2.42 eye distances wide on her 2.02, now 2.22 as at rest). 200 LFW photos
-    # drawing alone: mouth within 0.05 95.0% with and without it, faces moving both ways
+    # drawing alone: mouth within 0.05 95.0% (94.5% without it, with an earlier form of the colour
+    # read), faces moving both ways
     open_jaw: bool = True
     yaw_full: float = 0.15  # yaw share (landmarks68.yaw_share) up to which alpha applies in full
     yaw_zero: float = 0.6  # ... and from which the target's geometry is kept
