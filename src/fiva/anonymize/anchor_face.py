@@ -475,7 +475,7 @@ class AnchorFaceRenderer:
             read = self._with_lips(anchor, index, a_mesh, n_mesh, new, (sx0, sy0, sx1, sy1), hw, cfg.lipless * iod) if lipless else None
             anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour,
                                   tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner, read=read,
-                                  eyes=_eye_openings(new - (sx0, sy0), (h, w), iod))
+                                  eyes=_eye_openings(new - (sx0, sy0), (h, w), iod), own_eyes=cfg.keep_eyes == 0)
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -490,7 +490,7 @@ class AnchorFaceRenderer:
             inner = _poly_mask((gh, gw), small(match_region(new)), (0, 0)) > 0.5
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour,
                                   tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner,
-                                  eyes=_eye_openings(small(new), (gh, gw), iod / f))
+                                  eyes=_eye_openings(small(new), (gh, gw), iod / f), own_eyes=cfg.keep_eyes == 0)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
             m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),
