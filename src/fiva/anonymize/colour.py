@@ -28,7 +28,7 @@ def skin_colour(lab: np.ndarray, region: np.ndarray, sigma: float, eyes: np.ndar
     (liveportrait_d10). Lips, redder than skin, count in full; where no skin lies near, the grey
     is all there is to read. Inside `eyes` [h,w] in [0,1] (the eye openings, where a first
     drawing keeps the target's own eyes) the colour is smoothed plainly, as it was before this
-    read; a drawing of the bank face's own eyes keeps theirs (`match_colour`'s `own_eyes`)."""
+    read; a drawing in full, of the bank face's own eyes, keeps theirs (`match_colour`'s `own_eyes`)."""
     sat = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
     skin = float(np.median(sat[region])) if region.any() else 0.0
     if skin < 4.0:  # a grey or nearly grey face: nothing to tell apart
