@@ -27,7 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import cap_highlights, lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
-from .masks import (_poly_mask, bearded, blend_mask, detail_weight, eye_darkness, face_hull, facial_hair, glasses_box, glasses_ring, glasses_worn, kept_lenses, lenses_worn,
+from .masks import (_poly_mask, bearded, blend_mask, detail_weight, eye_darkness, face_hull, facial_hair, glasses_box, glasses_ring, glasses_worn, kept_eyes, kept_lenses, lenses_worn,
                     mouth_kept, ramp, skin_band_weight, socket_floor, thin_lines)
 from .warp import held_outline, identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
 
@@ -463,6 +463,7 @@ class AnchorFaceRenderer:
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
+        openings = replace(cfg, keep_eyes=1.0, eye_margin=0.0)  # the eye openings alone, for the colour match (`skin_colour`)
         lipless = f == 1 and cfg.lipless > 0 and cfg.mouth_lips >= 1 and mouth_kept(cfg, new, anchor_open)
         tex = (self.bank.lipless(index, cfg.lipless) if lipless else self.bank.textures[index]).astype(np.float32)
         hair = facial_hair(new, (sx0, sy0), (h, w), sub, iod) if cfg.facial_hair > 0 and f == 1 and bearded(rgb, shape) else None
@@ -475,7 +476,7 @@ class AnchorFaceRenderer:
             read = self._with_lips(anchor, index, a_mesh, n_mesh, new, (sx0, sy0, sx1, sy1), hw, cfg.lipless * iod) if lipless else None
             anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour,
                                   tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner, read=read,
-                                  eyes=_eye_openings(new - (sx0, sy0), (h, w), iod), own_eyes=cfg.keep_eyes == 0)
+                                  eyes=kept_eyes(openings, new, (sx0, sy0), (h, w), iod), own_eyes=cfg.keep_eyes == 0)
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -490,7 +491,7 @@ class AnchorFaceRenderer:
             inner = _poly_mask((gh, gw), small(match_region(new)), (0, 0)) > 0.5
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour,
                                   tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner,
-                                  eyes=_eye_openings(small(new), (gh, gw), iod / f), own_eyes=cfg.keep_eyes == 0)
+                                  eyes=kept_eyes(openings, small(new), (0, 0), (gh, gw), iod / f), own_eyes=cfg.keep_eyes == 0)
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
             m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),
@@ -566,13 +567,6 @@ class AnchorFaceRenderer:
 
             refine_drawing(shipped_refiner(), rgb, drawing, shape, cfg.refine)
         return drawing
-
-
-def _eye_openings(shape: np.ndarray, hw, iod: float) -> np.ndarray:
-    """[h,w] in [0,1]: the eye openings of `shape` [68,2] (in the patch's pixels), feathered over
-    0.03 eye distances."""
-    m = np.maximum(_poly_mask(hw, shape[EYE_L], (0, 0)), _poly_mask(hw, shape[EYE_R], (0, 0)))
-    return smooth(m, max(0.03 * iod, 0.5))
 
 
 class Drawing:
