@@ -463,7 +463,8 @@ class AnchorFaceRenderer:
         a_mesh, n_mesh = mesh(a_shape), mesh(new, ring_of=shape)
         h, w = sub.shape[:2]
         f = max(int(scale), 1) if coarse else 1
-        openings = replace(cfg, keep_eyes=1.0, eye_margin=0.0)  # the eye openings alone, for the colour match (`skin_colour`)
+        # a drawing of the bank face's own eyes keeps their colour in its openings (`match_colour`)
+        openings = replace(cfg, keep_eyes=1.0, eye_margin=0.0) if cfg.keep_eyes == 0 else None
         lipless = f == 1 and cfg.lipless > 0 and cfg.mouth_lips >= 1 and mouth_kept(cfg, new, anchor_open)
         tex = (self.bank.lipless(index, cfg.lipless) if lipless else self.bank.textures[index]).astype(np.float32)
         hair = facial_hair(new, (sx0, sy0), (h, w), sub, iod) if cfg.facial_hair > 0 and f == 1 and bearded(rgb, shape) else None
@@ -476,7 +477,7 @@ class AnchorFaceRenderer:
             read = self._with_lips(anchor, index, a_mesh, n_mesh, new, (sx0, sy0, sx1, sy1), hw, cfg.lipless * iod) if lipless else None
             anchor = match_colour(anchor, sub, region, cfg.light * iod, cfg.chroma, cfg.chroma_sigma * iod, stats=colour,
                                   tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner, read=read,
-                                  eyes=kept_eyes(openings, new, (sx0, sy0), (h, w), iod), own_eyes=cfg.keep_eyes == 0)
+                                  eyes=None if openings is None else kept_eyes(openings, new, (sx0, sy0), (h, w), iod))
         else:
             # Drawn f times larger than the texture: the bank face holds nothing finer than f
             # pixels, so it is warped and colour-matched on a grid f times coarser (f^2 fewer
@@ -491,7 +492,7 @@ class AnchorFaceRenderer:
             inner = _poly_mask((gh, gw), small(match_region(new)), (0, 0)) > 0.5
             anchor = match_colour(anchor, ref, region, cfg.light * iod / f, cfg.chroma, cfg.chroma_sigma * iod / f, stats=colour,
                                   tone=cfg.tone, shade_chroma=cfg.shade_chroma, inner=inner,
-                                  eyes=kept_eyes(openings, small(new), (0, 0), (gh, gw), iod / f), own_eyes=cfg.keep_eyes == 0)
+                                  eyes=None if openings is None else kept_eyes(openings, small(new), (0, 0), (gh, gw), iod / f))
             anchor = cv2.resize(anchor, (w, h), interpolation=cv2.INTER_LINEAR)
             # the blend mask too (it is smooth at that scale), cut to the hull at full size
             m = cv2.resize(blend_mask(cfg, small(new), (0, 0, gw, gh), (gh, gw), squashed=(a_mesh, small(n_mesh), tris),

@@ -21,28 +21,18 @@ def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def skin_colour(lab: np.ndarray, region: np.ndarray, sigma: float, eyes: np.ndarray | None = None) -> np.ndarray:
+def skin_colour(lab: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
     """[h,w,2]: the a and b of float LAB `lab` smoothed over `sigma` pixels, with what is much
     greyer than the skin of `region` (the cheeks) weighted 50 times less: lashes, eyeliner, dark
     brows, eye whites and hair, smoothed in, drew grey halos about the drawn eyes
     (liveportrait_d10). Lips, redder than skin, count in full; where no skin lies near, the grey
-    is all there is to read. Inside `eyes` [h,w] in [0,1] (the eye openings, where a first
-    drawing keeps the target's own eyes) the colour is smoothed plainly, as it was before this
-    read; a drawing in full, of the bank face's own eyes, keeps theirs (`match_colour`'s `own_eyes`)."""
+    is all there is to read."""
     sat = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
     skin = float(np.median(sat[region])) if region.any() else 0.0
     if skin < 4.0:  # a grey or nearly grey face: nothing to tell apart
         return smooth(lab[..., 1:], sigma)
     w = np.clip((sat - 0.5 * skin) / (0.25 * skin), 0.0, 1.0).astype(np.float32) + 0.02
-    out = smooth(lab[..., 1:] * w[..., None], sigma) / smooth(w, sigma)[..., None]
-    if eyes is not None and eyes.any():
-        y, x = np.nonzero(eyes > 0)
-        pad = int(3 * sigma) + 1
-        y0, y1, x0, x1 = max(y.min() - pad, 0), y.max() + pad + 1, max(x.min() - pad, 0), x.max() + pad + 1
-        plain = smooth(lab[y0:y1, x0:x1, 1:], sigma)
-        e = eyes[y0:y1, x0:x1, None]
-        out[y0:y1, x0:x1] += e * (plain - out[y0:y1, x0:x1])
-    return out
+    return smooth(lab[..., 1:] * w[..., None], sigma) / smooth(w, sigma)[..., None]
 
 
 def lab_stats(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -70,7 +60,7 @@ def chroma_slope(lab: np.ndarray, region: np.ndarray) -> np.ndarray:
 def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sigma: float = 0.0,
                  chroma: float = 1.0, chroma_sigma: float = 0.0, stats=None, tone: float = 1.0,
                  shade_chroma: float = 1.0, inner: np.ndarray | None = None, read: np.ndarray | None = None,
-                 eyes: np.ndarray | None = None, own_eyes: bool = False) -> np.ndarray:
+                 eyes: np.ndarray | None = None) -> np.ndarray:
     """`src` (float RGB) with its LAB mean and std over `region` [h,w] bool set to `ref`'s; with
     `inner` [h,w] bool (the skin well inside `region`), the means and `chroma_slope` are read there.
 
@@ -83,10 +73,10 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     real face has. `stats`: a function given the measured statistics (`lab_stats`) that returns
     the ones to use (a video track smooths them).
     `read` (float RGB like `src`): the pixels `src`'s statistics are read from, if not its own (a
-    `lipless` bank face's are read with its lips). `eyes`: see `skin_colour`; with `own_eyes` (a
-    drawing of the bank face's own eyes) they keep the bank face's colour instead: the target's
+    `lipless` bank face's are read with its lips). `eyes` [h,w] in [0,1]: the eye openings of a
+    drawing of the bank face's own eyes, which keep the bank face's colour there: the target's
     colour about them, skin, drew them with pink whites and red-brown irises (Aniston on
-    multiface.jpg, drawn in full).
+    multiface.jpg, drawn in full). A first drawing keeps the target's own eyes, so needs none.
     """
     a = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -107,9 +97,9 @@ def match_colour(src: np.ndarray, ref: np.ndarray, region: np.ndarray, light_sig
     if light_sigma > 0:
         a[..., 0] += smooth(b[..., 0] - a[..., 0], light_sigma)
     if chroma < 1 and chroma_sigma > 0:
-        matched = a[..., 1:].copy() if own_eyes and eyes is not None else None
+        matched = a[..., 1:].copy() if eyes is not None else None
         own = a[..., 1:] - smooth(a[..., 1:], chroma_sigma)
-        a[..., 1:] = skin_colour(b, inner, chroma_sigma, None if own_eyes else eyes) + chroma * own
+        a[..., 1:] = skin_colour(b, inner, chroma_sigma) + chroma * own
         # The target's smoothed colour belongs to its own shading: where the bank face is darker
         # than the target there (its averaged shading), skin keeps the target's colour of a darker
         # patch, which is more saturated; without it those patches read grey (group_t1).
