@@ -25,6 +25,7 @@ FIVA112_ATTACK = PACKAGE_DATA / "attack-fiva-112.safetensors"  # R trained again
 DEFAULT_DETECTOR = PACKAGE_DATA / "fake-detector.safetensors"  # real vs anonymized faces (fiva train detector)
 DEFAULT_FACE_BANK = PACKAGE_DATA / "face_bank.safetensors"  # k-Same anchor faces (scripts/build_face_bank.py)
 DEFAULT_SHAPE_MODEL = PACKAGE_DATA / "face_shapes.safetensors"  # real faces' 68-point shapes (scripts/build_shape_model.py)
+GLASSES_MODEL = PACKAGE_DATA / "glasses.safetensors"  # whether a face wears glasses (scripts/build_glasses_detector.py)
 # the anchor-face drawings' refiner (fiva train refiner); FIVA_REFINER names another (experiments)
 DEFAULT_REFINER = Path(os.environ.get("FIVA_REFINER", PACKAGE_DATA / "refiner.safetensors"))
 

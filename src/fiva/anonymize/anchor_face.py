@@ -27,6 +27,7 @@ from ..faces.landmarks68 import EYE_L, EYE_R, five_points, mouth_opening, yaw_sh
 from ..faces.shape_model import ShapeModel
 from .colour import cap_highlights, lift_sockets, match_colour, smooth
 from .face_bank import AnchorFaceBank
+from .glasses import frame_worn
 from .masks import (_poly_mask, bearded, blend_mask, detail_weight, eye_darkness, face_hull, facial_hair, glasses_box, glasses_ring, glasses_worn, kept_eyes, kept_lenses, lenses_worn,
                     mouth_kept, ramp, skin_band_weight, socket_floor, thin_lines)
 from .warp import held_outline, identity_shape, keypoint_shape, mesh, piecewise_affine, signed_areas
@@ -171,6 +172,12 @@ class RenderConfig:
     # face's coarser shading, `rims` times (0: off). Drawn over, the frame vanished inside the face
     # and its arms stayed outside it: broken glasses (d9, d13, d19).
     rims: float = 1.0
+    # ... the frame told by the bridge's line or the glasses model, whichever is surer
+    # (glasses.frame_worn): at LFW's size a thin frame's bridge reads as a bare one's, and of 39
+    # fold-1 faces in glasses the line alone found 10 (the model at FRAME_LO, 28). Video frames
+    # (native.VIDEO_RENDER): the line alone (framed glasses on the clips read 0.70-1.0; the model
+    # was fitted on LFW's 40 px faces only)
+    glasses_model: bool = True
     rim_sigma: float = 0.03
     # ... taken from the target's own pixels, where the frame is (it lies in front of the face), not
     # from the target moved to the new shape: the warp bent it where the brows and outline moved
@@ -524,7 +531,7 @@ class AnchorFaceRenderer:
         if cfg.highlights > 0:  # the colour match's region (inset 0), at full size
             skin = region if f == 1 else _poly_mask((h, w), match_region(new, 0.0), (sx0, sy0)) > 0.5
             cap_highlights(anchor, mf, skin, exempt=lambda: _eyes_and_teeth(new, (sx0, sy0), (h, w), iod), knee=cfg.highlights)
-        framed = glasses_worn(rgb, shape, t_iod) if cfg.rims > 0 or cfg.framed_lenses != cfg.lenses else 0.0
+        framed = (frame_worn if cfg.glasses_model else glasses_worn)(rgb, shape, t_iod) if cfg.rims > 0 or cfg.framed_lenses != cfg.lenses else 0.0
         worn = cfg.rims * framed
         if worn > 0:  # the frame: the target's lines over the bank face's shading there
             s = max(cfg.rim_sigma * iod, 0.7)

@@ -25,6 +25,7 @@ from ..faces.landmarks68 import BROWS, yaw_share
 from .anchor_face import AnchorFaceRenderer, Drawing
 from .face_bank import cheek_lightness
 from .frame import CONFIRM_SCORE, IN_PLACE, track_key
+from .glasses import wears_glasses
 from .in_place import draw_in_place, fit_error, local_finder
 from .masks import ramp
 
@@ -114,8 +115,10 @@ FAILED_RECHECK = 3
 # closed eyes are a crumpled squint either way).
 # The target's detail is kept about the eyes too (RenderConfig.detail_lids): video's narrower band
 # (detail_sigma 0.3) carries less of the lashes, and its figures were measured so (not re-measured).
+# A frame of glasses is told by the bridge's line alone (RenderConfig.glasses_model off): the
+# glasses model was fitted on LFW's 40 px faces, and the clips' frames read 0.70-1.0 on the line.
 VIDEO_RENDER = {"detail_sigma": 0.3, "mouth_lips": 0.3, "rims_in_place": False, "brow_floor": False, "highlights": 0.0,
-                "detail_lids": 0.0, "facial_hair": 0.0}
+                "detail_lids": 0.0, "facial_hair": 0.0, "glasses_model": False}
 # A photo's retries after failed verification draw with less of the target: no lid margin kept
 # around its eye openings (eye_margin 0.06 -> 0) and the identity-bearing geometry moved further
 # (alpha 1.5 -> 1.75). The first retry redraws the same bank face so, then STILL_RETRIES others.
@@ -166,11 +169,21 @@ VIDEO_RETRY_RENDER = {**VIDEO_RENDER, **RETRY_RENDER}
 # A frame of glasses and tinted lenses in it are drawn over too (RenderConfig.rims,
 # framed_lenses): kept, they made two men in sunglasses on crowd_selfie.jpg fail every drawing
 # (they had been drawn in full), and their pixelated faces were still dlib's matches (0.53, 0.54:
-# the cap, the hand and what is left of the lenses).
+# the cap, the hand and what is left of the lenses). So a face that may wear glasses
+# (glasses.wears_glasses) gets no drawing in full: drawn over, its glasses vanished or were left
+# broken, the arms outside the drawing (of 39 LFW fold-1 faces in glasses or sunglasses, 8 were
+# drawn so: Anthony Fauci, Antony Leung, Chang Saio-yue).
 FULL_RENDER = {"eye_margin": 0.0, "jaw": 0.75, "keep_eyes": 0.0, "detail": 0.0, "forehead": 0.8, "rims": 0.0,
                "framed_lenses": 0.33}
 FULL_RETRIES = 4
 FULL_MAX_YAW = 0.25
+
+
+def draws_in_full(rgb: np.ndarray, shape: np.ndarray, kps: np.ndarray) -> bool:
+    """Whether a photo's face whose every other try failed is drawn in full (FULL_RENDER) before the
+    fallback: its head turned no more than FULL_MAX_YAW (5 points `kps`), and not wearing glasses
+    by its 68 points `shape` (`glasses.wears_glasses`)."""
+    return yaw_share(kps) <= FULL_MAX_YAW and not wears_glasses(rgb, shape)
 
 
 def shape_weight(raw: np.ndarray, prev: np.ndarray, iod: float) -> float:
@@ -559,7 +572,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                         lessened[i], r = True, again
                         break
                     drawn.lift(out)
-                if failed[i] and still and yaw_share(dets.landmarks[i]) <= FULL_MAX_YAW:
+                if failed[i] and still and draws_in_full(rgb, shapes[i], dets.landmarks[i]):
                     # the last tries: the bank face in full, the ITM's first, then the farthest retried
                     for pick in [t for t in tried if not full_renderer.large(shapes[i], t)][:FULL_RETRIES]:
                         index = pick
