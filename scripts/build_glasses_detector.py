@@ -112,7 +112,8 @@ def main(argv=None) -> None:
               "held_auc": round(auc(p, hy), 3), "held_found": round(float(np.mean(p[hy == 1] >= threshold)), 3),
               "held_false_alarms": round(float(np.mean(p[hy == 0] >= threshold)), 3)}
     print(report)
-    model.save(args.out, threshold=str(report["threshold"]), **{k: str(v) for k, v in report.items() if k != "threshold"})
+    model.threshold = report["threshold"]
+    model.save(args.out, **{k: str(v) for k, v in report.items() if k != "threshold"})
     print(f"wrote {args.out}")
 
 

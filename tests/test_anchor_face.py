@@ -1787,12 +1787,11 @@ def test_a_face_in_glasses_is_not_drawn_in_full(astronaut, astronaut_face):
     glasses model reads as wearing them is not drawn so (it gets the fallback); a bare one is."""
     from fiva.anonymize.glasses import shipped_model
     from fiva.anonymize.native import draws_in_full
-    from fiva.weights import GLASSES_MODEL, metadata
 
     dets, shape = astronaut_face
     kps = dets.landmarks[0]
     worn, _ = _glasses(astronaut, shape)
-    t = float(metadata(GLASSES_MODEL)["threshold"])
+    t = shipped_model().threshold
     assert shipped_model().probability(worn, shape) > 1.5 * t and shipped_model().probability(astronaut, shape) < t / 2
     assert draws_in_full(astronaut, shape, kps) and not draws_in_full(worn, shape, kps)
 
@@ -1804,7 +1803,6 @@ def test_the_glasses_model_finds_most_glasses_on_held_out_lfw_faces():
     the bare faces for them; the bridge's line alone (`masks.glasses_worn`, as the frame's rims
     use it) found 10."""
     import sys
-    from pathlib import Path
 
     from conftest import LFW, ROOT
 
@@ -1812,11 +1810,10 @@ def test_the_glasses_model_finds_most_glasses_on_held_out_lfw_faces():
     from build_glasses_detector import features, probabilities, read_labels
 
     from fiva.anonymize.glasses import shipped_model
-    from fiva.weights import GLASSES_MODEL, metadata
 
     hogs, spans, y = features(LFW.parent, read_labels(ROOT / "scripts/data/glasses_fold1.txt"))
     p = probabilities(shipped_model(), hogs, spans)
-    t = float(metadata(GLASSES_MODEL)["threshold"])
+    t = shipped_model().threshold
     assert y.sum() == 39 and np.mean(p[y == 1] >= t) >= 0.8 and np.mean(p[y == 0] >= t) <= 0.15
 
 

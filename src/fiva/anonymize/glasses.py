@@ -59,13 +59,15 @@ def raw_features(rgb: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, float]
 @dataclass
 class GlassesModel:
     """HOG mean [D] and principal components [K,D]; the features' ([K] components, span) mean and
-    std [K+1]; logistic weights [K+1] and bias."""
+    std [K+1]; logistic weights [K+1] and bias; the probability from which a face is taken to wear
+    glasses (`wears_glasses`)."""
     hog_mean: np.ndarray
     components: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     w: np.ndarray
     b: float
+    threshold: float = 0.5
 
     def features(self, hogs: np.ndarray, spans: np.ndarray) -> np.ndarray:
         """[N,K+1] standardised features of HOGs [N,D] and spans [N]."""
@@ -83,14 +85,17 @@ class GlassesModel:
 
         tensors = {k: np.asarray(getattr(self, k), np.float32) for k in ("hog_mean", "components", "mean", "std", "w")}
         tensors["b"] = np.array([self.b], np.float32)
-        save_file(tensors, str(path), metadata=meta)
+        save_file(tensors, str(path), metadata={**meta, "threshold": str(self.threshold)})
 
     @classmethod
     def load(cls, path: str | Path) -> "GlassesModel":
         from safetensors.numpy import load_file
 
+        from ..weights import metadata
+
         t = load_file(str(path))
-        return cls(t["hog_mean"], t["components"], t["mean"], t["std"], t["w"], float(t["b"][0]))
+        return cls(t["hog_mean"], t["components"], t["mean"], t["std"], t["w"], float(t["b"][0]),
+                   float(metadata(path).get("threshold", 0.5)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,11 +117,8 @@ def frame_worn(rgb: np.ndarray, shape: np.ndarray, iod: float) -> float:
     return max(glasses_worn(rgb, shape, iod), float(ramp(glasses_probability(rgb, shape), FRAME_LO, FRAME_HI)))
 
 
-def wears_glasses(rgb: np.ndarray, shape: np.ndarray, threshold: float | None = None) -> bool:
+def wears_glasses(rgb: np.ndarray, shape: np.ndarray) -> bool:
     """Whether the face of 68 points `shape` in `rgb` may wear glasses (or sunglasses): the shipped
-    model's probability over its stored threshold (chosen for recall: a face taken for a wearer
+    model's probability at or over its threshold (chosen for recall: a face taken for a wearer
     loses only its drawing in full)."""
-    from ..weights import metadata, GLASSES_MODEL
-
-    t = float(metadata(GLASSES_MODEL)["threshold"]) if threshold is None else threshold
-    return glasses_probability(rgb, shape) >= t
+    return glasses_probability(rgb, shape) >= shipped_model().threshold
