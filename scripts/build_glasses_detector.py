@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python scripts/build_glasses_detector.py [--lfw ../shared/data/lfw]
         [--train scripts/data/glasses_train.txt] [--held scripts/data/glasses_fold1.txt]
-        [--components 50] [--recall 0.9] [--out src/fiva/data/glasses.safetensors]
+        [--components 80] [--recall 0.9] [--out src/fiva/data/glasses.safetensors]
 
 Each labelled LFW image (labels by eye, in scripts/data/): its largest YuNet face, dlib's 68
 points, the eye band's HOG and the bridge's span (`glasses.raw_features`). The HOGs of the
@@ -91,7 +91,7 @@ def main(argv=None) -> None:
     ap.add_argument("--lfw", default="../shared/data/lfw")
     ap.add_argument("--train", default="scripts/data/glasses_train.txt")
     ap.add_argument("--held", default="scripts/data/glasses_fold1.txt")
-    ap.add_argument("--components", type=int, default=50)
+    ap.add_argument("--components", type=int, default=80)
     ap.add_argument("--recall", type=float, default=0.9)
     ap.add_argument("--out", default="src/fiva/data/glasses.safetensors")
     args = ap.parse_args(argv)

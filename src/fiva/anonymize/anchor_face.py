@@ -174,7 +174,7 @@ class RenderConfig:
     rims: float = 1.0
     # ... the frame told by the bridge's line or the glasses model, whichever is surer
     # (glasses.frame_worn): at LFW's size a thin frame's bridge reads as a bare one's, and of 39
-    # fold-1 faces in glasses the line alone found 11 (the model at FRAME_LO, 26; 2 bare faces taken). Video frames
+    # fold-1 faces in glasses the line alone found 11 (the model at FRAME_LO, 30; 2 bare faces taken). Video frames
     # (native.VIDEO_RENDER): the line alone (framed glasses on the clips read 0.70-1.0; the model
     # was fitted on LFW's 40 px faces only)
     glasses_model: bool = True

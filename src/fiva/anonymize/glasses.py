@@ -5,7 +5,7 @@ by eye (`scripts/build_glasses_detector.py`, `glasses.safetensors`).
 
 The bridge's line alone tells a thin frame at LFW's size (eye distance ~40 px) no better than a
 bare bridge's pores and creases: of 200 LFW fold-1 faces labelled by eye, 39 wear glasses or
-sunglasses and the span reads 0.5 or more on 10 of them. A photo's last tries draw the bank face
+sunglasses and the span reads 0.5 or more on 11 of them. A photo's last tries draw the bank face
 in full, over the frame (`native.FULL_RENDER`): glasses vanished, or were left broken, their arms
 outside the drawing (Anthony Fauci, Antony Leung, Chang Saio-yue)."""
 from __future__ import annotations
