@@ -410,21 +410,29 @@ def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.nda
     training face (classes weighted equally: LFW is ~3/4 men). dlib's descriptor, not SFace's
     embedding: on held-out identities it tells the sexes apart 96% of the time, SFace's 76%.
     Returns weights [128], bias and the accuracy on a fifth of the identities held out (by name)."""
-    emb = descriptors(rows, lfw, cache)
+    emb = descriptors(rows, lfw, cache).astype(np.float64)
     y = np.array([r["sex"] for r in rows], np.float64)
     held = np.array([zlib.crc32(r["name"].encode()) % 5 == 0 for r in rows])
-    x = np.c_[emb, np.ones(len(emb))].astype(np.float64)
-    wt = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-    w = np.zeros(x.shape[1])
-    xt, yt, wtt = x[~held], y[~held], wt[~held]
-    reg = 1e-2 * len(xt) * np.diag(np.r_[np.ones(x.shape[1] - 1), 0])
-    for _ in range(25):  # Newton steps (IRLS) with a little L2: 129 weights, a few thousand rows
-        p = 1 / (1 + np.exp(-xt @ w))
-        grad = xt.T @ (wtt * (p - yt)) + reg @ w
-        hess = (xt * (wtt * p * (1 - p))[:, None]).T @ xt + reg
-        w -= np.linalg.solve(hess, grad)
-    acc = float(np.mean(((x[held] @ w) > 0) == (y[held] == 1)))
-    return w[:-1].astype(np.float32), float(w[-1]), acc
+    wt = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))  # the classes' shares over all rows
+    # 129 weights, a few thousand rows
+    w, b = fit_logistic(emb[~held], y[~held], lam=1e-2, steps=25, weights=wt[~held])
+    acc = float(np.mean(((emb[held] @ w + b) > 0) == (y[held] == 1)))
+    return w.astype(np.float32), b, acc
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.1, steps: int = 30,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Logistic regression of 0/1 labels `y` [N] on `x` [N,D] by Newton steps (IRLS), with an L2 of
+    `lam` per row on the weights (not the bias). `weights` [N]: each row's; default, the two classes
+    weighted equally. Returns weights [D] (float64) and bias."""
+    xb = np.c_[x, np.ones(len(x))].astype(np.float64)
+    wt = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean())) if weights is None else weights
+    reg = lam * len(x) * np.diag(np.r_[np.ones(x.shape[1]), 0])
+    w = np.zeros(xb.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(xb @ w, -30, 30)))
+        w -= np.linalg.solve((xb * (wt * p * (1 - p))[:, None]).T @ xb + reg, xb.T @ (wt * (p - y)) + reg @ w)
+    return w[:-1], float(w[-1])
 
 
 def caricature(tex, shape, mean_tex, mean_shape, gamma: float, tris) -> tuple[np.ndarray, np.ndarray]:

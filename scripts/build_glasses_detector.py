@@ -16,6 +16,7 @@ threshold. Fold 1 is never trained on.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ from fiva.anonymize.glasses import GlassesModel, raw_features
 from fiva.faces import FaceDetector
 from fiva.faces.landmarks68 import Landmarker68
 from fiva.io import read_image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from build_face_bank import fit_logistic  # noqa: E402
 
 
 def read_labels(path: Path) -> list[tuple[str, int]]:
@@ -52,25 +56,14 @@ def features(lfw: Path, labels: list[tuple[str, int]]) -> tuple[np.ndarray, np.n
     return np.stack(hogs), np.array(spans, np.float32), np.array(y)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.1) -> tuple[np.ndarray, float]:
-    """Class-balanced logistic regression by Newton steps (IRLS), L2 `lam` per row on the weights."""
-    xb = np.c_[x, np.ones(len(x))].astype(np.float64)
-    wt = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-    reg = lam * len(x) * np.diag(np.r_[np.ones(x.shape[1]), 0])
-    w = np.zeros(xb.shape[1])
-    for _ in range(30):
-        p = 1 / (1 + np.exp(-np.clip(xb @ w, -30, 30)))
-        w -= np.linalg.solve((xb * (wt * p * (1 - p))[:, None]).T @ xb + reg, xb.T @ (wt * (p - y)) + reg @ w)
-    return w[:-1].astype(np.float32), float(w[-1])
-
-
 def fit(hogs: np.ndarray, spans: np.ndarray, y: np.ndarray, k: int) -> GlassesModel:
     mean = hogs.mean(0)
     _, _, vt = np.linalg.svd(hogs - mean, full_matrices=False)
     x = np.c_[(hogs - mean) @ vt[:k].T, spans]
     mu, sd = x.mean(0), x.std(0) + 1e-6
     w, b = fit_logistic((x - mu) / sd, y)
-    return GlassesModel(mean.astype(np.float32), vt[:k].astype(np.float32), mu.astype(np.float32), sd.astype(np.float32), w, b)
+    return GlassesModel(mean.astype(np.float32), vt[:k].astype(np.float32), mu.astype(np.float32), sd.astype(np.float32),
+                        w.astype(np.float32), b)
 
 
 def probabilities(model: GlassesModel, hogs: np.ndarray, spans: np.ndarray) -> np.ndarray:
