@@ -132,13 +132,13 @@ def main():
     wild = Path(a.wild)
     if wild.is_dir():
         sets["wild"] = sorted(p for p in wild.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if a.only is not None:
+        sets = {name: [p for p in paths if p.name in a.only] for name, paths in sets.items()}
     rng = np.random.default_rng(a.seed)
     report = {"config": vars(cfg), "bank": a.bank, "sets": {}}
     for name, paths in sets.items():
         rows, outs, alarms = [], [], []
         for p in paths:
-            if a.only is not None and p.name not in a.only:
-                continue
             rgb = read_image(p)
             d0 = det(rgb)
             if len(d0) == 0:
@@ -256,8 +256,6 @@ def main():
         anon.generator.renderer.cfg = cfg
         left = total = 0
         for p in sets.get("lfw", []):
-            if a.only is not None and p.name not in a.only:
-                continue
             rgb = read_image(p)
             d0 = det(rgb)
             if len(d0) == 0:

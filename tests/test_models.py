@@ -91,7 +91,9 @@ def test_low_pass_generator_never_sees_the_inner_faces_fine_detail_but_keeps_the
     x = torch.rand(1, 3, 112, 112) * 2 - 1
     detail = inner_face_detail(x)
     z = torch.randn(1, 128)
-    assert torch.allclose(g(x, z)[0], g(x + detail, z)[0], atol=1e-5)
+    # float rounding through the low pass and the network moves outputs by ~1e-5 (thread count
+    # decides which side of 1e-5); seeing the detail moves them by ~0.3 (the paper's, below)
+    assert torch.allclose(g(x, z)[0], g(x + detail, z)[0], atol=1e-4)
     outside = 1 - g.ellipse
     x_far = x.clone()
     x_far[..., :8, :8] += 0.5  # a corner, outside the face: still seen (and kept by the blend)
