@@ -77,7 +77,7 @@ def test_concealed_inner_face_generator_trains_and_keeps_its_concealment_when_lo
     detail = inner_face_detail(x)
     z = torch.randn(1, 128)
     with torch.no_grad():
-        assert torch.allclose(G(x, z)[0], G(x + detail, z)[0], atol=1e-5)
+        assert torch.allclose(G(x, z)[0], G(x + detail, z)[0], atol=1e-4)  # float rounding only (test_models' low-pass check)
     assert np.isfinite(float(list(csv.DictReader(open(out / "log.csv")))[-1]["loss_g"]))
 
 
