@@ -66,10 +66,6 @@ def fit(hogs: np.ndarray, spans: np.ndarray, y: np.ndarray, k: int) -> GlassesMo
                         w.astype(np.float32), b)
 
 
-def probabilities(model: GlassesModel, hogs: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.clip(model.features(hogs, spans) @ model.w + model.b, -30, 30)))
-
-
 def auc(scores: np.ndarray, y: np.ndarray) -> float:
     """ROC AUC: the chance a wearer scores above a bare face."""
     order = np.argsort(scores)
@@ -95,11 +91,11 @@ def main(argv=None) -> None:
     cv = np.zeros(len(y))
     for k in range(5):
         m = fit(hogs[fold != k], spans[fold != k], y[fold != k], args.components)
-        cv[fold == k] = probabilities(m, hogs[fold == k], spans[fold == k])
+        cv[fold == k] = m.probabilities(hogs[fold == k], spans[fold == k])
     threshold = float(np.quantile(cv[y == 1], 1 - args.recall))
     model = fit(hogs, spans, y, args.components)
     hh, hs, hy = features(lfw, read_labels(args.held))
-    p = probabilities(model, hh, hs)
+    p = model.probabilities(hh, hs)
     report = {"train_faces": len(y), "train_glasses": int(y.sum()), "cv_auc": round(auc(cv, y), 3),
               "threshold": round(threshold, 4), "held_faces": len(hy), "held_glasses": int(hy.sum()),
               "held_auc": round(auc(p, hy), 3), "held_found": round(float(np.mean(p[hy == 1] >= threshold)), 3),

@@ -1807,12 +1807,12 @@ def test_the_glasses_model_finds_most_glasses_on_held_out_lfw_faces():
     from conftest import LFW, ROOT
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from build_glasses_detector import features, probabilities, read_labels
+    from build_glasses_detector import features, read_labels
 
     from fiva.anonymize.glasses import shipped_model
 
     hogs, spans, y = features(LFW.parent, read_labels(ROOT / "scripts/data/glasses_fold1.txt"))
-    p = probabilities(shipped_model(), hogs, spans)
+    p = shipped_model().probabilities(hogs, spans)
     t = shipped_model().threshold
     assert y.sum() == 39 and np.mean(p[y == 1] >= t) >= 0.8 and np.mean(p[y == 0] >= t) <= 0.15
 

@@ -74,11 +74,15 @@ class GlassesModel:
         x = np.c_[(hogs - self.hog_mean) @ self.components.T, spans]
         return (x - self.mean) / self.std
 
+    def probabilities(self, hogs: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """[N] P(glasses) of HOGs [N,D] and spans [N] (`raw_features`)."""
+        z = (self.features(hogs, spans) @ self.w + self.b).astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
     def probability(self, rgb: np.ndarray, shape: np.ndarray) -> float:
         """P(glasses) for the face of 68 points `shape` in `rgb`."""
         h, span = raw_features(rgb, shape)
-        z = float(self.features(h[None], np.array([span]))[0] @ self.w + self.b)
-        return float(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))))
+        return float(self.probabilities(h[None], np.array([span]))[0])
 
     def save(self, path: str | Path, **meta: str) -> None:
         from safetensors.numpy import save_file
