@@ -46,6 +46,19 @@ Needs the [eval] extra (dlib) and `gender-guesser` (pip install gender-guesser; 
    pushed by 1.3 (42 of 66 faces moved) gained 7 points there on LFW and 13 on the wild photos
    (three seeds), but lost 2 on the wild photos' "beyond 0.6" and drew 169 fewer of the 12
    talking-head clips' 4,426 faces, with 9 bank-face switches instead of 3: not shipped.
+7. Dark-skinned donors (--dark-only BANK, on a built bank; not on the shipped one): faces made as
+   in steps 2-4 from the training people labelled dark-skinned by eye
+   (scripts/data/dark_skin_train.txt: the 500 darkest-cheeked, 154 of them) or read so by a
+   logistic regression on dlib descriptors fitted on those labels (`fit_dark_classifier`; on the
+   200 darkest-cheeked fold-1 faces, labelled alike and never trained on, it finds 23 of the 25
+   and takes 4 of the 175 others), with up to DARK_IMAGES images each and a looser screen; appended
+   with `AnchorFaceBank.dark` and the classifier, so that a dark-skinned target gets them and no one
+   else does (`AnchorFaceBank.match_skin`). dlib reads dark-skinned strangers as nearer one another
+   (median 0.70 against 0.78), so their groups, donor check and render check are looser (DARK_*).
+   Tried, not shipped (docs/model_card_log.md, "thirty-seventh session"): on the 25 dark-skinned
+   fold-1 faces the drawings came nearer the originals for dlib (beyond 0.6: 96% -> 84%), two of
+   the faces apart 24% -> 8%, and by eye as many looked worse as better; on the first 200 fold-1
+   faces the classifier gave two Asian faces the new ones.
 
 Cached under --cache (git-ignored runs/): scan results and donors' dlib descriptors (real identity
 data: kept there, never shipped); the bank itself holds no donor data, only each face's smallest
@@ -53,8 +66,11 @@ distance to its donors. The candidates (the averages, made before the render che
 the scan, the settings and --seed, not on the renderer: a bank whose build cache is lost gets its
 donors back with --groups-only BANK once a build with the bank's settings (--out elsewhere: the
 render check of today's renderer may select other faces) has cached them. The shipped bank's 66
-faces are all among the candidates such a build makes today; a pushed bank keeps its groups
-(--push-only updates them), --groups-only refuses it.
+faces were all among the candidates such a build made until the thirty-sixth session; on
+2026-12-05, with the cache lost and the scan redone (gender-guesser 0.4.0, OpenCV 5.1, dlib-bin
+20.0.1), a build's candidates held 25 of them, the first men's: something upstream of the
+averages has changed, and the shipped bank's donor figures cannot be measured until it is found.
+A pushed bank keeps its groups (--push-only updates them), --groups-only refuses it.
 """
 from __future__ import annotations
 
@@ -138,6 +154,20 @@ REVIEWED_AGED = (3, 9, 14, 23, 31, 36, 37, 42, 44, 64)
 # caricature 1.75, k 6 at 2.0), those with teeth 0.128-0.185, with closed lips 0.023-0.108.
 MAX_MOUTH = 0.12
 FRINGE_REACH = 0.35  # eye distances above the brows: RenderConfig.forehead's default
+DARK_MEN, DARK_WOMEN = 12, 8  # --dark-only's faces wanted
+DARK_SPREAD = 0.65  # --dark-only's smallest dlib distance between two donors of a group (`dark_only`)
+DARK_CARICATURE = 2.0  # ... and their averages' push from their own mean face (--caricature: 1.5)
+DARK_MIN_DONOR_DISTANCE = 0.62  # ... and each face's smallest dlib distance to its donors (--min-donor-distance: 0.68)
+DARK_WEAK = 6  # ... and the check targets a face's drawing may stay within 0.6 of (--weak: 2)
+DARK_REUSE, DARK_POOL = 6, 4.0  # ... and the most groups a donor joins, candidates per face wanted (--reuse 4, --pool 2.5)
+DARK_IMAGES = 6  # ... and the most images of each dark-skinned person scanned (`scan_more`)
+DARK_LAMBDA = 1e-2  # the dark-skin classifier's L2 (`fit_dark_classifier`)
+# --dark-only's selected faces (numbered as its --dark-sheet) left out after looking at them at 1.8x:
+# ghosted eyes or glasses rims (1, 8, 9), a double face (6), a rim and a moustache's ghost (5), a light
+# face with puffy lids (11)
+REVIEWED_DARK_OUT: tuple[int, ...] = (1, 5, 6, 8, 9, 11)
+# ... and of the kept ones (bank indices), a faint rim around the eyes (71: the sheet's 10)
+REVIEWED_DARK_GHOSTS: tuple[int, ...] = (71,)
 EYE_COHERENCE_MIN = 0.42  # donors' agreement in the eye region (`eye_coherence`) below which a face is ghosted
 
 
@@ -224,6 +254,43 @@ def read_rgb(path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
+def scan_face(lfw: Path, f: Path, name: str, sex: int, det, lm68) -> dict | None:
+    """One image's scan row: the face nearest its centre, its 68 points and screening measures
+    (None where YuNet finds no face)."""
+    rgb = read_rgb(f)
+    d = det(rgb)
+    if len(d) == 0:
+        return None
+    c = np.array(rgb.shape[1::-1]) / 2
+    i = int(np.argmin(np.linalg.norm((d.boxes[:, :2] + d.boxes[:, 2:]) / 2 - c, axis=1)))
+    shape = lm68(rgb, d.landmarks[i:i + 1])[0]
+    crop, cshape = to_canonical(rgb, shape)
+    k = five_points(shape)
+    roll = float(np.degrees(np.arctan2(*(k[1] - k[0])[::-1])))
+    return {"name": name, "file": str(f.relative_to(lfw)), "sex": sex, "score": float(d.scores[i]),
+            "box": d.boxes[i].tolist(), "shape": shape.tolist(), "cshape": cshape.tolist(),
+            "yaw": yaw_share(k), "roll": roll, "eyes": eye_openness(shape), "mouth": mouth_opening(shape),
+            **screen_measures(crop, cshape)}
+
+
+def scan_more(lfw: Path, cache: Path, people: dict[str, int], most: int) -> list[dict]:
+    """Scan rows of up to `most` images of each of `people` (name -> sex) that `scan` left out
+    (it takes one per man, three per woman); cached in scan_more.json."""
+    out_file = cache / "scan_more.json"
+    have = json.loads(out_file.read_text()) if out_file.exists() else []
+    done = {r["file"] for r in have} | {r["file"] for r in scan(lfw, cache)}
+    det, lm68 = FaceDetector(score_threshold=0.5), Landmarker68()
+    for name, sex in people.items():
+        for f in sorted((lfw / "images" / name).glob("*.jpg"))[:most]:
+            if str(f.relative_to(lfw)) not in done:
+                r = scan_face(lfw, f, name, sex, det, lm68)
+                if r is not None:
+                    have.append(r)
+                done.add(str(f.relative_to(lfw)))
+    out_file.write_text(json.dumps(have))
+    return have
+
+
 def scan(lfw: Path, cache: Path) -> list[dict]:
     out_file = cache / "scan.json"
     if out_file.exists():
@@ -241,29 +308,19 @@ def scan(lfw: Path, cache: Path) -> list[dict]:
         if sex is None:
             continue
         files = sorted((lfw / "images" / name).glob("*.jpg"))[: 3 if sex == 1 else 1]
-        for f in files:
-            rgb = read_rgb(f)
-            d = det(rgb)
-            if len(d) == 0:
-                continue
-            c = np.array(rgb.shape[1::-1]) / 2
-            i = int(np.argmin(np.linalg.norm((d.boxes[:, :2] + d.boxes[:, 2:]) / 2 - c, axis=1)))
-            shape = lm68(rgb, d.landmarks[i:i + 1])[0]
-            crop, cshape = to_canonical(rgb, shape)
-            k = five_points(shape)
-            roll = float(np.degrees(np.arctan2(*(k[1] - k[0])[::-1])))
-            rows.append({"name": name, "file": str(f.relative_to(lfw)), "sex": sex, "score": float(d.scores[i]),
-                         "box": d.boxes[i].tolist(), "shape": shape.tolist(), "cshape": cshape.tolist(),
-                         "yaw": yaw_share(k), "roll": roll, "eyes": eye_openness(shape), "mouth": mouth_opening(shape),
-                         **screen_measures(crop, cshape)})
+        rows += [r for r in (scan_face(lfw, f, name, sex, det, lm68) for f in files) if r is not None]
         if j % 500 == 0:
             print(f"scan {j}/{len(train)} identities, {len(rows)} faces, {time.time() - t0:.0f} s", flush=True)
     out_file.write_text(json.dumps(rows))
     return rows
 
 
-def screen(rows: list[dict]) -> list[dict]:
-    """Drop turned, tilted, closed-eyed, open-mouthed and occluded faces (the worst shares)."""
+def screen(rows: list[dict], extra: list[dict] = (), loose: bool = False) -> list[dict]:
+    """Drop turned, tilted, closed-eyed, open-mouthed and occluded faces (the worst shares of
+    `rows`); `extra` rows (more images of some people: `scan_more`) are screened by the same
+    limits after them. `loose`: wider mouths (0.3, against 0.2), more yaw (0.2, 0.15) and the
+    glasses limit at the 65th/80th percentile (50th/65th), for --dark-only's few donors (what
+    gets through is reviewed by eye)."""
     q = lambda key, p: float(np.quantile([r[key] for r in rows], p))  # noqa: E731
     lim = {"cap": q("cap", 0.75), "lower": q("lower", 0.85)}
     # glasses: the largest robust z-score of the four rim measures; the worst 50% of men and 35%
@@ -273,11 +330,14 @@ def screen(rows: list[dict]) -> list[dict]:
     keys = ("g_temple", "g_under", "g_bridge", "g_side")
     v = np.array([[r[k] for k in keys] for r in rows])
     med, iqr = np.median(v, 0), np.quantile(v, 0.75, 0) - np.quantile(v, 0.25, 0) + 1e-6
-    for r, z in zip(rows, ((v - med) / iqr).max(1)):
-        r["glasses"] = float(z)
-    glim = {sex: float(np.quantile([r["glasses"] for r in rows if r["sex"] == sex], p)) for sex, p in ((0, 0.5), (1, 0.65))}
-    keep = [r for r in rows if r["score"] > 0.8 and r["yaw"] < 0.15 and abs(r["roll"]) < 12 and r["eyes"] > 0.2
-            and r["mouth"] < 0.2 and r["dark_eyes"] > 0.35 and r["glasses"] < glim[r["sex"]] and r["chroma"] > 3
+    every = list(rows) + list(extra)
+    for r in every:
+        r["glasses"] = float(((np.array([r[k] for k in keys]) - med) / iqr).max())
+    share = ((0, 0.65), (1, 0.8)) if loose else ((0, 0.5), (1, 0.65))
+    glim = {sex: float(np.quantile([r["glasses"] for r in rows if r["sex"] == sex], p)) for sex, p in share}
+    mouth, yaw = (0.3, 0.2) if loose else (0.2, 0.15)
+    keep = [r for r in every if r["score"] > 0.8 and r["yaw"] < yaw and abs(r["roll"]) < 12 and r["eyes"] > 0.2
+            and r["mouth"] < mouth and r["dark_eyes"] > 0.35 and r["glasses"] < glim[r["sex"]] and r["chroma"] > 3
             and r["cap"] < lim["cap"] and r["lower"] < lim["lower"]]
     # one face per person (women were scanned up to three times: keep the first that passed)
     seen, out = set(), []
@@ -336,7 +396,9 @@ def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOST
     files = g["donor_files"].reshape(len(g["groups"]), -1)
     if len(files) != len(bank):
         raise ValueError(f"{cache / 'groups.npz'} holds {len(files)} donor groups, {path} {len(bank)} faces")
-    shapes = {r["file"]: np.array(r["shape"], np.float32) for r in scan(lfw, cache)}
+    more = cache / "scan_more.json"  # --dark-only's donors' further images
+    shapes = {r["file"]: np.array(r["shape"], np.float32)
+              for r in scan(lfw, cache) + (json.loads(more.read_text()) if more.exists() else [])}
     coh = np.array([eye_coherence(*warp_group([read_rgb(lfw / f) for f in row], [shapes[f] for f in row], bank.triangles))
                     for row in files])
     ghost = coh < EYE_COHERENCE_MIN
@@ -417,6 +479,31 @@ def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.nda
     # 129 weights, a few thousand rows
     w, b = fit_logistic(emb[~held], y[~held], lam=1e-2, steps=25, weights=wt[~held])
     acc = float(np.mean(((emb[held] @ w + b) > 0) == (y[held] == 1)))
+    return w.astype(np.float32), b, acc
+
+
+def read_skin_labels(path: str | Path) -> dict[str, int]:
+    """Image name -> 1 (dark-skinned) / 0 per labelled line of a labels file (scripts/data/dark_skin_*.txt)."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, label = line.split()
+            out[name] = int(label)
+    return out
+
+
+def fit_dark_classifier(rows: list[dict], lfw: Path, cache: Path, labels: dict[str, int]) -> tuple[np.ndarray, float, float]:
+    """Logistic regression P(dark skin | dlib descriptor) on the scanned faces labelled by eye
+    (`labels`: the darkest-cheeked training faces, dark-skinned people and lighter skin in dim light
+    alike, so it learns the person, not the light). Returns weights [128], bias and the accuracy on
+    a fifth of the labelled identities held out (by name)."""
+    rows = [r for r in rows if Path(r["file"]).name in labels]
+    emb = descriptors(rows, lfw, cache).astype(np.float64)
+    y = np.array([labels[Path(r["file"]).name] for r in rows], np.float64)
+    held = np.array([zlib.crc32(r["name"].encode()) % 5 == 0 for r in rows])
+    w, b = fit_logistic(emb[~held], y[~held], lam=DARK_LAMBDA)
+    acc = float(np.mean(((emb[held] @ w + b) > 0) == (y[held] == 1)))
+    w, b = fit_logistic(emb, y, lam=DARK_LAMBDA)  # shipped: fitted on all of them
     return w.astype(np.float32), b, acc
 
 
@@ -505,9 +592,13 @@ def push_bank(bank: AnchorFaceBank, donors: np.ndarray, most: float, floor: floa
 
 def same_selection(textures: list[np.ndarray], bank: AnchorFaceBank | None, tolerance: float = STORED_TOLERANCE) -> bool:
     """Whether a build's selected textures are `bank`'s faces, in its order (within `tolerance` grey
-    levels, mean absolute difference: the bank stores them as JPEG)."""
-    return bank is not None and len(textures) == len(bank) and all(
-        np.abs(t.astype(np.float32) - b.astype(np.float32)).mean() <= tolerance for t, b in zip(textures, bank.textures))
+    levels, mean absolute difference: the bank stores them as JPEG), less the faces --dark-only
+    appended to it (`AnchorFaceBank.dark`)."""
+    if bank is None:
+        return False
+    own = bank.textures if bank.dark is None else bank.textures[~bank.dark]
+    return len(textures) == len(own) and all(
+        np.abs(t.astype(np.float32) - b.astype(np.float32)).mean() <= tolerance for t, b in zip(textures, own))
 
 
 def lips_closed(shape: np.ndarray, max_mouth: float = MAX_MOUTH) -> bool:
@@ -707,6 +798,144 @@ def push_only(ap, path: str, cache: Path, most: float, floor: float) -> None:
           f"median {np.median(factors):.2f}); nearest-donor distance min {before.min():.3f} -> {bank.donor_distance.min():.3f}")
 
 
+def dark_only(ap, a, path: str, lfw: Path, cache: Path) -> None:
+    """`--dark-only`: append faces made from dark-skinned donors to the built bank file `path`
+    (`AnchorFaceBank.dark`), with the skin classifier (`fit_dark_classifier`) that gives them to
+    dark-skinned targets only (`AnchorFaceBank.match_skin`). The donors: the training people
+    labelled dark-skinned by eye (--skin-labels), and the unlabelled ones (lighter cheeks than the
+    labelled) that the classifier reads so; made, checked and selected as the build's own faces
+    (`make_candidates`, one tone bin, the caricature from their own mean face; `render_check` on
+    dark-skinned training people who are no donors), less --dark-drop, reviewed by eye. Their
+    donor groups are appended to --cache/groups.npz, which must hold the bank's own."""
+    from fiva.faces.identity import DlibEvaluator, load_sface
+
+    try:
+        bank = AnchorFaceBank.load(path)
+    except (OSError, ValueError, SafetensorError) as e:
+        ap.error(f"{path}: not a readable bank file ({e})")
+    if bank.dark is not None and bank.dark.any():
+        ap.error(f"{path}: already holds {int(bank.dark.sum())} dark-skinned donors' faces (--dark-only runs once on a built bank)")
+    rows = scan(lfw, cache)
+    labels = read_skin_labels(a.skin_labels)
+    labelled = {r["name"] for r in rows if Path(r["file"]).name in labels}
+    w, b, acc = fit_dark_classifier(rows, lfw, cache, labels)
+    print(f"dark-skin classifier on dlib descriptors: {acc:.3f} accurate on held-out labelled identities", flush=True)
+    # the people: labelled dark-skinned, or unlabelled and read so by the classifier; up to
+    # DARK_IMAGES images of each, screened more loosely (few of them pass the build's own screen)
+    read = descriptors(rows, lfw, cache) @ w + b > 0
+    people = {r["name"]: r["sex"] for r, d in zip(rows, read) if labels.get(Path(r["file"]).name, int(d)) == 1}
+    more = scan_more(lfw, cache, people, DARK_IMAGES)
+    donors = [r for r in screen(rows, [m for m in more if m["name"] in people], loose=not a.dark_strict) if r["name"] in people]
+    desc = descriptors(donors, lfw, cache)
+    print(f"{len(people)} dark-skinned people, {len(donors)} pass screening ({sum(r['sex'] == 0 for r in donors)} men, "
+          f"{sum(r['sex'] == 1 for r in donors)} women; {sum(r['name'] not in labelled for r in donors)} "
+          f"found by the classifier)", flush=True)
+    det, ev, sface = FaceDetector(score_threshold=0.5), DlibEvaluator(), load_sface()
+    rng = np.random.default_rng(a.seed)
+    # dlib reads dark-skinned people nearer one another (pairs of these donors: median 0.70, the
+    # others' 0.78), so their groups are spread by DARK_SPREAD, which as many pairs pass as --spread's
+    opts = argparse.Namespace(**{**vars(a), "men": a.dark_men, "women": a.dark_women, "bins": 1, "spread": a.dark_spread,
+                                 "caricature": a.dark_caricature, "min_donor_distance": a.dark_min_donor_distance,
+                                 "reuse": a.dark_reuse, "pool": a.dark_pool})
+    cand_file = cache / "dark_candidates.npz"  # as the build's own: kept to try other selections and reviews
+    if a.candidates_from_cache and cand_file.exists():
+        c = np.load(cand_file)
+        cands = [{"tex": c["tex"][j], "shape": c["shape"][j], "sex": int(c["sex"][j]), "dd": float(c["dd"][j]),
+                  "dlib": c["dlib"][j], "group": list(c["group"][j])} for j in range(len(c["sex"]))]
+        drawn, targets = c["drawn"], [next(r for r in rows if r["file"] == f) for f in c["target_files"]]
+    else:
+        cands = make_candidates(donors, desc, lfw, opts, rng, bank.triangles, ev, det)
+        if not cands:
+            ap.error(f"no average of {a.k} dark-skinned donors passes (--dark-spread {a.dark_spread}, "
+                     f"--min-donor-distance {a.min_donor_distance})")
+        tdesc_all = descriptors(rows, lfw, cache)
+        dark_rows = [r for r, e in zip(rows, tdesc_all) if labels.get(Path(r["file"]).name, int(float(e @ w) + b > 0)) == 1]
+        targets = check_targets(dark_rows, donors, lfw, a.targets, rng)
+        drawn = render_check(cands, targets, lfw, bank.triangles, ev)
+        np.savez(cand_file, tex=np.stack([c["tex"] for c in cands]), shape=np.stack([c["shape"] for c in cands]),
+                 sex=np.array([c["sex"] for c in cands]), dd=np.array([c["dd"] for c in cands]),
+                 dlib=np.stack([c["dlib"] for c in cands]), group=np.array([c["group"] for c in cands]), drawn=drawn,
+                 target_files=np.array([t["file"] for t in targets]))
+    tdesc = descriptors(targets, lfw, cache)
+    faces = []
+    for sex, want in ((0, a.dark_men), (1, a.dark_women)):
+        ok = []
+        for c, cand in enumerate(cands):
+            t = ~np.isnan(drawn[c, :, 0])
+            if cand["sex"] != sex or not t.any():
+                continue
+            # dlib takes dark-skinned strangers for one person far more often than others (of the
+            # check targets' originals, never donors, 38% lie within 0.6 of one of a group's six
+            # donors; 4.7% for the build's own faces), so a drawing may come within
+            # --render-donor-distance of a donor only as often as the targets' own originals do:
+            # no nearer to its donors than a stranger
+            near = np.linalg.norm(drawn[c, t][:, None] - desc[cand["group"]][None], axis=2).min(1) <= a.render_donor_distance
+            chance = np.linalg.norm(tdesc[t][:, None] - desc[cand["group"]][None], axis=2).min(1) <= a.render_donor_distance
+            weak = int(np.sum(np.linalg.norm(drawn[c, t] - tdesc[t], axis=1) <= 0.6))
+            if near.sum() <= chance.sum() and weak <= a.dark_weak and lips_closed(cand["shape"], a.max_mouth):
+                ok.append(c)
+        print(f"{SEXES[sex]}: {len(ok)} of {sum(c['sex'] == sex for c in cands)} dark candidates pass the render check "
+              f"with lips closed", flush=True)
+        faces += [cands[ok[i]] for i in select([cands[c] for c in ok], drawn[ok], want)]
+    drop = {int(v) for v in a.dark_drop.split(",") if v.strip()}
+    shown = faces
+    faces = [f for j, f in enumerate(faces) if j not in drop]
+    if not faces:
+        ap.error("no dark-skinned donors' face passes; nothing appended")
+    if a.dark_sheet:  # the selection as one image, numbered as --dark-drop counts, to review by eye
+        tiles = [cv2.putText(cv2.resize(f["tex"], (160, 160)).copy(), str(j), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                             (255, 255, 0), 1) for j, f in enumerate(shown)]
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % 8)
+        sheet = np.vstack([np.hstack(tiles[i:i + 8]) for i in range(0, len(tiles), 8)])
+        cv2.imwrite(a.dark_sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        print(f"wrote {a.dark_sheet}: the {len(shown)} faces selected, before --dark-drop")
+    try:  # the bank's own donor groups, to append theirs to (the evaluation's donor figures read them)
+        donor_groups(cache, bank)
+        groups_kept = True
+    except (OSError, ValueError) as e:
+        groups_kept = False
+        print(f"{e}: their donors are not recorded (--groups-only {path} first, then --dark-only again)", flush=True)
+    for f in faces:
+        f["sface"], f["tone"] = sface_and_tone(f["tex"], f["shape"], sface)
+    n, m = len(bank), len(faces)
+    new_dlib = bank_descriptors(np.stack([f["tex"] for f in faces]), det, ev)
+    grow = lambda old, new: None if old is None else np.concatenate([old, new])  # noqa: E731
+    bank.textures = np.concatenate([bank.textures, np.stack([f["tex"] for f in faces])])
+    bank.shapes = np.concatenate([bank.shapes, np.stack([f["shape"] for f in faces])])
+    bank.sface = np.concatenate([bank.sface, np.stack([f["sface"] for f in faces])])
+    bank.sex = np.concatenate([bank.sex, np.array([f["sex"] for f in faces], np.uint8)])
+    bank.tone = np.concatenate([bank.tone, np.stack([f["tone"] for f in faces]).astype(np.float32)])
+    bank.donor_distance = np.concatenate([bank.donor_distance, np.array([f["dd"] for f in faces], np.float32)])
+    bank.dlib = grow(bank.dlib, new_dlib)
+    # ghosted around the eyes as the build's own are told (`eye_ghosts`): their donors' eye regions
+    # disagree, or reviewed by eye; the bank's own marks are kept as they are
+    shapes = {r["file"]: np.array(r["shape"], np.float32) for r in donors}
+    coh = np.array([eye_coherence(*warp_group([read_rgb(lfw / donors[i]["file"]) for i in f["group"]],
+                                              [shapes[donors[i]["file"]] for i in f["group"]], bank.triangles)) for f in faces])
+    ghost = coh < EYE_COHERENCE_MIN
+    ghost[[i - n for i in REVIEWED_DARK_GHOSTS if n <= i < n + m]] = True
+    bank.ghost = grow(bank.ghost, ghost)
+    bank.aged, bank.poor = (grow(v, np.zeros(m, bool)) for v in (bank.aged, bank.poor))
+    bank.forehead = grow(bank.forehead, np.full(m, np.inf, np.float32))
+    bank.dark = np.r_[np.zeros(n, bool), np.ones(m, bool)]
+    bank.dark_w, bank.dark_b = w, b
+    bank.meta.update({"dark": f"faces {n}-{n + m - 1}: dark-skinned donors ({sum(f['sex'] == 0 for f in faces)} men, "
+                              f"{sum(f['sex'] == 1 for f in faces)} women), reviewed out {a.dark_drop or 'none'}",
+                      "dark_classifier_accuracy": f"{acc:.3f}"})
+    bank.save(path)
+    print(f"{path}: {m} faces of dark-skinned donors appended ({n}-{n + m - 1}); nearest-donor distance min "
+          f"{min(f['dd'] for f in faces):.3f}; {int(ghost.sum())} ghosted around the eyes: {(n + np.flatnonzero(ghost)).tolist()}")
+    if not groups_kept:
+        return
+    g = dict(np.load(cache / "groups.npz"))
+    # their donors by file (the groups' indices name rows of the build's own donor list: -1 here)
+    g["groups"] = np.concatenate([g["groups"], np.full((m, a.k), -1, g["groups"].dtype)])
+    g["donor_files"] = np.concatenate([g["donor_files"], np.array([donors[i]["file"] for f in faces for i in f["group"]])])
+    if "bank_dlib" in g:
+        g["bank_dlib"] = np.concatenate([g["bank_dlib"], np.stack([f["dlib"] for f in faces])])
+    np.savez(cache / "groups.npz", **g)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", default="../shared/data/lfw")
@@ -748,6 +977,22 @@ def main():
                     "bank face (`push_bank`: by up to --push, each kept more than --min-donor-distance from its donors, "
                     "from --cache/groups.npz, which follows)")
     ap.add_argument("--push", type=float, default=1.3, help="with --push-only: the largest further push")
+    ap.add_argument("--dark-only", default=None, help="only append faces of dark-skinned donors to this built bank file "
+                    "(`dark_only`; its donor groups from --cache)")
+    ap.add_argument("--skin-labels", default="scripts/data/dark_skin_train.txt", help="with --dark-only: skin labelled by eye")
+    ap.add_argument("--dark-men", type=int, default=DARK_MEN, help="with --dark-only: men's faces wanted")
+    ap.add_argument("--dark-women", type=int, default=DARK_WOMEN, help="with --dark-only: women's faces wanted")
+    ap.add_argument("--dark-drop", default=",".join(map(str, REVIEWED_DARK_OUT)),
+                    help="with --dark-only: its selected faces left out after review by eye")
+    ap.add_argument("--dark-spread", type=float, default=DARK_SPREAD, help="with --dark-only: --spread for their groups")
+    ap.add_argument("--dark-caricature", type=float, default=DARK_CARICATURE, help="with --dark-only: --caricature for them")
+    ap.add_argument("--dark-min-donor-distance", type=float, default=DARK_MIN_DONOR_DISTANCE,
+                    help="with --dark-only: --min-donor-distance for them")
+    ap.add_argument("--dark-reuse", type=int, default=DARK_REUSE, help="with --dark-only: --reuse for them")
+    ap.add_argument("--dark-pool", type=float, default=DARK_POOL, help="with --dark-only: --pool for them")
+    ap.add_argument("--dark-weak", type=int, default=DARK_WEAK, help="with --dark-only: --weak for them")
+    ap.add_argument("--dark-strict", action="store_true", help="with --dark-only: screen their donors as the build's own")
+    ap.add_argument("--dark-sheet", default=None, help="with --dark-only: write the selected faces, numbered, to this PNG")
     a = ap.parse_args()
     cv2.setNumThreads(1)
     for path, mark in ((a.aged_only, aged), (a.fringes_only, fringes), (a.poor_only, poor)):  # marks reviewed by eye, set in place
@@ -787,6 +1032,9 @@ def main():
         return
     if a.push_only:
         push_only(ap, a.push_only, cache, a.push, a.min_donor_distance)
+        return
+    if a.dark_only:
+        dark_only(ap, a, a.dark_only, lfw, cache)
         return
     cache.mkdir(parents=True, exist_ok=True)
     try:  # the packaged bank, before --out (by default its own file) is written over

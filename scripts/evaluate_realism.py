@@ -180,7 +180,9 @@ def main():
                 # as the first is (an in-place drawing against a single rendering differs by the
                 # search's nudges and expression steps as well: 200 LFW, 47.0% > 0.6 apart; both
                 # single renderings 35.0%)
-                b2 = int(rng.choice([j for j in range(len(bank)) if j != b1 and (sex is None or bank.sex[j] == sex)]))
+                # (of the faces whose donors' skin matches the target's, as Eq. 1's: `match_skin`)
+                pool2 = bank.match_skin(e0, np.array([j for j in range(len(bank)) if sex is None or bank.sex[j] == sex]), least=2)
+                b2 = int(rng.choice([j for j in pool2 if j != b1]))
                 out2 = draw(b2)
                 e1, e2 = ev.embed(out, box), ev.embed(out2, box)
                 d1 = det(out)

@@ -77,7 +77,8 @@ def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     small = AnchorFaceBank(bank.textures[:3], bank.shapes[:3], bank.sface[:3], bank.sex[:3], bank.tone[:3],
                            bank.triangles, bank.donor_distance[:3], {"k": 6}, bank.sex_w, bank.sex_b,
                            ghost=np.array([True, False, True]), forehead=np.array([np.inf, 0.35, np.inf], np.float32),
-                           aged=np.array([False, True, False]), poor=np.array([False, True, False]))
+                           aged=np.array([False, True, False]), poor=np.array([False, True, False]),
+                           dark_w=np.arange(128, dtype=np.float32), dark_b=-1.5, dark=np.array([False, False, True]))
     small.save(tmp_path / "b.safetensors")
     back = AnchorFaceBank.load(tmp_path / "b.safetensors")
     assert back.ghost.tolist() == [True, False, True] and np.array_equal(back.forehead, small.forehead)
@@ -87,6 +88,7 @@ def test_a_bank_round_trips_through_its_file(tmp_path, bank):
     assert np.abs(back.textures.astype(int) - small.textures).mean() < 3  # JPEG inside, quality 95
     assert back.meta["k"] == "6"
     assert (back.sex_w is None) == (bank.sex_w is None) and back.sex_b == pytest.approx(bank.sex_b)
+    assert np.array_equal(back.dark_w, small.dark_w) and back.dark_b == -1.5 and back.dark.tolist() == [False, False, True]
 
 
 @needs_dlib
@@ -704,6 +706,42 @@ def test_eq1_keeps_to_bank_faces_near_the_targets_skin_tone(bank):
     near = pool[np.abs(bank.tone[pool, 0] - bank.tone[i, 0]) <= TONE_MAX]
     assert set(picks) <= set(near.tolist()) or len(near) < FAR_CANDIDATES
     assert all(abs(bank.tone[p, 0] - bank.tone[i, 0]) <= TONE_MAX for p in picks)
+
+
+def test_a_dark_skinned_target_gets_dark_skinned_donors_faces_and_no_one_else_does(bank):
+    """Cheek lightness read dim light as dark skin, and the darkest tone bin averaged light and dark
+    donors into light faces painted brown: a target the skin classifier reads dark-skinned gets the
+    bank faces made from dark-skinned donors (Eq. 1 and the retries), anyone else never gets them."""
+    from dataclasses import replace
+
+    from fiva.anonymize.native import farther_anchor
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=128).astype(np.float32)
+    w /= np.linalg.norm(w)
+    dark = np.zeros(len(bank), bool)
+    for sex in (0, 1):
+        dark[np.flatnonzero(bank.sex == sex)[:4]] = True
+    marked = replace(bank, dark=dark, dark_w=w, dark_b=0.0)
+    z = np.random.default_rng(2).normal(size=128).astype(np.float32)
+    for sex in (0, 1):
+        pool = np.flatnonzero(bank.sex == sex)
+        for reads_dark in (True, False):
+            d = bank.dlib[pool[-1]] + (1 if reads_dark else -1) * (abs(float(bank.dlib[pool[-1]] @ w)) + 0.1) * w
+            assert marked.reads_dark(d) is reads_dark
+            space = marked.anchor_space(seed=0)
+            space.target_sex, space.target_descriptor = sex, d
+            picks = {marked.index_of(space.sample(z)) for _ in range(20)}
+            assert all(dark[p] == reads_dark for p in picks)
+            tried: list[int] = []
+            for _ in range(4):  # the retries too, while any is left
+                tried.append(farther_anchor(marked, z, tried, sex, d))
+            assert all(dark[p] == reads_dark for p in tried)
+            # with every dark face tried, a retry takes another (a face drawn beats a blurred one)
+            assert farther_anchor(marked, z, list(pool[dark[pool]]), sex, d) is not None
+    # without the classifier or the marks, nothing changes
+    assert np.array_equal(bank.match_skin(bank.dlib[0], np.arange(len(bank))), np.arange(len(bank)))
+    assert np.array_equal(replace(marked, dark_w=None).match_skin(bank.dlib[0], np.arange(5)), np.arange(5))
 
 
 def test_dark_sockets_of_the_bank_face_are_lifted_towards_the_target():
@@ -1363,6 +1401,36 @@ def test_a_bank_build_drops_the_reviewed_faces_only_from_the_selection_they_were
     assert script.same_selection(stored, bank)
     assert not script.same_selection(stored[1:] + stored[:1], bank)  # the same faces, another order
     assert not script.same_selection(stored[:-1], bank) and not script.same_selection(stored, None)
+    # a bank with faces --dark-only appended is still the build's selection: those faces are not its
+    from dataclasses import replace
+
+    grown = replace(bank, textures=np.concatenate([bank.textures, bank.textures[:2]]),
+                    dark=np.r_[np.zeros(len(bank), bool), np.ones(2, bool)])
+    assert script.same_selection(stored, grown) and not script.same_selection(stored + stored[:2], grown)
+
+
+def test_the_build_screens_extra_images_by_its_own_limits_and_loosely_only_when_asked():
+    """`screen`'s limits are shares of the scanned rows: more images of some people (`scan_more`,
+    for --dark-only) are screened by the same limits and do not move them, so the build's own
+    donors stay the same; `loose` lets through wider mouths and more turned heads, never fewer."""
+    script = _build_face_bank_script()
+    rng = np.random.default_rng(0)
+    keys = ("g_temple", "g_under", "g_bridge", "g_side")
+
+    def row(i, **kw):
+        r = {"name": f"p{i}", "file": f"p{i}.jpg", "sex": i % 2, "score": 0.95, "yaw": 0.05, "roll": 0.0, "eyes": 0.3,
+             "mouth": 0.05, "dark_eyes": 0.6, "chroma": 8.0, "cap": float(rng.uniform(0, 1)),
+             "lower": float(rng.uniform(0, 4)), **{k: float(rng.uniform(1, 2)) for k in keys}}
+        return {**r, **kw}
+
+    rows = [row(i) for i in range(400)]
+    base = [r["name"] for r in script.screen([dict(r) for r in rows])]
+    smiles = [row(1000 + i, mouth=0.25, cap=0.0, lower=0.0, **{k: 1.0 for k in keys}) for i in range(4)]
+    turned = [row(2000 + i, yaw=0.18, cap=0.0, lower=0.0, **{k: 1.0 for k in keys}) for i in range(4)]
+    strict = [r["name"] for r in script.screen([dict(r) for r in rows], [dict(r) for r in smiles + turned])]
+    assert strict == base  # the extra rows move no limit, and a smile or a turned head is dropped
+    loose = [r["name"] for r in script.screen([dict(r) for r in rows], [dict(r) for r in smiles + turned], loose=True)]
+    assert set(base) < set(loose) and {r["name"] for r in smiles + turned} <= set(loose)
 
 
 def test_a_bank_push_goes_as_far_as_its_donors_allow(bank):

@@ -72,6 +72,16 @@ class AnchorFaceBank:
     # (`prefer_clean`), but kept apart from `ghost` so that the age axis, read off the faces that are
     # not ghosted (`age_axis`), does not move when one is marked
     poor: np.ndarray | None = None
+    # logistic regression on dlib descriptors, P(dark skin) = sigmoid(d . dark_w + dark_b), fitted on
+    # LFW training faces labelled by eye (scripts/data/dark_skin_train.txt); and [N] bool, the bank
+    # faces made from dark-skinned donors (scripts/build_face_bank.py --dark-only). A target read as
+    # dark-skinned gets those faces, and no one else does (`match_skin`): cheek lightness alone read
+    # dim light as dark skin, and the darkest tone bin of light and dark donors averaged to light
+    # faces painted brown. None in the shipped bank: such faces drew no better (MODEL_CARD.md,
+    # "Tried and not shipped"); a bank built with them is used through --model
+    dark_w: np.ndarray | None = None  # [128] float32
+    dark_b: float = 0.0
+    dark: np.ndarray | None = None
     _lipless: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # `lipless`'s textures
 
     def __len__(self) -> int:
@@ -95,7 +105,10 @@ class AnchorFaceBank:
                    **({} if self.ghost is None else {"ghost": self.ghost.astype(np.uint8)}),
                    **({} if self.forehead is None else {"forehead": self.forehead.astype(np.float32)}),
                    **({} if self.aged is None else {"aged": self.aged.astype(np.uint8)}),
-                   **({} if self.poor is None else {"poor": self.poor.astype(np.uint8)})},
+                   **({} if self.poor is None else {"poor": self.poor.astype(np.uint8)}),
+                   **({} if self.dark_w is None else {"dark_w": self.dark_w.astype(np.float32),
+                                                       "dark_b": np.array([self.dark_b], np.float32)}),
+                   **({} if self.dark is None else {"dark": self.dark.astype(np.uint8)})},
                   str(path), metadata={k: str(v) for k, v in self.meta.items()})
 
     @classmethod
@@ -114,7 +127,9 @@ class AnchorFaceBank:
         return cls(tex, d["shapes"], d["sface"], d["sex"], d["tone"], d["triangles"], d["donor_distance"], meta,
                    d.get("sex_w"), float(d["sex_b"][0]) if "sex_b" in d else 0.0, d.get("dlib"),
                    d["ghost"].astype(bool) if "ghost" in d else None, d.get("forehead"),
-                   d["aged"].astype(bool) if "aged" in d else None, d["poor"].astype(bool) if "poor" in d else None)
+                   d["aged"].astype(bool) if "aged" in d else None, d["poor"].astype(bool) if "poor" in d else None,
+                   d.get("dark_w"), float(d["dark_b"][0]) if "dark_b" in d else 0.0,
+                   d["dark"].astype(bool) if "dark" in d else None)
 
     def lipless(self, index: int, grow: float) -> np.ndarray:
         """Bank face `index`'s texture with its lips (the outer outline grown by `grow` of its eye
@@ -151,6 +166,22 @@ class AnchorFaceBank:
         space = SexMatchedAnchorSpace(self.sface.copy(), margin=margin, candidates=min(candidates, len(self) - 1), seed=seed)
         space.bank = self
         return space
+
+    def reads_dark(self, descriptor: np.ndarray) -> bool | None:
+        """Whether dlib's `descriptor` [128] of a face reads as dark-skinned; None without the classifier."""
+        if self.dark_w is None:
+            return None
+        return bool(float(descriptor @ self.dark_w) + self.dark_b > 0)
+
+    def match_skin(self, descriptor: np.ndarray | None, pool: np.ndarray, least: int = FAR_CANDIDATES) -> np.ndarray:
+        """The bank faces of `pool` whose donors' skin matches the target's (dlib's `descriptor`,
+        `reads_dark`): a dark-skinned target's the ones made from dark-skinned donors (`dark`), if at
+        least `least` are, else `pool`; anyone else's the others (the same fallback). `pool`
+        without a descriptor, the classifier or dark faces."""
+        if descriptor is None or self.dark is None or self.dark_w is None or not self.dark.any():
+            return pool
+        same = pool[self.dark[pool] == self.reads_dark(descriptor)]
+        return same if len(same) >= least else pool
 
     def nearest_tone(self, lightness: float, pool: np.ndarray, max_diff: float = TONE_MAX) -> np.ndarray:
         """The bank faces of `pool` whose cheeks' lightness (`tone`, LAB L) is within `max_diff`
@@ -351,6 +382,7 @@ class SexMatchedAnchorSpace(AnchorSpace):
         if self.target_sex is None or len(pool) < 2:
             pool = np.arange(len(self.bank))
         if self.target_descriptor is not None and self.bank.dlib is not None:
+            pool = self.bank.match_skin(self.target_descriptor, pool)
             if self.target_tone is not None:
                 pool = self.bank.nearest_tone(self.target_tone, pool)
             pool = self.bank.prefer_clean(pool)

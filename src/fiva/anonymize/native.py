@@ -361,7 +361,9 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     photo's drawing reaches 0.6 eye distances up the forehead (STILL_RENDER), and a donor's
     fringe there was drawn as a grey band across a woman's forehead (retinaface_img11.jpg, bank
     face 39). On a face drawn larger than the texture holds (`large`), aged bank faces come after
-    the others unless the target reads older (`AnchorFaceBank.prefer_age`).
+    the others unless the target reads older (`AnchorFaceBank.prefer_age`). With a bank that has
+    faces of dark-skinned donors, a target read as dark-skinned gets those first and no one else
+    gets them while others are left (`AnchorFaceBank.match_skin`).
 
     A failed face is one whose drawing SFace still matched to the original: the target's hair,
     outline and kept eyes and mouth carry it, so the retry takes the bank face that pulls hardest
@@ -371,6 +373,7 @@ def farther_anchor(bank, z_id: np.ndarray, tried: list[int], sex: int | None, de
     pool = np.setdiff1d(pool, tried)
     if len(pool) == 0:
         return None
+    pool = bank.match_skin(descriptor, pool, least=1)
     if tone is not None:
         pool = bank.nearest_tone(tone, pool)
     pool = bank.prefer_clean(pool, least=1)  # ghosted (and poorly drawn) faces last: a retry draws more of the forehead, fringes and all
