@@ -65,12 +65,16 @@ data: kept there, never shipped); the bank itself holds no donor data, only each
 distance to its donors. The candidates (the averages, made before the render check) depend only on
 the scan, the settings and --seed, not on the renderer: a bank whose build cache is lost gets its
 donors back with --groups-only BANK once a build with the bank's settings (--out elsewhere: the
-render check of today's renderer may select other faces) has cached them. The shipped bank's 66
+render check of today's renderer may select other faces) has cached them; the faces no cached
+candidate matches get theirs from their own textures (`recover_groups`). The shipped bank's 66
 faces were all among the candidates such a build made until the thirty-sixth session; on
-2026-12-05, with the cache lost and the scan redone (gender-guesser 0.4.0, OpenCV 5.1, dlib-bin
-20.0.1), a build's candidates held 25 of them, the first men's: something upstream of the
-averages has changed, and the shipped bank's donor figures cannot be measured until it is found.
-A pushed bank keeps its groups (--push-only updates them), --groups-only refuses it.
+2026-12-05 (the cache lost, the scan redone: the same 853 donors; OpenCV 5.1, dlib-bin 20.0.1)
+a build's candidates held 25 of them: the averages' path through the donor checks has moved. The
+other 41 were found from their textures, each rebuilt within 5.1 grey levels (median 1.5);
+on the 25 whose groups are known, 148 of 150 donors come back (two faces' lightest-weighted donor
+is a look-alike), and the faces' distances to the donors found match those the build recorded
+(median difference 0.002, largest 0.039). A pushed bank keeps its groups (--push-only updates
+them), --groups-only refuses it.
 """
 from __future__ import annotations
 
@@ -97,6 +101,9 @@ PUSH_STEP = 0.1  # the steps in which `push_bank` tries smaller pushes
 # mean absolute difference (grey levels) within which a stored bank texture is a build's own (the
 # bank stores JPEG: the shipped bank's lie 0.6-1.2 from their candidates, others 13.6 or more)
 STORED_TOLERANCE = 3.0
+# mean absolute difference (grey levels) within which a bank face rebuilt from the donors
+# `recover_groups` finds is taken for the stored one
+RECOVER_TOLERANCE = 6.0
 # Bank faces (their order as this script's defaults select them) removed after looking at the
 # built bank, face by face at 196 px: what the screening of donors let through and an average
 # shows as a ghost: glasses rims, even faint ones (0, 1, 10, 14, 15, 16, 21, 23, 24, 29, 36, 39,
@@ -366,9 +373,11 @@ def descriptors(rows: list[dict], lfw: Path, cache: Path) -> np.ndarray:
     return np.stack(out)
 
 
-def warp_group(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """k faces, each warped to their mean shape: textures [k,S,S,3] float32 and the shape [68,2]."""
-    crops = [to_canonical(rgb, s) for rgb, s in zip(rgbs, shapes)]
+def warp_group(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray,
+               canonical: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """k faces, each warped to their mean shape: textures [k,S,S,3] float32 and the shape [68,2].
+    `canonical`: the images and shapes are already in the canonical frame (`to_canonical`)."""
+    crops = list(zip(rgbs, shapes)) if canonical else [to_canonical(rgb, s) for rgb, s in zip(rgbs, shapes)]
     mean = np.mean([c[1] for c in crops], 0)
     warped = [piecewise_affine(crop.astype(np.float32), mesh(cs, mean), mesh(mean), tris, (SIZE, SIZE),
                                box=(0, 0, SIZE, SIZE), border=cv2.BORDER_REFLECT)[0] for crop, cs in crops]
@@ -610,19 +619,33 @@ def lips_closed(shape: np.ndarray, max_mouth: float = MAX_MOUTH) -> bool:
     return float(mouth_opening(shape)) <= max_mouth
 
 
+def nearest_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance: float = STORED_TOLERANCE) -> list[int | None]:
+    """Each bank texture's index among a build's candidate textures (`match_candidates`), None where
+    none is within `tolerance`."""
+    return [j if d <= tolerance else None for j, d in _nearest(textures, cand_textures)]
+
+
 def match_candidates(textures: np.ndarray, cand_textures: np.ndarray, tolerance: float = STORED_TOLERANCE) -> np.ndarray:
     """Each bank texture's index among a build's candidate textures: the candidate it was made from
     (the bank stores them as JPEG: the shipped bank's lie 0.6-1.2 grey levels, mean absolute
     difference, from theirs, and 13.6 or more from any other). Raises ValueError for a texture no
     candidate is within `tolerance` of: a bank from other candidates (another seed, k, caricature
     or scan)."""
-    flat = cand_textures.reshape(len(cand_textures), -1).astype(np.float32)
     out = np.empty(len(textures), int)
-    for i, t in enumerate(textures):
+    for i, (j, d) in enumerate(_nearest(textures, cand_textures)):
+        if d > tolerance:
+            raise ValueError(f"bank face {i} is no cached candidate (nearest differs by {d:.1f} grey levels)")
+        out[i] = j
+    return out
+
+
+def _nearest(textures: np.ndarray, cand_textures: np.ndarray) -> list[tuple[int, float]]:
+    """Each texture's nearest candidate texture and their mean absolute difference (grey levels)."""
+    flat = cand_textures.reshape(len(cand_textures), -1).astype(np.float32)
+    out = []
+    for t in textures:
         d = np.abs(flat - t.reshape(-1).astype(np.float32)).mean(1)
-        out[i] = int(np.argmin(d))
-        if d[out[i]] > tolerance:
-            raise ValueError(f"bank face {i} is no cached candidate (nearest differs by {d[out[i]]:.1f} grey levels)")
+        out.append((int(np.argmin(d)), float(d.min())))
     return out
 
 
@@ -642,6 +665,89 @@ def donor_groups(cache: Path, bank: AnchorFaceBank) -> np.ndarray:
     return np.stack([[desc[f] for f in row] for row in files])
 
 
+def sex_mean_faces(donors: list[dict], lfw: Path, rng, tris) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each sex's mean face (texture, shape) over up to 150 of its donors drawn by `rng`: what
+    averages regress to, and caricature pushes from (`make_candidates`' first draws)."""
+    means = {}
+    for sex in (0, 1):
+        pool = [i for i, r in enumerate(donors) if r["sex"] == sex]
+        if not pool:
+            continue
+        pick = rng.choice(pool, min(len(pool), 150), replace=False)
+        means[sex] = average([read_rgb(lfw / donors[i]["file"]) for i in pick],
+                             [np.array(donors[i]["shape"], np.float32) for i in pick], tris)
+    return means
+
+
+def recover_groups(bank: AnchorFaceBank, donors: list[dict], lfw: Path, k: int, gamma: float, seed: int,
+                   work: int = 64, faces: list[int] | None = None) -> tuple[list[list[int]], np.ndarray]:
+    """Each bank face's k donors (indices into `donors`) found from its texture alone, for a bank
+    whose build cache is lost and whose candidates a build no longer makes (the averages' path
+    through the donor checks moves with library versions). The caricature is undone (the face's
+    shape and texture taken back towards its sex's mean face by `gamma`), then every screened donor
+    of its sex is warped to the group's mean shape and the non-negative least-squares mix of them
+    closest to the average is found at `work` px over the face's mesh; the k largest weights are
+    the group (its last two the two of the next few that rebuild the face best). Returns the
+    groups of `faces` (default: all) and, per face, the mean absolute difference (grey levels, over the face's mesh) of the
+    face rebuilt from them (`average` with those weights, `caricature`) from the stored texture: the
+    shipped bank's faces that a build still makes come back with their own groups."""
+    from scipy.optimize import nnls
+
+    tris, size = bank.triangles, bank.size
+    means = sex_mean_faces(donors, lfw, np.random.default_rng(seed), tris)
+    crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def crop(i):
+        if i not in crops:
+            crops[i] = to_canonical(read_rgb(lfw / donors[i]["file"]), np.array(donors[i]["shape"], np.float32))
+        return crops[i]
+
+    s = work / size
+    faces = list(range(len(bank))) if faces is None else faces
+    groups, diffs = [], np.zeros(len(faces), np.float32)
+    for n, f in enumerate(faces):
+        sex = int(bank.sex[f])
+        mean_tex, ms = means[sex]
+        new = bank.shapes[f]
+        g = (ms + (new - ms) / gamma).astype(np.float32)  # the group's mean shape, before the caricature
+        whole = (0, 0, size, size)
+        tex_g = piecewise_affine(bank.textures[f].astype(np.float32), mesh(new, ms), mesh(g, ms), tris, (size, size), box=whole)[0]
+        m_on = piecewise_affine(mean_tex.astype(np.float32), mesh(ms), mesh(g, ms), tris, (size, size), box=whole)[0]
+        avg = cv2.resize(m_on + (tex_g - m_on) / gamma, (work, work), interpolation=cv2.INTER_AREA)
+        hull = np.zeros((size, size), np.float32)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(g).astype(np.int32)), 1.0)
+        inside = cv2.resize(hull, (work, work), interpolation=cv2.INTER_AREA) > 0.99
+        pool = [i for i, r in enumerate(donors) if r["sex"] == sex]
+        cols = []
+        for i in pool:
+            cr, cs = crop(i)
+            small = cv2.resize(cr, (work, work), interpolation=cv2.INTER_AREA).astype(np.float32)
+            cols.append(piecewise_affine(small, mesh(cs * s, g * s), mesh(g * s), tris, (work, work), box=(0, 0, work, work),
+                                         border=cv2.BORDER_REFLECT)[0][inside].ravel())
+        w = nnls(np.stack(cols, 1), avg[inside].ravel())[0]
+        order = np.argsort(-w)
+        face = hull > 0  # compared over the face only
+
+        def rebuilt(top):
+            warped, mean_shape = warp_group([crop(pool[j])[0] for j in top], [crop(pool[j])[1] for j in top], tris, canonical=True)
+            tex, _ = caricature(blend(warped, np.maximum(w[top], 1e-6)), mean_shape, mean_tex, ms, gamma, tris)
+            return float(np.abs(tex.astype(np.float32) - bank.textures[f].astype(np.float32))[face].mean())
+
+        # the last two places go to whichever two of the next few weights rebuild the face best: a
+        # donor whose weight the build halved several times weighs as little as a look-alike
+        from itertools import combinations
+
+        tries = [np.r_[order[:k - 2], list(two)] for two in combinations(order[k - 2:k + 3], 2)]
+        scores = [rebuilt(t) for t in tries]
+        top = tries[int(np.argmin(scores))]
+        diffs[n] = min(scores)
+        group = [pool[j] for j in top]
+        groups.append(group)
+        print(f"face {f}: donors {sorted(group)}, weights {np.round(np.sort(w)[::-1][:k + 1], 3).tolist()}, "
+              f"rebuilt within {diffs[n]:.1f} grey levels", flush=True)
+    return groups, diffs
+
+
 def save_groups(cache: Path, groups: list, bank_dlib: np.ndarray, donors: list[dict]) -> None:
     """Which donors made which bank face (their LFW files), for the evaluation's donor checks and
     `eye_ghosts`: kept in the cache only, never shipped."""
@@ -652,12 +758,7 @@ def save_groups(cache: Path, groups: list, bank_dlib: np.ndarray, donors: list[d
 def make_candidates(donors, desc, lfw, a, rng, tris, ev, det) -> list[dict]:
     """Per sex, up to --pool x wanted averages of k donors (tone bins taken in turn), each found
     by YuNet and more than --min-donor-distance from each of its donors."""
-    means = {}
-    for sex in (0, 1):  # each sex's mean face: what averages regress to, and caricature pushes from
-        pool = [i for i, r in enumerate(donors) if r["sex"] == sex]
-        pick = rng.choice(pool, min(len(pool), 150), replace=False)
-        means[sex] = average([read_rgb(lfw / donors[i]["file"]) for i in pick],
-                             [np.array(donors[i]["shape"], np.float32) for i in pick], tris)
+    means = sex_mean_faces(donors, lfw, rng, tris)
     out, uses = [], np.zeros(len(donors), int)
     for sex, want in ((0, int(a.men * a.pool)), (1, int(a.women * a.pool))):
         idx = np.array([i for i, r in enumerate(donors) if r["sex"] == sex])
@@ -1019,16 +1120,30 @@ def main():
         if "pushed" in bank.meta:  # its textures are no candidates' any more; the push keeps the groups
             ap.error(f"{a.groups_only}: pushed further after its build (--push-only), so its faces are no candidates; "
                      "run --groups-only on the bank as built (before the push) and --push-only on it again")
-        if not cand_file.exists():
-            ap.error(f"{cand_file}: no cached candidates; run a build with {a.groups_only}'s settings "
-                     f"(k {bank.meta.get('k')}, caricature {bank.meta.get('caricature')}, seed {bank.meta.get('seed')}) first")
-        c = np.load(cand_file)
-        try:
-            match = match_candidates(bank.textures, c["tex"])
-        except ValueError as e:
-            ap.error(f"{a.groups_only}: {e}")
-        save_groups(cache, [list(c["group"][j]) for j in match], c["dlib"][match], screen(scan(lfw, cache)))
-        print(f"wrote {cache / 'groups.npz'}: the donors of {len(bank)} faces of {a.groups_only}")
+        if bank.dark is not None and bank.dark.any():
+            ap.error(f"{a.groups_only}: holds faces --dark-only appended; recover the donors of the bank as built")
+        donors = screen(scan(lfw, cache))
+        groups: list = [None] * len(bank)
+        if cand_file.exists():  # the faces a build still makes: their own groups
+            c = np.load(cand_file)
+            for f, j in enumerate(nearest_candidates(bank.textures, c["tex"])):
+                if j is not None:
+                    groups[f] = list(c["group"][j])
+        missing = [f for f in range(len(bank)) if groups[f] is None]
+        if missing:  # the others found from their textures
+            print(f"{a.groups_only}: {len(missing)} of {len(bank)} faces are no cached candidate; finding their donors "
+                  f"from their textures", flush=True)
+            found, diffs = recover_groups(bank, donors, lfw, int(bank.meta.get("k", a.k)),
+                                          float(bank.meta.get("caricature", a.caricature)), int(bank.meta.get("seed", a.seed)),
+                                          faces=missing)
+            if diffs.max() > RECOVER_TOLERANCE:
+                ap.error(f"{a.groups_only}: faces {[missing[i] for i in np.flatnonzero(diffs > RECOVER_TOLERANCE)]} rebuilt "
+                         f"from their donors differ by more than {RECOVER_TOLERANCE} grey levels; no groups written")
+            for f, g in zip(missing, found):
+                groups[f] = g
+        save_groups(cache, groups, bank.dlib, donors)
+        print(f"wrote {cache / 'groups.npz'}: the donors of {len(bank)} faces of {a.groups_only} "
+              f"({len(bank) - len(missing)} from the build's candidates)")
         return
     if a.push_only:
         push_only(ap, a.push_only, cache, a.push, a.min_donor_distance)

@@ -1409,6 +1409,29 @@ def test_a_bank_build_drops_the_reviewed_faces_only_from_the_selection_they_were
     assert script.same_selection(stored, grown) and not script.same_selection(stored + stored[:2], grown)
 
 
+def test_a_lost_build_cache_gets_each_bank_faces_donors_back_from_its_texture(bank, tmp_path):
+    """`build_face_bank.py --groups-only` finds a bank face's k donors from its texture alone
+    (`recover_groups`: the caricature undone, non-negative least squares over every donor of its
+    sex) when a build no longer makes the bank's candidates: here an average of 6 of 14 faces,
+    their weights halved as the build's donor check halves them, caricatured by 1.5."""
+    from dataclasses import replace
+
+    script = _build_face_bank_script()
+    men = np.flatnonzero(bank.sex == 0)[:14]
+    donors = []
+    for j, i in enumerate(men):  # the bank's own faces stand in for LFW photos (canonical already)
+        cv2.imwrite(str(tmp_path / f"d{j}.png"), cv2.cvtColor(bank.textures[i], cv2.COLOR_RGB2BGR))
+        donors.append({"file": f"d{j}.png", "shape": bank.shapes[i].tolist(), "sex": 0})
+    means = script.sex_mean_faces(donors, tmp_path, np.random.default_rng(0), bank.triangles)
+    group, weights = [1, 4, 6, 9, 11, 13], np.array([1, 1, 0.5, 1, 0.25, 1])
+    crops = [(bank.textures[men[i]], bank.shapes[men[i]]) for i in group]
+    warped, shape = script.warp_group([c[0] for c in crops], [c[1] for c in crops], bank.triangles, canonical=True)
+    tex, shape = script.caricature(script.blend(warped, weights), shape, *means[0], 1.5, bank.triangles)
+    one = replace(bank, textures=tex[None], shapes=shape[None], sex=np.zeros(1, np.uint8))
+    groups, diffs = script.recover_groups(one, donors, tmp_path, k=6, gamma=1.5, seed=0)
+    assert sorted(groups[0]) == group and diffs[0] < script.RECOVER_TOLERANCE
+
+
 def test_the_build_screens_extra_images_by_its_own_limits_and_loosely_only_when_asked():
     """`screen`'s limits are shares of the scanned rows: more images of some people (`scan_more`,
     for --dark-only) are screened by the same limits and do not move them, so the build's own
