@@ -1635,6 +1635,38 @@ def test_dlib_reads_each_original_face_once_per_photo(astronaut):
     assert len(originals) == 1
 
 
+def test_without_drawing_in_full_a_face_every_retry_fails_goes_straight_to_the_fallback(astronaut, monkeypatch):
+    """`--no-draw-in-full` (AnonymizeConfig.draw_in_full False): a photo's face whose drawing and
+    every retry still match the original gets the fallback, with no drawing of the bank face in
+    full (a third of those look twisted or smeared): the face is pixelated, not drawn."""
+    from fiva import Anonymizer
+    from fiva.anonymize import native
+    from fiva.cli import build_parser
+
+    drawn = []
+    search = native._search
+
+    def spy(renderer, out, shape, index, *args, **kwargs):
+        drawn.append(renderer.cfg)
+        return search(renderer, out, shape, index, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_search", spy)
+    monkeypatch.setattr(native, "_still_same", lambda *a, **k: True)  # every drawing still matches
+    d = None
+    for full in (True, False):
+        drawn.clear()
+        anon = Anonymizer(generator="anchor-face", progress=False, draw_in_full=full)
+        d = anon.detect(astronaut)[:1] if d is None else d
+        out = anon.anonymize_image(astronaut, d)
+        assert list(anon.outcomes) == ["verify"] and anon.stats["full"] == 0
+        in_full = [c for c in drawn if c.keep_eyes == 0 and c.detail == 0]
+        assert (len(in_full) > 0) == full  # tried in full only when allowed
+    x0, y0, x1, y1 = d.boxes[0].astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean() > 5  # pixelated, not left as it was
+    a = build_parser().parse_args(["anonymize", "in.jpg", "--no-draw-in-full"])
+    assert a.draw_in_full is False and build_parser().parse_args(["anonymize", "in.jpg"]).draw_in_full is True
+
+
 def test_a_photo_face_every_retry_fails_gets_the_bank_face_in_full_before_the_fallback(astronaut, monkeypatch):
     """A photo's face whose drawing and every retry still match the original is drawn with the bank
     face in full (FULL_RENDER: its eyes, none of the target's fine detail, more of the jaw and

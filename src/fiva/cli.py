@@ -163,6 +163,10 @@ def _add_anonymize(sub, swap: bool = False) -> None:
     if swap:
         _add_common(p)
         return
+    p.add_argument("--draw-in-full", action=argparse.BooleanOptionalAction, default=True,
+                   help="photos: a face every drawing leaves recognisable is drawn once more with the bank face in full before "
+                        "the fallback; --no-draw-in-full gives it the fallback at once (about a third of those drawings look "
+                        "twisted or smeared; default: on)")
     p.add_argument("--defense", default="noise", choices=["none", "noise", "fgsm"],
                    help="disrupt reconstruction attacks: uniform noise on a fraction of the face's pixels (black-box) or "
                         "an FGSM step against --attack (white-box) (default: noise, the paper's setting; see BENCHMARKS.md)")

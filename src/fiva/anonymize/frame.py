@@ -90,6 +90,12 @@ class AnonymizeConfig:
     # of the selection split: leak by SFace ID retrieval 3.5% -> 0.3%, drawn 77% -> 43%). Videos keep
     # the threshold alone: 0.1 there left liveportrait_d0 no drawn face (68 -> 0 of 78).
     verify_margin: float = VERIFY_MARGIN
+    # Photos: a face that every drawing left recognisable is drawn once more with the bank face in
+    # full (its own eyes, more jaw and forehead; native.draws_in_full) before the fallback. About a
+    # third of those drawings look twisted or smeared at real size (MODEL_CARD.md): False sends
+    # such faces straight to the fallback (200 LFW photos: 113 -> 78 of 279 faces drawn; the wild
+    # photos: 25 -> 18 of 360).
+    draw_in_full: bool = True
     reembed_every: int = 10  # video: a tracked face is re-identified and re-verified every N frames
     # Selective anonymization: reference photos of people never to anonymize (consenting staff),
     # or of the only people to anonymize. Matching uses the calibrated SFace threshold.

@@ -578,7 +578,7 @@ def generate_native(anon, rgb: np.ndarray, dets: Detections, tracks: np.ndarray 
                         lessened[i], r = True, again
                         break
                     drawn.lift(out)
-                if failed[i] and still and draws_in_full(rgb, shapes[i], dets.landmarks[i]):
+                if failed[i] and still and anon.cfg.draw_in_full and draws_in_full(rgb, shapes[i], dets.landmarks[i]):
                     # the last tries: the bank face in full, the ITM's first, then the farthest retried
                     for pick in [t for t in tried if not full_renderer.large(shapes[i], t)][:FULL_RETRIES]:
                         index = pick

@@ -93,7 +93,8 @@ def build_config(a):
                           progress=not a.no_progress, keep=tuple(a.keep or ()), only=tuple(a.only or ()), max_pixels=a.max_pixels,
                           generator=a.generator, identity=a.identity, swap_source=a.source,
                           **({"defense": "none"} if a.identity == "swap" else {"defense": a.defense, "defense_eps": a.defense_eps,
-                                                              "defense_p": a.defense_p, "attack": a.attack}))
+                                                              "defense_p": a.defense_p, "attack": a.attack,
+                                                              "draw_in_full": a.draw_in_full}))
     if a.threshold is not None:
         cfg.threshold = a.threshold
     return cfg
