@@ -82,6 +82,7 @@ import argparse
 import json
 import time
 import zlib
+from itertools import combinations
 from pathlib import Path
 
 import cv2
@@ -396,6 +397,13 @@ def average(rgbs: list[np.ndarray], shapes: list[np.ndarray], tris: np.ndarray) 
     return blend(warped), mean
 
 
+def donors_coherence(lfw: Path, groups, shapes: dict[str, np.ndarray], tris: np.ndarray) -> np.ndarray:
+    """`eye_coherence` [N] of each group of donor files (their 68 points `shapes`, by file), the
+    donors warped to their mean shape as the average was."""
+    return np.array([eye_coherence(*warp_group([read_rgb(lfw / f) for f in row], [shapes[f] for f in row], tris))
+                     for row in groups])
+
+
 def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOSTS) -> np.ndarray:
     """Mark the ghosted eye regions of a bank file in place (`AnchorFaceBank.ghost`; the JPEG
     textures are kept byte for byte): the faces whose donors' `eye_coherence` is under
@@ -408,8 +416,7 @@ def eye_ghosts(path: str | Path, lfw: Path, cache: Path, reviewed=REVIEWED_GHOST
     more = cache / "scan_more.json"  # --dark-only's donors' further images
     shapes = {r["file"]: np.array(r["shape"], np.float32)
               for r in scan(lfw, cache) + (json.loads(more.read_text()) if more.exists() else [])}
-    coh = np.array([eye_coherence(*warp_group([read_rgb(lfw / f) for f in row], [shapes[f] for f in row], bank.triangles))
-                    for row in files])
+    coh = donors_coherence(lfw, files, shapes, bank.triangles)
     ghost = coh < EYE_COHERENCE_MIN
     ghost[list(reviewed)] = True
     set_in_bank_file(path, "ghost", ghost.astype(np.uint8), "eye_ghosts",
@@ -491,14 +498,19 @@ def fit_sex_classifier(rows: list[dict], lfw: Path, cache: Path) -> tuple[np.nda
     return w.astype(np.float32), b, acc
 
 
-def read_skin_labels(path: str | Path) -> dict[str, int]:
-    """Image name -> 1 (dark-skinned) / 0 per labelled line of a labels file (scripts/data/dark_skin_*.txt)."""
-    out = {}
+def read_labels(path: str | Path) -> list[tuple[str, int]]:
+    """(image name, label) per labelled line of a labels file (scripts/data/*.txt; # comments)."""
+    out = []
     for line in Path(path).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, label = line.split()
-            out[name] = int(label)
+            out.append((name, int(label)))
     return out
+
+
+def read_skin_labels(path: str | Path) -> dict[str, int]:
+    """Image name -> 1 (dark-skinned) / 0 (scripts/data/dark_skin_*.txt)."""
+    return dict(read_labels(path))
 
 
 def fit_dark_classifier(rows: list[dict], lfw: Path, cache: Path, labels: dict[str, int]) -> tuple[np.ndarray, float, float]:
@@ -735,8 +747,6 @@ def recover_groups(bank: AnchorFaceBank, donors: list[dict], lfw: Path, k: int, 
 
         # the last two places go to whichever two of the next few weights rebuild the face best: a
         # donor whose weight the build halved several times weighs as little as a look-alike
-        from itertools import combinations
-
         tries = [np.r_[order[:k - 2], list(two)] for two in combinations(order[k - 2:k + 3], 2)]
         scores = [rebuilt(t) for t in tries]
         top = tries[int(np.argmin(scores))]
@@ -811,6 +821,23 @@ def make_candidates(donors, desc, lfw, a, rng, tris, ev, det) -> list[dict]:
         print(f"{SEXES[sex]}: {made} candidates of {want} wanted, {tries} tries, "
               f"nearest donor min {min([c['dd'] for c in out if c['sex'] == sex] or [np.nan]):.3f}", flush=True)
     return out
+
+
+def save_candidates(path: Path, cands: list[dict], drawn: np.ndarray, targets: list[dict]) -> None:
+    """A build's candidates (`make_candidates`), their render check's descriptors and its targets'
+    files, cached to try other selections and reviews (--candidates-from-cache)."""
+    np.savez(path, tex=np.stack([c["tex"] for c in cands]), shape=np.stack([c["shape"] for c in cands]),
+             sex=np.array([c["sex"] for c in cands]), dd=np.array([c["dd"] for c in cands]),
+             dlib=np.stack([c["dlib"] for c in cands]), group=np.array([c["group"] for c in cands]), drawn=drawn,
+             target_files=np.array([t["file"] for t in targets]))
+
+
+def load_candidates(path: Path, rows: list[dict]) -> tuple[list[dict], np.ndarray, list[dict]]:
+    """`save_candidates`' candidates, render-check descriptors and targets (their scan `rows`)."""
+    c = np.load(path)
+    cands = [{"tex": c["tex"][j], "shape": c["shape"][j], "sex": int(c["sex"][j]), "dd": float(c["dd"][j]),
+              "dlib": c["dlib"][j], "group": list(c["group"][j])} for j in range(len(c["sex"]))]
+    return cands, c["drawn"], [next(r for r in rows if r["file"] == f) for f in c["target_files"]]
 
 
 def check_targets(rows, donors, lfw, n, rng) -> list[dict]:
@@ -907,7 +934,7 @@ def dark_only(ap, a, path: str, lfw: Path, cache: Path) -> None:
     labelled) that the classifier reads so; made, checked and selected as the build's own faces
     (`make_candidates`, one tone bin, the caricature from their own mean face; `render_check` on
     dark-skinned training people who are no donors), less --dark-drop, reviewed by eye. Their
-    donor groups are appended to --cache/groups.npz, which must hold the bank's own."""
+    donor groups are appended to --cache/groups.npz where it holds the bank's own."""
     from fiva.faces.identity import DlibEvaluator, load_sface
 
     try:
@@ -924,7 +951,8 @@ def dark_only(ap, a, path: str, lfw: Path, cache: Path) -> None:
     # the people: labelled dark-skinned, or unlabelled and read so by the classifier; up to
     # DARK_IMAGES images of each, screened more loosely (few of them pass the build's own screen)
     read = descriptors(rows, lfw, cache) @ w + b > 0
-    people = {r["name"]: r["sex"] for r, d in zip(rows, read) if labels.get(Path(r["file"]).name, int(d)) == 1}
+    dark = [labels.get(Path(r["file"]).name, int(d)) == 1 for r, d in zip(rows, read)]  # per scanned face
+    people = {r["name"]: r["sex"] for r, d in zip(rows, dark) if d}
     more = scan_more(lfw, cache, people, DARK_IMAGES)
     donors = [r for r in screen(rows, [m for m in more if m["name"] in people], loose=not a.dark_strict) if r["name"] in people]
     desc = descriptors(donors, lfw, cache)
@@ -940,23 +968,15 @@ def dark_only(ap, a, path: str, lfw: Path, cache: Path) -> None:
                                  "reuse": a.dark_reuse, "pool": a.dark_pool})
     cand_file = cache / "dark_candidates.npz"  # as the build's own: kept to try other selections and reviews
     if a.candidates_from_cache and cand_file.exists():
-        c = np.load(cand_file)
-        cands = [{"tex": c["tex"][j], "shape": c["shape"][j], "sex": int(c["sex"][j]), "dd": float(c["dd"][j]),
-                  "dlib": c["dlib"][j], "group": list(c["group"][j])} for j in range(len(c["sex"]))]
-        drawn, targets = c["drawn"], [next(r for r in rows if r["file"] == f) for f in c["target_files"]]
+        cands, drawn, targets = load_candidates(cand_file, rows)
     else:
         cands = make_candidates(donors, desc, lfw, opts, rng, bank.triangles, ev, det)
         if not cands:
             ap.error(f"no average of {a.k} dark-skinned donors passes (--dark-spread {a.dark_spread}, "
                      f"--min-donor-distance {a.min_donor_distance})")
-        tdesc_all = descriptors(rows, lfw, cache)
-        dark_rows = [r for r, e in zip(rows, tdesc_all) if labels.get(Path(r["file"]).name, int(float(e @ w) + b > 0)) == 1]
-        targets = check_targets(dark_rows, donors, lfw, a.targets, rng)
+        targets = check_targets([r for r, d in zip(rows, dark) if d], donors, lfw, a.targets, rng)
         drawn = render_check(cands, targets, lfw, bank.triangles, ev)
-        np.savez(cand_file, tex=np.stack([c["tex"] for c in cands]), shape=np.stack([c["shape"] for c in cands]),
-                 sex=np.array([c["sex"] for c in cands]), dd=np.array([c["dd"] for c in cands]),
-                 dlib=np.stack([c["dlib"] for c in cands]), group=np.array([c["group"] for c in cands]), drawn=drawn,
-                 target_files=np.array([t["file"] for t in targets]))
+        save_candidates(cand_file, cands, drawn, targets)
     tdesc = descriptors(targets, lfw, cache)
     faces = []
     for sex, want in ((0, a.dark_men), (1, a.dark_women)):
@@ -1010,9 +1030,8 @@ def dark_only(ap, a, path: str, lfw: Path, cache: Path) -> None:
     bank.dlib = grow(bank.dlib, new_dlib)
     # ghosted around the eyes as the build's own are told (`eye_ghosts`): their donors' eye regions
     # disagree, or reviewed by eye; the bank's own marks are kept as they are
-    shapes = {r["file"]: np.array(r["shape"], np.float32) for r in donors}
-    coh = np.array([eye_coherence(*warp_group([read_rgb(lfw / donors[i]["file"]) for i in f["group"]],
-                                              [shapes[donors[i]["file"]] for i in f["group"]], bank.triangles)) for f in faces])
+    coh = donors_coherence(lfw, [[donors[i]["file"] for i in f["group"]] for f in faces],
+                           {r["file"]: np.array(r["shape"], np.float32) for r in donors}, bank.triangles)
     ghost = coh < EYE_COHERENCE_MIN
     ghost[[i - n for i in REVIEWED_DARK_GHOSTS if n <= i < n + m]] = True
     bank.ghost = grow(bank.ghost, ghost)
@@ -1180,19 +1199,12 @@ def main():
     tris = triangulate(mesh(ref))
     cand_file = cache / "candidates.npz"  # the slow part (minutes), kept to try other selections
     if a.candidates_from_cache and cand_file.exists():
-        c = np.load(cand_file)
-        cands = [{"tex": c["tex"][j], "shape": c["shape"][j], "sex": int(c["sex"][j]), "dd": float(c["dd"][j]),
-                  "dlib": c["dlib"][j], "group": list(c["group"][j])} for j in range(len(c["sex"]))]
-        drawn = c["drawn"]
-        targets = [next(r for r in rows if r["file"] == f) for f in c["target_files"]]
+        cands, drawn, targets = load_candidates(cand_file, rows)
     else:
         cands = make_candidates(donors, desc, lfw, a, rng, tris, ev, det)
         targets = check_targets(rows, donors, lfw, a.targets, rng)
         drawn = render_check(cands, targets, lfw, tris, ev)
-        np.savez(cand_file, tex=np.stack([c["tex"] for c in cands]), shape=np.stack([c["shape"] for c in cands]),
-                 sex=np.array([c["sex"] for c in cands]), dd=np.array([c["dd"] for c in cands]),
-                 dlib=np.stack([c["dlib"] for c in cands]), group=np.array([c["group"] for c in cands]), drawn=drawn,
-                 target_files=np.array([t["file"] for t in targets]))
+        save_candidates(cand_file, cands, drawn, targets)
     tdesc = descriptors(targets, lfw, cache)  # the check targets' own descriptors (cached with the rest)
     for c, cand in enumerate(cands):
         t = ~np.isnan(drawn[c, :, 0])

@@ -27,17 +27,7 @@ from fiva.faces.landmarks68 import Landmarker68
 from fiva.io import read_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_face_bank import fit_logistic  # noqa: E402
-
-
-def read_labels(path: Path) -> list[tuple[str, int]]:
-    """(image name, 0 none / 1 glasses / 2 sunglasses) per labelled line."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, label = line.split()
-            out.append((name, int(label)))
-    return out
+from build_face_bank import fit_logistic, read_labels  # noqa: E402  (labels: 0 none / 1 glasses / 2 sunglasses)
 
 
 def features(lfw: Path, labels: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
