@@ -175,6 +175,31 @@ def test_unsupported_output_extension(videos, tmp_path):
         process_video(videos["audio"], tmp_path / "out.gif", lambda x: x, progress=False)
 
 
+def test_a_stream_is_closed_however_its_video_ends(videos, tmp_path):
+    """A stream's close() runs after a finished video and after a failed one (a VideoStream gives
+    torch back the thread it lent its detector there)."""
+    class Stream:
+        def __init__(self, fail):
+            self.fail, self.closed = fail, 0
+
+        def push(self, rgb):
+            if self.fail:
+                raise RuntimeError("model failed")
+            return [rgb]
+
+        def flush(self):
+            return []
+
+        def close(self):
+            self.closed += 1
+
+    ok, bad = Stream(False), Stream(True)
+    process_video(videos["audio"], tmp_path / "ok.mp4", ok, progress=False)
+    with pytest.raises(RuntimeError, match="model failed"):
+        process_video(videos["audio"], tmp_path / "bad.mp4", bad, progress=False)
+    assert ok.closed == 1 and bad.closed == 1
+
+
 def test_delayed_stream_keeps_variable_timing_and_rotation(tmp_path):
     """The tracker hands frames back a few frames late: timestamps, count and rotation still match."""
     pts = [0, 1, 2, 4, 5, 9, 10, 11, 15, 16, 17, 18]

@@ -530,6 +530,8 @@ class VideoStream:
     are detected on a thread of its own, with a YuNet of its own, while this frame's are drawn:
     the drawing is mostly single-threaded Python and NumPy, and the detector's full-resolution
     pass is about 40% of a talking-head clip's time. The frames and faces are the same either way.
+    While it looks ahead, the drawing's torch (SFace) runs on one thread fewer, leaving that core
+    to the detector; `close` (or `flush`) gives torch its threads back.
     """
 
     def __init__(self, anonymizer: Anonymizer, max_gap: int = 5, look_ahead: bool | None = None):
@@ -547,6 +549,8 @@ class VideoStream:
 
             self._detector = anonymizer.detector.twin()
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="fiva-detect")
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(max(self._threads - 1, 1))
         self._pending = None  # (frame, its detections to come)
         self._live: set[int] = set()  # the tracks in the last frame given to the anonymizer
 
@@ -561,11 +565,17 @@ class VideoStream:
         if self._pending is not None:
             (rgb, found), self._pending = self._pending, None
             out = self._track(rgb, found.result())
-        if self._ahead is not None:
-            self._ahead.shutdown()
+        self.close()
         out += [self._apply(img, tf) for img, tf in self.tracker.flush()]
         self.anon.stats["filled"] += self.tracker.filled
         return out
+
+    def close(self) -> None:
+        """Stop looking ahead: the detection thread ends and torch gets its threads back."""
+        if self._ahead is not None:
+            self._ahead.shutdown()
+            self._ahead = None
+            torch.set_num_threads(self._threads)
 
     def _track(self, rgb: np.ndarray, dets: Detections) -> list[np.ndarray]:
         return [self._apply(img, tf) for img, tf in self.tracker.push(rgb, dets)]

@@ -77,7 +77,8 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
                   on_frame: Callable[[], None] | None = None) -> VideoInfo:
     """Apply `fn` to every frame of `src`, write `dst`. `fn` is a function (RGB uint8 -> RGB uint8,
     same size) or a stream with push(rgb) -> [rgb, ...] and flush() -> [rgb, ...] that may hand
-    frames back later than it gets them (in order, one out for each in).
+    frames back later than it gets them (in order, one out for each in), and may have a close()
+    that is called however the video ends.
 
     Video is re-encoded (H.264; VP9 for .webm) at the same resolution with each frame's
     timestamp kept; audio packets are copied when `dst`'s container accepts the codec,
@@ -118,6 +119,9 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if hasattr(fn, "close"):
+                fn.close()
     return info
 
 

@@ -266,6 +266,9 @@ class _Counted:
         self.job.done = min(self.job.done + len(out), self.job.total)
         return out
 
+    def close(self) -> None:
+        self.stream.close()
+
 
 def start_file(anon: Anonymizer, name: str) -> None:
     """Set `anon` up for a new file as `fiva anonymize` does for a file given by its name: a new
