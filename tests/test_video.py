@@ -193,11 +193,15 @@ def test_a_stream_is_closed_however_its_video_ends(videos, tmp_path):
         def close(self):
             self.closed += 1
 
-    ok, bad = Stream(False), Stream(True)
+    ok, bad, unread = Stream(False), Stream(True), Stream(False)
     process_video(videos["audio"], tmp_path / "ok.mp4", ok, progress=False)
     with pytest.raises(RuntimeError, match="model failed"):
         process_video(videos["audio"], tmp_path / "bad.mp4", bad, progress=False)
-    assert ok.closed == 1 and bad.closed == 1
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    with pytest.raises(InputError, match="broken.mp4"):
+        process_video(broken, tmp_path / "out.mp4", unread, progress=False)
+    assert ok.closed == 1 and bad.closed == 1 and unread.closed == 1
 
 
 def test_delayed_stream_keeps_variable_timing_and_rotation(tmp_path):

@@ -86,6 +86,14 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
     constant-rate video only, so there frames are put on a 1/fps clock. `on_frame` is called
     for every frame read (a cluster worker counts frames for the driver's progress bar with it).
     """
+    try:
+        return _process_video(src, dst, fn, progress, codec, crf, keep_metadata, desc, on_frame)
+    finally:
+        if hasattr(fn, "close"):
+            fn.close()
+
+
+def _process_video(src, dst, fn, progress, codec, crf, keep_metadata, desc, on_frame) -> VideoInfo:
     src, dst = Path(src), Path(dst)
     ext = dst.suffix.lower()
     if ext not in VIDEO_EXTS:
@@ -119,9 +127,6 @@ def process_video(src, dst, fn, *, progress: bool = True, codec: str | None = No
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        finally:
-            if hasattr(fn, "close"):
-                fn.close()
     return info
 
 
