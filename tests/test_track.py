@@ -66,10 +66,10 @@ def test_a_video_stream_detecting_ahead_on_its_own_thread_gives_the_same_frames(
     faces were found on that thread."""
     import threading
 
+    import torch
+
     from fiva import Anonymizer
     from fiva.anonymize.frame import VideoStream
-
-    import torch
 
     frames = [np.roll(astronaut, (2 * i, 3 * i), axis=(0, 1)) for i in range(7)]
     frames[3] = frames[3] // 4  # a dark frame: the face missed and filled in
